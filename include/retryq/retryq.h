@@ -1,0 +1,264 @@
+/*
+ * libretryq — the public API of retryq.
+ *
+ * retryq makes "retry this failed question" durable for the benchmark runner: a retry
+ * is a small JSON job on a Redis list that retryq-worker pops reliably and re-runs
+ * through the inference router. This header is everything a producer needs:
+ *
+ *   - the job type and its wire format (encode / decode / validate, DESIGN §2);
+ *   - the Redis key names of a queue (§3);
+ *   - parsing of redis:// and unix:// URLs;
+ *   - a synchronous client that enqueues a job, performs the runner's whole retry
+ *     request (`retryq_submit`), reads queue statistics and applies migrations.
+ *
+ * Conventions: functions return RETRYQ_OK (0) or a negative retryq_code; when an
+ * error struct is passed it receives a human sentence. Nothing here keeps global
+ * state; a client is not thread-safe (use one per thread). Strings passed in are
+ * copied; memory returned is freed by the matching *_free function.
+ */
+#ifndef RETRYQ_RETRYQ_H
+#define RETRYQ_RETRYQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RETRYQ_VERSION_MAJOR 0
+#define RETRYQ_VERSION_MINOR 1
+#define RETRYQ_VERSION_PATCH 0
+#define RETRYQ_VERSION_STRING "0.1.0"
+
+#define RETRYQ_DEFAULT_QUEUE "retry_queue"
+#define RETRYQ_DEFAULT_MAX_RETRIES 3
+#define RETRYQ_MAX_PAYLOAD (64 * 1024) /* bytes of one job's JSON text */
+#define RETRYQ_MAX_REGION 128          /* bytes of a region name */
+#define RETRYQ_MAX_QUEUE_NAME 200      /* bytes of a queue name */
+#define RETRYQ_MAX_JOB_ID 64           /* bytes of the optional "id" field */
+#define RETRYQ_MAX_TIMESTAMP 40        /* bytes of the optional "enqueued_at" field */
+#define RETRYQ_MAX_ATTEMPT 1000        /* hard bound on retry_attempt and delivery */
+
+#if defined(__GNUC__)
+#define RETRYQ_API __attribute__((visibility("default")))
+#else
+#define RETRYQ_API
+#endif
+
+#if defined(__GNUC__)
+#define RETRYQ_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define RETRYQ_MUST_CHECK
+#endif
+
+/* Result codes. 0 is success; every failure is negative and has its own meaning. */
+typedef enum retryq_code {
+    RETRYQ_OK = 0,
+    RETRYQ_ERR_INVALID = -1,          /* invalid input (payload, argument, URL) */
+    RETRYQ_ERR_NOT_FOUND = -2,        /* no execution with that id and region */
+    RETRYQ_ERR_NOT_RETRYABLE = -3,    /* the execution's status is not failed/timeout/error */
+    RETRYQ_ERR_MAX_RETRIES = -4,      /* retry_count >= max_retries */
+    RETRYQ_ERR_REDIS = -5,            /* Redis unreachable or refused the command */
+    RETRYQ_ERR_DATABASE = -6,         /* PostgreSQL unreachable or refused the statement */
+    RETRYQ_ERR_NOMEM = -7,            /* out of memory */
+    RETRYQ_ERR_TOO_LARGE = -8,        /* payload over RETRYQ_MAX_PAYLOAD */
+    RETRYQ_ERR_SCHEMA = -9,           /* schema not migrated (e.g. 'retrying' not allowed) */
+} retryq_code;
+
+/* A human sentence about the last failure; `code` repeats the return value. */
+typedef struct retryq_error {
+    int code;
+    char message[512];
+} retryq_error_t;
+
+/* Static name of a code: "ok", "invalid", "not_found", ... */
+RETRYQ_API const char *retryq_code_name(int code);
+/* The library's version string (RETRYQ_VERSION_STRING of the built library). */
+RETRYQ_API const char *retryq_version(void);
+
+/* ---------------------------------------------------------------- the job (§2) */
+
+/*
+ * One retry job. Fixed size, owns no heap memory. The four required fields are
+ * exactly what the runner's Go API pushes; the rest are optional extensions.
+ */
+typedef struct retryq_job {
+    int64_t execution_id;                      /* > 0 */
+    char region[RETRYQ_MAX_REGION + 1];        /* 1..128 bytes, no control characters */
+    int64_t question_index;                    /* >= 0 */
+    int32_t retry_attempt;                     /* 1..max retries */
+    int32_t delivery;                          /* deliveries so far; 0 when absent */
+    char enqueued_at[RETRYQ_MAX_TIMESTAMP + 1]; /* RFC 3339 or "" when absent */
+    char id[RETRYQ_MAX_JOB_ID + 1];            /* "<execution_id>:<retry_attempt>" or "" */
+} retryq_job_t;
+
+/*
+ * Fills `job` with the required fields and sets `id` and `enqueued_at` (now, UTC).
+ * Returns RETRYQ_ERR_INVALID (with a reason) when a field breaks the rules.
+ */
+RETRYQ_API int retryq_job_init(retryq_job_t *job, int64_t execution_id, const char *region,
+                    int64_t question_index, int32_t retry_attempt,
+                    retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/*
+ * Parses and validates one payload of `len` bytes (not necessarily NUL-terminated).
+ * Accepts the runner's four-field form unchanged; `execution_id` may also be a
+ * decimal string; unknown fields are ignored. `max_retries` bounds retry_attempt
+ * (pass 0 for RETRYQ_DEFAULT_MAX_RETRIES). On rejection returns RETRYQ_ERR_INVALID
+ * or RETRYQ_ERR_TOO_LARGE and puts the reason in err->message (e.g.
+ * "execution_id: must be a positive integer").
+ */
+RETRYQ_API int retryq_job_decode(const char *payload, size_t len, int max_retries,
+                      retryq_job_t *job, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* Checks the rules of §2 on a filled struct (decode calls it). */
+RETRYQ_API int retryq_job_validate(const retryq_job_t *job, int max_retries,
+                        retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/*
+ * Writes the job as compact JSON into buf (NUL-terminated). Returns the length
+ * written (without the NUL) or a negative code when buf is too small or the job is
+ * invalid. Optional fields are written only when set (delivery only when > 0).
+ */
+RETRYQ_API int retryq_job_encode(const retryq_job_t *job, char *buf, size_t cap) RETRYQ_MUST_CHECK;
+
+/* ----------------------------------------------------------------- keys (§3) */
+
+/* The Redis keys of one queue. The braces make a cluster hash tag. */
+typedef struct retryq_keys {
+    char pending[RETRYQ_MAX_QUEUE_NAME + 1];         /* Q */
+    char processing_prefix[RETRYQ_MAX_QUEUE_NAME + 32]; /* {Q}:processing: */
+    char workers[RETRYQ_MAX_QUEUE_NAME + 32];        /* {Q}:workers */
+    char delayed[RETRYQ_MAX_QUEUE_NAME + 32];        /* {Q}:delayed */
+    char dead[RETRYQ_MAX_QUEUE_NAME + 32];           /* {Q}:dead */
+} retryq_keys_t;
+
+/* Queue names are 1..200 bytes of printable ASCII without braces or spaces. */
+RETRYQ_API int retryq_keys_init(retryq_keys_t *keys, const char *queue, retryq_error_t *err) RETRYQ_MUST_CHECK;
+/* Writes "{Q}:processing:<worker_id>" into buf; returns length or negative. */
+RETRYQ_API int retryq_keys_processing(const retryq_keys_t *keys, const char *worker_id, char *buf,
+                           size_t cap) RETRYQ_MUST_CHECK;
+
+/* ---------------------------------------------------------------- Redis URLs */
+
+/*
+ * redis://[[user]:password@]host[:port][/db]  (host may be [v6]; port default 6379)
+ * unix://[[user]:password@]/path/to/socket[?db=N]
+ * Percent-escapes in user and password are decoded.
+ */
+typedef struct retryq_redis_url {
+    bool is_unix;
+    char host[256];
+    int port;
+    char path[108];
+    char user[128];     /* "" when absent: AUTH <password> */
+    char password[256]; /* "" when absent: no AUTH */
+    int db;             /* 0 when absent */
+} retryq_redis_url_t;
+
+RETRYQ_API int retryq_redis_url_parse(const char *url, retryq_redis_url_t *out,
+                           retryq_error_t *err) RETRYQ_MUST_CHECK;
+/* Writes the URL with the password replaced by "***" (for logs). */
+RETRYQ_API void retryq_redis_url_redact(const char *url, char *buf, size_t cap);
+
+/* -------------------------------------------------------------- the client */
+
+typedef struct retryq_options {
+    const char *redis_url;     /* NULL: $RETRYQ_REDIS_URL or redis://127.0.0.1:6379 */
+    const char *database_url;  /* NULL: $RETRYQ_DATABASE_URL (libpq conninfo or URI) */
+    const char *queue;         /* NULL: $RETRYQ_QUEUE or "retry_queue" */
+    int connect_timeout_ms;    /* 0: 5000 */
+    int command_timeout_ms;    /* 0: 5000 */
+} retryq_options_t;
+
+/* Opaque: one Redis connection and one PostgreSQL connection, opened when first needed. */
+typedef struct retryq_client retryq_client_t;
+
+/* Returns NULL with err filled when the options are invalid (nothing is connected yet). */
+RETRYQ_API retryq_client_t *retryq_client_new(const retryq_options_t *opts, retryq_error_t *err);
+RETRYQ_API void retryq_client_free(retryq_client_t *client);
+RETRYQ_API const retryq_keys_t *retryq_client_keys(const retryq_client_t *client);
+
+/* LPUSH the encoded job onto the queue. RETRYQ_ERR_REDIS when Redis is unavailable. */
+RETRYQ_API int retryq_enqueue(retryq_client_t *client, const retryq_job_t *job,
+                   retryq_error_t *err) RETRYQ_MUST_CHECK;
+/* LPUSH a raw payload as given (for tools and tests; it is not validated). */
+RETRYQ_API int retryq_enqueue_raw(retryq_client_t *client, const char *payload, size_t len,
+                       retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* What a submit did. */
+typedef enum retryq_submit_status {
+    RETRYQ_SUBMIT_QUEUED = 0,            /* committed and pushed */
+    RETRYQ_SUBMIT_COMMITTED_NOT_QUEUED,  /* committed, LPUSH failed: the orphan sweep re-enqueues */
+    RETRYQ_SUBMIT_ALREADY_COMPLETED,     /* status completed: output holds the stored result */
+    RETRYQ_SUBMIT_IN_FLIGHT,             /* running/processing/retrying/queued/created/pending */
+} retryq_submit_status_t;
+
+typedef struct retryq_submit_result {
+    retryq_submit_status_t status;
+    int32_t attempt;        /* the retry_attempt of the new job (QUEUED / NOT_QUEUED) */
+    int32_t retry_count;    /* after the change */
+    int32_t max_retries;
+    char execution_status[51]; /* status found (refusals) or 'retrying' */
+    char *output_data;      /* ALREADY_COMPLETED: the stored output_data JSON (malloc'd) */
+    retryq_job_t job;       /* the job that was (or should have been) pushed */
+} retryq_submit_result_t;
+
+/*
+ * The runner's retry request, done safely: in one transaction lock the execution by
+ * id AND region; completed -> ALREADY_COMPLETED with the stored output; in flight ->
+ * IN_FLIGHT; only failed/timeout/error are retryable (else RETRYQ_ERR_NOT_RETRYABLE);
+ * retry_count < max_retries (else RETRYQ_ERR_MAX_RETRIES); then retry_count + 1,
+ * last_retry_at = now(), status 'retrying', one {attempt,timestamp,status:"retrying"}
+ * entry appended to retry_history; commit; then LPUSH.
+ *
+ * When the commit succeeded but the LPUSH failed, the function returns RETRYQ_ERR_REDIS
+ * and result->status is RETRYQ_SUBMIT_COMMITTED_NOT_QUEUED: the execution is already
+ * 'retrying', so calling submit again is refused as in flight. The worker's orphan
+ * sweep re-enqueues such executions; the caller may also push result->job itself.
+ * Free the result with retryq_submit_result_free.
+ */
+RETRYQ_API int retryq_submit(retryq_client_t *client, int64_t execution_id, const char *region,
+                  int64_t question_index, retryq_submit_result_t *result,
+                  retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_submit_result_free(retryq_submit_result_t *result);
+
+/* One live or dead worker from {Q}:workers. */
+typedef struct retryq_worker_info {
+    char id[256];
+    int64_t heartbeat_age_ms; /* by Redis's clock */
+    int64_t inflight;         /* length of its processing list */
+} retryq_worker_info_t;
+
+typedef struct retryq_stats {
+    int64_t pending;                  /* LLEN Q */
+    int64_t processing;               /* sum over every {Q}:processing:* list */
+    int64_t delayed;                  /* ZCARD {Q}:delayed */
+    int64_t dead;                     /* LLEN {Q}:dead */
+    int64_t oldest_pending_age_ms;    /* from the oldest job's enqueued_at; -1 unknown */
+    size_t worker_count;
+    retryq_worker_info_t *workers;    /* malloc'd array, worker_count entries */
+} retryq_stats_t;
+
+RETRYQ_API int retryq_stats(retryq_client_t *client, retryq_stats_t *out, retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_stats_free(retryq_stats_t *stats);
+
+/*
+ * Applies retryq's own migrations (embedded in the library) in order, each in its own
+ * transaction, and records them in retryq_schema_migrations (golang-migrate's format:
+ * version bigint primary key, dirty boolean). `target` < 0 means the latest; a target
+ * below the current version runs the down migrations. `applied` (optional) receives
+ * the number of steps run. Safe to run twice.
+ */
+RETRYQ_API int retryq_migrate(retryq_client_t *client, int64_t target, int *applied,
+                   retryq_error_t *err) RETRYQ_MUST_CHECK;
+/* The current recorded version (0 when none) and whether it is dirty. */
+RETRYQ_API int retryq_migrate_version(retryq_client_t *client, int64_t *version, bool *dirty,
+                           retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds retryq with warnings as errors, and runs the whole
+# test suite twice: a normal build, then under AddressSanitizer + UBSan.
+#   scripts/test.sh                 everything
+#   scripts/test.sh --quick         normal build only
+#   scripts/test.sh -L unit         extra arguments go to ctest
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+quick=0
+ctest_args=()
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1 ;;
+    *) ctest_args+=("$a") ;;
+  esac
+done
+
+"$root/scripts/deps.sh"
+
+jobs=$(nproc 2>/dev/null || echo 2)
+run_suite() { # <build dir> <cmake args...>
+  local dir=$1; shift
+  cmake -S "$root" -B "$dir" -DRETRYQ_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 900 "${ctest_args[@]}")
+}
+
+echo "== build and test (RelWithDebInfo)"
+run_suite "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [[ $quick == 0 ]]; then
+  echo "== build and test under AddressSanitizer + UBSan"
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DRETRYQ_SANITIZE=ON
+fi

@@ -1,0 +1,38 @@
+/*
+ * The synchronous client behind retryq_client_t: one hiredis connection and one libpq
+ * connection, each opened on first use and re-opened after a failure. client.c owns
+ * this struct; submit.c, migrate.c and stats use the accessors below.
+ */
+#ifndef RETRYQ_LIB_CLIENT_H
+#define RETRYQ_LIB_CLIENT_H
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+
+#include "internal.h"
+
+struct retryq_client {
+    char *redis_url;
+    char *database_url;        /* NULL when none was configured */
+    retryq_redis_url_t redis;  /* parsed redis_url */
+    retryq_keys_t keys;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    redisContext *rc;          /* NULL until first use or after an error */
+    PGconn *pg;                /* NULL until first use or after an error */
+};
+
+/* The live Redis connection (connect + AUTH + SELECT on first use). NULL with err
+ * (RETRYQ_ERR_REDIS) when Redis is unavailable. */
+redisContext *rq_client_redis(retryq_client_t *client, retryq_error_t *err);
+/* Call after a command failed at the I/O level: drops the connection so the next use
+ * reconnects. */
+void rq_client_redis_reset(retryq_client_t *client);
+
+/* The live PostgreSQL connection (connect_timeout applied). NULL with err
+ * (RETRYQ_ERR_DATABASE) when unavailable or when no database URL was configured. */
+PGconn *rq_client_pg(retryq_client_t *client, retryq_error_t *err);
+/* Drops a broken PostgreSQL connection (after PQstatus(pg) != CONNECTION_OK). */
+void rq_client_pg_reset(retryq_client_t *client);
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * Helpers shared by libretryq's own files; not part of the public API (the symbols
+ * are hidden in the shared library, visible in the static one for tests and the
+ * worker).
+ */
+#ifndef RETRYQ_LIB_INTERNAL_H
+#define RETRYQ_LIB_INTERNAL_H
+
+#include <stdarg.h>
+
+#include "retryq/retryq.h"
+
+/* Fills err (when not NULL) with code and a formatted sentence; returns code. */
+int rq_error(retryq_error_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Copies src into dst of capacity cap, always NUL-terminating; false when cut. */
+bool rq_copy(char *dst, size_t cap, const char *src);
+
+/* Milliseconds since the epoch (wall clock) and an RFC 3339 UTC timestamp of it. */
+int64_t rq_now_ms(void);
+void rq_format_rfc3339(int64_t epoch_ms, char *buf, size_t cap);
+/* Parses RFC 3339 ("2026-11-29T00:00:00Z", fractions and offsets allowed); -1 when bad. */
+int64_t rq_parse_rfc3339(const char *text);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * The worker's configuration: one table of settings (name, flag, environment variable,
+ * type, default, validator, help). The same table parses argv and the environment
+ * (flags win), prints --help, validates, and prints the effective values with secrets
+ * redacted. A bad value stops start-up with one line naming the setting.
+ */
+#ifndef RETRYQ_WORKER_CONFIG_H
+#define RETRYQ_WORKER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_BACKOFF 16
+
+typedef enum request_mode {
+    REQUEST_MODE_RUNNER = 0, /* the runner's normal request: regional system wrapper, t=0.1, 500 tokens */
+    REQUEST_MODE_SEED,       /* the seed plan's bare prompt, t=0.7, 2000 tokens */
+} request_mode_t;
+
+typedef struct config {
+    char *redis_url;           /* --redis-url RETRYQ_REDIS_URL, default redis://127.0.0.1:6379 */
+    char *database_url;        /* --database-url RETRYQ_DATABASE_URL, required */
+    char *router_url;          /* --router-url RETRYQ_ROUTER_URL, required, http(s)://host[:port][/base] */
+    char *queue;               /* --queue RETRYQ_QUEUE, default retry_queue */
+    char *worker_id;           /* --worker-id RETRYQ_WORKER_ID, default: <hostname>:<pid>:<random> built by the worker */
+    int concurrency;           /* --concurrency RETRYQ_CONCURRENCY, 1..100000, default 64 */
+    int timeout_ms;            /* --timeout-ms RETRYQ_TIMEOUT_MS, router total timeout, default 60000 */
+    int connect_timeout_ms;    /* --connect-timeout-ms RETRYQ_CONNECT_TIMEOUT_MS, default 5000 */
+    int64_t max_response_bytes;/* --max-response-bytes RETRYQ_MAX_RESPONSE_BYTES, default 4 MiB */
+    int max_retries;           /* --max-retries RETRYQ_MAX_RETRIES, bound on retry_attempt, default 3 */
+    int db_pool_size;          /* --db-pool RETRYQ_DB_POOL, 1..64, default 4 */
+    char *http_addr;           /* --http-addr RETRYQ_HTTP_ADDR, default 127.0.0.1:9464, "" or "off" disables */
+    char *question_bank;       /* --question-bank RETRYQ_QUESTION_BANK, path or NULL for the built-in bank */
+    request_mode_t request_mode; /* --request-mode RETRYQ_REQUEST_MODE runner|seed, default runner */
+    int drain_timeout_ms;      /* --drain-timeout-ms RETRYQ_DRAIN_TIMEOUT_MS, default 65000 */
+    int heartbeat_ms;          /* --heartbeat-ms RETRYQ_HEARTBEAT_MS, default 5000 */
+    int lease_ms;              /* --lease-ms RETRYQ_LEASE_MS, default 30000, must be > 2 * heartbeat */
+    int backoff_ms[CONFIG_MAX_BACKOFF]; /* --backoff RETRYQ_BACKOFF "5s,30s,2m" (ms/s/m suffixes), default 5000,30000,120000 */
+    int backoff_count;         /*   number of entries in backoff_ms (1..16) */
+    int max_deliveries;        /* --max-deliveries RETRYQ_MAX_DELIVERIES, poison bound, default 5 */
+    int orphan_age_ms;         /* --orphan-age-ms RETRYQ_ORPHAN_AGE_MS, default 300000 */
+    int orphan_interval_ms;    /* --orphan-interval-ms RETRYQ_ORPHAN_INTERVAL_MS, default 60000 */
+    int dead_max;              /* --dead-max RETRYQ_DEAD_MAX, cap of the dead list, default 10000 */
+    bool require_safe_redis;   /* --require-safe-redis RETRYQ_REQUIRE_SAFE_REDIS: refuse to start without AOF/noeviction */
+    bool exit_when_idle;       /* --exit-when-idle RETRYQ_EXIT_WHEN_IDLE */
+    int log_level;             /* --log-level RETRYQ_LOG_LEVEL debug|info|warn|error, default info (a log_level_t) */
+    bool log_json;             /* --log-format RETRYQ_LOG_FORMAT logfmt|json, default logfmt */
+} config_t;
+
+/*
+ * Fills cfg from defaults, then the environment, then argv (getopt_long).
+ * Returns 0 when the worker should run, 1 when --help or --version was printed to `out`
+ * (exit 0), -1 on a bad setting with one line in err, e.g.
+ * "RETRYQ_CONCURRENCY: must be an integer between 1 and 100000 (got \"abc\")".
+ * Secrets: RETRYQ_REDIS_PASSWORD_FILE / RETRYQ_DATABASE_PASSWORD_FILE (and the
+ * --redis-password-file / --database-password-file flags) name files whose first line
+ * becomes the password in the corresponding URL; a warning is written to `out`'s stderr
+ * counterpart (the `warn` stream) when such a file is readable by group or others.
+ */
+int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, char *err, size_t errcap);
+void config_free(config_t *cfg);
+/* Prints "name=value" lines of the effective settings, passwords replaced by ***. */
+void config_print(const config_t *cfg, FILE *out);
+/* Writes s with any URL password replaced by *** (for logs). */
+void config_redact_url(const char *url, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * The inference router client: POST {base}/inference through one libcurl multi handle
+ * driven by the worker's event_base (socket and timer callbacks, as curl's hiperfifo
+ * example shows). Keep-alive connections are reused across calls. No redirects, HTTP(S)
+ * only, a total timeout, a connect timeout and a response size cap enforced in the
+ * write callback. Completion callbacks run from the event loop, never from inside a
+ * curl callback.
+ */
+#ifndef RETRYQ_WORKER_ROUTER_H
+#define RETRYQ_WORKER_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+typedef struct router router_t;
+typedef struct router_call router_call_t;
+
+typedef struct router_config {
+    const char *base_url;      /* e.g. http://127.0.0.1:8080 ; "/inference" is appended */
+    long timeout_ms;           /* total, default 60000 */
+    long connect_timeout_ms;   /* default 5000 */
+    size_t max_body;           /* response cap in bytes, default 4 MiB */
+} router_config_t;
+
+/* What came back from one call; valid only during the callback. */
+typedef struct router_result {
+    int curl_code;            /* CURLE_OK (0) or the curl error */
+    long http_status;         /* 0 when no response */
+    const char *body;         /* NUL-terminated response body (possibly empty, never NULL) */
+    size_t body_len;
+    bool too_large;           /* body exceeded max_body: transfer aborted */
+    bool timed_out;           /* total timeout hit (CURLE_OPERATION_TIMEDOUT) */
+    double total_sec;         /* wall time of the call */
+    long retry_after_ms;      /* from a Retry-After header (seconds or HTTP date); -1 when absent */
+    const char *error;        /* curl's error text or "" */
+} router_result_t;
+
+typedef void (*router_done_fn)(void *arg, const router_result_t *result);
+
+router_t *router_new(struct event_base *base, const router_config_t *cfg, char *err, size_t errcap);
+/* Cancels every call in progress (their callbacks are not called) and frees everything. */
+void router_free(router_t *router);
+
+/*
+ * Starts one call. The body is copied. Headers: Content-Type: application/json,
+ * X-Retryq-Execution: <execution_id>, X-Retryq-Attempt: <attempt>. `done` is called
+ * exactly once unless the call is cancelled first. Returns NULL when the call could
+ * not even be started (out of memory, curl refused the handle).
+ */
+router_call_t *router_call(router_t *router, const char *body, size_t len, int64_t execution_id,
+                           int32_t attempt, router_done_fn done, void *arg);
+/* Stops a call; its callback will not run. Not allowed from inside its own callback. */
+void router_cancel(router_call_t *call);
+size_t router_active(const router_t *router);
+
+/* ------------------------------------------------------------------ classification */
+
+typedef enum router_verdict {
+    ROUTER_SUCCESS = 0,  /* HTTP 2xx and success:true with a string response */
+    ROUTER_FAILED,       /* success:false, HTTP 4xx other than 408/429, invalid / oversized / non-object JSON */
+    ROUTER_TIMEOUT,      /* total timeout hit */
+    ROUTER_TRANSIENT,    /* connection errors, HTTP 5xx, 429, 408: back off and retry later */
+} router_verdict_t;
+
+/* The parsed meaning of one router_result (DESIGN §5). All strings malloc'd, owned here. */
+typedef struct router_outcome {
+    router_verdict_t verdict;
+    long http_status;
+    char *response;          /* success: the answer text */
+    char *provider;          /* provider_used, or NULL */
+    double inference_sec;    /* from the router, or 0 */
+    char *metadata_json;     /* the metadata object re-serialised, or NULL */
+    char *error;             /* failure text (<= 2 KiB; for non-2xx: "HTTP 503: <first 2 KiB of body>") */
+    char *error_code;        /* short code: "router_error", "http_4xx", "invalid_json", "too_large", "timeout", "network", "http_5xx", "rate_limited", ... */
+    long retry_after_ms;     /* copied from the result, -1 when absent */
+} router_outcome_t;
+
+/* Classifies a finished call. Never fails; unknown shapes become ROUTER_FAILED. Text
+ * with an escaped NUL (\u0000) or invalid UTF-8 is sanitised (NUL dropped, bad bytes
+ * replaced by U+FFFD) so it can be stored in jsonb. */
+void router_classify(const router_result_t *result, router_outcome_t *out);
+void router_outcome_free(router_outcome_t *out);
+const char *router_verdict_name(router_verdict_t verdict); /* "success","failed","timeout","transient" */
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * The PostgreSQL side of the worker: a small pool of nonblocking libpq connections driven
+ * by the worker's event_base (PQconnectStart/PQconnectPoll, PQsendQueryPrepared, PQflush,
+ * PQconsumeInput/PQisBusy/PQgetResult on socket events). Statements are registered once
+ * and prepared on every new connection. Queries wait in a FIFO while no connection is free
+ * or while the database is down; broken connections are re-opened with exponential
+ * backoff and jitter. Nothing here blocks the loop.
+ */
+#ifndef RETRYQ_WORKER_STORE_H
+#define RETRYQ_WORKER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+struct event_base;
+
+typedef struct store store_t;
+
+typedef enum store_status {
+    STORE_OK = 0,           /* res holds the result (PGRES_TUPLES_OK or PGRES_COMMAND_OK) */
+    STORE_ERR_CONNECTION,   /* the connection broke while the query was sent or running:
+                               for a write the outcome is unknown; the caller decides to retry */
+    STORE_ERR_QUERY,        /* the server refused the statement; sqlstate and message set */
+} store_status_t;
+
+/* `res` is owned by the store and valid only during the callback (NULL unless STORE_OK).
+ * `sqlstate` is "" when unknown, `message` never NULL. */
+typedef void (*store_done_fn)(void *arg, store_status_t status, const PGresult *res,
+                              const char *sqlstate, const char *message);
+
+/* conninfo: a libpq connection string or URI. pool_size: 1..64. Connections are opened at
+ * once (asynchronously); failures are retried with backoff forever. */
+store_t *store_new(struct event_base *base, const char *conninfo, int pool_size, char *err,
+                   size_t errcap);
+/* Closes connections; callbacks of queued or running queries are NOT called. */
+void store_free(store_t *store);
+
+/* Registers a statement to prepare on every connection; only before the first query. Returns
+ * a statement id >= 0, or -1. */
+int store_register(store_t *store, const char *sql, int nparams);
+
+/* Queues one execution of a registered statement. Parameters are text (NULL = SQL NULL) and
+ * are copied. Returns 0, or -1 when out of memory. The callback runs exactly once, from the
+ * loop (never from inside store_exec), unless the store is freed first. */
+int store_exec(store_t *store, int statement, int nparams, const char *const *params,
+               store_done_fn done, void *arg);
+
+bool store_connected(const store_t *store);  /* at least one connection ready */
+size_t store_pending(const store_t *store);  /* queued + running queries */
+/* A short description of the last connection error ("" when none), for /readyz and logs. */
+const char *store_last_error(const store_t *store);
+
+/* True when the SQLSTATE means "the connection or server is gone" (class 08, 57P01..57P03). */
+bool store_sqlstate_is_connection(const char *sqlstate);
+/* True for serialization failure / deadlock (40001, 40P01): retry the statement. */
+bool store_sqlstate_is_retryable(const char *sqlstate);
+
+#endif
