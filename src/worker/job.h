@@ -1,0 +1,27 @@
+/*
+ * One job's life: decode, load (one query), guard, resolve the question, call the
+ * router, record the outcome (one guarded statement), then ack. Each job is one struct
+ * that owns all its buffers and is freed in one place (job_free). Every path ends in
+ * exactly one of: ack, dead-letter, delay (transient failure), requeue or — at a fast
+ * stop — nothing (the job stays in the processing list for recovery).
+ */
+#ifndef RETRYQ_WORKER_JOB_H
+#define RETRYQ_WORKER_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "worker.h"
+
+/* The SQL the jobs use; registered with the store at start-up. */
+extern const char JOB_SQL_LOAD[];
+extern const char JOB_SQL_RECORD[];
+
+/* A payload arrived from the queue: start a job for it (rescan: see queue.h). */
+void job_start(worker_t *w, const char *payload, size_t len, bool rescan);
+/* Frees a job and its buffers; the caller has unlinked it or is tearing down. */
+void job_free(job_t *job);
+/* Frees every job still linked (teardown, after the store, router and queue are gone). */
+void job_free_all(worker_t *w);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * The Redis side of the worker, on the worker's event_base through hiredis' async API
+ * and its libevent adapter. Two connections: one only for taking jobs (a batch move by
+ * Lua, then a blocking BLMOVE/BRPOPLPUSH when the queue is empty), one for everything
+ * else. Both reconnect on their own with exponential backoff and full jitter.
+ *
+ * Writes that change a job's place (ack, dead-letter, delay, requeue) are "operations":
+ * queued in memory, sent in order, and sent again after a reconnect until Redis answers,
+ * so an ack that could not be sent during an outage is sent when Redis returns. Each
+ * operation's Lua script is conditional on the job still being in this worker's
+ * processing list, which makes a resend after a lost reply harmless.
+ */
+#ifndef RETRYQ_WORKER_QUEUE_H
+#define RETRYQ_WORKER_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "retryq/retryq.h"
+
+struct event_base;
+
+typedef struct queue queue_t;
+
+typedef struct queue_callbacks {
+    /* A job was taken into the processing list. The payload is only valid during the call.
+     * `rescan` marks jobs found in this worker's own list after the pop connection was
+     * lost: the worker ignores those it already holds. */
+    void (*job)(void *arg, const char *payload, size_t len, bool rescan);
+    /* The pop found the queue empty (after its blocking wait). */
+    void (*idle)(void *arg);
+    /* Connection state changed (for readiness, logs and resuming work). */
+    void (*state)(void *arg);
+    void *arg;
+} queue_callbacks_t;
+
+typedef struct queue_config {
+    const retryq_redis_url_t *url;
+    const retryq_keys_t *keys;
+    const char *worker_id;
+    int connect_timeout_ms;   /* connect + AUTH/SELECT, default 5000 */
+    int command_timeout_ms;   /* a reply overdue by this much drops the connection */
+    int block_ms;             /* how long one blocking pop waits, e.g. 1000 */
+    int batch;                /* jobs moved per Lua batch pop, e.g. 64 */
+    int dead_max;             /* cap of the dead list */
+} queue_config_t;
+
+queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
+                   const queue_callbacks_t *cb, char *err, size_t errcap);
+/* Drops both connections and every unsent operation; no callback runs. */
+void queue_free(queue_t *q);
+
+/* Tells the queue how many more jobs the worker can take now (0 stops taking). */
+void queue_set_room(queue_t *q, size_t room);
+
+/* Removes one job from this worker's processing list (LREM). */
+void queue_ack(queue_t *q, const char *payload, size_t len);
+/* Moves a job from the processing list to the dead list with a reason (capped list). */
+void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason);
+/* Moves a job from the processing list to the delayed set, replaced by `next_payload`
+ * (its delivery count bumped), due at `due_ms` (Redis clock, ms since the epoch). */
+void queue_delay(queue_t *q, const char *payload, size_t len, const char *next_payload,
+                 int64_t delay_ms);
+/* Moves a job from the processing list back to the head of the queue (it runs next). */
+void queue_requeue(queue_t *q, const char *payload, size_t len);
+
+/* Periodic maintenance, each one Lua call on Redis's clock: refresh this worker's
+ * heartbeat; move every worker's list whose heartbeat is older than lease_ms back to
+ * the queue; promote due delayed jobs. */
+void queue_heartbeat(queue_t *q);
+void queue_recover(queue_t *q, int lease_ms);
+void queue_promote(queue_t *q);
+/* At a graceful exit: move what is left in this worker's list to the head of the queue
+ * and leave {Q}:workers. */
+void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
+/* Asks whether the queue and the delayed set are empty; `done` gets the answer. */
+void queue_check_empty(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
+
+bool queue_ready(const queue_t *q);           /* both connections up */
+size_t queue_unsent(const queue_t *q);        /* operations not yet answered */
+const char *queue_last_error(const queue_t *q);
+const char *queue_server_version(const queue_t *q);
+uint64_t queue_reconnects(const queue_t *q);
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * The worker: one event_base, one thread, one `worker_t` that every module is handed
+ * (nothing global). worker.c owns start-up, timers, signals, draining and teardown;
+ * job.c owns the life of one job. The counters here feed logs, stats and /metrics.
+ */
+#ifndef RETRYQ_WORKER_WORKER_H
+#define RETRYQ_WORKER_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "question.h"
+#include "queue.h"
+#include "retryq/retryq.h"
+#include "router.h"
+#include "store.h"
+
+struct event_base;
+struct event;
+typedef struct job job_t;
+typedef struct http_server http_server_t;
+
+typedef enum worker_state {
+    WORKER_STARTING = 0, /* connecting */
+    WORKER_RUNNING,      /* taking jobs */
+    WORKER_DRAINING,     /* not taking jobs; finishing the ones in flight */
+    WORKER_STOPPING,     /* handing back what is left, flushing Redis writes */
+    WORKER_STOPPED,
+} worker_state_t;
+
+/* Statement ids registered with the store. */
+typedef struct worker_statements {
+    int load;
+    int record;
+} worker_statements_t;
+
+typedef struct worker_counters {
+    uint64_t taken;          /* jobs taken from the queue (incl. rescans) */
+    uint64_t attempts;       /* router calls started (retry_attempts_total) */
+    uint64_t succeeded;      /* outcomes recorded as completed */
+    uint64_t failed;         /* outcomes recorded as failed (router said no, bad spec, ...) */
+    uint64_t timeouts;       /* outcomes recorded as timeout */
+    uint64_t stale;          /* guard said the job was superseded or already recorded */
+    uint64_t dead;           /* jobs sent to the dead list */
+    uint64_t delayed;        /* transient failures sent to the delayed set */
+    uint64_t requeued;       /* jobs handed back to the queue (write deadline passed) */
+    uint64_t store_retries;  /* database steps retried after an outage */
+} worker_counters_t;
+
+typedef struct worker {
+    struct event_base *base;
+    config_t cfg;
+    char id[256];
+    retryq_keys_t keys;
+    retryq_redis_url_t redis_url;
+    queue_t *queue;
+    store_t *store;
+    router_t *router;
+    question_bank_t *bank;
+    http_server_t *http;
+    worker_statements_t sql;
+    worker_state_t state;
+    int exit_code;
+
+    job_t *jobs;             /* in-flight jobs (doubly linked) */
+    size_t inflight;
+
+    struct event *sigint;
+    struct event *sigterm;
+    struct event *tick;      /* once a second: promotion, idle checks, status */
+    struct event *heartbeat; /* heartbeat + lease recovery */
+    struct event *drain_deadline;
+    struct event *stop_deadline;
+    int64_t started_ms;      /* monotonic */
+    int64_t stop_requested_ms;
+    int signals;             /* SIGINT/SIGTERM received */
+    bool idle_check_pending;
+    bool ready_announced;
+
+    worker_counters_t count;
+    uint64_t rng;
+} worker_t;
+
+/* Builds everything from the configuration; on failure returns -1 with err filled. */
+int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap);
+/* Runs the loop until the worker stops; returns the process exit code. */
+int worker_run(worker_t *w);
+void worker_destroy(worker_t *w);
+
+/* Begins a graceful stop (as SIGTERM does). */
+void worker_request_stop(worker_t *w, const char *why);
+/* Called by job.c whenever a job ends, so the worker can take more or finish a drain. */
+void worker_job_finished(worker_t *w);
+/* A random number for jitter. */
+uint64_t worker_random(worker_t *w);
+
+#endif

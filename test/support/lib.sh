@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Shared helpers for the shell integration tests (sourced, not run). They expect the
+# environment of `test/support/services.sh exec` (RETRYQ_TEST_*) and of CTest
+# (RETRYQ_CLI, RETRYQ_WORKER_BIN, RETRYQ_MOCK_ROUTER_BIN).
+
+t_passed=0
+t_failed=0
+t_pids=()
+t_dbs=()
+t_tmp=$(mktemp -d "${TMPDIR:-/tmp}/retryq-test.XXXXXX")
+
+check() { # <description> <command...>: passes when the command succeeds
+  local what=$1; shift
+  if "$@"; then
+    t_passed=$((t_passed + 1)); echo "ok   - $what"
+  else
+    t_failed=$((t_failed + 1)); echo "FAIL - $what"
+  fi
+}
+
+check_eq() { # <description> <expected> <actual>
+  if [[ "$2" == "$3" ]]; then
+    t_passed=$((t_passed + 1)); echo "ok   - $1"
+  else
+    t_failed=$((t_failed + 1)); echo "FAIL - $1: expected [$2], got [$3]"
+  fi
+}
+
+t_finish() {
+  echo "$t_passed passed, $t_failed failed"
+  [[ $t_failed == 0 ]]
+}
+
+t_cleanup() {
+  local pid db
+  for pid in "${t_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${t_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for db in "${t_dbs[@]}"; do
+    psql "$RETRYQ_TEST_ADMIN_URL" -X -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  rm -rf "$t_tmp"
+}
+trap t_cleanup EXIT
+
+need_env() {
+  local v
+  for v in "$@"; do
+    if [[ -z ${!v:-} ]]; then echo "FAIL - $v is not set (run through ctest)"; exit 1; fi
+  done
+}
+
+# Polls a command until it succeeds or the deadline (seconds) passes.
+wait_for() { # <seconds> <command...>
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    ((SECONDS >= deadline)) && return 1
+    sleep 0.05
+  done
+}
+
+# A fresh database: the runner's schema (cloned from the template nobody connects to)
+# plus retryq's migration applied by `retryq migrate`. Sets DB to its URL.
+new_database() {
+  local name="t_$(basename "$0" .sh)_$$_${#t_dbs[@]}"
+  name=${name//[^a-zA-Z0-9_]/_}
+  psql "$RETRYQ_TEST_ADMIN_URL" -X -q -v ON_ERROR_STOP=1 \
+    -c "CREATE DATABASE \"$name\" TEMPLATE \"$RETRYQ_TEST_TEMPLATE_DB\"" >/dev/null
+  t_dbs+=("$name")
+  DB="postgresql://retryq@${RETRYQ_TEST_PG_HOST}:${RETRYQ_TEST_PG_PORT}/$name"
+  "$RETRYQ_CLI" --database-url "$DB" migrate >/dev/null
+}
+
+sql() { psql "$DB" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+rcli() { redis-cli -u "$RETRYQ_TEST_REDIS_URL" --no-auth-warning "$@"; }
+
+# Starts the mock router with the given flags; sets ROUTER_URL and ROUTER_PID.
+start_router() {
+  local port_file="$t_tmp/router.$RANDOM.port"
+  "$RETRYQ_MOCK_ROUTER_BIN" --listen 127.0.0.1:0 --port-file "$port_file" --quiet "$@" &
+  ROUTER_PID=$!
+  t_pids+=("$ROUTER_PID")
+  wait_for 10 test -s "$port_file" || { echo "FAIL - mock router did not start"; exit 1; }
+  ROUTER_URL="http://127.0.0.1:$(cat "$port_file")"
+}
+
+# Inserts a job with the given spec JSON; prints its id.
+insert_job() {
+  sql -v spec="$1" -v sid="spec-$RANDOM-$RANDOM" <<'SQL'
+INSERT INTO jobs (jobspec_id, jobspec_data) VALUES (:'sid', :'spec'::jsonb) RETURNING id;
+SQL
+}
+
+# insert_execution <job_id> <region> <status> <question_id or ''> [model] -> id
+insert_execution() {
+  sql -v job="$1" -v region="$2" -v status="$3" -v qid="$4" -v model="${5:-llama3.2-1b}" <<'SQL'
+INSERT INTO executions (job_id, provider_id, region, status, question_id, model_id, original_error)
+VALUES (:job, 'router', :'region', :'status', NULLIF(:'qid', ''), :'model', 'first failure') RETURNING id;
+SQL
+}
