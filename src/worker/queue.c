@@ -129,6 +129,26 @@ static const char LUA_LEAVE[] =
     "redis.call('ZREM', KEYS[3], ARGV[1])\n"
     "return n\n";
 
+/* KEYS: queue, delayed, workers. ARGV: processing prefix, then candidate execution ids.
+ * Returns the candidates found in no list. */
+static const char LUA_MISSING[] =
+    "local want = {}\n"
+    "for i = 2, #ARGV do want[ARGV[i]] = true end\n"
+    "local function scan(items)\n"
+    "  for _, v in ipairs(items) do\n"
+    "    local id = string.match(v, '\"execution_id\"%s*:%s*\"?(%d+)')\n"
+    "    if id then want[id] = nil end\n"
+    "  end\n"
+    "end\n"
+    "scan(redis.call('LRANGE', KEYS[1], 0, -1))\n"
+    "scan(redis.call('ZRANGE', KEYS[2], 0, -1))\n"
+    "for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do\n"
+    "  scan(redis.call('LRANGE', ARGV[1] .. w, 0, -1))\n"
+    "end\n"
+    "local out = {}\n"
+    "for i = 2, #ARGV do if want[ARGV[i]] then out[#out + 1] = ARGV[i] end end\n"
+    "return out\n";
+
 static const char LUA_COUNT[] =
     "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n";
 
@@ -739,6 +759,134 @@ static void periodic(queue_t *q, const char *what, int argc, const char **argv)
 {
     if (q->cmd.state == CONN_READY)
         conn_send(&q->cmd, on_periodic_reply, (void *)what, argc, argv, NULL);
+}
+
+/* A one-off question with a reply for the caller (periodic: not resent when lost). */
+typedef struct ask {
+    void (*fn)(void *arg, const redisReply *reply);
+    void *arg;
+} ask_t;
+
+static void on_ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    ask_t *ask = privdata;
+    conn_t *c = ac->data;
+    redisReply *r = reply;
+    if (r != NULL && c != NULL) {
+        conn_replied(c);
+        if (reply_is_transient(r))
+            conn_drop(c, r->str);
+    }
+    /* Called even while closing (with NULL) so the asker can free its state. */
+    ask->fn(ask->arg, r != NULL && !reply_is_error(r) ? r : NULL);
+    free(ask);
+}
+
+static void ask(queue_t *q, int argc, const char **argv, const size_t *argvlen,
+                void (*fn)(void *arg, const redisReply *reply), void *arg)
+{
+    ask_t *a = malloc(sizeof *a);
+    if (a == NULL || q->cmd.state != CONN_READY) {
+        free(a);
+        fn(arg, NULL);
+        return;
+    }
+    a->fn = fn;
+    a->arg = arg;
+    if (redisAsyncCommandArgv(q->cmd.ac, on_ask_reply, a, argc, argv, argvlen) != REDIS_OK) {
+        free(a);
+        fn(arg, NULL);
+        conn_drop(&q->cmd, "could not queue a command");
+        return;
+    }
+    if (q->cmd.outstanding++ == 0)
+        q->cmd.progress_ms = clock_mono_ms();
+}
+
+typedef struct lock_ask {
+    void (*done)(void *arg, bool got);
+    void *arg;
+} lock_ask_t;
+
+static void on_lock_reply(void *arg, const redisReply *r)
+{
+    lock_ask_t *l = arg;
+    l->done(l->arg, r != NULL && r->type == REDIS_REPLY_STATUS);
+    free(l);
+}
+
+void queue_try_lock(queue_t *q, const char *name, int ttl_ms,
+                    void (*done)(void *arg, bool got), void *arg)
+{
+    char key[RETRYQ_MAX_QUEUE_NAME + 64], ttl[24];
+    lock_ask_t *l = malloc(sizeof *l);
+    if (l == NULL) {
+        done(arg, false);
+        return;
+    }
+    l->done = done;
+    l->arg = arg;
+    snprintf(key, sizeof key, "{%s}:lock:%s", q->keys.pending, name);
+    snprintf(ttl, sizeof ttl, "%d", ttl_ms);
+    const char *argv[] = {"SET", key, q->worker_id, "NX", "PX", ttl};
+    ask(q, 6, argv, NULL, on_lock_reply, l);
+}
+
+typedef struct missing_ask {
+    void (*done)(void *arg, char **missing, size_t n);
+    void *arg;
+} missing_ask_t;
+
+static void on_missing_reply(void *arg, const redisReply *r)
+{
+    missing_ask_t *m = arg;
+    char **ids = NULL;
+    size_t n = 0;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        (ids = calloc(r->elements, sizeof *ids)) != NULL) {
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                (ids[n] = strdup(r->element[i]->str)) != NULL)
+                n++;
+    }
+    m->done(m->arg, ids, n);
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    free(m);
+}
+
+void queue_missing(queue_t *q, const char *const *ids, size_t n,
+                   void (*done)(void *arg, char **missing, size_t n), void *arg)
+{
+    const char **argv = calloc(n + 7, sizeof *argv);
+    missing_ask_t *m = malloc(sizeof *m);
+    if (argv == NULL || m == NULL) {
+        free(argv);
+        free(m);
+        done(arg, NULL, 0);
+        return;
+    }
+    m->done = done;
+    m->arg = arg;
+    argv[0] = "EVAL";
+    argv[1] = LUA_MISSING;
+    argv[2] = "3";
+    argv[3] = q->keys.pending;
+    argv[4] = q->keys.delayed;
+    argv[5] = q->keys.workers;
+    argv[6] = q->keys.processing_prefix;
+    for (size_t i = 0; i < n; i++)
+        argv[7 + i] = ids[i];
+    ask(q, (int)(n + 7), argv, NULL, on_missing_reply, m);
+    free(argv);
+}
+
+void queue_push(queue_t *q, const char *payload, size_t len)
+{
+    const char *argv[] = {"LPUSH", q->keys.pending, payload};
+    size_t lens[] = {5, strlen(q->keys.pending), len};
+    op_push(q, 3, argv, lens, NULL, NULL);
 }
 
 void queue_heartbeat(queue_t *q)

@@ -77,6 +77,19 @@ void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
 /* Asks whether the queue and the delayed set are empty; `done` gets the answer. */
 void queue_check_empty(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
 
+/* ---- for the orphan sweep (janitor.c) ---- */
+/* SET key NX PX ttl: `done` learns whether this worker holds the named lock
+ * ("{Q}:lock:<name>"). Not called when the connection is lost or the queue freed. */
+void queue_try_lock(queue_t *q, const char *name, int ttl_ms,
+                    void (*done)(void *arg, bool got), void *arg);
+/* Which of these execution ids have no job anywhere: not in the queue, the delayed set
+ * or any live worker's processing list. `done` gets the missing ids (NULL, 0 when the
+ * question could not be asked). */
+void queue_missing(queue_t *q, const char *const *ids, size_t n,
+                   void (*done)(void *arg, char **missing, size_t n), void *arg);
+/* LPUSH one job as an operation (kept and resent until Redis answers). */
+void queue_push(queue_t *q, const char *payload, size_t len);
+
 bool queue_ready(const queue_t *q);           /* both connections up */
 size_t queue_unsent(const queue_t *q);        /* operations not yet answered */
 const char *queue_last_error(const queue_t *q);

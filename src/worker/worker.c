@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "http.h"
 #include "internal.h"
+#include "janitor.h"
 #include "job.h"
 #include "log.h"
 #include "notify.h"
@@ -173,6 +174,11 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     queue_recover(w->queue, w->cfg.lease_ms);
 }
 
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    janitor_sweep(arg);
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
@@ -227,7 +233,8 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         return -1;
     w->sql.load = store_register(w->store, JOB_SQL_LOAD, 1);
     w->sql.record = store_register(w->store, JOB_SQL_RECORD, 7);
-    if (w->sql.load < 0 || w->sql.record < 0) {
+    w->sql.orphans = store_register(w->store, JANITOR_SQL_ORPHANS, 2);
+    if (w->sql.load < 0 || w->sql.record < 0 || w->sql.orphans < 0) {
         snprintf(err, errcap, "could not register SQL statements");
         return -1;
     }
@@ -259,16 +266,20 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     w->sigterm = evsignal_new(w->base, SIGTERM, on_signal, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     w->heartbeat = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+    w->sweep = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
     w->drain_deadline = evtimer_new(w->base, drain_deadline_cb, w);
     w->stop_deadline = evtimer_new(w->base, stop_deadline_cb, w);
     if (w->sigint == NULL || w->sigterm == NULL || w->tick == NULL || w->heartbeat == NULL ||
+        w->sweep == NULL ||
         w->drain_deadline == NULL || w->stop_deadline == NULL) {
         snprintf(err, errcap, "could not create timers");
         return -1;
     }
     struct timeval tick = clock_tv_ms(TICK_MS), beat = clock_tv_ms(cfg->heartbeat_ms);
+    struct timeval sweep = clock_tv_ms(cfg->orphan_interval_ms);
     if (event_add(w->sigint, NULL) < 0 || event_add(w->sigterm, NULL) < 0 ||
-        event_add(w->tick, &tick) < 0 || event_add(w->heartbeat, &beat) < 0) {
+        event_add(w->tick, &tick) < 0 || event_add(w->heartbeat, &beat) < 0 ||
+        event_add(w->sweep, &sweep) < 0) {
         snprintf(err, errcap, "could not arm signals and timers");
         return -1;
     }
@@ -290,7 +301,7 @@ int worker_run(worker_t *w)
 
 void worker_destroy(worker_t *w)
 {
-    struct event **events[] = {&w->sigint, &w->sigterm, &w->tick, &w->heartbeat,
+    struct event **events[] = {&w->sigint, &w->sigterm, &w->tick, &w->heartbeat, &w->sweep,
                                &w->drain_deadline, &w->stop_deadline};
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
         if (*events[i] != NULL)
@@ -303,6 +314,7 @@ void worker_destroy(worker_t *w)
     queue_free(w->queue);
     if (w->store != NULL)
         store_free(w->store);
+    janitor_free(w);
     job_free_all(w);
     if (w->bank != NULL)
         question_bank_free(w->bank);

@@ -34,6 +34,7 @@ typedef enum worker_state {
 typedef struct worker_statements {
     int load;
     int record;
+    int orphans;
 } worker_statements_t;
 
 typedef struct worker_counters {
@@ -47,6 +48,7 @@ typedef struct worker_counters {
     uint64_t delayed;        /* transient failures sent to the delayed set */
     uint64_t requeued;       /* jobs handed back to the queue (write deadline passed) */
     uint64_t store_retries;  /* database steps retried after an outage */
+    uint64_t orphans;        /* executions re-enqueued by the orphan sweep */
 } worker_counters_t;
 
 typedef struct worker {
@@ -77,6 +79,9 @@ typedef struct worker {
     int64_t stop_requested_ms;
     int signals;             /* SIGINT/SIGTERM received */
     bool idle_check_pending;
+    bool sweeping;           /* an orphan sweep is running */
+    struct sweep *sweep_state; /* its state while a database query is out (freed at teardown) */
+    struct event *sweep;     /* orphan sweep timer */
     bool ready_announced;
 
     worker_counters_t count;

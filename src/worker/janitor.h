@@ -1,0 +1,21 @@
+/*
+ * Periodic maintenance that needs both Redis and PostgreSQL: the orphan sweep. The
+ * runner's API commits 'retrying' before it pushes the job; if it dies in between (or
+ * Redis loses the job in a failover) the execution would stay 'retrying' forever. Every
+ * orphan interval one worker (a Redis lock decides which) looks for executions retrying
+ * for longer than the orphan age, asks Redis which of them have no job anywhere, and
+ * pushes a job for each. A duplicate is harmless: the guard acks it as stale.
+ */
+#ifndef RETRYQ_WORKER_JANITOR_H
+#define RETRYQ_WORKER_JANITOR_H
+
+#include "worker.h"
+
+extern const char JANITOR_SQL_ORPHANS[];
+
+/* Starts one sweep unless one is running (called from a timer). */
+void janitor_sweep(worker_t *w);
+/* Frees a sweep cut short by teardown (the store never calls back after store_free). */
+void janitor_free(worker_t *w);
+
+#endif
