@@ -1,0 +1,438 @@
+/*
+ * What a router answer means (DESIGN §5): router_classify turns one finished call
+ * (router_result_t, filled by router.c) into a verdict plus the text the worker stores.
+ *
+ *   timed_out                                   -> TIMEOUT   "timeout"
+ *   curl connection-level errors                -> TRANSIENT "network"
+ *   other curl errors                           -> FAILED    "curl_error"
+ *   HTTP 5xx / 429 / 408                        -> TRANSIENT "http_5xx" / "rate_limited" / "request_timeout"
+ *   other 4xx, 1xx, 3xx                         -> FAILED    "http_4xx" / "http_status"
+ *   2xx, body over the cap                      -> FAILED    "too_large"
+ *   2xx, not JSON / nested deeper than 64       -> FAILED    "invalid_json"
+ *   2xx, JSON of the wrong shape                -> FAILED    "invalid_response"
+ *   2xx, success:false                          -> FAILED    "router_error"
+ *   2xx, success:true and a string response     -> SUCCESS
+ *
+ * Every string handed out is valid UTF-8 without NUL (text.c), so it can go into text
+ * and jsonb columns as is. cJSON keeps strings as C strings and would silently cut one
+ * at an escaped NUL, so the body is first rewritten in a copy: \u0000 escapes are
+ * dropped and lone UTF-16 surrogate escapes (which cJSON rejects, and jsonb too) become
+ * \uFFFD. Duplicate keys: the last one wins, as in Go's encoding/json and jsonb.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "router.h"
+#include "text.h"
+
+#define ERROR_MAX 2048     /* bytes of error text kept */
+#define JSON_MAX_DEPTH 64  /* deeper nesting is refused before parsing */
+#define PROVIDER_MAX 255   /* executions.provider_id is varchar(255) */
+
+const char *router_verdict_name(router_verdict_t verdict)
+{
+    switch (verdict) {
+    case ROUTER_SUCCESS: return "success";
+    case ROUTER_FAILED: return "failed";
+    case ROUTER_TIMEOUT: return "timeout";
+    case ROUTER_TRANSIENT: return "transient";
+    }
+    return "unknown";
+}
+
+void router_outcome_free(router_outcome_t *out)
+{
+    if (out == NULL)
+        return;
+    free(out->response);
+    free(out->provider);
+    free(out->metadata_json);
+    free(out->error);
+    free(out->error_code);
+    out->response = out->provider = out->metadata_json = out->error = out->error_code = NULL;
+}
+
+/* Classification state: the outcome plus a flag for allocation failures. */
+typedef struct classifier {
+    router_outcome_t *out;
+    bool oom;
+} classifier_t;
+
+static char *keep(classifier_t *c, char *s)
+{
+    if (s == NULL)
+        c->oom = true;
+    return s;
+}
+
+/* Sets verdict, error code and the formatted, sanitised, cut error text. */
+static void verdict(classifier_t *c, router_verdict_t v, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void verdict(classifier_t *c, router_verdict_t v, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    char *text = NULL;
+    int n;
+
+    c->out->verdict = v;
+    free(c->out->error_code);
+    free(c->out->error);
+    c->out->error_code = keep(c, strdup(code));
+    c->out->error = NULL;
+    va_start(ap, fmt);
+    n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        c->oom = true;
+        return;
+    }
+    c->out->error = keep(c, text_sanitize_max(text, (size_t)n, ERROR_MAX, NULL));
+    free(text);
+}
+
+static bool curl_is_transient(int code)
+{
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT: /* without timed_out: the connect phase timed out */
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+#if LIBCURL_VERSION_NUM >= 0x074400
+    case CURLE_HTTP3:
+#endif
+#if LIBCURL_VERSION_NUM >= 0x074500
+    case CURLE_QUIC_CONNECT_ERROR:
+#endif
+    case CURLE_OUT_OF_MEMORY:       /* a local hiccup, not the job's fault */
+    case CURLE_ABORTED_BY_CALLBACK: /* our socket callback failed (out of memory) */
+        return true;
+    default:
+        return false;
+    }
+}
+
+static const char *curl_text(const router_result_t *r)
+{
+    if (r->error != NULL && r->error[0] != '\0')
+        return r->error;
+    return curl_easy_strerror((CURLcode)r->curl_code);
+}
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/* Non-2xx: "HTTP <code>: <first 2 KiB of the body, sanitised and trimmed>". */
+static void classify_http_error(classifier_t *c, const router_result_t *r)
+{
+    long status = r->http_status;
+    size_t len = r->body_len, n = 0;
+    const char *body = r->body != NULL ? r->body : "";
+    char *text;
+    router_verdict_t v = ROUTER_FAILED;
+    const char *code = "http_status";
+
+    if (status >= 500 && status <= 599) {
+        v = ROUTER_TRANSIENT;
+        code = "http_5xx";
+    } else if (status == 429) {
+        v = ROUTER_TRANSIENT;
+        code = "rate_limited";
+    } else if (status == 408) {
+        v = ROUTER_TRANSIENT;
+        code = "request_timeout";
+    } else if (status >= 400 && status <= 499) {
+        code = "http_4xx";
+    }
+    while (len > 0 && is_space(body[0])) {
+        body++;
+        len--;
+    }
+    len = text_utf8_prefix(body, len, ERROR_MAX);
+    text = keep(c, text_sanitize(body, len, &n));
+    if (text == NULL)
+        return;
+    while (n > 0 && is_space(text[n - 1]))
+        text[--n] = '\0';
+    if (n == 0)
+        verdict(c, v, code, "HTTP %ld", status);
+    else
+        verdict(c, v, code, "HTTP %ld: %s", status, text);
+    free(text);
+}
+
+static bool is_hex(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* Value of the 4 hex digits at s (all checked by the caller with is_hex). */
+static unsigned hex4(const char *s)
+{
+    unsigned v = 0;
+
+    for (int i = 0; i < 4; i++) {
+        char ch = s[i];
+        unsigned d = (ch >= '0' && ch <= '9') ? (unsigned)(ch - '0')
+                   : (ch >= 'a' && ch <= 'f') ? (unsigned)(ch - 'a' + 10)
+                                              : (unsigned)(ch - 'A' + 10);
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Index of a "\uXXXX" escape's value at s[i] (s[i] == '\\'), or -1 when it is not one. */
+static long unicode_escape(const char *s, size_t len, size_t i)
+{
+    if (i + 6 > len || s[i + 1] != 'u')
+        return -1;
+    for (size_t k = 2; k < 6; k++)
+        if (!is_hex(s[i + k]))
+            return -1;
+    return (long)hex4(s + i + 2);
+}
+
+/*
+ * Copies the body for cJSON: refuses raw NUL bytes (never valid JSON) and nesting
+ * deeper than JSON_MAX_DEPTH; inside strings drops \u0000 escapes and replaces lone
+ * surrogate escapes by \uFFFD. Only real escapes are touched: the scan knows whether it
+ * is inside a string and skips every escape pair, so "\\u0000" (an escaped backslash,
+ * then the text u0000) stays as it is. Returns 0, -1 with *why set, or -2 (memory).
+ */
+static int json_prepare(const char *body, size_t len, char **out, size_t *out_len, const char **why)
+{
+    char *copy = malloc(len + 1);
+    size_t r = 0, w = 0;
+    int depth = 0;
+    bool in_string = false;
+
+    if (copy == NULL)
+        return -2;
+    while (r < len) {
+        char ch = body[r];
+        if (ch == '\0') {
+            *why = "a NUL byte";
+            goto refuse;
+        }
+        if (!in_string) {
+            if (ch == '"') {
+                in_string = true;
+            } else if (ch == '{' || ch == '[') {
+                if (++depth > JSON_MAX_DEPTH) {
+                    *why = "nesting deeper than 64 levels";
+                    goto refuse;
+                }
+            } else if ((ch == '}' || ch == ']') && depth > 0) {
+                depth--;
+            }
+            copy[w++] = body[r++];
+            continue;
+        }
+        if (ch == '"') {
+            in_string = false;
+            copy[w++] = body[r++];
+            continue;
+        }
+        if (ch != '\\' || r + 1 >= len) {
+            copy[w++] = body[r++];
+            continue;
+        }
+        long cp = unicode_escape(body, len, r);
+        if (cp == 0) {
+            r += 6; /* drop the NUL */
+        } else if (cp >= 0xD800 && cp <= 0xDBFF) {
+            long low = (r + 6 < len && body[r + 6] == '\\') ? unicode_escape(body, len, r + 6) : -1;
+            if (low >= 0xDC00 && low <= 0xDFFF) {
+                memcpy(copy + w, body + r, 12);
+                w += 12;
+                r += 12;
+            } else {
+                memcpy(copy + w, "\\uFFFD", 6);
+                w += 6;
+                r += 6;
+            }
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            memcpy(copy + w, "\\uFFFD", 6);
+            w += 6;
+            r += 6;
+        } else {
+            /* any other escape pair, copied whole so its second char is not re-read */
+            copy[w++] = body[r++];
+            copy[w++] = body[r++];
+        }
+    }
+    copy[w] = '\0';
+    *out = copy;
+    *out_len = w;
+    return 0;
+refuse:
+    free(copy);
+    return -1;
+}
+
+/* The last member named key (duplicate keys: last wins), or NULL. */
+static const cJSON *member(const cJSON *object, const char *key)
+{
+    const cJSON *found = NULL;
+
+    for (const cJSON *item = object->child; item != NULL; item = item->next)
+        if (item->string != NULL && strcmp(item->string, key) == 0)
+            found = item;
+    return found;
+}
+
+static char *clean_string(classifier_t *c, const char *s, size_t max)
+{
+    return keep(c, text_sanitize_max(s, strlen(s), max, NULL));
+}
+
+/* The fields that are kept whatever success says: provider, timing, metadata. */
+static void take_common(classifier_t *c, const cJSON *root)
+{
+    const cJSON *provider = member(root, "provider_used");
+    const cJSON *seconds = member(root, "inference_time");
+    const cJSON *metadata = member(root, "metadata");
+
+    if (cJSON_IsString(provider))
+        c->out->provider = clean_string(c, provider->valuestring, PROVIDER_MAX);
+    if (cJSON_IsNumber(seconds) && isfinite(seconds->valuedouble) && seconds->valuedouble >= 0)
+        c->out->inference_sec = seconds->valuedouble;
+    if (cJSON_IsObject(metadata)) {
+        /* cJSON prints non-finite numbers as null and escapes control characters;
+         * bytes of invalid UTF-8 inside strings pass through and are replaced here. */
+        char *printed = keep(c, cJSON_PrintUnformatted(metadata));
+        if (printed != NULL) {
+            c->out->metadata_json = clean_string(c, printed, SIZE_MAX);
+            cJSON_free(printed);
+        }
+    }
+}
+
+static void classify_body(classifier_t *c, const router_result_t *r)
+{
+    const char *body = r->body != NULL ? r->body : "";
+    const char *why = NULL, *end = NULL;
+    char *copy = NULL;
+    size_t copy_len = 0;
+    cJSON *root = NULL;
+    const cJSON *success, *field;
+    int rc;
+
+    if (r->too_large) {
+        /* router.c keeps exactly max_body bytes before it aborts, so body_len is the cap */
+        verdict(c, ROUTER_FAILED, "too_large", "response larger than %zu bytes", r->body_len);
+        return;
+    }
+    if (r->body_len == 0) {
+        verdict(c, ROUTER_FAILED, "invalid_json", "router returned an empty body (HTTP %ld)",
+                r->http_status);
+        return;
+    }
+    rc = json_prepare(body, r->body_len, &copy, &copy_len, &why);
+    if (rc == -2) {
+        c->oom = true;
+        return;
+    }
+    if (rc < 0) {
+        verdict(c, ROUTER_FAILED, "invalid_json", "router returned invalid JSON: %s", why);
+        return;
+    }
+    root = cJSON_ParseWithLengthOpts(copy, copy_len, &end, 0);
+    if (root == NULL) {
+        verdict(c, ROUTER_FAILED, "invalid_json", "router returned invalid JSON");
+        goto cleanup;
+    }
+    while (end < copy + copy_len && is_space(*end))
+        end++;
+    if (end != copy + copy_len) {
+        verdict(c, ROUTER_FAILED, "invalid_json", "router returned invalid JSON: data after the value");
+        goto cleanup;
+    }
+    if (!cJSON_IsObject(root)) {
+        verdict(c, ROUTER_FAILED, "invalid_response", "router returned JSON that is not an object");
+        goto cleanup;
+    }
+    take_common(c, root);
+    success = member(root, "success");
+    if (!cJSON_IsBool(success)) {
+        verdict(c, ROUTER_FAILED, "invalid_response",
+                "router answer has no boolean \"success\" field");
+        goto cleanup;
+    }
+    if (cJSON_IsFalse(success)) {
+        field = member(root, "error");
+        char *text = NULL;
+        if (cJSON_IsString(field))
+            text = clean_string(c, field->valuestring, ERROR_MAX);
+        if (text != NULL && text[0] != '\0')
+            verdict(c, ROUTER_FAILED, "router_error", "%s", text);
+        else
+            verdict(c, ROUTER_FAILED, "router_error",
+                    "router returned success:false without an error");
+        free(text);
+        goto cleanup;
+    }
+    field = member(root, "response");
+    if (field == NULL) {
+        verdict(c, ROUTER_FAILED, "invalid_response", "router returned success:true without a response");
+    } else if (!cJSON_IsString(field)) {
+        verdict(c, ROUTER_FAILED, "invalid_response", "router returned a response that is not a string");
+    } else {
+        c->out->verdict = ROUTER_SUCCESS;
+        c->out->response = clean_string(c, field->valuestring, SIZE_MAX);
+    }
+cleanup:
+    cJSON_Delete(root);
+    free(copy);
+}
+
+void router_classify(const router_result_t *r, router_outcome_t *out)
+{
+    classifier_t c = {.out = out, .oom = false};
+
+    memset(out, 0, sizeof *out);
+    out->verdict = ROUTER_FAILED;
+    out->http_status = r->http_status;
+    out->retry_after_ms = r->retry_after_ms;
+
+    if (r->timed_out) {
+        verdict(&c, ROUTER_TIMEOUT, "timeout", "router call timed out after %.1f s: %s",
+                r->total_sec, curl_text(r));
+    } else if (r->curl_code != CURLE_OK && !r->too_large) {
+        if (curl_is_transient(r->curl_code))
+            verdict(&c, ROUTER_TRANSIENT, "network", "router unreachable: %s (curl %d)",
+                    curl_text(r), r->curl_code);
+        else
+            verdict(&c, ROUTER_FAILED, "curl_error", "router call failed: %s (curl %d)",
+                    curl_text(r), r->curl_code);
+    } else if (r->http_status >= 200 && r->http_status <= 299) {
+        classify_body(&c, r);
+    } else if (r->http_status == 0) {
+        verdict(&c, ROUTER_FAILED, "invalid_response", "router answered without an HTTP status");
+    } else {
+        classify_http_error(&c, r);
+    }
+
+    if (c.oom) {
+        /* Out of memory is this process's problem, not the job's: try again later. */
+        router_outcome_free(out);
+        out->verdict = ROUTER_TRANSIENT;
+        out->inference_sec = 0;
+    }
+}
