@@ -149,8 +149,15 @@ static const char LUA_MISSING[] =
     "for i = 2, #ARGV do if want[ARGV[i]] then out[#out + 1] = ARGV[i] end end\n"
     "return out\n";
 
+/* KEYS: queue, delayed, workers. ARGV: processing prefix, own id. Counts every job not
+ * held by this worker, including other workers' lists (a dead worker's list counts until
+ * it is recovered, so --exit-when-idle waits for the recovery). */
 static const char LUA_COUNT[] =
-    "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n";
+    "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n"
+    "for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do\n"
+    "  if w ~= ARGV[2] then n = n + redis.call('LLEN', ARGV[1] .. w) end\n"
+    "end\n"
+    "return n\n";
 
 typedef enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_SETUP, CONN_READY } conn_state_t;
 
@@ -919,8 +926,9 @@ void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg)
 
 void queue_check_empty(queue_t *q, void (*done)(void *arg, bool empty), void *arg)
 {
-    const char *argv[] = {"EVAL", LUA_COUNT, "2", q->keys.pending, q->keys.delayed};
-    op_push(q, 5, argv, NULL, done, arg);
+    const char *argv[] = {"EVAL", LUA_COUNT, "3", q->keys.pending, q->keys.delayed,
+                          q->keys.workers, q->keys.processing_prefix, q->worker_id};
+    op_push(q, 8, argv, NULL, done, arg);
 }
 
 /* -------------------------------------------------------------------- lifecycle */
