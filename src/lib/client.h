@@ -28,6 +28,12 @@ redisContext *rq_client_redis(retryq_client_t *client, retryq_error_t *err);
 /* Call after a command failed at the I/O level: drops the connection so the next use
  * reconnects. */
 void rq_client_redis_reset(retryq_client_t *client);
+/* Runs one command (hiredis format) on the live connection and checks the reply. Returns
+ * the reply (free it with freeReplyObject) or NULL with err filled (RETRYQ_ERR_REDIS) when
+ * Redis is unavailable, answers with an error, or answers with a type other than
+ * `type` (a REDIS_REPLY_* value, or -1 for any). An I/O failure drops the connection. */
+redisReply *rq_client_command(retryq_client_t *client, int type, retryq_error_t *err,
+                              const char *fmt, ...);
 
 /* The live PostgreSQL connection (connect_timeout applied). NULL with err
  * (RETRYQ_ERR_DATABASE) when unavailable or when no database URL was configured. */

@@ -1,0 +1,88 @@
+/*
+ * What the `retryq` command's files share: the run state, exit codes, option parsing
+ * and error reporting (cli.c), and one entry point per subcommand (cmd_*.c). main.c
+ * holds the table of subcommands; a new one is a row there plus a cmd_<name>.c.
+ */
+#ifndef RETRYQ_CLI_H
+#define RETRYQ_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "retryq/retryq.h"
+
+/* Exit codes (documented in `retryq --help` and docs/cli.md). */
+enum cli_exit {
+    CLI_EXIT_OK = 0,          /* done; also "already completed" */
+    CLI_EXIT_REFUSED = 1,     /* not found, not retryable, max retries, invalid value, schema */
+    CLI_EXIT_USAGE = 2,       /* bad command line */
+    CLI_EXIT_UNAVAILABLE = 3, /* Redis or PostgreSQL unreachable or refusing */
+    CLI_EXIT_NOT_QUEUED = 4,  /* retry committed in PostgreSQL but not pushed to Redis */
+    CLI_EXIT_IN_FLIGHT = 5,   /* retry not queued: the execution is already running */
+};
+
+/* Returned by cli_next_option after it reported a bad option. */
+#define CLI_OPTION_ERROR (-2)
+/* Returned by a parsing step that found nothing to stop for. */
+#define CLI_CONTINUE (-1)
+
+typedef struct cli {
+    retryq_options_t options; /* from the global flags; NULL fields fall back to env */
+    retryq_client_t *client;  /* opened by cli_open on first use */
+    const char *command;      /* the running subcommand, for messages */
+    bool parsing;             /* cli_next_option has started on the current argv */
+} cli_t;
+
+/* The global options, accepted before and after the subcommand. Their codes are
+ * handled inside cli_next_option. */
+#define CLI_GLOBAL_OPTIONS                                                                      \
+    {"redis-url", required_argument, NULL, 'R'}, {"database-url", required_argument, NULL, 'D'}, \
+        {"queue", required_argument, NULL, 'Q'}
+
+/* The job flags shared by enqueue and retry (strings as given; NULL when absent). */
+typedef struct cli_job_args {
+    const char *execution_id, *region, *question_index, *attempt;
+    int64_t execution_id_value, question_index_value, attempt_value;
+} cli_job_args_t;
+
+#define CLI_JOB_OPTIONS                                                                         \
+    {"execution-id", required_argument, NULL, 'e'}, {"region", required_argument, NULL, 'r'},  \
+        {"question-index", required_argument, NULL, 'q'}
+
+/* getopt_long over argv (argv[0] is the command name) with `options`; applies global
+ * options itself. Returns the next option's code, -1 at the end, or CLI_OPTION_ERROR
+ * after printing an unknown or incomplete option. Afterwards `optind` indexes the
+ * first operand. Before a subcommand is chosen (cli->command NULL) parsing stops at the
+ * first operand, the subcommand's name; -h is the only short option. */
+int cli_next_option(cli_t *cli, int argc, char **argv, const struct option *options);
+
+/* Opens the client (once). Returns 0, or an exit code after printing why. */
+int cli_open(cli_t *cli);
+
+/* Prints "retryq: <message>" for a library failure; returns the exit code for it. */
+int cli_fail(const retryq_error_t *err);
+/* Prints "retryq: <command>: <sentence> (see ...)" and returns CLI_EXIT_USAGE. */
+int cli_usage_error(const cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "retryq: <sentence>" to stderr (one line). */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The exit code of a library result code. */
+int cli_exit_code(int code);
+
+/* Parses a whole decimal integer in lo..hi for `--name`; prints a usage error if not. */
+bool cli_parse_int(const cli_t *cli, const char *name, const char *text, int64_t lo, int64_t hi,
+                   int64_t *out);
+/* Stores a job flag's value; false when `code` is not a job flag ('e', 'r', 'q', 'a'). */
+bool cli_job_option(cli_job_args_t *args, int code, const char *value);
+/* Checks that the job flags are all given (--attempt only when `with_attempt`) and
+ * converts the numbers. Returns CLI_CONTINUE or CLI_EXIT_USAGE after printing why. */
+int cli_job_args_check(const cli_t *cli, cli_job_args_t *args, bool with_attempt);
+/* Returns CLI_CONTINUE, or a usage error when operands are left after the options. */
+int cli_no_operands(const cli_t *cli, int argc, char **argv);
+
+int cli_cmd_enqueue(cli_t *cli, int argc, char **argv);
+int cli_cmd_retry(cli_t *cli, int argc, char **argv);
+int cli_cmd_stats(cli_t *cli, int argc, char **argv);
+int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
+
+#endif
