@@ -1,0 +1,855 @@
+/*
+ * The worker's PostgreSQL pool: `pool_size` nonblocking libpq connections driven by the
+ * worker's event_base, a FIFO of queries waiting for a free connection, and the statements
+ * prepared on every connection. A connection goes DOWN -> CONNECTING (PQconnectPoll) ->
+ * PREPARING (one PQsendPrepare per registered statement) -> IDLE <-> BUSY, and back to DOWN
+ * (closed, reopened after a jittered backoff) when it breaks. Only IDLE and BUSY connections
+ * count as "connected". A query waits in the FIFO until an idle connection takes it; once
+ * sent, it is answered exactly once: its first result, a query error, or
+ * STORE_ERR_CONNECTION when the connection broke under it. Queued queries never fail
+ * because the database is down: they wait.
+ *
+ * Callbacks run only from the loop (socket, timer or the "kick" event), never from
+ * store_exec, and a connection is always put in a consistent state before a callback runs,
+ * so a callback may queue more queries or even free the store; connection objects live as
+ * long as the store, so none is freed under its own callback.
+ *
+ * Note: libpq resolves a host *name* with a blocking DNS lookup inside PQconnectStart,
+ * which stalls the whole loop while the resolver waits. In production give IP addresses
+ * (host=10.0.0.5) or hostaddr= next to host= so no lookup happens.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#define STORE_POOL_MAX 64
+#define STORE_PARAMS_MAX 65535
+#define STORE_BACKOFF_FIRST_MS 100
+#define STORE_BACKOFF_CAP_MS 10000
+#define STORE_CONNECT_TIMEOUT_MS 10000 /* when the conninfo sets no connect_timeout */
+#define STORE_ERROR_CAP 512
+
+typedef struct request {
+    struct request *next;
+    store_done_fn done;
+    void *arg;
+    int statement;
+    int nparams;
+    const char *params[]; /* then the parameter texts, all in this one allocation */
+} request_t;
+
+typedef struct statement {
+    char name[16]; /* "rq_<id>" */
+    char *sql;
+    int nparams;
+} statement_t;
+
+typedef enum conn_state {
+    CONN_DOWN,       /* closed; the timer reopens it */
+    CONN_CONNECTING, /* PQconnectPoll in progress; the timer is the connect deadline */
+    CONN_PREPARING,  /* preparing statement `prepared`; the timer is still the deadline */
+    CONN_IDLE,       /* ready, on the idle list */
+    CONN_BUSY,       /* ready, running `req` */
+} conn_state_t;
+
+typedef struct conn {
+    store_t *store;
+    PGconn *pg;
+    conn_state_t state;
+    evutil_socket_t fd;     /* the socket the events below watch, -1 when none */
+    struct event *io;       /* EV_READ|EV_PERSIST on fd (one-shot use while connecting) */
+    struct event *out;      /* EV_WRITE on fd, added while libpq has unsent output */
+    struct event *timer;    /* backoff (DOWN) or connect deadline (CONNECTING, PREPARING) */
+    bool want_write;        /* `out` is pending */
+    int prepared;           /* statements prepared on this connection */
+    int64_t backoff_ms;     /* 0 after a success */
+    request_t *req;         /* the query in flight (BUSY) */
+    PGresult *result;       /* its first result, kept until PQgetResult returns NULL */
+    struct conn *idle_prev, *idle_next;
+} conn_t;
+
+struct store {
+    struct event_base *base;
+    char *conninfo;
+    char *password; /* for redacting error texts; NULL when the conninfo has none */
+    int connect_timeout_ms;
+    const char *keywords[3];
+    const char *values[3];
+
+    statement_t *stmts;
+    int nstmts, stmts_cap;
+    bool exec_started;
+
+    conn_t *conns;
+    int nconns;
+    int nready;
+    conn_t *idle; /* doubly linked list of IDLE connections */
+
+    request_t *head, *tail; /* queries waiting for a connection */
+    size_t nqueued, nrunning;
+
+    struct event *kick; /* activated by store_exec so dispatch runs from the loop */
+    uint64_t rng;
+    int depth;  /* callbacks on the stack */
+    bool freed; /* store_free ran inside a callback: free the rest when it returns */
+    char last_error[STORE_ERROR_CAP];
+};
+
+static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_status_t status);
+static bool dispatch(store_t *s);
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t store_random(store_t *s)
+{
+    /* xorshift64*: jitter only, no need for a strong generator */
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return s->rng * 2685821657736338717ULL;
+}
+
+/* Copies `text` into dst as one line: newlines become spaces, trailing blanks go, the
+ * store's password and any URI password ("scheme://user:secret@") become "***". */
+static void clean_message(char *dst, size_t cap, const char *text, const char *password)
+{
+    size_t o = 0, plen = password != NULL ? strlen(password) : 0;
+    const char *p = text != NULL ? text : "";
+    while (*p != '\0' && o + 1 < cap) {
+        if (plen > 0 && strncmp(p, password, plen) == 0) {
+            for (const char *r = "***"; *r != '\0' && o + 1 < cap; r++)
+                dst[o++] = *r;
+            p += plen;
+            continue;
+        }
+        if (strncmp(p, "://", 3) == 0) {
+            /* userinfo ends at '@' before any '/', '?', '#' or blank */
+            size_t span = strcspn(p + 3, "@/?# \t\n");
+            const char *colon = memchr(p + 3, ':', span);
+            if (p[3 + span] == '@' && colon != NULL) {
+                size_t keep = (size_t)(colon - p) + 1;
+                for (size_t i = 0; i < keep && o + 1 < cap; i++)
+                    dst[o++] = p[i];
+                for (const char *r = "***"; *r != '\0' && o + 1 < cap; r++)
+                    dst[o++] = *r;
+                p += 3 + span;
+                continue;
+            }
+        }
+        dst[o++] = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
+        p++;
+    }
+    while (o > 0 && dst[o - 1] == ' ')
+        o--;
+    if (cap > 0)
+        dst[o] = '\0';
+}
+
+/* True for "scheme://user:secret@..." */
+static bool uri_has_password(const char *conninfo)
+{
+    const char *p = strstr(conninfo, "://");
+    if (p == NULL)
+        return false;
+    size_t span = strcspn(p + 3, "@/?#");
+    return p[3 + span] == '@' && memchr(p + 3, ':', span) != NULL;
+}
+
+/* Stars out the inside of every "..." in text, in place. */
+static void mask_quoted(char *text)
+{
+    bool inside = false;
+    for (char *p = text; *p != '\0'; p++) {
+        if (*p == '"')
+            inside = !inside;
+        else if (inside)
+            *p = '*';
+    }
+}
+
+static void set_last_error(store_t *s, const char *why)
+{
+    clean_message(s->last_error, sizeof s->last_error, why, s->password);
+    if (s->last_error[0] == '\0')
+        snprintf(s->last_error, sizeof s->last_error, "connection lost");
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+/* Runs one query's callback; false when the callback freed the store (touch nothing). */
+static bool deliver(store_t *s, request_t *req, store_status_t status, const PGresult *res,
+                    const char *sqlstate, const char *message)
+{
+    s->depth++;
+    req->done(req->arg, status, res, sqlstate != NULL ? sqlstate : "",
+              message != NULL ? message : "");
+    s->depth--;
+    free(req);
+    if (s->freed) {
+        if (s->depth == 0)
+            store_free(s);
+        return false;
+    }
+    return true;
+}
+
+static void queue_push_back(store_t *s, request_t *r)
+{
+    r->next = NULL;
+    if (s->tail != NULL)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->nqueued++;
+}
+
+static void queue_push_front(store_t *s, request_t *r)
+{
+    r->next = s->head;
+    s->head = r;
+    if (s->tail == NULL)
+        s->tail = r;
+    s->nqueued++;
+}
+
+static request_t *queue_pop(store_t *s)
+{
+    request_t *r = s->head;
+    if (r != NULL) {
+        s->head = r->next;
+        if (s->head == NULL)
+            s->tail = NULL;
+        r->next = NULL;
+        s->nqueued--;
+    }
+    return r;
+}
+
+static void idle_push(store_t *s, conn_t *c)
+{
+    c->state = CONN_IDLE;
+    c->idle_prev = NULL;
+    c->idle_next = s->idle;
+    if (s->idle != NULL)
+        s->idle->idle_prev = c;
+    s->idle = c;
+}
+
+static void idle_remove(store_t *s, conn_t *c)
+{
+    if (c->idle_prev != NULL)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        s->idle = c->idle_next;
+    if (c->idle_next != NULL)
+        c->idle_next->idle_prev = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+}
+
+/* ------------------------------------------------------------------ connection life */
+
+static void conn_drop_events(conn_t *c)
+{
+    if (c->io != NULL)
+        event_free(c->io);
+    if (c->out != NULL)
+        event_free(c->out);
+    c->io = c->out = NULL;
+    c->fd = -1;
+    c->want_write = false;
+}
+
+/* Closes the libpq connection and its socket events; the timer stays. */
+static void conn_close(conn_t *c)
+{
+    conn_drop_events(c);
+    if (c->result != NULL)
+        PQclear(c->result);
+    c->result = NULL;
+    if (c->pg != NULL)
+        PQfinish(c->pg);
+    c->pg = NULL;
+}
+
+/* Points the socket events at PQsocket(), re-creating them when the socket changed. */
+static bool conn_watch_socket(conn_t *c)
+{
+    evutil_socket_t fd = PQsocket(c->pg);
+    if (fd == c->fd && c->io != NULL)
+        return true;
+    conn_drop_events(c);
+    if (fd < 0)
+        return false;
+    c->io = event_new(c->store->base, fd, EV_READ | EV_PERSIST, conn_event_cb, c);
+    c->out = event_new(c->store->base, fd, EV_WRITE, conn_event_cb, c);
+    if (c->io == NULL || c->out == NULL) {
+        conn_drop_events(c);
+        return false;
+    }
+    c->fd = fd;
+    return true;
+}
+
+static void conn_schedule_reconnect(conn_t *c)
+{
+    c->backoff_ms = c->backoff_ms == 0 ? STORE_BACKOFF_FIRST_MS
+                                       : (c->backoff_ms * 2 > STORE_BACKOFF_CAP_MS
+                                              ? STORE_BACKOFF_CAP_MS
+                                              : c->backoff_ms * 2);
+    int64_t delay = (int64_t)(store_random(c->store) % (uint64_t)(c->backoff_ms + 1));
+    struct timeval tv = {.tv_sec = (time_t)(delay / 1000),
+                         .tv_usec = (suseconds_t)(delay % 1000) * 1000};
+    c->state = CONN_DOWN;
+    /* If even the timer cannot be armed the connection stays down; nothing better to do. */
+    (void)evtimer_add(c->timer, &tv);
+}
+
+/* Takes a connection out of service: closes it, arms the reconnect, and answers the query
+ * it was running with `status`. Queued queries are untouched. Returns false when that
+ * callback freed the store. */
+static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_status_t status)
+{
+    store_t *s = c->store;
+    set_last_error(s, why);
+    if (c->state == CONN_IDLE)
+        idle_remove(s, c);
+    if (c->state == CONN_IDLE || c->state == CONN_BUSY)
+        s->nready--;
+    request_t *req = c->req;
+    c->req = NULL;
+    conn_close(c);
+    (void)evtimer_del(c->timer);
+    conn_schedule_reconnect(c);
+    if (req == NULL)
+        return true;
+    s->nrunning--;
+    char message[STORE_ERROR_CAP];
+    snprintf(message, sizeof message, "%s", s->last_error);
+    return deliver(s, req, status, NULL, sqlstate, message);
+}
+
+static bool conn_broken(conn_t *c, const char *why, const char *sqlstate)
+{
+    return conn_fail(c, why, sqlstate, STORE_ERR_CONNECTION);
+}
+
+/* The libpq error of a broken connection: the error result the server sent (e.g. 57P01
+ * "terminating connection due to administrator command") when one arrived, else libpq's. */
+static bool conn_lost(conn_t *c)
+{
+    const char *sqlstate = "", *why = PQerrorMessage(c->pg);
+    if (c->result != NULL && PQresultStatus(c->result) == PGRES_FATAL_ERROR) {
+        const char *st = PQresultErrorField(c->result, PG_DIAG_SQLSTATE);
+        if (st != NULL)
+            sqlstate = st;
+        why = PQresultErrorMessage(c->result);
+    }
+    char copy[STORE_ERROR_CAP], state[8];
+    snprintf(copy, sizeof copy, "%s", why);
+    snprintf(state, sizeof state, "%s", sqlstate);
+    return conn_broken(c, copy, state);
+}
+
+static void conn_start(conn_t *c)
+{
+    store_t *s = c->store;
+    c->prepared = 0;
+    c->pg = PQconnectStartParams(s->keywords, s->values, 1);
+    if (c->pg == NULL) {
+        set_last_error(s, "out of memory starting a database connection");
+        conn_schedule_reconnect(c);
+        return;
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        (void)conn_broken(c, PQerrorMessage(c->pg), "");
+        return;
+    }
+    c->state = CONN_CONNECTING;
+    /* Before the first PQconnectPoll, act as if it had returned PGRES_POLLING_WRITING. */
+    if (!conn_watch_socket(c) || event_add(c->out, NULL) != 0) {
+        (void)conn_broken(c, "could not watch the database socket", "");
+        return;
+    }
+    struct timeval tv = {.tv_sec = c->store->connect_timeout_ms / 1000,
+                         .tv_usec = (suseconds_t)(c->store->connect_timeout_ms % 1000) * 1000};
+    (void)evtimer_add(c->timer, &tv);
+}
+
+/* Sends whatever libpq still buffers; waits for EV_WRITE while PQflush returns 1. */
+static bool conn_flush(conn_t *c)
+{
+    int rc = PQflush(c->pg);
+    if (rc < 0)
+        return conn_lost(c);
+    if (rc > 0 && !c->want_write) {
+        if (event_add(c->out, NULL) != 0)
+            return conn_broken(c, "could not watch the database socket", "");
+        c->want_write = true;
+    } else if (rc == 0 && c->want_write) {
+        (void)event_del(c->out);
+        c->want_write = false;
+    }
+    return true;
+}
+
+static void conn_ready(conn_t *c)
+{
+    store_t *s = c->store;
+    (void)evtimer_del(c->timer);
+    c->backoff_ms = 0;
+    s->nready++;
+    idle_push(s, c);
+    (void)dispatch(s);
+}
+
+/* Prepares the next registered statement, or declares the connection ready. */
+static bool conn_prepare_next(conn_t *c)
+{
+    store_t *s = c->store;
+    if (c->prepared >= s->nstmts) {
+        conn_ready(c);
+        return true;
+    }
+    c->state = CONN_PREPARING;
+    const statement_t *st = &s->stmts[c->prepared];
+    if (!PQsendPrepare(c->pg, st->name, st->sql, st->nparams, NULL))
+        return conn_lost(c);
+    return conn_flush(c);
+}
+
+static void conn_connect_step(conn_t *c)
+{
+    /* The socket may be closed and replaced inside PQconnectPoll: stop watching it first. */
+    (void)event_del(c->io);
+    (void)event_del(c->out);
+    c->want_write = false;
+    PostgresPollingStatusType poll = PQconnectPoll(c->pg);
+    if (poll == PGRES_POLLING_FAILED) {
+        (void)conn_broken(c, PQerrorMessage(c->pg), "");
+        return;
+    }
+    if (!conn_watch_socket(c)) {
+        (void)conn_broken(c, "could not watch the database socket", "");
+        return;
+    }
+    if (poll == PGRES_POLLING_OK) {
+        if (PQsetnonblocking(c->pg, 1) != 0) {
+            (void)conn_lost(c);
+            return;
+        }
+        PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+        if (event_add(c->io, NULL) != 0) {
+            (void)conn_broken(c, "could not watch the database socket", "");
+            return;
+        }
+        (void)conn_prepare_next(c);
+        return;
+    }
+    struct event *ev = poll == PGRES_POLLING_READING ? c->io : c->out;
+    if (event_add(ev, NULL) != 0)
+        (void)conn_broken(c, "could not watch the database socket", "");
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->state == CONN_DOWN)
+        conn_start(c);
+    else if (c->state == CONN_CONNECTING || c->state == CONN_PREPARING)
+        (void)conn_broken(c, "timed out connecting to the database", "");
+}
+
+/* All results of the current command are in (PQgetResult returned NULL). */
+static void conn_command_done(conn_t *c)
+{
+    store_t *s = c->store;
+    PGresult *res = c->result;
+    c->result = NULL;
+    ExecStatusType rs = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    bool ok = rs == PGRES_TUPLES_OK || rs == PGRES_COMMAND_OK;
+    const char *sqlstate = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (sqlstate == NULL)
+        sqlstate = "";
+    if (!ok && (store_sqlstate_is_connection(sqlstate) || PQstatus(c->pg) == CONNECTION_BAD)) {
+        c->result = res; /* conn_lost takes the server's text from it */
+        (void)conn_lost(c);
+        return;
+    }
+
+    if (c->state == CONN_PREPARING) {
+        if (!ok) {
+            char why[STORE_ERROR_CAP];
+            snprintf(why, sizeof why, "preparing statement %s failed: %s", s->stmts[c->prepared].name,
+                     res != NULL ? PQresultErrorMessage(res) : "no result");
+            PQclear(res);
+            (void)conn_broken(c, why, "");
+            return;
+        }
+        PQclear(res);
+        c->prepared++;
+        (void)conn_prepare_next(c);
+        return;
+    }
+
+    /* BUSY: the connection is free again before the callback runs, and takes the next
+     * queued query first so the server works while the callback does. */
+    request_t *req = c->req;
+    c->req = NULL;
+    s->nrunning--;
+    idle_push(s, c);
+    if (!dispatch(s)) {
+        free(req);
+        PQclear(res);
+        return;
+    }
+    if (ok) {
+        (void)deliver(s, req, STORE_OK, res, "", "");
+    } else {
+        const char *message = NULL;
+        if (res != NULL)
+            message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        if (message == NULL)
+            message = res != NULL ? PQresultErrorMessage(res) : "the server returned no result";
+        (void)deliver(s, req, STORE_ERR_QUERY, NULL, sqlstate, message);
+    }
+    PQclear(res);
+}
+
+static void conn_read(conn_t *c)
+{
+    if (!PQconsumeInput(c->pg)) {
+        (void)conn_lost(c);
+        return;
+    }
+    if (c->state == CONN_IDLE) {
+        /* Nothing is expected: notices, parameter changes, or the server going away. */
+        if (PQstatus(c->pg) == CONNECTION_BAD)
+            (void)conn_lost(c);
+        return;
+    }
+    if (c->want_write && !conn_flush(c))
+        return;
+    if (c->pg == NULL) /* conn_flush found it broken */
+        return;
+    while (!PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (res == NULL) {
+            conn_command_done(c);
+            return;
+        }
+        ExecStatusType rs = PQresultStatus(res);
+        if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
+            /* PQgetResult would return COPY results forever: the store does not do COPY. */
+            PQclear(res);
+            (void)conn_fail(c, "COPY statements are not supported by the store", "0A000",
+                            STORE_ERR_QUERY);
+            return;
+        }
+        if (c->result == NULL)
+            c->result = res;
+        else
+            PQclear(res);
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        (void)conn_lost(c);
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_t *c = arg;
+    (void)fd;
+    switch (c->state) {
+    case CONN_CONNECTING:
+        conn_connect_step(c);
+        return;
+    case CONN_PREPARING:
+    case CONN_BUSY:
+        if (what & EV_WRITE) {
+            c->want_write = false;
+            if (!conn_flush(c) || c->pg == NULL)
+                return;
+        }
+        if (what & EV_READ)
+            conn_read(c);
+        return;
+    case CONN_IDLE:
+        if (what & EV_READ)
+            conn_read(c);
+        return;
+    case CONN_DOWN:
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------ queries */
+
+/* Sends one query on an idle connection. When nothing could be sent the query goes back to
+ * the head of the queue (it never reached the server) and the connection is reopened. */
+static bool conn_send(conn_t *c, request_t *req)
+{
+    store_t *s = c->store;
+    const statement_t *st = &s->stmts[req->statement];
+    c->state = CONN_BUSY;
+    if (!PQsendQueryPrepared(c->pg, st->name, req->nparams, req->params, NULL, NULL, 0)) {
+        queue_push_front(s, req);
+        return conn_lost(c);
+    }
+    c->req = req;
+    s->nrunning++;
+    return conn_flush(c);
+}
+
+/* Gives queued queries to idle connections; false when a callback freed the store. */
+static bool dispatch(store_t *s)
+{
+    while (s->idle != NULL && s->head != NULL) {
+        conn_t *c = s->idle;
+        idle_remove(s, c);
+        if (!conn_send(c, queue_pop(s)))
+            return false;
+    }
+    return true;
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)dispatch(arg);
+}
+
+int store_exec(store_t *store, int statement, int nparams, const char *const *params,
+               store_done_fn done, void *arg)
+{
+    if (store == NULL || done == NULL || statement < 0 || statement >= store->nstmts ||
+        nparams != store->stmts[statement].nparams || (nparams > 0 && params == NULL))
+        return -1;
+    size_t size = sizeof(request_t) + (size_t)nparams * sizeof(char *);
+    for (int i = 0; i < nparams; i++)
+        if (params[i] != NULL)
+            size += strlen(params[i]) + 1;
+    request_t *req = malloc(size);
+    if (req == NULL)
+        return -1;
+    req->done = done;
+    req->arg = arg;
+    req->statement = statement;
+    req->nparams = nparams;
+    char *text = (char *)&req->params[nparams];
+    for (int i = 0; i < nparams; i++) {
+        if (params[i] == NULL) {
+            req->params[i] = NULL;
+            continue;
+        }
+        size_t len = strlen(params[i]) + 1;
+        memcpy(text, params[i], len);
+        req->params[i] = text;
+        text += len;
+    }
+    store->exec_started = true;
+    queue_push_back(store, req);
+    if (store->idle != NULL)
+        event_active(store->kick, EV_TIMEOUT, 0);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ setup and teardown */
+
+store_t *store_new(struct event_base *base, const char *conninfo, int pool_size, char *err,
+                   size_t errcap)
+{
+    store_t *s = NULL;
+    char *parse_error = NULL;
+    PQconninfoOption *options = NULL;
+    if (base == NULL || conninfo == NULL) {
+        snprintf(err, errcap, "no event loop or no database connection string");
+        goto fail;
+    }
+    if (pool_size < 1 || pool_size > STORE_POOL_MAX) {
+        snprintf(err, errcap, "database pool size must be 1..%d, not %d", STORE_POOL_MAX,
+                 pool_size);
+        goto fail;
+    }
+    options = PQconninfoParse(conninfo, &parse_error);
+    if (options == NULL) {
+        char clean[STORE_ERROR_CAP];
+        clean_message(clean, sizeof clean, parse_error != NULL ? parse_error : "out of memory",
+                      NULL);
+        /* libpq quotes the offending piece, which may be part of a password. */
+        if (strstr(conninfo, "password") != NULL || uri_has_password(conninfo))
+            mask_quoted(clean);
+        snprintf(err, errcap, "invalid database connection string: %s", clean);
+        goto fail;
+    }
+    s = calloc(1, sizeof *s);
+    if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL)
+        goto oom;
+    s->base = base;
+    s->connect_timeout_ms = STORE_CONNECT_TIMEOUT_MS;
+    for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "password") == 0 && (s->password = strdup(o->val)) == NULL)
+            goto oom;
+        if (strcmp(o->keyword, "connect_timeout") == 0) {
+            long t = strtol(o->val, NULL, 10);
+            if (t > 0)
+                s->connect_timeout_ms = (int)(t < 2 ? 2000 : (t > 3600 ? 3600000 : t * 1000));
+        }
+    }
+    /* The conninfo is expanded from "dbname" and overrides the fallback name before it. */
+    s->keywords[0] = "fallback_application_name";
+    s->values[0] = "retryq-worker";
+    s->keywords[1] = "dbname";
+    s->values[1] = s->conninfo;
+    s->keywords[2] = NULL;
+    s->values[2] = NULL;
+    s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
+    if (s->rng == 0)
+        s->rng = 0x9e3779b97f4a7c15ULL;
+    s->kick = event_new(base, -1, 0, kick_cb, s);
+    s->conns = calloc((size_t)pool_size, sizeof *s->conns);
+    if (s->kick == NULL || s->conns == NULL)
+        goto oom;
+    s->nconns = pool_size;
+    for (int i = 0; i < pool_size; i++) {
+        conn_t *c = &s->conns[i];
+        c->store = s;
+        c->fd = -1;
+        c->state = CONN_DOWN;
+        c->timer = evtimer_new(base, conn_timer_cb, c);
+        if (c->timer == NULL)
+            goto oom;
+    }
+    for (int i = 0; i < pool_size; i++)
+        conn_start(&s->conns[i]);
+    PQconninfoFree(options);
+    return s;
+
+oom:
+    snprintf(err, errcap, "out of memory creating the database pool");
+fail:
+    if (parse_error != NULL)
+        PQfreemem(parse_error);
+    if (options != NULL)
+        PQconninfoFree(options);
+    store_free(s);
+    return NULL;
+}
+
+int store_register(store_t *store, const char *sql, int nparams)
+{
+    if (store == NULL || sql == NULL || nparams < 0 || nparams > STORE_PARAMS_MAX ||
+        store->exec_started)
+        return -1;
+    if (store->nstmts == store->stmts_cap) {
+        int cap = store->stmts_cap == 0 ? 8 : store->stmts_cap * 2;
+        statement_t *grown = realloc(store->stmts, (size_t)cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        store->stmts = grown;
+        store->stmts_cap = cap;
+    }
+    statement_t *st = &store->stmts[store->nstmts];
+    st->sql = strdup(sql);
+    if (st->sql == NULL)
+        return -1;
+    st->nparams = nparams;
+    snprintf(st->name, sizeof st->name, "rq_%d", store->nstmts);
+    int id = store->nstmts++;
+    /* Connections already ready (the loop ran before registration) prepare it now; no
+     * query has been queued yet, so every ready connection is idle. */
+    while (store->idle != NULL) {
+        conn_t *c = store->idle;
+        idle_remove(store, c);
+        store->nready--;
+        struct timeval tv = {.tv_sec = store->connect_timeout_ms / 1000,
+                             .tv_usec = (suseconds_t)(store->connect_timeout_ms % 1000) * 1000};
+        (void)evtimer_add(c->timer, &tv);
+        (void)conn_prepare_next(c); /* no query on it: no callback can run */
+    }
+    return id;
+}
+
+void store_free(store_t *store)
+{
+    if (store == NULL)
+        return;
+    if (!store->freed) {
+        for (int i = 0; store->conns != NULL && i < store->nconns; i++) {
+            conn_t *c = &store->conns[i];
+            conn_close(c);
+            if (c->timer != NULL)
+                event_free(c->timer);
+            c->timer = NULL;
+            free(c->req);
+            c->req = NULL;
+        }
+        request_t *r;
+        while ((r = queue_pop(store)) != NULL)
+            free(r);
+        if (store->kick != NULL)
+            event_free(store->kick);
+        store->kick = NULL;
+        store->idle = NULL;
+        store->nready = 0;
+        store->nrunning = 0;
+        store->freed = true;
+    }
+    /* Inside a callback: deliver() finishes the job once the callback has returned. */
+    if (store->depth > 0)
+        return;
+    for (int i = 0; i < store->nstmts; i++)
+        free(store->stmts[i].sql);
+    free(store->stmts);
+    free(store->conns);
+    free(store->password);
+    free(store->conninfo);
+    free(store);
+}
+
+/* ------------------------------------------------------------------ state */
+
+bool store_connected(const store_t *store)
+{
+    return store != NULL && store->nready > 0;
+}
+
+size_t store_pending(const store_t *store)
+{
+    return store != NULL ? store->nqueued + store->nrunning : 0;
+}
+
+const char *store_last_error(const store_t *store)
+{
+    return store != NULL ? store->last_error : "";
+}
+
+bool store_sqlstate_is_connection(const char *sqlstate)
+{
+    if (sqlstate == NULL)
+        return false;
+    return strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "57P01") == 0 ||
+           strcmp(sqlstate, "57P02") == 0 || strcmp(sqlstate, "57P03") == 0;
+}
+
+bool store_sqlstate_is_retryable(const char *sqlstate)
+{
+    return sqlstate != NULL && (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0);
+}
