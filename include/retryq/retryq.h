@@ -258,6 +258,56 @@ RETRYQ_API int retryq_migrate(retryq_client_t *client, int64_t target, int *appl
 RETRYQ_API int retryq_migrate_version(retryq_client_t *client, int64_t *version, bool *dirty,
                            retryq_error_t *err) RETRYQ_MUST_CHECK;
 
+/* ----------------------------------------------------------- the dead list */
+
+/*
+ * One entry of the dead list {Q}:dead, as the worker writes it:
+ * {"job":"<original payload text>","reason":"...","at":"RFC 3339","worker":"<id>"}.
+ * `raw` is always the stored text. When that text is not a JSON object with a string
+ * "job", every other field is NULL; otherwise `job` is set and `reason`, `at` and
+ * `worker` are each NULL when missing or not a string. All strings are malloc'd and
+ * freed by retryq_dead_entries_free.
+ */
+typedef struct retryq_dead_entry {
+    char *job;
+    char *reason;
+    char *at;
+    char *worker;
+    char *raw;
+} retryq_dead_entry_t;
+
+/*
+ * Reads `count` entries of the dead list from index `start` (LRANGE; index 0 is the
+ * newest entry); `count` < 0 reads to the end. `*entries` receives a malloc'd array of
+ * `*n` entries (NULL when *n is 0), freed with retryq_dead_entries_free.
+ */
+RETRYQ_API int retryq_dead_list(retryq_client_t *client, int64_t start, int64_t count,
+                     retryq_dead_entry_t **entries, size_t *n, retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_dead_entries_free(retryq_dead_entry_t *entries, size_t n);
+
+/*
+ * Moves dead entries back to the head of the queue (RPUSH: the next job taken). The job
+ * is decoded and re-encoded with its delivery count reset to 0, so a job that was
+ * dead-lettered after too many deliveries gets a fresh set; fields retryq does not know
+ * are dropped. Each move is one Lua script that removes the exact stored text (LREM), so
+ * an entry pushed meanwhile can never be moved in its place.
+ *
+ * `index` >= 0 moves the entry at that index (0 = newest, as retryq_dead_list counts
+ * when the call starts): RETRYQ_ERR_NOT_FOUND when there is none or it left the list
+ * meanwhile; RETRYQ_ERR_INVALID ("entry N holds an invalid job: <reason>") when its job
+ * is not a valid job, which stays in the dead list. `index` == -1 moves every entry
+ * holding a valid job, oldest first (so the most recently dead job ends nearest the
+ * head) and leaves the others, counted in `*skipped`; entries that arrive while it runs
+ * are left for the next call. `moved` and `skipped` are optional.
+ */
+RETRYQ_API int retryq_dead_requeue(retryq_client_t *client, int64_t index, int64_t *moved,
+                        int64_t *skipped, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* Deletes the dead list (atomically: LLEN + DEL in one script); `removed` (optional)
+ * receives the number of entries it held. */
+RETRYQ_API int retryq_dead_purge(retryq_client_t *client, int64_t *removed,
+                      retryq_error_t *err) RETRYQ_MUST_CHECK;
+
 #ifdef __cplusplus
 }
 #endif

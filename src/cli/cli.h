@@ -84,5 +84,6 @@ int cli_cmd_enqueue(cli_t *cli, int argc, char **argv);
 int cli_cmd_retry(cli_t *cli, int argc, char **argv);
 int cli_cmd_stats(cli_t *cli, int argc, char **argv);
 int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
+int cli_cmd_dead(cli_t *cli, int argc, char **argv);
 
 #endif

@@ -1,19 +1,31 @@
 /*
  * `retryq stats`: queue depths, the oldest pending job's age and every registered
  * worker, as a table or as one JSON object (--json). Fetching (retryq_stats) and
- * rendering are separate so that a later `--watch SECONDS` only has to repeat
- * show_stats() on a timer.
+ * rendering are separate: `--watch` repeats them every --interval seconds and adds how
+ * fast each depth changes. The watch loop waits for SIGINT/SIGTERM with sigtimedwait
+ * (the signals are blocked meanwhile), so stopping needs no handler and no global flag.
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
+#define WATCH_DEFAULT_INTERVAL 2.0
+#define WATCH_MIN_INTERVAL 0.1
+#define WATCH_MAX_INTERVAL 86400.0
+#define DEPTHS 4 /* pending, processing, delayed, dead */
+
 static const char usage[] =
-    "Usage: retryq stats [--json]\n\n"
+    "Usage: retryq stats [--json]\n"
+    "       retryq stats --watch [--interval SECONDS] [--count N] [--json]\n\n"
     "Shows the queue: pending jobs, jobs taken by workers and not yet acknowledged\n"
     "(processing), jobs waiting for a backoff (delayed), dead-lettered jobs, the age of\n"
     "the oldest pending job (unknown for jobs without enqueued_at, e.g. those the runner\n"
@@ -23,7 +35,25 @@ static const char usage[] =
     "  --json       print one JSON object: pending, processing, delayed, dead,\n"
     "               oldest_pending_age_seconds (null when unknown) and workers\n"
     "               [{id, heartbeat_age_seconds, inflight}]\n"
+    "  --watch      refresh the view until Ctrl-C (exit 0), with how fast each depth\n"
+    "               changes (jobs per second since the previous refresh); the screen is\n"
+    "               cleared when the output is a terminal, else refreshes are separated\n"
+    "               by a line of dashes. With --json: one object per line per refresh,\n"
+    "               with \"at\" and \"rates\" (null on the first) added\n"
+    "  --interval SECONDS   time between refreshes (--watch; default 2, 0.1..86400)\n"
+    "  --count N    stop after N refreshes (--watch)\n"
     "  -h, --help   show this help\n";
+
+/* What --watch needs between refreshes. */
+typedef struct watch {
+    double interval_s;
+    int64_t count;          /* refreshes to show; 0: until a signal */
+    bool json;
+    bool tty;               /* stdout is a terminal: clear the screen */
+    bool have_previous;     /* previous_* hold the last successful refresh */
+    int64_t previous[DEPTHS];
+    int64_t previous_ms;    /* monotonic time of that refresh */
+} watch_t;
 
 /* "4.2s", "12m05s", "3h04m"; "unknown" for a negative age. */
 static void format_age(int64_t ms, char *buf, size_t cap)
@@ -38,14 +68,42 @@ static void format_age(int64_t ms, char *buf, size_t cap)
         snprintf(buf, cap, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
 }
 
-static void print_table(const retryq_stats_t *st)
+static const char *const depth_names[DEPTHS] = {"pending", "processing", "delayed", "dead"};
+
+static void depths_of(const retryq_stats_t *st, int64_t out[DEPTHS])
+{
+    out[0] = st->pending;
+    out[1] = st->processing;
+    out[2] = st->delayed;
+    out[3] = st->dead;
+}
+
+/* The depths, then (when `rates` is not NULL) each one's change per second, NAN for
+ * "not known yet". */
+static void print_depths(const retryq_stats_t *st, const double *rates)
+{
+    int64_t depth[DEPTHS];
+    char age[32];
+    depths_of(st, depth);
+    format_age(st->oldest_pending_age_ms, age, sizeof age);
+    if (rates != NULL)
+        printf("%-13s%10s  %10s\n", "", "JOBS", "CHANGE/S");
+    for (int i = 0; i < DEPTHS; i++) {
+        if (rates == NULL)
+            printf("%-13s%" PRId64 "\n", depth_names[i], depth[i]);
+        else if (isnan(rates[i]))
+            printf("%-13s%10" PRId64 "  %10s\n", depth_names[i], depth[i], "-");
+        else
+            printf("%-13s%10" PRId64 "  %+10.1f\n", depth_names[i], depth[i], rates[i]);
+    }
+    printf(rates == NULL ? "%-13s%s\n" : "%-13s%10s\n", "oldest", age);
+}
+
+static void print_table(const retryq_stats_t *st, const double *rates)
 {
     char age[32];
     int width = 6;
-    format_age(st->oldest_pending_age_ms, age, sizeof age);
-    printf("pending      %" PRId64 "\nprocessing   %" PRId64 "\ndelayed      %" PRId64
-           "\ndead         %" PRId64 "\noldest       %s\n",
-           st->pending, st->processing, st->delayed, st->dead, age);
+    print_depths(st, rates);
     if (st->worker_count == 0) {
         printf("\nno workers registered\n");
         return;
@@ -118,8 +176,174 @@ static int show_stats(cli_t *cli, bool json)
     if (json)
         rc = print_json(&st);
     else
-        print_table(&st);
+        print_table(&st, NULL);
     retryq_stats_free(&st);
+    return rc;
+}
+
+/* ------------------------------------------------------------ --watch */
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wall-clock time, RFC 3339 UTC with seconds. */
+static void format_now(char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t now = time(NULL);
+    if (gmtime_r(&now, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, cap, "unknown");
+}
+
+/* Parses --interval: a decimal number of seconds in range. */
+static bool parse_interval(const cli_t *cli, const char *text, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < WATCH_MIN_INTERVAL ||
+        v > WATCH_MAX_INTERVAL) {
+        cli_usage_error(cli, "--interval: expected seconds from %g to %g, got '%s'", WATCH_MIN_INTERVAL,
+                        WATCH_MAX_INTERVAL, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Each depth's change per second since the previous refresh (NAN before there is one),
+ * and remembers this refresh for the next. */
+static void watch_rates(watch_t *w, const retryq_stats_t *st, int64_t now_ms, double rates[DEPTHS])
+{
+    int64_t depth[DEPTHS];
+    depths_of(st, depth);
+    for (int i = 0; i < DEPTHS; i++) {
+        if (w->have_previous && now_ms > w->previous_ms)
+            rates[i] = (double)(depth[i] - w->previous[i]) * 1000.0 / (double)(now_ms - w->previous_ms);
+        else
+            rates[i] = w->have_previous ? 0.0 : NAN;
+        w->previous[i] = depth[i];
+    }
+    w->previous_ms = now_ms;
+    w->have_previous = true;
+}
+
+static int watch_print_json(const retryq_stats_t *st, const char *at, const double rates[DEPTHS])
+{
+    cJSON *root = stats_json(st), *r = NULL;
+    bool ok = root != NULL && cJSON_AddStringToObject(root, "at", at) != NULL;
+    if (ok && isnan(rates[0]))
+        ok = cJSON_AddNullToObject(root, "rates") != NULL;
+    else if (ok)
+        ok = (r = cJSON_AddObjectToObject(root, "rates")) != NULL;
+    for (int i = 0; ok && r != NULL && i < DEPTHS; i++)
+        ok = cJSON_AddNumberToObject(r, depth_names[i], rates[i]) != NULL;
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (text == NULL) {
+        cli_error("out of memory");
+        return CLI_EXIT_REFUSED;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    return CLI_EXIT_OK;
+}
+
+/* One refresh of the view. A failure after the first refresh is shown (and reported
+ * on stderr) but does not stop the watch: the client reconnects on the next refresh. */
+static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
+{
+    retryq_stats_t st;
+    retryq_error_t err = {0};
+    double rates[DEPTHS];
+    char at[40];
+    int rc = retryq_stats(cli->client, &st, &err);
+    if (rc != RETRYQ_OK && shown == 0)
+        return cli_fail(&err); /* never reached Redis: nothing to watch */
+    format_now(at, sizeof at);
+    if (w->tty && !w->json)
+        fputs("\033[H\033[2J", stdout); /* cursor home, clear the screen */
+    else if (!w->json && shown > 0)
+        fputs("\n--------------------------------------------------------------------------------\n", stdout);
+    if (!w->json)
+        printf("queue %s  every %gs  %s  (Ctrl-C to stop)\n\n", retryq_client_keys(cli->client)->pending,
+               w->interval_s, at);
+    if (rc != RETRYQ_OK) {
+        if (w->json) {
+            cJSON *o = cJSON_CreateObject();
+            char *text = NULL;
+            if (o != NULL && cJSON_AddStringToObject(o, "at", at) != NULL &&
+                cJSON_AddStringToObject(o, "error", err.message) != NULL)
+                text = cJSON_PrintUnformatted(o);
+            if (text != NULL)
+                printf("%s\n", text);
+            cJSON_free(text);
+            cJSON_Delete(o);
+        } else {
+            printf("unavailable: %s\n(retrying every %gs)\n", err.message, w->interval_s);
+        }
+        return cli_fail(&err);
+    }
+    watch_rates(w, &st, monotonic_ms(), rates);
+    if (w->json)
+        rc = watch_print_json(&st, at, rates);
+    else
+        print_table(&st, rates);
+    retryq_stats_free(&st);
+    return rc;
+}
+
+/* Waits until `deadline_ms` (monotonic); true when SIGINT or SIGTERM arrived. A deadline
+ * already past still takes a pending signal, so a refresh slower than the interval
+ * cannot make the watch deaf to Ctrl-C. */
+static bool wait_for_signal(const sigset_t *signals, int64_t deadline_ms)
+{
+    for (;;) {
+        int64_t left = deadline_ms - monotonic_ms();
+        if (left < 0)
+            left = 0;
+        struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+        int sig = sigtimedwait(signals, NULL, &ts);
+        if (sig > 0)
+            return true;
+        if (errno != EINTR)
+            return false; /* EAGAIN: the deadline */
+    }
+}
+
+static int watch_stats(cli_t *cli, watch_t *w)
+{
+    sigset_t signals, saved;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    /* Blocked, a signal stays pending until sigtimedwait takes it, even one that comes
+     * during a refresh. */
+    if (sigprocmask(SIG_BLOCK, &signals, &saved) != 0) {
+        cli_error("cannot block SIGINT: %s", strerror(errno));
+        return CLI_EXIT_REFUSED;
+    }
+    int rc = CLI_EXIT_OK;
+    w->tty = isatty(STDOUT_FILENO) == 1;
+    for (int64_t shown = 0; w->count == 0 || shown < w->count; shown++) {
+        int64_t started_ms = monotonic_ms();
+        rc = watch_refresh(cli, w, shown);
+        if (fflush(stdout) != 0 || ferror(stdout))
+            break; /* main reports the write error */
+        if (shown == 0 && rc != CLI_EXIT_OK)
+            break; /* never reached Redis: nothing to watch */
+        if (w->count != 0 && shown + 1 >= w->count)
+            break;
+        if (wait_for_signal(&signals, started_ms + (int64_t)(w->interval_s * 1000.0))) {
+            rc = CLI_EXIT_OK;
+            break;
+        }
+    }
+    sigprocmask(SIG_SETMASK, &saved, NULL);
     return rc;
 }
 
@@ -127,23 +351,44 @@ int cli_cmd_stats(cli_t *cli, int argc, char **argv)
 {
     static const struct option options[] = {
         {"json", no_argument, NULL, 'j'},
+        {"watch", no_argument, NULL, 'w'},
+        {"interval", required_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_OPTIONS,
         {NULL, 0, NULL, 0},
     };
-    bool json = false;
+    watch_t w = {.interval_s = WATCH_DEFAULT_INTERVAL};
+    const char *interval_text = NULL, *count_text = NULL;
+    bool watch = false;
     int c;
     while ((c = cli_next_option(cli, argc, argv, options)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
             return CLI_EXIT_OK;
         }
-        if (c != 'j')
+        if (c == 'j')
+            w.json = true;
+        else if (c == 'w')
+            watch = true;
+        else if (c == 'i')
+            interval_text = optarg;
+        else if (c == 'c')
+            count_text = optarg;
+        else
             return CLI_EXIT_USAGE;
-        json = true;
     }
     int rc = cli_no_operands(cli, argc, argv);
+    if (rc == CLI_CONTINUE && !watch && (interval_text != NULL || count_text != NULL))
+        rc = cli_usage_error(cli, "--interval and --count need --watch");
+    if (rc == CLI_CONTINUE && interval_text != NULL && !parse_interval(cli, interval_text, &w.interval_s))
+        rc = CLI_EXIT_USAGE;
+    if (rc == CLI_CONTINUE && count_text != NULL &&
+        !cli_parse_int(cli, "--count", count_text, 1, INT64_MAX, &w.count))
+        rc = CLI_EXIT_USAGE;
     if (rc == CLI_CONTINUE)
         rc = cli_open(cli);
-    return rc != CLI_EXIT_OK ? rc : show_stats(cli, json);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    return watch ? watch_stats(cli, &w) : show_stats(cli, w.json);
 }

@@ -20,6 +20,7 @@ static const cli_command_t commands[] = {
     {"retry", "retry a failed execution as the runner's API does (submit)", cli_cmd_retry},
     {"stats", "show queue depths, the oldest job's age and the workers", cli_cmd_stats},
     {"migrate", "apply retryq's database migrations or show the schema version", cli_cmd_migrate},
+    {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
 };
 
 static void print_help(void)
