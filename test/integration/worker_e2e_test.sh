@@ -101,8 +101,8 @@ check_eq "null question_id resolved by index" completed "$(status "${ex[by_index
 check_eq "index out of range -> failed" failed "$(status "${ex[bad_index]}")"
 check_eq "index out of range message" "invalid question index: 42 (total questions: 10)" "$(field "${ex[bad_index]}" "output_data->>'error'")"
 check_eq "region mismatch leaves the row alone" retrying "$(status "${ex[mismatch]}")"
-check_eq "stale attempt leaves the row alone" retrying "$(status "${ex[stale]}")"
-check_eq "the Go payload for the current attempt runs" 1 "$(field "${ex[stale]}" "jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status == \"success\")'))")"
+check_eq "stale attempt 1 recorded nothing" 0 "$(field "${ex[stale]}" "jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.attempt == 1)'))")"
+check_eq "the Go payload for the current attempt runs" 1 "$(field "${ex[stale]}" "jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status == \"success\" && @.attempt == 2)'))")"
 
 for q in ok_q refused_q bad_request_q garbage_q hang_q nul_q huge_q; do
   check_eq "exactly one outcome entry for $q" 1 "$(field "${ex[$q]}" "jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")'))")"
