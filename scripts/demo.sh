@@ -26,6 +26,7 @@ fi
 export PATH="$build:$PATH"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/retryq-demo.XXXXXX")
+chmod 755 "$work" # PostgreSQL runs as an unprivileged user and must reach its data dir
 router_pid=""
 services_started=0
 cleanup() {
@@ -127,7 +128,7 @@ retryq-worker --exit-when-idle --backoff 1s,2s,4s --http-addr off --log-level in
 echo "== after"
 show_rows
 echo "== retry history of the first retried execution"
-psql_q -v job_id="$job_id" -c "SELECT id, jsonb_pretty(retry_history) AS retry_history FROM executions WHERE job_id = :job_id AND retry_count > 0 ORDER BY id LIMIT 1"
+psql_q -c "SELECT id, jsonb_pretty(retry_history) AS retry_history FROM executions WHERE job_id = $job_id AND retry_count > 0 ORDER BY id LIMIT 1"
 echo "== queue"
 retryq stats
 left=$(psql_q -At -c "SELECT count(*) FROM executions WHERE job_id = $job_id AND status = 'retrying'")
