@@ -31,16 +31,31 @@ t_finish() {
   [[ $t_failed == 0 ]]
 }
 
+t_services=()
 t_cleanup() {
-  local pid db
+  local pid db dir
   for pid in "${t_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   for pid in "${t_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for dir in "${t_services[@]}"; do
+    "$(dirname "${BASH_SOURCE[0]}")/services.sh" stop "$dir" >/dev/null 2>&1 || true
+  done
   for db in "${t_dbs[@]}"; do
     psql "$RETRYQ_TEST_ADMIN_URL" -X -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
   done
   rm -rf "$t_tmp"
 }
 trap t_cleanup EXIT
+
+# Starts private Redis + PostgreSQL for this test alone (tests that restart or kill the
+# servers must not share them) and loads their environment.
+private_services() {
+  local dir="$t_tmp/services"
+  chmod 755 "$t_tmp"
+  "$(dirname "${BASH_SOURCE[0]}")/services.sh" start "$dir" >/dev/null
+  t_services+=("$dir")
+  # shellcheck disable=SC1091
+  source "$dir/env"
+}
 
 need_env() {
   local v
