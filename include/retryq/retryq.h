@@ -193,7 +193,7 @@ typedef enum retryq_submit_status {
     RETRYQ_SUBMIT_QUEUED = 0,            /* committed and pushed */
     RETRYQ_SUBMIT_COMMITTED_NOT_QUEUED,  /* committed, LPUSH failed: the orphan sweep re-enqueues */
     RETRYQ_SUBMIT_ALREADY_COMPLETED,     /* status completed: output holds the stored result */
-    RETRYQ_SUBMIT_IN_FLIGHT,             /* running/processing/retrying/queued/created/pending */
+    RETRYQ_SUBMIT_IN_FLIGHT,             /* running/processing/retrying/queued/created */
 } retryq_submit_status_t;
 
 typedef struct retryq_submit_result {

@@ -208,14 +208,17 @@ static int step(migrate_ctx_t *ctx, int64_t target, enum step_result *result)
     int64_t current = 0, to = 0;
     bool dirty = false;
     const migration_file_t *file = NULL;
-    char what[200];
 
     *result = STEP_DONE;
     int rc = run(ctx, "BEGIN", 0, NULL, "BEGIN");
     if (rc != RETRYQ_OK)
         return rc;
-    rc = run(ctx, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lock_params,
-             "waiting for the migration lock");
+    /* "already exists, skipping" notices of the idempotent statements are noise */
+    rc = run(ctx, "SELECT set_config('client_min_messages', 'warning', true)", 0, NULL,
+             "setting client_min_messages");
+    if (rc == RETRYQ_OK)
+        rc = run(ctx, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lock_params,
+                 "waiting for the migration lock");
     if (rc == RETRYQ_OK)
         rc = read_record(ctx, true, &current, &dirty);
     if (rc == RETRYQ_OK && dirty)
@@ -228,6 +231,7 @@ static int step(migrate_ctx_t *ctx, int64_t target, enum step_result *result)
     if (rc == RETRYQ_OK)
         rc = plan_step(ctx, current, target, &file, &to);
     if (rc == RETRYQ_OK && file != NULL) {
+        char what[200];
         snprintf(what, sizeof what, "migration %04" PRId64 "_%s.%s.sql (nothing was changed)",
                  file->version, file->name, file->up ? "up" : "down");
         rc = write_record(ctx, to, true);

@@ -5,7 +5,7 @@
  *   BEGIN; SELECT ... FROM executions WHERE id = $1 AND region = $2 FOR UPDATE
  *     none                      -> RETRYQ_ERR_NOT_FOUND
  *     completed                 -> ALREADY_COMPLETED with the stored output_data
- *     pending, running, processing, retrying, queued, created -> IN_FLIGHT
+ *     running, processing, retrying, queued, created -> IN_FLIGHT (the API's 202)
  *     anything but failed, timeout, error -> RETRYQ_ERR_NOT_RETRYABLE
  *     retry_count >= max_retries -> RETRYQ_ERR_MAX_RETRIES
  *   UPDATE retry_count + 1, last_retry_at = now(), status 'retrying', one
@@ -39,9 +39,10 @@ static const char SQL_MARK_RETRYING[] =
     "'status', 'retrying')) "
     "WHERE id = $1::bigint AND region = $2 RETURNING retry_count";
 
-/* Statuses the runner's API answers 202 for (plus 'pending': not started yet). */
-static const char *const IN_FLIGHT_STATUSES[] = {"pending", "running", "processing", "retrying",
-                                                 "queued", "created"};
+/* Statuses the runner's API answers 202 for. 'pending' is not one of them: the API answers
+ * 400 (not retryable) for it, and so does submit. */
+static const char *const IN_FLIGHT_STATUSES[] = {"running", "processing", "retrying", "queued",
+                                                 "created"};
 static const char *const RETRYABLE_STATUSES[] = {"failed", "timeout", "error"};
 
 typedef struct submit_ctx {

@@ -206,6 +206,7 @@ struct queue {
     uint64_t reconnects;
     uint64_t rng;
     char version[32];
+    char unsafe[160];        /* why this Redis can lose jobs ("" when it cannot) */
     char last_error[256];
 };
 
@@ -345,13 +346,19 @@ static void parse_info(queue_t *q, const char *info)
         sscanf(q->version, "%d.%d", &major, &minor);
         q->use_blmove = major > 6 || (major == 6 && minor >= 2);
     }
+    q->unsafe[0] = '\0';
     const char *aof = strstr(info, "aof_enabled:");
-    if (aof != NULL && aof[12] != '1')
-        log_warn("redis.unsafe", "Redis runs without AOF (appendonly no): a Redis crash can lose "
-                                 "queued retries; set appendonly yes");
+    if (aof != NULL && aof[12] != '1') {
+        snprintf(q->unsafe, sizeof q->unsafe, "Redis runs without AOF (appendonly no): a Redis "
+                                              "crash can lose queued retries; set appendonly yes");
+        log_warn("redis.unsafe", "%s", q->unsafe);
+    }
     const char *policy = strstr(info, "maxmemory_policy:");
-    if (policy != NULL && strncmp(policy + 17, "noeviction", 10) != 0)
-        log_warn("redis.unsafe", "Redis maxmemory-policy is not noeviction: evicted keys lose jobs");
+    if (policy != NULL && strncmp(policy + 17, "noeviction", 10) != 0) {
+        snprintf(q->unsafe, sizeof q->unsafe, "Redis maxmemory-policy is not noeviction: evicted "
+                                              "keys lose jobs; set maxmemory-policy noeviction");
+        log_warn("redis.unsafe", "%s", q->unsafe);
+    }
 }
 
 static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1019,6 +1026,11 @@ size_t queue_unsent(const queue_t *q)
 const char *queue_last_error(const queue_t *q)
 {
     return q->last_error;
+}
+
+const char *queue_unsafe(const queue_t *q)
+{
+    return q->unsafe;
 }
 
 const char *queue_server_version(const queue_t *q)

@@ -94,6 +94,8 @@ bool queue_ready(const queue_t *q);           /* both connections up */
 size_t queue_unsent(const queue_t *q);        /* operations not yet answered */
 const char *queue_last_error(const queue_t *q);
 const char *queue_server_version(const queue_t *q);
+/* Why the Redis server can lose jobs (no AOF, eviction allowed), or "" (from INFO at connect). */
+const char *queue_unsafe(const queue_t *q);
 uint64_t queue_reconnects(const queue_t *q);
 
 #endif

@@ -151,6 +151,14 @@ static void on_queue_state(void *arg)
 {
     worker_t *w = arg;
     if (w->state == WORKER_STARTING && queue_ready(w->queue)) {
+        if (w->cfg.require_safe_redis && queue_unsafe(w->queue)[0] != '\0') {
+            log_error("worker.unsafe_redis", "refusing to run (--require-safe-redis): %s",
+                      queue_unsafe(w->queue));
+            w->exit_code = 1;
+            w->state = WORKER_STOPPED;
+            event_base_loopbreak(w->base);
+            return;
+        }
         w->state = WORKER_RUNNING;
         queue_heartbeat(w->queue);
         notify_ready(w);

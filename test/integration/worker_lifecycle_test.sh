@@ -88,4 +88,18 @@ wait "$pid" 2>/dev/null || true
 check "orphan: sweep logged" grep -q "sweep.orphan" "$t_tmp/orphan.log"
 check_eq "orphan: exactly one outcome" 1 "$(sql -c "SELECT jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) FROM executions WHERE id = $orphan")"
 
+# ---- 4. an unsafe Redis (no AOF) is refused with --require-safe-redis, warned about without.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$t_tmp" >/dev/null 2>&1 &
+t_pids+=("$!")
+wait_for 10 redis-cli -p "$port" ping >/dev/null
+set +e
+timeout 30 "$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --require-safe-redis >"$t_tmp/unsafe.log" 2>&1
+rc=$?
+set -e
+check_eq "unsafe Redis refused with --require-safe-redis: exit 1" 1 "$rc"
+check "the refusal names the reason" grep -q "without AOF" "$t_tmp/unsafe.log"
+timeout 30 "$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --exit-when-idle >"$t_tmp/unsafe2.log" 2>&1
+check "without the flag it warns and runs" grep -q "redis.unsafe" "$t_tmp/unsafe2.log"
+
 t_finish
