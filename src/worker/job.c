@@ -140,6 +140,7 @@ static void job_ack(job_t *job)
     job_end(job);
 }
 
+/* `reason` may be owned by the job: it is used before the job is freed. */
 static void job_dead(job_t *job, const char *reason)
 {
     worker_t *w = job->w;
@@ -155,7 +156,7 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
 {
     worker_t *w = job->w;
     retryq_job_t next = job->job;
-    char buf[RETRYQ_MAX_PAYLOAD];
+    char buf[1024]; /* the longest valid job encodes to about 600 bytes */
     next.delivery = job->job.delivery + 1;
     if (retryq_job_encode(&next, buf, sizeof buf) < 0) {
         job_dead(job, "could not re-encode the job for a delayed retry");
@@ -351,9 +352,7 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
     }
     if (status == STORE_ERR_QUERY && job->dead_reason != NULL) {
         /* Already giving up on this job: do not loop on a row the database refuses. */
-        char reason[600];
-        rq_copy(reason, sizeof reason, job->dead_reason);
-        job_dead(job, reason);
+        job_dead(job, job->dead_reason);
         return;
     }
     if (status == STORE_ERR_QUERY) {
@@ -386,9 +385,7 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
         log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.stale",
                   "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
         if (job->dead_reason != NULL) {
-            char reason[600];
-            rq_copy(reason, sizeof reason, job->dead_reason);
-            job_dead(job, reason);
+            job_dead(job, job->dead_reason);
         } else {
             job_ack(job);
         }
@@ -405,9 +402,7 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
               "[RETRY] execution %s after retry%s%s", job->exec_status, job->error ? ": " : "",
               job->error ? job->error : "");
     if (job->dead_reason != NULL) {
-        char reason[600];
-        rq_copy(reason, sizeof reason, job->dead_reason);
-        job_dead(job, reason);
+        job_dead(job, job->dead_reason);
     } else {
         job_ack(job);
     }

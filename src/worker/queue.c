@@ -149,13 +149,20 @@ static const char LUA_MISSING[] =
     "for i = 2, #ARGV do if want[ARGV[i]] then out[#out + 1] = ARGV[i] end end\n"
     "return out\n";
 
-/* KEYS: queue, delayed, workers. ARGV: processing prefix, own id. Counts every job not
- * held by this worker, including other workers' lists (a dead worker's list counts until
- * it is recovered, so --exit-when-idle waits for the recovery). */
+/* KEYS: queue, delayed, workers. ARGV: processing prefix, own id, suspect ms. Counts every
+ * job not held by this worker, including other workers' lists, and counts a silent worker
+ * (no heartbeat for ARGV[3] ms) as work until lease recovery has removed it, so
+ * --exit-when-idle waits for the recovery instead of leaving a dead worker behind. */
 static const char LUA_COUNT[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n"
-    "for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do\n"
-    "  if w ~= ARGV[2] then n = n + redis.call('LLEN', ARGV[1] .. w) end\n"
+    "local ws = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')\n"
+    "for i = 1, #ws, 2 do\n"
+    "  if ws[i] ~= ARGV[2] then\n"
+    "    n = n + redis.call('LLEN', ARGV[1] .. ws[i])\n"
+    "    if now - tonumber(ws[i + 1]) > tonumber(ARGV[3]) then n = n + 1 end\n"
+    "  end\n"
     "end\n"
     "return n\n";
 
@@ -931,11 +938,13 @@ void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg)
     op_push(q, 7, argv, NULL, done, arg);
 }
 
-void queue_check_empty(queue_t *q, void (*done)(void *arg, bool empty), void *arg)
+void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool empty), void *arg)
 {
+    char suspect[24];
+    snprintf(suspect, sizeof suspect, "%d", suspect_ms);
     const char *argv[] = {"EVAL", LUA_COUNT, "3", q->keys.pending, q->keys.delayed,
-                          q->keys.workers, q->keys.processing_prefix, q->worker_id};
-    op_push(q, 8, argv, NULL, done, arg);
+                          q->keys.workers, q->keys.processing_prefix, q->worker_id, suspect};
+    op_push(q, 9, argv, NULL, done, arg);
 }
 
 /* -------------------------------------------------------------------- lifecycle */

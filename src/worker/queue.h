@@ -74,8 +74,10 @@ void queue_promote(queue_t *q);
 /* At a graceful exit: move what is left in this worker's list to the head of the queue
  * and leave {Q}:workers. */
 void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
-/* Asks whether the queue and the delayed set are empty; `done` gets the answer. */
-void queue_check_empty(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
+/* Asks whether no work is left anywhere but in this worker: queue, delayed set, other
+ * workers' lists, and no other worker silent for longer than suspect_ms (a dead one not yet
+ * recovered). `done` gets the answer. */
+void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool empty), void *arg);
 
 /* ---- for the orphan sweep (janitor.c) ---- */
 /* SET key NX PX ttl: `done` learns whether this worker holds the named lock
@@ -89,6 +91,26 @@ void queue_missing(queue_t *q, const char *const *ids, size_t n,
                    void (*done)(void *arg, char **missing, size_t n), void *arg);
 /* LPUSH one job as an operation (kept and resent until Redis answers). */
 void queue_push(queue_t *q, const char *payload, size_t len);
+
+/* ---- for /metrics and the status page ---- */
+typedef struct queue_depths {
+    int64_t pending;          /* LLEN Q */
+    int64_t processing;       /* jobs in the lists of the workers in {Q}:workers */
+    int64_t delayed;          /* ZCARD {Q}:delayed */
+    int64_t dead;             /* LLEN {Q}:dead */
+    int64_t workers;          /* ZCARD {Q}:workers */
+    int64_t workers_live;     /* of those, heartbeat within lease_ms */
+    int64_t now_ms;           /* Redis's clock (TIME), ms since the epoch */
+    const char *oldest;       /* the next job to be taken (valid during the callback), or NULL */
+    size_t oldest_len;
+} queue_depths_t;
+/* One Lua call on the command connection; `done` gets NULL when the question could not
+ * be asked or answered (also while the queue is being freed). */
+void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_depths_t *d),
+                  void *arg);
+/* How long the worker has had room for jobs without a reply on the pop connection (ms);
+ * 0 while it wants nothing. A live pop connection answers at least every block_ms. */
+int64_t queue_pop_stalled_ms(const queue_t *q);
 
 bool queue_ready(const queue_t *q);           /* both connections up */
 size_t queue_unsent(const queue_t *q);        /* operations not yet answered */

@@ -136,7 +136,7 @@ static void on_queue_idle(void *arg)
     if (w->cfg.exit_when_idle && w->inflight == 0 && !w->idle_check_pending &&
         w->state == WORKER_RUNNING) {
         w->idle_check_pending = true;
-        queue_check_empty(w->queue, on_queue_empty, w);
+        queue_check_empty(w->queue, 2 * w->cfg.heartbeat_ms, on_queue_empty, w);
     }
 }
 
@@ -178,6 +178,9 @@ void worker_job_finished(worker_t *w)
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
+    /* Once the worker has left {Q}:workers, a late heartbeat would put it back. */
+    if (w->state == WORKER_STOPPING || w->state == WORKER_STOPPED)
+        return;
     queue_heartbeat(w->queue);
     queue_recover(w->queue, w->cfg.lease_ms);
 }

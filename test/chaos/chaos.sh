@@ -151,7 +151,12 @@ failed=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status 
 not_once=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) <> 1")
 dups=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) > 1")
 calls=$(curl -fsS "$ROUTER_URL/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_total"])')
-leftover=$(( $(rcli LLEN "$Q") + $(rcli ZCARD "{$Q}:delayed") + $(rcli LLEN "{$Q}:dead") + $(rcli ZCARD "{$Q}:workers") ))
+left_pending=$(rcli LLEN "$Q")
+left_delayed=$(rcli ZCARD "{$Q}:delayed")
+left_dead=$(rcli LLEN "{$Q}:dead")
+left_workers=$(rcli ZCARD "{$Q}:workers")
+leftover=$((left_pending + left_delayed + left_dead + left_workers))
+[[ $leftover == 0 ]] || echo "leftovers: pending=$left_pending delayed=$left_delayed dead=$left_dead workers=$left_workers"
 processing=$(rcli --scan --pattern "{$Q}:processing:*" | wc -l)
 
 echo "chaos $scenario: $N jobs, $elapsed s, completed=$completed failed=$failed retrying=$retrying," \
