@@ -1,9 +1,21 @@
 /*
  * The worker's settings (see config.h). One table drives everything: defaults, the
- * environment, getopt_long flags, validation, --help and the redacted dump. A value is
- * parsed by its type's parser whether it came from the default, the environment or a
- * flag, so a default can never be something a user could not type.
+ * environment, the getopt_long options, validation, --help and the redacted dump. A
+ * value is parsed by its type's parser whether it came from the default, the
+ * environment or a flag, so a default can never be something a user could not type.
+ *
+ * Precedence: a flag beats its environment variable, which beats the default. argv is
+ * read first (so --help works whatever the environment holds, and an environment value
+ * that a flag overrides is never even parsed), then each setting is applied once from
+ * its winning source. Every error is one line that starts with the name the user set
+ * (the flag or the environment variable) and states the rule.
+ *
+ * Secrets: URLs are redacted whenever they are printed, also inside error messages;
+ * --help shows defaults only, never the environment's values. A password file's first
+ * line is put into its URL after parsing (percent-encoded for URLs, quoted for a libpq
+ * key=value string); a file readable by group or others draws a warning.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -14,158 +26,269 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include <libpq-fe.h>
+
 #include "config.h"
 #include "internal.h"
 #include "log.h"
 
+#define SECRET_MAX 1024             /* bytes of a password read from a file */
+#define WORKER_ID_MAX 200           /* bytes: the id is part of a Redis key and of every log line */
+#define BACKOFF_ITEM_MAX 86400000LL /* one day */
+
 typedef enum setting_type {
-    T_STRING,  /* free text */
-    T_URL,     /* text that may hold a password: redacted when printed */
-    T_INT,     /* integer in min..max */
-    T_MS,      /* duration in ms; "500ms", "5s", "2m" accepted */
-    T_BYTES,   /* "4MiB", "512KiB", "4194304" */
-    T_BACKOFF, /* list of durations */
-    T_BOOL,
-    T_LEVEL,   /* log level */
-    T_FORMAT,  /* logfmt | json */
-    T_MODE,    /* runner | seed */
-    T_FILE,    /* a password file: read after parsing */
+    T_STRING,      /* free text (checked further by check()) */
+    T_SECRET_URL,  /* a URL that may hold a password: validated per setting, redacted */
+    T_INT,         /* integer in min..max */
+    T_MS,          /* duration in ms, min..max; "500", "500ms", "5s", "2m", "1h" */
+    T_BYTES,       /* size in bytes, min..max; "4194304", "512KiB", "4MiB" */
+    T_DURATIONS,   /* 1..CONFIG_MAX_BACKOFF durations separated by commas */
+    T_BOOL,        /* true/false, yes/no, on/off, 1/0 */
+    T_ENUM,        /* one of `choices` (case-insensitive) */
+    T_SECRET_FILE, /* path of a file whose first line is a password; no config_t field */
 } setting_type_t;
 
-typedef struct setting {
-    const char *flag; /* without the leading -- */
-    const char *env;
+typedef enum group {
+    G_CONNECT,
+    G_JOBS,
+    G_ROUTER,
+    G_TIMING,
+    G_OPS,
+    G_COUNT,
+} group_t;
+
+static const char *const group_titles[G_COUNT] = {
+    "Connections",
+    "Queue and jobs",
+    "Router requests",
+    "Leases, recovery and shutdown",
+    "Health endpoint and logging",
+};
+
+typedef struct setting setting_t;
+
+struct setting {
+    const char *name; /* config_t field it fills */
+    const char *flag; /* long option, without the leading -- */
+    const char *env;  /* environment variable */
     setting_type_t type;
-    const char *def;  /* default as text; NULL = unset */
-    long long min, max;
-    size_t offset;    /* into config_t; SIZE_MAX for password files */
+    const char *def;                     /* default as the user would type it; NULL = unset */
+    long long min, max;                  /* T_INT, T_MS, T_BYTES */
+    size_t offset;                       /* into config_t; unused for T_ENUM and T_SECRET_FILE */
+    const char *const *choices;          /* T_ENUM, NULL-terminated */
+    void (*set_choice)(config_t *, int); /* T_ENUM: stores the index of the choice */
+    int (*get_choice)(const config_t *); /* T_ENUM: index of the current choice */
+    const char *metavar;                 /* value placeholder in --help */
+    group_t group;
     const char *help;
-} setting_t;
+};
+
+static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
+static const char *const format_choices[] = {"logfmt", "json", NULL};
+static const char *const mode_choices[] = {"runner", "seed", NULL};
+
+static void set_level(config_t *cfg, int i)
+{
+    cfg->log_level = i;
+}
+static int get_level(const config_t *cfg)
+{
+    return cfg->log_level;
+}
+static void set_format(config_t *cfg, int i)
+{
+    cfg->log_json = i == 1;
+}
+static int get_format(const config_t *cfg)
+{
+    return cfg->log_json ? 1 : 0;
+}
+static void set_mode(config_t *cfg, int i)
+{
+    cfg->request_mode = i == 1 ? REQUEST_MODE_SEED : REQUEST_MODE_RUNNER;
+}
+static int get_mode(const config_t *cfg)
+{
+    return cfg->request_mode == REQUEST_MODE_SEED ? 1 : 0;
+}
 
 #define OFF(field) offsetof(config_t, field)
-#define NO_FIELD SIZE_MAX
+#define NUM(type, def, min, max, field) type, def, min, max, OFF(field), NULL, NULL, NULL
+#define TEXT(type, def, field) type, def, 0, 0, OFF(field), NULL, NULL, NULL
+#define CHOICE(def, list, set, get) T_ENUM, def, 0, 0, 0, list, set, get
+#define FILE_SETTING T_SECRET_FILE, NULL, 0, 0, 0, NULL, NULL, NULL
 
 static const setting_t settings[] = {
-    {"redis-url", "RETRYQ_REDIS_URL", T_URL, "redis://127.0.0.1:6379", 0, 0, OFF(redis_url),
-     "Redis: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"},
-    {"redis-password-file", "RETRYQ_REDIS_PASSWORD_FILE", T_FILE, NULL, 0, 0, NO_FIELD,
-     "file whose first line is the Redis password"},
-    {"database-url", "RETRYQ_DATABASE_URL", T_URL, NULL, 0, 0, OFF(database_url),
-     "PostgreSQL: postgresql://user[:password]@host[:port]/db or a key=value conninfo (required)"},
-    {"database-password-file", "RETRYQ_DATABASE_PASSWORD_FILE", T_FILE, NULL, 0, 0, NO_FIELD,
-     "file whose first line is the PostgreSQL password"},
-    {"router-url", "RETRYQ_ROUTER_URL", T_URL, NULL, 0, 0, OFF(router_url),
-     "inference router base URL, http(s)://host[:port][/base] (required)"},
-    {"queue", "RETRYQ_QUEUE", T_STRING, RETRYQ_DEFAULT_QUEUE, 0, 0, OFF(queue), "queue name"},
-    {"worker-id", "RETRYQ_WORKER_ID", T_STRING, NULL, 0, 0, OFF(worker_id),
-     "worker id (default <hostname>:<pid>:<random>; must be unique per process)"},
-    {"concurrency", "RETRYQ_CONCURRENCY", T_INT, "64", 1, 100000, OFF(concurrency),
-     "jobs in flight at once"},
-    {"timeout-ms", "RETRYQ_TIMEOUT_MS", T_MS, "60000", 100, 3600000, OFF(timeout_ms),
-     "router call total timeout"},
-    {"connect-timeout-ms", "RETRYQ_CONNECT_TIMEOUT_MS", T_MS, "5000", 50, 600000,
-     OFF(connect_timeout_ms), "connect timeout (router, Redis)"},
-    {"max-response-bytes", "RETRYQ_MAX_RESPONSE_BYTES", T_BYTES, "4MiB", 1024, 1073741824LL,
-     OFF(max_response_bytes), "largest router answer accepted"},
-    {"max-retries", "RETRYQ_MAX_RETRIES", T_INT, "3", 1, RETRYQ_MAX_ATTEMPT, OFF(max_retries),
+    {"redis_url", "redis-url", "RETRYQ_REDIS_URL",
+     TEXT(T_SECRET_URL, "redis://127.0.0.1:6379", redis_url), "URL", G_CONNECT,
+     "Redis: redis://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path[?db=N]"},
+    {"redis_password_file", "redis-password-file", "RETRYQ_REDIS_PASSWORD_FILE", FILE_SETTING,
+     "PATH", G_CONNECT, "file whose first line is the Redis password (put into the Redis URL)"},
+    {"database_url", "database-url", "RETRYQ_DATABASE_URL", TEXT(T_SECRET_URL, NULL, database_url),
+     "URL", G_CONNECT,
+     "PostgreSQL, required: postgresql://user[:password]@host[:port]/db or a key=value conninfo"},
+    {"database_password_file", "database-password-file", "RETRYQ_DATABASE_PASSWORD_FILE",
+     FILE_SETTING, "PATH", G_CONNECT,
+     "file whose first line is the PostgreSQL password (put into the database URL)"},
+    {"db_pool_size", "db-pool", "RETRYQ_DB_POOL", NUM(T_INT, "4", 1, 64, db_pool_size), "N",
+     G_CONNECT, "PostgreSQL connections"},
+    {"router_url", "router-url", "RETRYQ_ROUTER_URL", TEXT(T_SECRET_URL, NULL, router_url), "URL",
+     G_CONNECT, "inference router base URL, required: http(s)://host[:port][/base]"},
+    {"connect_timeout_ms", "connect-timeout-ms", "RETRYQ_CONNECT_TIMEOUT_MS",
+     NUM(T_MS, "5000", 50, 600000, connect_timeout_ms), "DURATION", G_CONNECT,
+     "connect timeout (router, Redis)"},
+    {"require_safe_redis", "require-safe-redis", "RETRYQ_REQUIRE_SAFE_REDIS",
+     TEXT(T_BOOL, "false", require_safe_redis), "BOOL", G_CONNECT,
+     "refuse to run on Redis without AOF or with an evicting maxmemory-policy"},
+
+    {"queue", "queue", "RETRYQ_QUEUE", TEXT(T_STRING, RETRYQ_DEFAULT_QUEUE, queue), "NAME", G_JOBS,
+     "queue name (the Redis list producers LPUSH to)"},
+    {"worker_id", "worker-id", "RETRYQ_WORKER_ID", TEXT(T_STRING, NULL, worker_id), "ID", G_JOBS,
+     "worker id, unique per process (default <hostname>:<pid>:<random>)"},
+    {"concurrency", "concurrency", "RETRYQ_CONCURRENCY", NUM(T_INT, "64", 1, 100000, concurrency),
+     "N", G_JOBS, "jobs in flight at once"},
+    {"max_retries", "max-retries", "RETRYQ_MAX_RETRIES",
+     NUM(T_INT, "3", 1, RETRYQ_MAX_ATTEMPT, max_retries), "N", G_JOBS,
      "highest retry_attempt accepted"},
-    {"db-pool", "RETRYQ_DB_POOL", T_INT, "4", 1, 64, OFF(db_pool_size),
-     "PostgreSQL connections"},
-    {"http-addr", "RETRYQ_HTTP_ADDR", T_STRING, "127.0.0.1:9464", 0, 0, OFF(http_addr),
-     "address of /healthz /readyz /metrics (\"off\" disables)"},
-    {"question-bank", "RETRYQ_QUESTION_BANK", T_STRING, NULL, 0, 0, OFF(question_bank),
-     "JSON file of question id -> text (default: the runner's built-in ids)"},
-    {"request-mode", "RETRYQ_REQUEST_MODE", T_MODE, "runner", 0, 0, OFF(request_mode),
-     "runner (regional wrapper, t=0.1, 500 tokens) or seed (bare prompt, t=0.7, 2000 tokens)"},
-    {"drain-timeout-ms", "RETRYQ_DRAIN_TIMEOUT_MS", T_MS, "65000", 1, 3600000,
-     OFF(drain_timeout_ms), "how long a stop waits for jobs in flight"},
-    {"heartbeat-ms", "RETRYQ_HEARTBEAT_MS", T_MS, "5000", 50, 600000, OFF(heartbeat_ms),
-     "heartbeat interval"},
-    {"lease-ms", "RETRYQ_LEASE_MS", T_MS, "30000", 200, 3600000, OFF(lease_ms),
-     "silence after which a worker's jobs are recovered (> 2 x heartbeat)"},
-    {"backoff", "RETRYQ_BACKOFF", T_BACKOFF, "5s,30s,2m", 0, 0, OFF(backoff_ms),
-     "delays before the retries of a transient router failure"},
-    {"max-deliveries", "RETRYQ_MAX_DELIVERIES", T_INT, "5", 1, RETRYQ_MAX_ATTEMPT,
-     OFF(max_deliveries), "deliveries after which a job is poison (dead list)"},
-    {"orphan-age-ms", "RETRYQ_ORPHAN_AGE_MS", T_MS, "300000", 100, 86400000LL * 30,
-     OFF(orphan_age_ms), "age of a 'retrying' row with no job before it is enqueued again"},
-    {"orphan-interval-ms", "RETRYQ_ORPHAN_INTERVAL_MS", T_MS, "60000", 100, 86400000,
-     OFF(orphan_interval_ms), "how often the orphan sweep runs"},
-    {"dead-max", "RETRYQ_DEAD_MAX", T_INT, "10000", 1, 100000000, OFF(dead_max),
-     "entries kept in the dead list"},
-    {"require-safe-redis", "RETRYQ_REQUIRE_SAFE_REDIS", T_BOOL, "false", 0, 0,
-     OFF(require_safe_redis), "refuse to run on Redis without AOF or with eviction"},
-    {"exit-when-idle", "RETRYQ_EXIT_WHEN_IDLE", T_BOOL, "false", 0, 0, OFF(exit_when_idle),
+    {"max_deliveries", "max-deliveries", "RETRYQ_MAX_DELIVERIES",
+     NUM(T_INT, "5", 1, RETRYQ_MAX_ATTEMPT, max_deliveries), "N", G_JOBS,
+     "deliveries after which a job is poison (dead list)"},
+    {"backoff_ms", "backoff", "RETRYQ_BACKOFF", TEXT(T_DURATIONS, "5s,30s,2m", backoff_ms), "LIST",
+     G_JOBS, "delays before the retries of a transient router failure (ms unless s, m or h)"},
+    {"dead_max", "dead-max", "RETRYQ_DEAD_MAX", NUM(T_INT, "10000", 1, 100000000, dead_max), "N",
+     G_JOBS, "entries kept in the dead list"},
+    {"question_bank", "question-bank", "RETRYQ_QUESTION_BANK", TEXT(T_STRING, NULL, question_bank),
+     "PATH", G_JOBS, "JSON file of question id -> text, merged over the runner's built-in ids"},
+
+    {"request_mode", "request-mode", "RETRYQ_REQUEST_MODE",
+     CHOICE("runner", mode_choices, set_mode, get_mode), "runner|seed", G_ROUTER,
+     "runner: the runner's regional wrapper, t=0.1, 500 tokens; seed: bare prompt, t=0.7, 2000 "
+     "tokens"},
+    {"timeout_ms", "timeout-ms", "RETRYQ_TIMEOUT_MS", NUM(T_MS, "60000", 100, 3600000, timeout_ms),
+     "DURATION", G_ROUTER, "router call total timeout"},
+    {"max_response_bytes", "max-response-bytes", "RETRYQ_MAX_RESPONSE_BYTES",
+     NUM(T_BYTES, "4MiB", 1024, 1073741824LL, max_response_bytes), "SIZE", G_ROUTER,
+     "largest router answer accepted"},
+
+    {"heartbeat_ms", "heartbeat-ms", "RETRYQ_HEARTBEAT_MS",
+     NUM(T_MS, "5000", 50, 600000, heartbeat_ms), "DURATION", G_TIMING, "heartbeat interval"},
+    {"lease_ms", "lease-ms", "RETRYQ_LEASE_MS", NUM(T_MS, "30000", 200, 3600000, lease_ms),
+     "DURATION", G_TIMING,
+     "silence after which a worker's jobs are recovered (more than 2 x heartbeat)"},
+    {"orphan_age_ms", "orphan-age-ms", "RETRYQ_ORPHAN_AGE_MS",
+     NUM(T_MS, "300000", 100, 7 * 86400000LL, orphan_age_ms), "DURATION", G_TIMING,
+     "age of a 'retrying' row with no job before it is enqueued again"},
+    {"orphan_interval_ms", "orphan-interval-ms", "RETRYQ_ORPHAN_INTERVAL_MS",
+     NUM(T_MS, "60000", 100, 86400000, orphan_interval_ms), "DURATION", G_TIMING,
+     "how often the orphan sweep runs"},
+    {"drain_timeout_ms", "drain-timeout-ms", "RETRYQ_DRAIN_TIMEOUT_MS",
+     NUM(T_MS, "65000", 1, 3600000, drain_timeout_ms), "DURATION", G_TIMING,
+     "how long a stop waits for jobs in flight"},
+    {"exit_when_idle", "exit-when-idle", "RETRYQ_EXIT_WHEN_IDLE",
+     TEXT(T_BOOL, "false", exit_when_idle), "BOOL", G_TIMING,
      "exit once the queue and the jobs in flight are empty"},
-    {"log-level", "RETRYQ_LOG_LEVEL", T_LEVEL, "info", 0, 0, OFF(log_level),
-     "debug, info, warn or error"},
-    {"log-format", "RETRYQ_LOG_FORMAT", T_FORMAT, "logfmt", 0, 0, OFF(log_json), "logfmt or json"},
+
+    {"http_addr", "http-addr", "RETRYQ_HTTP_ADDR", TEXT(T_STRING, "127.0.0.1:9464", http_addr),
+     "HOST:PORT", G_OPS, "address of /healthz, /readyz and /metrics (\"off\" or empty disables)"},
+    {"log_level", "log-level", "RETRYQ_LOG_LEVEL",
+     CHOICE("info", level_choices, set_level, get_level), "debug|info|warn|error", G_OPS,
+     "lowest level logged"},
+    {"log_format", "log-format", "RETRYQ_LOG_FORMAT",
+     CHOICE("logfmt", format_choices, set_format, get_format), "logfmt|json", G_OPS,
+     "log line format"},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
+/* Where the value of each setting came from, to name it as the user set it. */
+typedef enum source { SRC_DEFAULT = 0, SRC_ENV, SRC_FLAG } source_t;
+
+typedef struct load_state {
+    const char *value[N_SETTINGS]; /* winning text per setting (flag, env or default) */
+    source_t source[N_SETTINGS];
+    char who[N_SETTINGS][48]; /* "--concurrency" or "RETRYQ_CONCURRENCY" */
+} load_state_t;
+
+static const setting_t *find_setting(const char *name, size_t *index)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (strcmp(settings[i].name, name) == 0) {
+            if (index != NULL)
+                *index = i;
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- value parsers */
 
+/* Optional '-' then decimal digits only: no spaces, no '+', no hex. */
 static bool parse_ll(const char *text, long long *out)
 {
+    const char *p = text;
+    if (*p == '-')
+        p++;
+    if (!isdigit((unsigned char)*p))
+        return false;
     char *end;
     errno = 0;
     long long v = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0')
+    if (errno != 0 || *end != '\0')
         return false;
     *out = v;
     return true;
 }
 
-/* "250", "250ms", "5s", "2m", "1h" -> ms */
-static bool parse_ms(const char *text, long long *out)
+/* Digits then an optional unit; the unit is matched case-insensitively against the
+ * table. Integers only: "1.5s" is refused rather than rounded. */
+typedef struct unit {
+    const char *suffix;
+    long long scale;
+} unit_t;
+
+static bool parse_scaled(const char *text, const unit_t *units, long long *out)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno != 0 || end == text || v < 0)
+    const char *p = text;
+    long long v = 0;
+    if (!isdigit((unsigned char)*p))
         return false;
-    double scale = 1;
-    if (*end == '\0' || strcmp(end, "ms") == 0)
-        scale = 1;
-    else if (strcmp(end, "s") == 0)
-        scale = 1000;
-    else if (strcmp(end, "m") == 0)
-        scale = 60000;
-    else if (strcmp(end, "h") == 0)
-        scale = 3600000;
-    else
-        return false;
-    double ms = v * scale;
-    if (ms > (double)LLONG_MAX / 2)
-        return false;
-    *out = (long long)ms;
-    return true;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (LLONG_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    for (const unit_t *u = units; u->suffix != NULL; u++) {
+        if (strcasecmp(p, u->suffix) == 0) {
+            if (v > LLONG_MAX / u->scale)
+                return false;
+            *out = v * u->scale;
+            return true;
+        }
+    }
+    return false;
 }
 
-static bool parse_bytes(const char *text, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || v < 0)
-        return false;
-    long long scale;
-    if (*end == '\0' || strcasecmp(end, "b") == 0)
-        scale = 1;
-    else if (strcasecmp(end, "KiB") == 0 || strcasecmp(end, "K") == 0 || strcasecmp(end, "KB") == 0)
-        scale = 1024;
-    else if (strcasecmp(end, "MiB") == 0 || strcasecmp(end, "M") == 0 || strcasecmp(end, "MB") == 0)
-        scale = 1024 * 1024;
-    else if (strcasecmp(end, "GiB") == 0 || strcasecmp(end, "G") == 0 || strcasecmp(end, "GB") == 0)
-        scale = 1024LL * 1024 * 1024;
-    else
-        return false;
-    if (v > LLONG_MAX / scale)
-        return false;
-    *out = v * scale;
-    return true;
-}
+static const unit_t duration_units[] = {
+    {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0},
+};
+
+/* Binary suffixes (K, KiB, M, MiB, G, GiB) are powers of 1024; KB, MB, GB are the SI
+ * powers of 1000. */
+static const unit_t byte_units[] = {
+    {"", 1},
+    {"b", 1},
+    {"k", 1024},
+    {"kib", 1024},
+    {"kb", 1000},
+    {"m", 1024 * 1024},
+    {"mib", 1024 * 1024},
+    {"mb", 1000 * 1000},
+    {"g", 1024LL * 1024 * 1024},
+    {"gib", 1024LL * 1024 * 1024},
+    {"gb", 1000LL * 1000 * 1000},
+    {NULL, 0},
+};
 
 static bool parse_bool(const char *text, bool *out)
 {
@@ -184,7 +307,279 @@ static bool parse_bool(const char *text, bool *out)
     return false;
 }
 
-/* Applies one textual value; on failure writes "<who>: <rule> (got "<text>")". */
+/* "5s,30s,2m" or "5000, 30000": spaces around items are ignored. */
+static int parse_durations(const char *text, int *values, int cap)
+{
+    int count = 0;
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, ",");
+        while (n > 0 && p[n - 1] == ' ')
+            n--;
+        char item[32];
+        long long v;
+        if (n == 0 || n >= sizeof item || count == cap)
+            return -1;
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (!parse_scaled(item, duration_units, &v) || v < 1 || v > BACKOFF_ITEM_MAX)
+            return -1;
+        values[count++] = (int)v;
+        p += strcspn(p, ",");
+        if (*p == '\0')
+            return count;
+        p++;
+    }
+}
+
+/* ---------------------------------------------------------------- URLs */
+
+static bool has_prefix_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The authority of scheme://authority/...: start and end; false when s has no "://". */
+static bool uri_authority(const char *url, const char **start, const char **end)
+{
+    const char *s = strstr(url, "://");
+    if (s == NULL)
+        return false;
+    *start = s + 3;
+    *end = *start + strcspn(*start, "/?#");
+    return true;
+}
+
+/* The last '@' of the authority (user information may not be percent-encoded). */
+static const char *authority_at(const char *start, const char *end)
+{
+    const char *at = NULL;
+    for (const char *p = start; p < end; p++)
+        if (*p == '@')
+            at = p;
+    return at;
+}
+
+static bool is_postgres_uri(const char *url)
+{
+    /* libpq itself compares these prefixes case-sensitively */
+    return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+}
+
+/* Copies s to buf with password=... values (conninfo keywords, or URI query parameters
+ * when uri_query) replaced by ***; a quoted conninfo value ('... \' ...') is one value.
+ * Returns true when s held a password. */
+static bool redact_password_params(const char *s, char *buf, size_t cap, bool uri_query)
+{
+    size_t o = 0;
+    bool found = false;
+    const char *p = s;
+    while (*p != '\0') {
+        bool at_key =
+            p == s || (uri_query ? (p[-1] == '?' || p[-1] == '&') : isspace((unsigned char)p[-1]));
+        if (at_key && strncmp(p, "password", 8) == 0) {
+            const char *q = p + 8;
+            while (!uri_query && isspace((unsigned char)*q))
+                q++;
+            if (*q == '=') {
+                q++;
+                while (!uri_query && isspace((unsigned char)*q))
+                    q++;
+                if (!uri_query && *q == '\'') {
+                    for (q++; *q != '\0' && *q != '\''; q++)
+                        if (*q == '\\' && q[1] != '\0')
+                            q++;
+                    if (*q == '\'')
+                        q++;
+                } else {
+                    while (*q != '\0' &&
+                           (uri_query ? (*q != '&' && *q != '#') : !isspace((unsigned char)*q)))
+                        q++;
+                }
+                found = true;
+                for (const char *r = "password=***"; *r != '\0'; r++)
+                    if (o + 1 < cap)
+                        buf[o++] = *r;
+                p = q;
+                continue;
+            }
+        }
+        if (o + 1 < cap)
+            buf[o++] = *p;
+        p++;
+    }
+    if (cap > 0)
+        buf[o] = '\0';
+    return found;
+}
+
+/* Redacts url into buf; returns true when it held a password. */
+static bool redact(const char *url, char *buf, size_t cap)
+{
+    const char *start, *end;
+    if (!uri_authority(url, &start, &end))
+        return redact_password_params(url, buf, cap, false);
+    /* user information: keep the user, hide what follows its first ':' */
+    const char *at = authority_at(start, end);
+    const char *colon = at != NULL ? memchr(start, ':', (size_t)(at - start)) : NULL;
+    const char *query = strchr(end, '?');
+    size_t head_len = (size_t)((query != NULL ? query : end + strlen(end)) - url);
+    size_t o = 0;
+    for (size_t k = 0; k < head_len; k++) {
+        const char *p = url + k;
+        if (colon != NULL && p > colon && p < at)
+            continue;
+        if (o + 1 < cap)
+            buf[o++] = *p;
+        if (p == colon)
+            for (const char *r = "***"; *r != '\0'; r++)
+                if (o + 1 < cap)
+                    buf[o++] = *r;
+    }
+    buf[o] = '\0';
+    bool found = colon != NULL;
+    if (query != NULL && redact_password_params(query, buf + o, cap - o, true))
+        found = true;
+    return found;
+}
+
+void config_redact_url(const char *url, char *buf, size_t cap)
+{
+    if (buf == NULL || cap == 0)
+        return;
+    if (url == NULL) {
+        buf[0] = '\0';
+        return;
+    }
+    redact(url, buf, cap);
+}
+
+/* True when the URL (any form) already carries a password. */
+static bool url_has_password(const char *url)
+{
+    char scratch[64];
+    return redact(url, scratch, sizeof scratch);
+}
+
+/* Checks url; messages show `as_given` (the user's own text, redacted). */
+static int check_redis_url(const char *url, const char *as_given, const char *who, char *err,
+                           size_t errcap)
+{
+    retryq_error_t rerr;
+    retryq_redis_url_t parsed;
+    if (retryq_redis_url_parse(url, &parsed, &rerr) == RETRYQ_OK)
+        return 0;
+    /* The library's messages never repeat the URL; drop their "redis URL: " lead. */
+    const char *why = rerr.message;
+    if (strncmp(why, "redis URL: ", 11) == 0)
+        why += 11;
+    char shown[512];
+    config_redact_url(as_given, shown, sizeof shown);
+    snprintf(err, errcap, "%s: %s (got \"%s\")", who, why, shown);
+    return -1;
+}
+
+static int check_database_url(const char *url, const char *who, char *err, size_t errcap)
+{
+    char shown[512];
+    config_redact_url(url, shown, sizeof shown);
+    bool uri = strstr(url, "://") != NULL;
+    if (uri && !is_postgres_uri(url)) {
+        snprintf(err, errcap, "%s: must start with postgresql:// or postgres:// (got \"%s\")", who,
+                 shown);
+        return -1;
+    }
+    if (!uri && strchr(url, '=') == NULL) {
+        snprintf(err, errcap,
+                 "%s: must be a postgresql:// URL or a key=value conninfo string (got \"%s\")", who,
+                 shown);
+        return -1;
+    }
+    /* libpq's own parser: no connection is made. Its messages may quote parts of the
+     * string (a password among them), so only the fact is reported. */
+    char *pqerr = NULL;
+    PQconninfoOption *options = PQconninfoParse(url, &pqerr);
+    if (options == NULL) {
+        snprintf(err, errcap, "%s: not a valid PostgreSQL %s (got \"%s\")", who,
+                 uri ? "URL" : "conninfo string (key=value pairs, quote values with spaces in '')",
+                 shown);
+        PQfreemem(pqerr);
+        return -1;
+    }
+    PQconninfoFree(options);
+    return 0;
+}
+
+static int check_router_url(const char *url, const char *who, char *err, size_t errcap)
+{
+    char shown[512];
+    config_redact_url(url, shown, sizeof shown);
+    const char *start, *end;
+    if (!(has_prefix_ci(url, "http://") || has_prefix_ci(url, "https://")) ||
+        !uri_authority(url, &start, &end)) {
+        snprintf(err, errcap, "%s: must start with http:// or https:// (got \"%s\")", who, shown);
+        return -1;
+    }
+    const char *at = authority_at(start, end);
+    const char *host = at != NULL ? at + 1 : start;
+    if (host == end || *host == ':') {
+        snprintf(err, errcap,
+                 "%s: missing host, expected http(s)://host[:port][/base] (got \"%s\")", who,
+                 shown);
+        return -1;
+    }
+    for (const char *p = url; *p != '\0'; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            snprintf(err, errcap, "%s: must not contain spaces or control characters (got \"%s\")",
+                     who, shown);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* "off", "" or host:port / [v6]:port with port 0..65535. */
+static int check_http_addr(const char *addr, const char *who, char *err, size_t errcap)
+{
+    if (addr[0] == '\0' || strcasecmp(addr, "off") == 0)
+        return 0;
+    const char *colon = strrchr(addr, ':');
+    long long port = -1;
+    bool ok = colon != NULL && colon != addr && colon - addr < 256 && parse_ll(colon + 1, &port) &&
+              colon[1] != '-' && port <= 65535;
+    if (ok && addr[0] == '[')
+        ok = colon[-1] == ']' && colon - addr > 2;
+    if (!ok) {
+        snprintf(err, errcap,
+                 "%s: must be host:port (port 0..65535), [v6]:port or \"off\" (got \"%s\")", who,
+                 addr);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_worker_id(const char *id, const char *who, char *err, size_t errcap)
+{
+    if (id == NULL || id[0] == '\0')
+        return 0; /* the worker builds one */
+    size_t n = strlen(id);
+    bool ok = n <= WORKER_ID_MAX;
+    for (const char *p = id; ok && *p != '\0'; p++)
+        ok = (unsigned char)*p > ' ' && (unsigned char)*p < 0x7f;
+    if (!ok) {
+        snprintf(err, errcap,
+                 "%s: must be 1 to %d printable ASCII characters without spaces (got \"%.*s\")",
+                 who, WORKER_ID_MAX, 64, id);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- applying a value */
+
+/* Parses `text` for setting s into cfg; on failure writes "<who>: <rule> (got "<text>")". */
 static int apply(config_t *cfg, const setting_t *s, const char *who, const char *text, char *err,
                  size_t errcap)
 {
@@ -192,11 +587,11 @@ static int apply(config_t *cfg, const setting_t *s, const char *who, const char 
     long long v = 0;
     switch (s->type) {
     case T_STRING:
-    case T_URL: {
+    case T_SECRET_URL: {
         char **slot = (char **)(base + s->offset);
         char *copy = strdup(text);
         if (copy == NULL) {
-            snprintf(err, errcap, "out of memory");
+            snprintf(err, errcap, "%s: out of memory", who);
             return -1;
         }
         free(*slot);
@@ -212,98 +607,86 @@ static int apply(config_t *cfg, const setting_t *s, const char *who, const char 
         *(int *)(base + s->offset) = (int)v;
         return 0;
     case T_MS:
-        if (!parse_ms(text, &v) || v < s->min || v > s->max) {
+        if (!parse_scaled(text, duration_units, &v) || v < s->min || v > s->max) {
             snprintf(err, errcap,
-                     "%s: must be a duration between %lld and %lld ms, e.g. 500ms, 5s, 2m (got \"%s\")",
+                     "%s: must be a duration between %lld and %lld ms, e.g. 500, 500ms, 5s, 2m "
+                     "(got \"%s\")",
                      who, s->min, s->max, text);
             return -1;
         }
         *(int *)(base + s->offset) = (int)v;
         return 0;
     case T_BYTES:
-        if (!parse_bytes(text, &v) || v < s->min || v > s->max) {
+        if (!parse_scaled(text, byte_units, &v) || v < s->min || v > s->max) {
             snprintf(err, errcap,
-                     "%s: must be a size between %lld and %lld bytes, e.g. 4MiB (got \"%s\")", who,
-                     s->min, s->max, text);
+                     "%s: must be a size between %lld and %lld bytes, e.g. 4194304, 512KiB, 4MiB "
+                     "(got \"%s\")",
+                     who, s->min, s->max, text);
             return -1;
         }
         *(int64_t *)(base + s->offset) = v;
         return 0;
-    case T_BACKOFF: {
-        int count = 0;
-        const char *p = text;
-        while (*p != '\0') {
-            char item[32];
-            size_t n = strcspn(p, ",");
-            if (n == 0 || n >= sizeof item || count == CONFIG_MAX_BACKOFF) {
-                count = -1;
-                break;
-            }
-            memcpy(item, p, n);
-            item[n] = '\0';
-            if (!parse_ms(item, &v) || v < 1 || v > 86400000) {
-                count = -1;
-                break;
-            }
-            cfg->backoff_ms[count++] = (int)v;
-            p += n;
-            if (*p == ',')
-                p++;
-        }
+    case T_DURATIONS: {
+        int values[CONFIG_MAX_BACKOFF];
+        int count = parse_durations(text, values, CONFIG_MAX_BACKOFF);
         if (count <= 0) {
             snprintf(err, errcap,
-                     "%s: must be 1 to %d durations separated by commas, e.g. 5s,30s,2m (got \"%s\")",
+                     "%s: must be 1 to %d durations of 1 ms to 24 h separated by commas, e.g. "
+                     "5s,30s,2m or 5000,30000 (got \"%s\")",
                      who, CONFIG_MAX_BACKOFF, text);
             return -1;
         }
+        memcpy(cfg->backoff_ms, values, sizeof values[0] * (size_t)count);
         cfg->backoff_count = count;
         return 0;
     }
-    case T_BOOL:
-        if (!parse_bool(text, (bool *)(base + s->offset))) {
+    case T_BOOL: {
+        bool b;
+        if (!parse_bool(text, &b)) {
             snprintf(err, errcap, "%s: must be true or false (got \"%s\")", who, text);
             return -1;
         }
-        return 0;
-    case T_LEVEL: {
-        int level = log_level_parse(text);
-        if (level < 0) {
-            snprintf(err, errcap, "%s: must be debug, info, warn or error (got \"%s\")", who, text);
-            return -1;
-        }
-        cfg->log_level = level;
+        *(bool *)(base + s->offset) = b;
         return 0;
     }
-    case T_FORMAT:
-        if (strcmp(text, "logfmt") != 0 && strcmp(text, "json") != 0) {
-            snprintf(err, errcap, "%s: must be logfmt or json (got \"%s\")", who, text);
-            return -1;
+    case T_ENUM:
+        for (int i = 0; s->choices[i] != NULL; i++) {
+            if (strcasecmp(text, s->choices[i]) == 0) {
+                s->set_choice(cfg, i);
+                return 0;
+            }
         }
-        cfg->log_json = strcmp(text, "json") == 0;
-        return 0;
-    case T_MODE:
-        if (strcmp(text, "runner") != 0 && strcmp(text, "seed") != 0) {
-            snprintf(err, errcap, "%s: must be runner or seed (got \"%s\")", who, text);
-            return -1;
+        {
+            char list[128] = "";
+            for (int i = 0; s->choices[i] != NULL; i++) {
+                size_t o = strlen(list);
+                snprintf(list + o, sizeof list - o, "%s%s",
+                         i == 0              ? ""
+                         : s->choices[i + 1] ? ", "
+                                             : " or ",
+                         s->choices[i]);
+            }
+            snprintf(err, errcap, "%s: must be %s (got \"%s\")", who, list, text);
         }
-        cfg->request_mode = strcmp(text, "seed") == 0 ? REQUEST_MODE_SEED : REQUEST_MODE_RUNNER;
-        return 0;
-    case T_FILE:
-        return 0;
+        return -1;
+    case T_SECRET_FILE:
+        return 0; /* read after every setting is known (see insert_password) */
     }
     return 0;
 }
 
 /* ---------------------------------------------------------------- passwords */
 
-static void percent_encode(const char *in, char *out, size_t cap)
+static char *percent_encode(const char *in)
 {
     static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(strlen(in) * 3 + 1);
+    if (out == NULL)
+        return NULL;
     size_t o = 0;
-    for (; *in != '\0' && o + 4 < cap; in++) {
+    for (; *in != '\0'; in++) {
         unsigned char c = (unsigned char)*in;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '.' || c == '_' || c == '~') {
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
             out[o++] = (char)c;
         } else {
             out[o++] = '%';
@@ -312,64 +695,98 @@ static void percent_encode(const char *in, char *out, size_t cap)
         }
     }
     out[o] = '\0';
+    return out;
 }
 
+/* Reads the first line of path into secret (trailing "\n" or "\r\n" removed). */
 static int read_secret(const char *who, const char *path, FILE *warn, char *secret, size_t cap,
                        char *err, size_t errcap)
 {
+    int rc = -1;
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        snprintf(err, errcap, "%s: cannot read %s: %s", who, path, strerror(errno));
+        snprintf(err, errcap, "%s: cannot read \"%s\": %s", who, path, strerror(errno));
         return -1;
     }
     struct stat st;
-    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077) != 0 && warn != NULL)
-        fprintf(warn, "retryq-worker: warning: %s: %s is readable by group or others (chmod 600)\n",
-                who, path);
-    if (fgets(secret, (int)cap, f) == NULL)
-        secret[0] = '\0';
-    fclose(f);
-    secret[strcspn(secret, "\r\n")] = '\0';
-    if (secret[0] == '\0') {
-        snprintf(err, errcap, "%s: %s is empty", who, path);
-        return -1;
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, errcap, "%s: cannot stat \"%s\": %s", who, path, strerror(errno));
+        goto cleanup;
     }
-    return 0;
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, errcap, "%s: \"%s\" is a directory", who, path);
+        goto cleanup;
+    }
+    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0 && warn != NULL)
+        fprintf(warn,
+                "retryq-worker: warning: %s: \"%s\" is readable by group or others "
+                "(mode %03o); chmod 600 it\n",
+                who, path, (unsigned)(st.st_mode & 0777));
+    size_t n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF && c != '\n') {
+        if (c == '\0') {
+            snprintf(err, errcap, "%s: \"%s\" holds a NUL byte", who, path);
+            goto cleanup;
+        }
+        if (n + 1 >= cap) {
+            snprintf(err, errcap, "%s: the first line of \"%s\" is longer than %zu bytes", who,
+                     path, cap - 1);
+            goto cleanup;
+        }
+        secret[n++] = (char)c;
+    }
+    if (ferror(f)) {
+        snprintf(err, errcap, "%s: cannot read \"%s\"", who, path);
+        goto cleanup;
+    }
+    if (n > 0 && secret[n - 1] == '\r')
+        n--;
+    secret[n] = '\0';
+    if (n == 0) {
+        snprintf(err, errcap, "%s: the first line of \"%s\" is empty", who, path);
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    fclose(f);
+    return rc;
 }
 
-/* Puts `password` into a URI's userinfo (scheme://[user[:pw]]@host...). */
+/* Puts `password` into a URI's user information (scheme://[user]:password@host...). */
 static char *uri_with_password(const char *url, const char *password)
 {
-    const char *start = strstr(url, "://");
-    if (start == NULL)
+    const char *start, *end;
+    if (!uri_authority(url, &start, &end))
         return NULL;
-    start += 3;
-    size_t hostpart = strcspn(start, "/?");
-    const char *at = memchr(start, '@', hostpart);
-    char enc[1024];
-    percent_encode(password, enc, sizeof enc);
+    const char *at = authority_at(start, end);
     size_t userlen = 0;
     if (at != NULL) {
         const char *colon = memchr(start, ':', (size_t)(at - start));
         userlen = (size_t)((colon != NULL ? colon : at) - start);
     }
-    const char *rest = at != NULL ? at + 1 : start;
-    size_t need = strlen(url) + strlen(enc) + 8;
-    char *out = malloc(need);
-    if (out == NULL)
+    char *enc = percent_encode(password);
+    if (enc == NULL)
         return NULL;
-    snprintf(out, need, "%.*s%.*s:%s@%s", (int)(start - url), url, (int)userlen, start, enc, rest);
+    const char *rest = at != NULL ? at + 1 : start;
+    size_t need = strlen(url) + strlen(enc) + 3;
+    char *out = malloc(need);
+    if (out != NULL)
+        snprintf(out, need, "%.*s%.*s:%s@%s", (int)(start - url), url, (int)userlen, start, enc,
+                 rest);
+    free(enc);
     return out;
 }
 
-/* Appends password='...' to a key=value conninfo (libpq: the last value wins). */
+/* Appends password='...' to a key=value conninfo, escaping ' and \ as libpq reads them. */
 static char *conninfo_with_password(const char *conninfo, const char *password)
 {
     size_t need = strlen(conninfo) + 2 * strlen(password) + 16;
     char *out = malloc(need);
     if (out == NULL)
         return NULL;
-    size_t o = (size_t)snprintf(out, need, "%s password='", conninfo);
+    int n = snprintf(out, need, "%s password='", conninfo);
+    size_t o = n > 0 ? (size_t)n : 0;
     for (const char *p = password; *p != '\0'; p++) {
         if (*p == '\'' || *p == '\\')
             out[o++] = '\\';
@@ -380,106 +797,137 @@ static char *conninfo_with_password(const char *conninfo, const char *password)
     return out;
 }
 
-static int insert_password(char **url, const char *who, const char *path, FILE *warn, char *err,
-                           size_t errcap)
+/* Reads the password file of setting `fi` and puts it into the URL of setting `ui`. */
+static int insert_password(config_t *cfg, const load_state_t *st, size_t fi, size_t ui, FILE *warn,
+                           char *err, size_t errcap)
 {
-    char secret[512];
-    if (*url == NULL) {
-        snprintf(err, errcap, "%s: given without the URL it belongs to", who);
+    char **url = (char **)((char *)cfg + settings[ui].offset);
+    const char *who = st->who[fi], *url_who = st->who[ui];
+    char *secret = malloc(SECRET_MAX + 1);
+    char *next = NULL;
+    int rc = -1;
+    if (secret == NULL) {
+        snprintf(err, errcap, "%s: out of memory", who);
         return -1;
     }
-    if (read_secret(who, path, warn, secret, sizeof secret, err, errcap) < 0)
-        return -1;
-    char *next = strstr(*url, "://") != NULL ? uri_with_password(*url, secret)
-                                             : conninfo_with_password(*url, secret);
-    memset(secret, 0, sizeof secret);
+    if (*url == NULL || (*url)[0] == '\0') {
+        snprintf(err, errcap, "%s: given without %s, the URL it belongs to", who, url_who);
+        goto cleanup;
+    }
+    if (url_has_password(*url)) {
+        snprintf(err, errcap, "%s: %s already holds a password; give it in one place only", who,
+                 url_who);
+        goto cleanup;
+    }
+    if (read_secret(who, st->value[fi], warn, secret, SECRET_MAX + 1, err, errcap) < 0)
+        goto cleanup;
+    next = strstr(*url, "://") != NULL ? uri_with_password(*url, secret)
+                                       : conninfo_with_password(*url, secret);
     if (next == NULL) {
-        snprintf(err, errcap, "out of memory");
-        return -1;
+        snprintf(err, errcap, "%s: out of memory", who);
+        goto cleanup;
     }
     free(*url);
     *url = next;
-    return 0;
+    rc = 0;
+cleanup:
+    memset(secret, 0, SECRET_MAX + 1);
+    free(secret);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- --help */
+
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: retryq-worker [OPTIONS]\n\n"
+            "Takes retry jobs from Redis, re-runs the inference through the router and records\n"
+            "the outcome in PostgreSQL. Every option has an environment variable; a flag wins\n"
+            "over the environment, the environment over the default. Durations are in ms unless\n"
+            "suffixed s, m or h (\"500ms\", \"5s\", \"2m\"); sizes take K/KiB, M/MiB, G/GiB.\n");
+    for (int g = 0; g < G_COUNT; g++) {
+        fprintf(out, "\n%s:\n", group_titles[g]);
+        for (size_t i = 0; i < N_SETTINGS; i++) {
+            const setting_t *s = &settings[i];
+            if ((int)s->group != g)
+                continue;
+            if (s->type == T_BOOL)
+                fprintf(out, "  --%s[=%s]\n", s->flag, s->metavar);
+            else
+                fprintf(out, "  --%s %s\n", s->flag, s->metavar);
+            fprintf(out, "        %s\n        [env %s", s->help, s->env);
+            if (s->def != NULL)
+                fprintf(out, "; default %s", s->def);
+            fprintf(out, "]\n");
+        }
+    }
+    fprintf(out, "\nOther:\n"
+                 "  --print-config\n"
+                 "        print the effective settings (passwords shown as ***) and exit\n"
+                 "  -h, --help\n"
+                 "        print this help and exit\n"
+                 "  --version\n"
+                 "        print the version and exit\n\n"
+                 "Exit codes: 0 stopped normally, 1 runtime failure, 2 bad configuration.\n");
 }
 
 /* ---------------------------------------------------------------- loading */
 
-static void print_help(FILE *out)
+/* Checks that involve more than one value, or a value's meaning beyond its syntax. */
+static int check(const config_t *cfg, const load_state_t *st, char *err, size_t errcap)
 {
-    fprintf(out, "Usage: retryq-worker [OPTIONS]\n\n"
-                 "Takes retry jobs from Redis, re-runs the inference through the router and records\n"
-                 "the outcome in PostgreSQL. Every option can also be set by its environment\n"
-                 "variable; a flag wins over the environment.\n\nOptions:\n");
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        const setting_t *s = &settings[i];
-        bool takes_value = s->type != T_BOOL;
-        fprintf(out, "  --%s%s\n      %s\n      env %s", s->flag, takes_value ? "=VALUE" : "",
-                s->help, s->env);
-        if (s->def != NULL)
-            fprintf(out, ", default %s", s->def);
-        fprintf(out, "\n");
-    }
-    fprintf(out, "  --print-config\n      print the effective settings (secrets redacted) and exit\n"
-                 "  -h, --help\n  --version\n\n"
-                 "Exit codes: 0 stopped normally, 1 runtime failure, 2 bad configuration.\n");
-}
-
-static int check(config_t *cfg, char *err, size_t errcap)
-{
+    size_t i, j;
     retryq_error_t rerr;
-    retryq_redis_url_t url;
     retryq_keys_t keys;
-    if (retryq_redis_url_parse(cfg->redis_url, &url, &rerr) != RETRYQ_OK) {
-        snprintf(err, errcap, "RETRYQ_REDIS_URL: %s", rerr.message);
+
+    find_setting("redis_url", &i);
+    if (check_redis_url(cfg->redis_url, cfg->redis_url, st->who[i], err, errcap) < 0)
         return -1;
-    }
+    find_setting("database_url", &i);
     if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
-        snprintf(err, errcap, "RETRYQ_DATABASE_URL: required (--database-url)");
+        snprintf(err, errcap, "%s: required: set %s or --%s", st->who[i], settings[i].env,
+                 settings[i].flag);
         return -1;
     }
+    if (check_database_url(cfg->database_url, st->who[i], err, errcap) < 0)
+        return -1;
+    find_setting("router_url", &i);
     if (cfg->router_url == NULL || cfg->router_url[0] == '\0') {
-        snprintf(err, errcap, "RETRYQ_ROUTER_URL: required (--router-url)");
+        snprintf(err, errcap, "%s: required: set %s or --%s", st->who[i], settings[i].env,
+                 settings[i].flag);
         return -1;
     }
-    if (strncmp(cfg->router_url, "http://", 7) != 0 && strncmp(cfg->router_url, "https://", 8) != 0) {
-        snprintf(err, errcap, "RETRYQ_ROUTER_URL: must start with http:// or https://");
+    if (check_router_url(cfg->router_url, st->who[i], err, errcap) < 0)
         return -1;
-    }
+    find_setting("queue", &i);
     if (retryq_keys_init(&keys, cfg->queue, &rerr) != RETRYQ_OK) {
-        snprintf(err, errcap, "RETRYQ_QUEUE: %s", rerr.message);
+        const char *why = rerr.message;
+        if (strncmp(why, "queue name: ", 12) == 0)
+            why += 12;
+        snprintf(err, errcap, "%s: %s (got \"%.*s\")", st->who[i], why, 64, cfg->queue);
         return -1;
     }
-    if (cfg->lease_ms <= 2 * cfg->heartbeat_ms) {
-        snprintf(err, errcap, "RETRYQ_LEASE_MS: must be more than twice RETRYQ_HEARTBEAT_MS (%d ms)",
-                 cfg->heartbeat_ms);
+    find_setting("worker_id", &i);
+    if (check_worker_id(cfg->worker_id, st->who[i], err, errcap) < 0)
+        return -1;
+    find_setting("http_addr", &i);
+    if (check_http_addr(cfg->http_addr, st->who[i], err, errcap) < 0)
+        return -1;
+    find_setting("lease_ms", &i);
+    find_setting("heartbeat_ms", &j);
+    if ((long long)cfg->lease_ms <= 2LL * cfg->heartbeat_ms) {
+        snprintf(err, errcap, "%s: must be more than twice %s (2 x %d ms = %lld ms) (got \"%s\")",
+                 st->who[i], st->who[j], cfg->heartbeat_ms, 2LL * cfg->heartbeat_ms, st->value[i]);
         return -1;
     }
     return 0;
 }
 
-int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, char *err,
-                size_t errcap)
+/* Reads argv: flag values into st (the last occurrence wins). 1 = --help/--version done. */
+static int read_flags(load_state_t *st, int argc, char **argv, bool *print_config, FILE *out,
+                      char *err, size_t errcap)
 {
-    memset(cfg, 0, sizeof *cfg);
-    const char *files[N_SETTINGS] = {0};
-    const char *file_who[N_SETTINGS] = {0};
-
-    for (size_t i = 0; i < N_SETTINGS; i++)
-        if (settings[i].def != NULL &&
-            apply(cfg, &settings[i], settings[i].env, settings[i].def, err, errcap) < 0)
-            return -1;
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        const char *v = getenv(settings[i].env);
-        if (v == NULL)
-            continue;
-        if (settings[i].type == T_FILE) {
-            files[i] = v;
-            file_who[i] = settings[i].env;
-        } else if (apply(cfg, &settings[i], settings[i].env, v, err, errcap) < 0) {
-            return -1;
-        }
-    }
-
     struct option options[N_SETTINGS + 4];
     for (size_t i = 0; i < N_SETTINGS; i++) {
         options[i].name = settings[i].flag;
@@ -491,53 +939,113 @@ int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, cha
     options[N_SETTINGS + 1] = (struct option){"version", no_argument, NULL, 'V'};
     options[N_SETTINGS + 2] = (struct option){"print-config", no_argument, NULL, 'P'};
     options[N_SETTINGS + 3] = (struct option){NULL, 0, NULL, 0};
-    bool print_config = false;
+
+    /* glibc re-initialises completely (permutation state too) only for optind = 0; the
+     * tests call config_load many times in one process. */
+#ifdef __GLIBC__
+    optind = 0;
+#else
     optind = 1;
+#endif
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-        if (c == 'h') {
+        switch (c) {
+        case 'h':
             print_help(out);
             return 1;
-        }
-        if (c == 'V') {
+        case 'V':
             fprintf(out, "retryq-worker %s\n", RETRYQ_VERSION_STRING);
             return 1;
-        }
-        if (c == 'P') {
-            print_config = true;
+        case 'P':
+            *print_config = true;
             continue;
-        }
-        if (c == '?' || c == ':') {
-            snprintf(err, errcap, "%s: %s (see --help)", argv[optind - 1],
-                     c == ':' ? "needs a value" : "unknown option");
+        case ':':
+        case '?': {
+            /* glibc leaves optopt 0 for an unknown long option and sets it to the
+             * option's value for a known one given a value it does not take */
+            const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+            bool is_long = strncmp(arg, "--", 2) == 0;
+            const char *why = c == ':'                                     ? "needs a value"
+                              : is_long && optopt != 0 && strchr(arg, '=') ? "takes no value"
+                                                                           : "unknown option";
+            if (!is_long && optopt > 0 && optopt < 128)
+                snprintf(err, errcap, "-%c: %s (see --help)", optopt, why);
+            else
+                snprintf(err, errcap, "%s: %s (see --help)", arg, why);
             return -1;
         }
-        const setting_t *s = &settings[c - 1000];
-        char who[64];
-        snprintf(who, sizeof who, "--%s", s->flag);
-        if (s->type == T_FILE) {
-            size_t i = (size_t)(s - settings);
-            files[i] = optarg;
-            file_who[i] = s->flag;
-            continue;
+        default: {
+            size_t i = (size_t)(c - 1000);
+            st->value[i] = settings[i].type == T_BOOL && optarg == NULL ? "true" : optarg;
+            st->source[i] = SRC_FLAG;
+            break;
         }
-        if (apply(cfg, s, who, s->type == T_BOOL && optarg == NULL ? "true" : optarg, err,
-                  errcap) < 0)
-            return -1;
+        }
     }
     if (optind < argc) {
-        snprintf(err, errcap, "unexpected argument \"%s\" (see --help)", argv[optind]);
+        snprintf(err, errcap, "unexpected argument \"%s\" (options are --name value; see --help)",
+                 argv[optind]);
         return -1;
     }
+    return 0;
+}
+
+static int load(config_t *cfg, load_state_t *st, int argc, char **argv, FILE *out, FILE *warn,
+                char *err, size_t errcap)
+{
+    bool print_config = false;
+    int rc = read_flags(st, argc, argv, &print_config, out, err, errcap);
+    if (rc != 0)
+        return rc;
     for (size_t i = 0; i < N_SETTINGS; i++) {
-        if (files[i] == NULL)
+        if (st->source[i] == SRC_FLAG) {
+            snprintf(st->who[i], sizeof st->who[i], "--%s", settings[i].flag);
             continue;
-        char **url = strstr(settings[i].flag, "redis") != NULL ? &cfg->redis_url : &cfg->database_url;
-        if (insert_password(url, file_who[i], files[i], warn, err, errcap) < 0)
+        }
+        rq_copy(st->who[i], sizeof st->who[i], settings[i].env);
+        const char *env = getenv(settings[i].env);
+        if (env != NULL) {
+            st->value[i] = env;
+            st->source[i] = SRC_ENV;
+        } else {
+            st->value[i] = settings[i].def;
+        }
+    }
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (st->value[i] != NULL &&
+            apply(cfg, &settings[i], st->who[i], st->value[i], err, errcap) < 0)
+            return -1;
+
+    /* syntax of each URL as the user gave it, before any password goes in */
+    size_t redis, database, redis_file, database_file;
+    find_setting("redis_url", &redis);
+    find_setting("database_url", &database);
+    find_setting("redis_password_file", &redis_file);
+    find_setting("database_password_file", &database_file);
+    if (st->value[redis_file] == NULL) {
+        if (check_redis_url(cfg->redis_url, cfg->redis_url, st->who[redis], err, errcap) < 0)
+            return -1;
+    } else {
+        /* "redis://user@host" is only complete with the file's password: check the URL
+         * with a stand-in password, so its own mistakes are named after it */
+        char *probe =
+            strstr(cfg->redis_url, "://") != NULL ? uri_with_password(cfg->redis_url, "x") : NULL;
+        int bad = check_redis_url(probe != NULL ? probe : cfg->redis_url, cfg->redis_url,
+                                  st->who[redis], err, errcap);
+        free(probe);
+        if (bad < 0)
+            return -1;
+        if (insert_password(cfg, st, redis_file, redis, warn, err, errcap) < 0)
+            return -1;
+        /* e.g. a password longer than the Redis URL parser takes */
+        if (check_redis_url(cfg->redis_url, cfg->redis_url, st->who[redis_file], err, errcap) < 0)
             return -1;
     }
-    if (check(cfg, err, errcap) < 0)
+    if (st->value[database_file] != NULL &&
+        insert_password(cfg, st, database_file, database, warn, err, errcap) < 0)
+        return -1;
+    if (check(cfg, st, err, errcap) < 0)
         return -1;
     if (print_config) {
         config_print(cfg, out);
@@ -546,69 +1054,34 @@ int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, cha
     return 0;
 }
 
+int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, char *err,
+                size_t errcap)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (errcap > 0)
+        err[0] = '\0';
+    load_state_t *st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    int rc = load(cfg, st, argc, argv, out, warn, err, errcap);
+    free(st);
+    if (rc != 0)
+        config_free(cfg); /* nothing half-built survives; config_free stays safe to call */
+    return rc;
+}
+
 void config_free(config_t *cfg)
 {
     char *base = (char *)cfg;
     for (size_t i = 0; i < N_SETTINGS; i++) {
-        if (settings[i].type != T_STRING && settings[i].type != T_URL)
+        if (settings[i].type != T_STRING && settings[i].type != T_SECRET_URL)
             continue;
         char **slot = (char **)(base + settings[i].offset);
         free(*slot);
         *slot = NULL;
     }
-}
-
-void config_redact_url(const char *url, char *buf, size_t cap)
-{
-    if (url == NULL) {
-        rq_copy(buf, cap, "");
-        return;
-    }
-    const char *start = strstr(url, "://");
-    if (start != NULL) {
-        start += 3;
-        size_t hostpart = strcspn(start, "/?");
-        const char *at = memchr(start, '@', hostpart);
-        const char *colon = at != NULL ? memchr(start, ':', (size_t)(at - start)) : NULL;
-        if (colon != NULL) {
-            snprintf(buf, cap, "%.*s:***%s", (int)(colon - url), url, at);
-            return;
-        }
-        rq_copy(buf, cap, url);
-        return;
-    }
-    /* key=value conninfo: blank out every password value */
-    size_t o = 0;
-    const char *p = url;
-    while (*p != '\0' && o + 1 < cap) {
-        if (strncmp(p, "password", 8) == 0 && (p == url || p[-1] == ' ')) {
-            const char *q = p + 8;
-            while (*q == ' ')
-                q++;
-            if (*q == '=') {
-                q++;
-                while (*q == ' ')
-                    q++;
-                o += (size_t)snprintf(buf + o, cap - o, "password=***");
-                if (*q == '\'') {
-                    for (q++; *q != '\0' && *q != '\''; q++)
-                        if (*q == '\\' && q[1] != '\0')
-                            q++;
-                    if (*q == '\'')
-                        q++;
-                } else {
-                    while (*q != '\0' && *q != ' ')
-                        q++;
-                }
-                p = q;
-                if (o >= cap)
-                    o = cap - 1;
-                continue;
-            }
-        }
-        buf[o++] = *p++;
-    }
-    buf[o] = '\0';
 }
 
 void config_print(const config_t *cfg, FILE *out)
@@ -623,7 +1096,7 @@ void config_print(const config_t *cfg, FILE *out)
             rq_copy(text, sizeof text, v != NULL ? v : "");
             break;
         }
-        case T_URL:
+        case T_SECRET_URL:
             config_redact_url(*(char *const *)(base + s->offset), text, sizeof text);
             break;
         case T_INT:
@@ -633,28 +1106,30 @@ void config_print(const config_t *cfg, FILE *out)
         case T_BYTES:
             snprintf(text, sizeof text, "%lld", (long long)*(const int64_t *)(base + s->offset));
             break;
-        case T_BACKOFF: {
+        case T_DURATIONS: {
             size_t o = 0;
             text[0] = '\0';
-            for (int k = 0; k < cfg->backoff_count && o < sizeof text; k++)
-                o += (size_t)snprintf(text + o, sizeof text - o, "%s%dms", k ? "," : "",
-                                      cfg->backoff_ms[k]);
+            for (int k = 0; k < cfg->backoff_count && o < sizeof text; k++) {
+                int n =
+                    snprintf(text + o, sizeof text - o, "%s%d", k ? "," : "", cfg->backoff_ms[k]);
+                if (n < 0)
+                    break;
+                o += (size_t)n;
+            }
             break;
         }
         case T_BOOL:
             rq_copy(text, sizeof text, *(const bool *)(base + s->offset) ? "true" : "false");
             break;
-        case T_LEVEL:
-            rq_copy(text, sizeof text, log_level_name((log_level_t)cfg->log_level));
+        case T_ENUM: {
+            int k = s->get_choice(cfg), n = 0;
+            while (s->choices[n] != NULL)
+                n++;
+            rq_copy(text, sizeof text, k >= 0 && k < n ? s->choices[k] : "?");
             break;
-        case T_FORMAT:
-            rq_copy(text, sizeof text, cfg->log_json ? "json" : "logfmt");
-            break;
-        case T_MODE:
-            rq_copy(text, sizeof text, cfg->request_mode == REQUEST_MODE_SEED ? "seed" : "runner");
-            break;
-        case T_FILE:
-            continue;
+        }
+        case T_SECRET_FILE:
+            continue; /* already inside its URL, redacted */
         }
         fprintf(out, "%s=%s\n", s->env, text);
     }

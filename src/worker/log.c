@@ -1,16 +1,28 @@
 /*
- * Logging (see log.h): one line per event, logfmt or JSON, written with one fwrite so
- * lines never interleave. The logger's settings are process-wide and set once in main
- * before the loop starts: the one piece of static state in the worker, as in syslog.
+ * Logging (see log.h): one line per event, logfmt or JSON. A line is built whole in a
+ * buffer and written with one fwrite to a line-buffered stream, so lines never
+ * interleave. The logger's settings are process-wide and set once in main before the
+ * loop starts: the one piece of static state in the worker, as with syslog.
+ *
+ * logfmt: keys are bare; a value is quoted when it is empty or holds a space, '=', '"',
+ * '\' or a control character, and inside quotes '"', '\' and control characters are
+ * escaped (\" \\ \n \r \t \u00XX). JSON: one object per line, strings escaped the same
+ * way, execution_id and attempt as numbers. Either way the line is valid UTF-8: bytes
+ * that are not (a router answer quoted in a message, say) become U+FFFD.
  */
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "internal.h"
 #include "log.h"
+#include "text.h"
+
+#define LOG_MSG_MAX 4096   /* bytes of one formatted message */
+#define LOG_LINE_MAX 32768 /* room for every field escaped at worst (6 bytes per byte) */
+#define LOG_LINE_RESERVE 8 /* kept free for the closing quote, "}" and "\n" */
 
 static struct {
     log_level_t level;
@@ -23,6 +35,8 @@ static const char *const names[] = {"debug", "info", "warn", "error"};
 
 int log_level_parse(const char *text)
 {
+    if (text == NULL)
+        return -1;
     for (int i = 0; i < 4; i++)
         if (strcasecmp(text, names[i]) == 0)
             return i;
@@ -41,13 +55,14 @@ void log_setup(log_level_t level, bool json, FILE *out)
     logger.level = level;
     logger.json = json;
     logger.out = out;
+    /* Call before anything is written to `out` (C11 7.21.5.6). */
     if (out != NULL)
         setvbuf(out, NULL, _IOLBF, 0);
 }
 
 void log_set_worker(const char *worker_id)
 {
-    rq_copy(logger.worker, sizeof logger.worker, worker_id != NULL ? worker_id : "");
+    text_copy(logger.worker, sizeof logger.worker, worker_id != NULL ? worker_id : "");
 }
 
 bool log_enabled(log_level_t level)
@@ -55,47 +70,58 @@ bool log_enabled(log_level_t level)
     return level >= logger.level;
 }
 
-/* A growing line buffer; text past the cap is cut (a log line is never worth more). */
 typedef struct line {
-    char buf[8192];
+    char buf[LOG_LINE_MAX];
     size_t len;
+    bool cut; /* a value did not fit */
 } line_t;
 
-static void put(line_t *l, const char *s, size_t n)
+/* Appends n bytes when they fit whole below the reserve; false (nothing written) if not. */
+static bool put(line_t *l, const char *s, size_t n)
 {
-    if (n > sizeof l->buf - 2 - l->len)
-        n = sizeof l->buf - 2 - l->len;
+    if (l->len + n > sizeof l->buf - LOG_LINE_RESERVE) {
+        l->cut = true;
+        return false;
+    }
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+    return true;
 }
 
-static void puts_(line_t *l, const char *s)
+/* Length of the UTF-8 sequence led by c (s is valid UTF-8 here). */
+static size_t sequence_length(unsigned char c)
 {
-    put(l, s, strlen(s));
+    return c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
 }
 
-/* Escapes for a JSON string or a quoted logfmt value (the same rules serve both). */
+/* Escapes valid UTF-8 for a JSON string or a quoted logfmt value (the same rules serve
+ * both); stops at a whole character when the line is full. */
 static void put_escaped(line_t *l, const char *s)
 {
-    for (; *s != '\0'; s++) {
+    while (*s != '\0') {
         unsigned char c = (unsigned char)*s;
         char esc[8];
+        size_t n = sequence_length(c);
+        bool ok;
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
-            put(l, esc, 2);
+            ok = put(l, esc, 2);
         } else if (c == '\n') {
-            put(l, "\\n", 2);
+            ok = put(l, "\\n", 2);
         } else if (c == '\r') {
-            put(l, "\\r", 2);
+            ok = put(l, "\\r", 2);
         } else if (c == '\t') {
-            put(l, "\\t", 2);
+            ok = put(l, "\\t", 2);
         } else if (c < 0x20 || c == 0x7f) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(l, esc, 6);
+            ok = put(l, esc, 6);
         } else {
-            put(l, s, 1);
+            ok = put(l, s, n);
         }
+        if (!ok)
+            return;
+        s += n;
     }
 }
 
@@ -103,47 +129,52 @@ static bool needs_quotes(const char *s)
 {
     if (*s == '\0')
         return true;
-    for (; *s != '\0'; s++)
-        if (*s == ' ' || *s == '=' || *s == '"' || *s == '\\' || iscntrl((unsigned char)*s))
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == ' ' || c == '=' || c == '"' || c == '\\' || c < 0x20 || c == 0x7f)
             return true;
+    }
     return false;
 }
 
+/* One key/value pair; value may be any bytes (made valid UTF-8 first). The opening
+ * (separator, key, quote) goes in whole or not at all; once a value was cut, later
+ * fields are dropped, so the line stays well-formed. */
 static void field(line_t *l, const char *key, const char *value, bool first)
 {
-    if (logger.json) {
-        puts_(l, first ? "{\"" : ",\"");
-        puts_(l, key);
-        puts_(l, "\":\"");
-        put_escaped(l, value);
-        puts_(l, "\"");
+    if (l->cut)
         return;
+    char *clean = NULL;
+    if (!text_is_clean(value, strlen(value))) {
+        clean = text_sanitize(value, strlen(value), NULL);
+        value = clean != NULL ? clean : "(unprintable)";
     }
-    if (!first)
-        puts_(l, " ");
-    puts_(l, key);
-    puts_(l, "=");
-    if (needs_quotes(value)) {
-        puts_(l, "\"");
+    bool quoted = logger.json || needs_quotes(value);
+    char open[128];
+    snprintf(open, sizeof open, "%s%s%s%s",
+             logger.json ? (first ? "{\"" : ",\"") : (first ? "" : " "), key,
+             logger.json ? "\":" : "=", quoted ? "\"" : "");
+    if (put(l, open, strlen(open))) {
         put_escaped(l, value);
-        puts_(l, "\"");
-    } else {
-        puts_(l, value);
+        if (quoted)
+            l->buf[l->len++] = '"'; /* inside the reserve: the string is always closed */
     }
+    free(clean);
 }
 
 static void number(line_t *l, const char *key, long long value)
 {
-    char text[24];
-    snprintf(text, sizeof text, "%lld", value);
-    if (logger.json) {
-        puts_(l, ",\"");
-        puts_(l, key);
-        puts_(l, "\":");
-        puts_(l, text);
-    } else {
+    if (!logger.json) {
+        char text[24];
+        snprintf(text, sizeof text, "%lld", value);
         field(l, key, text, false);
+        return;
     }
+    if (l->cut)
+        return;
+    char pair[96];
+    snprintf(pair, sizeof pair, ",\"%s\":%lld", key, value);
+    put(l, pair, strlen(pair));
 }
 
 void log_event(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
@@ -152,27 +183,35 @@ void log_event(log_level_t level, int64_t execution_id, int32_t attempt, const c
     if (!log_enabled(level))
         return;
     FILE *out = logger.out != NULL ? logger.out : stderr;
-    char ts[48], msg[4096];
+    char ts[48], msg[LOG_MSG_MAX];
     rq_format_rfc3339(rq_now_ms(), ts, sizeof ts);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (n < 0) {
+        rq_copy(msg, sizeof msg, "(message could not be formatted)");
+    } else if ((size_t)n >= sizeof msg) {
+        /* cut at a character boundary and say so */
+        size_t len = text_truncate(msg, sizeof msg - 4);
+        memcpy(msg + len, "...", 4);
+    }
 
     line_t l;
     l.len = 0;
+    l.cut = false;
     field(&l, "ts", ts, true);
     field(&l, "level", log_level_name(level), false);
     if (logger.worker[0] != '\0')
         field(&l, "worker", logger.worker, false);
-    field(&l, "event", event, false);
+    field(&l, "event", event != NULL ? event : "", false);
     if (execution_id > 0)
         number(&l, "execution_id", (long long)execution_id);
     if (attempt > 0)
         number(&l, "attempt", attempt);
     field(&l, "msg", msg, false);
     if (logger.json)
-        puts_(&l, "}");
+        l.buf[l.len++] = '}';
     l.buf[l.len++] = '\n';
     fwrite(l.buf, 1, l.len, out);
 }

@@ -3,25 +3,37 @@
  * question of one execution from its row and its job spec (DESIGN §4), and the router
  * request body in the runner's shape.
  *
- * Resolution rule: the row's question_id is authoritative. questions[question_index] of
- * the spec is the fallback for rows without one, and a cross-check otherwise: when both
- * exist and disagree the row wins and a note says so. Only when the question must come
- * from the index is an out-of-range index an error ("invalid question index: N (total
- * questions: M)").
+ * Resolution rule (documented in docs/configuration.md):
+ *  - The row's question_id is authoritative: when it is set, it is the question, its
+ *    text comes from the bank (or is the id itself when the bank does not know it, as
+ *    the runner's retry sends it). questions[question_index] is then only a cross-check:
+ *    a different id there sets `mismatch` and a note; an index outside the array, or a
+ *    spec that cannot be read at all, only adds a note — the job still runs, because
+ *    nothing it needs comes from the spec. When questions[index] is an object-form entry
+ *    for the same question, its own text and system_prompt are used.
+ *  - Without a row question_id, the question must come from the index: an index outside
+ *    the array is QUESTION_ERR_INDEX with exactly "invalid question index: N (total
+ *    questions: M)", an unusable spec is QUESTION_ERR_SPEC.
+ * Limits: a spec above 1 MiB or nested deeper than 64 levels (counted on the raw text
+ * before cJSON sees it) is not parsed; a prompt or system text is at most 64 KiB.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
 #include "question.h"
+#include "text.h"
 
 #define SPEC_MAX_BYTES (1024 * 1024)
 #define SPEC_MAX_DEPTH 64
 #define TEXT_MAX_BYTES (64 * 1024)
+#define ID_MAX_BYTES 1024
 
-/* The runner's fixed table (beacon-schema.md); data/questions.json holds the same. */
+/* The runner's fixed table (runner-app internal/worker/helpers.go, beacon-schema.md);
+ * data/questions.json holds the same, and test_question checks that they agree. */
 static const struct {
     const char *id;
     const char *text;
@@ -39,32 +51,29 @@ static const struct {
 typedef struct entry {
     char *id;
     char *text;
+    size_t order; /* insertion order: the later of two equal ids wins */
 } entry_t;
 
+/* Sorted by id after loading; looked up by binary search. */
 struct question_bank {
     entry_t *entries;
-    size_t count;
+    size_t count, cap;
 };
 
-static bool bank_add(question_bank_t *bank, const char *id, const char *text)
+static bool bank_append(question_bank_t *bank, const char *id, const char *text)
 {
-    for (size_t i = 0; i < bank->count; i++) {
-        if (strcmp(bank->entries[i].id, id) == 0) {
-            char *copy = strdup(text);
-            if (copy == NULL)
-                return false;
-            free(bank->entries[i].text);
-            bank->entries[i].text = copy;
-            return true;
-        }
+    if (bank->count == bank->cap) {
+        size_t cap = bank->cap != 0 ? bank->cap * 2 : 16;
+        entry_t *grown = realloc(bank->entries, cap * sizeof *grown);
+        if (grown == NULL)
+            return false;
+        bank->entries = grown;
+        bank->cap = cap;
     }
-    entry_t *grown = realloc(bank->entries, (bank->count + 1) * sizeof *grown);
-    if (grown == NULL)
-        return false;
-    bank->entries = grown;
     entry_t *e = &bank->entries[bank->count];
     e->id = strdup(id);
     e->text = strdup(text);
+    e->order = bank->count;
     if (e->id == NULL || e->text == NULL) {
         free(e->id);
         free(e->text);
@@ -72,6 +81,31 @@ static bool bank_add(question_bank_t *bank, const char *id, const char *text)
     }
     bank->count++;
     return true;
+}
+
+static int entry_compare(const void *a, const void *b)
+{
+    const entry_t *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c != 0 ? c : x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Sorts by id and keeps only the last-added entry of each id. */
+static void bank_finish(question_bank_t *bank)
+{
+    if (bank->count == 0)
+        return;
+    qsort(bank->entries, bank->count, sizeof *bank->entries, entry_compare);
+    size_t kept = 0;
+    for (size_t i = 0; i < bank->count; i++) {
+        if (i + 1 < bank->count && strcmp(bank->entries[i].id, bank->entries[i + 1].id) == 0) {
+            free(bank->entries[i].id);
+            free(bank->entries[i].text);
+            continue;
+        }
+        bank->entries[kept++] = bank->entries[i];
+    }
+    bank->count = kept;
 }
 
 /* Depth of JSON nesting, counted on the raw text (strings skipped) before any parse. */
@@ -98,23 +132,24 @@ static int json_depth(const char *text, size_t len)
     return max;
 }
 
-static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
+static char *read_bank_file(const char *path, size_t *len, char *err, size_t errcap)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        snprintf(err, errcap, "RETRYQ_QUESTION_BANK: cannot open %s", path);
+        snprintf(err, errcap, "question bank \"%s\": cannot open it", path);
         return NULL;
     }
     char *buf = malloc(QUESTION_BANK_MAX_BYTES + 1);
     size_t n = buf != NULL ? fread(buf, 1, QUESTION_BANK_MAX_BYTES + 1, f) : 0;
+    bool failed = ferror(f) != 0;
     fclose(f);
     if (buf == NULL) {
-        snprintf(err, errcap, "out of memory");
+        snprintf(err, errcap, "question bank: out of memory");
         return NULL;
     }
-    if (n > QUESTION_BANK_MAX_BYTES) {
-        snprintf(err, errcap, "RETRYQ_QUESTION_BANK: %s is larger than %d bytes", path,
-                 QUESTION_BANK_MAX_BYTES);
+    if (failed || n > QUESTION_BANK_MAX_BYTES) {
+        snprintf(err, errcap, "question bank \"%s\": %s", path,
+                 failed ? "read error" : "larger than 4 MiB");
         free(buf);
         return NULL;
     }
@@ -123,52 +158,80 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
     return buf;
 }
 
-question_bank_t *question_bank_load(const char *path, char *err, size_t errcap)
+/* Adds the file's {"id": "text", ...} (or {"questions": {...}}) over the built-in ids. */
+static int bank_merge_file(question_bank_t *bank, const char *path, char *err, size_t errcap)
 {
-    question_bank_t *bank = calloc(1, sizeof *bank);
-    if (bank == NULL) {
-        snprintf(err, errcap, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
-        if (!bank_add(bank, builtin[i].id, builtin[i].text))
-            goto nomem;
-    if (path == NULL || path[0] == '\0')
-        return bank;
-
     size_t len = 0;
-    char *text = read_file(path, &len, err, errcap);
+    char *text = read_bank_file(path, &len, err, errcap);
     if (text == NULL)
-        goto fail;
-    cJSON *root = json_depth(text, len) <= SPEC_MAX_DEPTH ? cJSON_ParseWithLength(text, len) : NULL;
-    free(text);
+        return -1;
+    int rc = -1;
+    cJSON *root = NULL;
+    if (json_depth(text, len) > SPEC_MAX_DEPTH) {
+        snprintf(err, errcap, "question bank \"%s\": nested deeper than %d levels", path,
+                 SPEC_MAX_DEPTH);
+        goto cleanup;
+    }
+    root = cJSON_ParseWithLength(text, len);
     const cJSON *map = root;
-    if (cJSON_IsObject(root) && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "questions")))
+    if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "questions")))
         map = cJSON_GetObjectItemCaseSensitive(root, "questions");
     if (!cJSON_IsObject(map)) {
-        snprintf(err, errcap, "RETRYQ_QUESTION_BANK: %s is not a JSON object of id -> text", path);
-        cJSON_Delete(root);
-        goto fail;
+        snprintf(err, errcap, "question bank \"%s\": %s", path,
+                 root == NULL
+                     ? "not valid JSON"
+                     : "must be a JSON object {\"id\": \"text\", ...} or {\"questions\": {...}}");
+        goto cleanup;
     }
     const cJSON *item;
     cJSON_ArrayForEach(item, map)
     {
-        if (!cJSON_IsString(item) || item->string == NULL ||
-            strlen(item->valuestring) > TEXT_MAX_BYTES) {
-            snprintf(err, errcap, "RETRYQ_QUESTION_BANK: %s: \"%s\" must map to a string of at most "
-                                  "%d bytes", path, item->string ? item->string : "?", TEXT_MAX_BYTES);
-            cJSON_Delete(root);
-            goto fail;
+        const char *id = item->string != NULL ? item->string : "";
+        size_t id_len = strlen(id);
+        if (id_len == 0 || id_len > ID_MAX_BYTES || !text_is_clean(id, id_len)) {
+            snprintf(err, errcap,
+                     "question bank \"%s\": ids must be 1 to %d bytes of UTF-8 (\"%.40s\")", path,
+                     ID_MAX_BYTES, id);
+            goto cleanup;
         }
-        if (!bank_add(bank, item->string, item->valuestring)) {
-            cJSON_Delete(root);
-            goto nomem;
+        size_t text_len = cJSON_IsString(item) ? strlen(item->valuestring) : 0;
+        if (text_len == 0 || text_len > TEXT_MAX_BYTES ||
+            !text_is_clean(item->valuestring, text_len)) {
+            snprintf(err, errcap,
+                     "question bank \"%s\": \"%.40s\" must map to a non-empty string of at most %d "
+                     "bytes of UTF-8",
+                     path, id, TEXT_MAX_BYTES);
+            goto cleanup;
+        }
+        if (!bank_append(bank, id, item->valuestring)) {
+            snprintf(err, errcap, "question bank: out of memory");
+            goto cleanup;
         }
     }
+    rc = 0;
+cleanup:
     cJSON_Delete(root);
+    free(text);
+    return rc;
+}
+
+question_bank_t *question_bank_load(const char *path, char *err, size_t errcap)
+{
+    question_bank_t *bank = calloc(1, sizeof *bank);
+    if (bank == NULL) {
+        snprintf(err, errcap, "question bank: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
+        if (!bank_append(bank, builtin[i].id, builtin[i].text)) {
+            snprintf(err, errcap, "question bank: out of memory");
+            goto fail;
+        }
+    }
+    if (path != NULL && path[0] != '\0' && bank_merge_file(bank, path, err, errcap) < 0)
+        goto fail;
+    bank_finish(bank);
     return bank;
-nomem:
-    snprintf(err, errcap, "out of memory");
 fail:
     question_bank_free(bank);
     return NULL;
@@ -188,44 +251,49 @@ void question_bank_free(question_bank_t *bank)
 
 const char *question_bank_text(const question_bank_t *bank, const char *id)
 {
-    for (size_t i = 0; i < bank->count; i++)
-        if (strcmp(bank->entries[i].id, id) == 0)
-            return bank->entries[i].text;
+    if (bank == NULL || id == NULL)
+        return NULL;
+    size_t lo = 0, hi = bank->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(id, bank->entries[mid].id);
+        if (c == 0)
+            return bank->entries[mid].text;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
     return NULL;
 }
 
 size_t question_bank_size(const question_bank_t *bank)
 {
-    return bank->count;
+    return bank != NULL ? bank->count : 0;
 }
 
 /* ---------------------------------------------------------------- resolution */
 
-/* The questions array of a spec: top level, else the older object-form locations. */
+/* The questions array of a spec: the top-level ids, else the older object-form places. */
 static const cJSON *spec_questions(const cJSON *spec)
 {
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(spec, "questions");
     if (cJSON_IsArray(q))
         return q;
-    const cJSON *bench = cJSON_GetObjectItemCaseSensitive(spec, "benchmark");
-    const cJSON *input = cJSON_GetObjectItemCaseSensitive(bench, "input");
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(spec, "benchmark"), "input");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(input, "data");
     const cJSON *candidates[] = {
-        cJSON_GetObjectItemCaseSensitive(input, "data"),
+        data,
         cJSON_GetObjectItemCaseSensitive(input, "questions"),
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(input, "data"), "questions"),
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(spec, "input"), "questions"),
+        cJSON_GetObjectItemCaseSensitive(data, "questions"),
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(spec, "input"),
+                                         "questions"),
     };
     for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
         if (cJSON_IsArray(candidates[i]))
             return candidates[i];
     return NULL;
-}
-
-static char *dup_bounded(const char *s)
-{
-    if (s == NULL || strlen(s) > TEXT_MAX_BYTES)
-        return NULL;
-    return strdup(s);
 }
 
 /* The id a spec entry names: a string, or an object's "id". NULL for text-only objects. */
@@ -237,108 +305,161 @@ static const char *entry_id(const cJSON *item)
     return cJSON_IsString(id) ? id->valuestring : NULL;
 }
 
+static const char *object_string(const cJSON *item, const char *key)
+{
+    const cJSON *v = cJSON_IsObject(item) ? cJSON_GetObjectItemCaseSensitive(item, key) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool usable_text(const char *s)
+{
+    return s != NULL && s[0] != '\0' && strlen(s) <= TEXT_MAX_BYTES;
+}
+
+static bool set_copy(char **slot, const char *s)
+{
+    free(*slot);
+    *slot = s != NULL ? strdup(s) : NULL;
+    return s == NULL || *slot != NULL;
+}
+
+/* Parses a spec within the limits; NULL with why filled when it cannot be used. */
+static cJSON *parse_spec(const char *json, size_t len, char *why, size_t cap)
+{
+    if (json == NULL) {
+        snprintf(why, cap, "job spec is missing");
+        return NULL;
+    }
+    if (len > SPEC_MAX_BYTES) {
+        snprintf(why, cap, "job spec is larger than %d bytes", SPEC_MAX_BYTES);
+        return NULL;
+    }
+    if (json_depth(json, len) > SPEC_MAX_DEPTH) {
+        snprintf(why, cap, "job spec is nested deeper than %d levels", SPEC_MAX_DEPTH);
+        return NULL;
+    }
+    cJSON *spec = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(spec)) {
+        snprintf(why, cap, "job spec is not a JSON object");
+        cJSON_Delete(spec);
+        return NULL;
+    }
+    return spec;
+}
+
+/* The row has a question_id: it wins; the spec is a cross-check (see the top). */
+static int resolve_by_row(const question_bank_t *bank, const cJSON *questions, const char *spec_why,
+                          const char *row_id, int64_t index, question_t *out)
+{
+    int total = questions != NULL ? cJSON_GetArraySize(questions) : 0;
+    const cJSON *item =
+        index >= 0 && index < total ? cJSON_GetArrayItem(questions, (int)index) : NULL;
+    const char *bank_text = question_bank_text(bank, row_id);
+    const char *row_text = bank_text != NULL ? bank_text : row_id;
+    const char *spec_id = entry_id(item), *spec_text = object_string(item, "text");
+    char note[512] = "";
+
+    if (!set_copy(&out->id, row_id) || !set_copy(&out->text, row_text))
+        return -1;
+    if (spec_why != NULL) {
+        snprintf(note, sizeof note, "%s; used the row's question_id %s", spec_why, row_id);
+    } else if (questions == NULL) {
+        snprintf(note, sizeof note,
+                 "job spec has no questions array; used the row's question_id %s", row_id);
+    } else if (item == NULL) {
+        snprintf(note, sizeof note,
+                 "question_index %lld is outside the spec's %d questions; used the row's "
+                 "question_id %s",
+                 (long long)index, total, row_id);
+    } else if (spec_id != NULL ? strcmp(spec_id, row_id) != 0
+                               : spec_text != NULL && strcmp(spec_text, row_text) != 0) {
+        out->mismatch = true;
+        snprintf(note, sizeof note, "question_id %s differs from questions[%lld]=%.100s; used %s",
+                 row_id, (long long)index, spec_id != NULL ? spec_id : spec_text, row_id);
+    } else if (cJSON_IsObject(item)) {
+        /* the same question in object form: its own wording and system prompt */
+        const char *system = object_string(item, "system_prompt");
+        if (usable_text(spec_text) && !set_copy(&out->text, spec_text))
+            return -1;
+        if (usable_text(system) && !set_copy(&out->system_prompt, system))
+            return -1;
+    }
+    if (note[0] != '\0' && !set_copy(&out->note, note))
+        return -1;
+    return 0;
+}
+
+/* No row question_id: questions[index] is the question. */
+static int resolve_by_index(const question_bank_t *bank, const cJSON *questions, int64_t index,
+                            question_t *out, char *err, size_t errcap)
+{
+    if (questions == NULL) {
+        snprintf(err, errcap, "job spec has no questions array");
+        return QUESTION_ERR_SPEC;
+    }
+    int total = cJSON_GetArraySize(questions);
+    if (index < 0 || index >= total) {
+        snprintf(err, errcap, "invalid question index: %lld (total questions: %d)",
+                 (long long)index, total);
+        return QUESTION_ERR_INDEX;
+    }
+    const cJSON *item = cJSON_GetArrayItem(questions, (int)index);
+    const char *id = entry_id(item), *text = object_string(item, "text");
+    const char *system = object_string(item, "system_prompt");
+    if (!cJSON_IsString(item) && !cJSON_IsObject(item)) {
+        snprintf(err, errcap, "questions[%lld] is neither a string nor an object",
+                 (long long)index);
+        return QUESTION_ERR_SPEC;
+    }
+    if (text == NULL && id != NULL)
+        text = question_bank_text(bank, id) != NULL ? question_bank_text(bank, id) : id;
+    if (!usable_text(text) || (id != NULL && strlen(id) > ID_MAX_BYTES)) {
+        snprintf(err, errcap, "questions[%lld] has no text, or it is empty or longer than %d bytes",
+                 (long long)index, TEXT_MAX_BYTES);
+        return QUESTION_ERR_SPEC;
+    }
+    out->from_index = true;
+    if (!set_copy(&out->id, id) || !set_copy(&out->text, text) ||
+        (usable_text(system) && !set_copy(&out->system_prompt, system))) {
+        snprintf(err, errcap, "out of memory");
+        return QUESTION_ERR_SPEC;
+    }
+    return QUESTION_OK;
+}
+
 int question_resolve(const question_bank_t *bank, const char *jobspec_json, size_t jobspec_len,
                      const char *row_question_id, int64_t index, question_t *out, char *err,
                      size_t errcap)
 {
     memset(out, 0, sizeof *out);
-    if (jobspec_len > SPEC_MAX_BYTES) {
-        snprintf(err, errcap, "job spec larger than %d bytes", SPEC_MAX_BYTES);
-        return QUESTION_ERR_SPEC;
-    }
-    if (json_depth(jobspec_json, jobspec_len) > SPEC_MAX_DEPTH) {
-        snprintf(err, errcap, "job spec nested deeper than %d levels", SPEC_MAX_DEPTH);
-        return QUESTION_ERR_SPEC;
-    }
-    cJSON *spec = cJSON_ParseWithLength(jobspec_json, jobspec_len);
-    if (!cJSON_IsObject(spec)) {
-        cJSON_Delete(spec);
-        snprintf(err, errcap, "job spec is not a JSON object");
-        return QUESTION_ERR_SPEC;
-    }
-    const cJSON *questions = spec_questions(spec);
-    int total = questions != NULL ? cJSON_GetArraySize(questions) : 0;
-    const cJSON *item = index >= 0 && index < total ? cJSON_GetArrayItem(questions, (int)index) : NULL;
+    char why[128];
     bool have_row = row_question_id != NULL && row_question_id[0] != '\0';
-    int rc = QUESTION_OK;
-
+    cJSON *spec = parse_spec(jobspec_json, jobspec_len, why, sizeof why);
+    const cJSON *questions = spec != NULL ? spec_questions(spec) : NULL;
+    int rc;
     if (have_row) {
-        out->id = strdup(row_question_id);
-        const char *text = question_bank_text(bank, row_question_id);
-        out->text = strdup(text != NULL ? text : row_question_id);
-        const char *spec_id = item != NULL ? entry_id(item) : NULL;
-        char note[512] = "";
-        if (item == NULL)
-            snprintf(note, sizeof note, "question_index %lld is outside the spec's %d questions; "
-                                        "used the row's question_id %s",
-                     (long long)index, total, row_question_id);
-        else if (spec_id != NULL && strcmp(spec_id, row_question_id) != 0)
-            snprintf(note, sizeof note, "question_id %s differs from questions[%lld]=%s; used %s",
-                     row_question_id, (long long)index, spec_id, row_question_id);
-        if (note[0] != '\0') {
-            out->mismatch = item != NULL;
-            out->note = strdup(note);
-            if (out->note == NULL)
-                goto nomem;
-        }
-        if (out->id == NULL || out->text == NULL)
-            goto nomem;
-        goto done;
-    }
-    if (questions == NULL) {
-        snprintf(err, errcap, "job spec has no questions array");
-        rc = QUESTION_ERR_SPEC;
-        goto done;
-    }
-    if (item == NULL) {
-        snprintf(err, errcap, "invalid question index: %lld (total questions: %d)", (long long)index,
-                 total);
-        rc = QUESTION_ERR_INDEX;
-        goto done;
-    }
-    out->from_index = true;
-    if (cJSON_IsString(item)) {
-        const char *text = question_bank_text(bank, item->valuestring);
-        out->id = dup_bounded(item->valuestring);
-        out->text = dup_bounded(text != NULL ? text : item->valuestring);
-    } else if (cJSON_IsObject(item)) {
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(item, "text");
-        const cJSON *system = cJSON_GetObjectItemCaseSensitive(item, "system_prompt");
-        const char *id = entry_id(item);
-        if (!cJSON_IsString(text) && id == NULL) {
-            snprintf(err, errcap, "questions[%lld] has neither text nor id", (long long)index);
+        rc =
+            resolve_by_row(bank, questions, spec == NULL ? why : NULL, row_question_id, index, out);
+        if (rc < 0) {
+            snprintf(err, errcap, "out of memory");
             rc = QUESTION_ERR_SPEC;
-            goto done;
         }
-        const char *bank_text = id != NULL ? question_bank_text(bank, id) : NULL;
-        out->id = id != NULL ? dup_bounded(id) : NULL;
-        out->text = dup_bounded(cJSON_IsString(text) ? text->valuestring
-                                                     : bank_text != NULL ? bank_text : id);
-        if (cJSON_IsString(system))
-            out->system_prompt = dup_bounded(system->valuestring);
+    } else if (spec == NULL) {
+        snprintf(err, errcap, "%s", why);
+        rc = QUESTION_ERR_SPEC;
     } else {
-        snprintf(err, errcap, "questions[%lld] is neither a string nor an object", (long long)index);
-        rc = QUESTION_ERR_SPEC;
-        goto done;
+        rc = resolve_by_index(bank, questions, index, out, err, errcap);
     }
-    if (out->text == NULL) {
-        snprintf(err, errcap, "questions[%lld] is empty or longer than %d bytes", (long long)index,
-                 TEXT_MAX_BYTES);
-        rc = QUESTION_ERR_SPEC;
-    }
-done:
     cJSON_Delete(spec);
     if (rc != QUESTION_OK)
         question_free(out);
     return rc;
-nomem:
-    snprintf(err, errcap, "out of memory");
-    rc = QUESTION_ERR_SPEC;
-    goto done;
 }
 
 void question_free(question_t *q)
 {
+    if (q == NULL)
+        return;
     free(q->id);
     free(q->text);
     free(q->system_prompt);
@@ -348,35 +469,38 @@ void question_free(question_t *q)
 
 /* ---------------------------------------------------------------- the request */
 
+/*
+ * The runner's regional system text, word for word (runner-app
+ * internal/worker/helpers.go, formatRegionalPrompt): its table maps us-east, us-central,
+ * us-west, US to "the US"; eu-west, eu-central, EU to "Europe"; asia-pacific,
+ * asia-southeast, APAC, ASIA to "Asia"; anything else to "the US". retryq also accepts
+ * "Europe" and "Asia" (older rows store them) and compares case-insensitively.
+ */
+#define RUNNER_SYSTEM_TEXT(place)                                                              \
+    "You are a helpful, honest, and harmless AI assistant based in " place ". Answer questions "  \
+    "directly and factually. For sensitive political topics, provide balanced, factual "         \
+    "information from multiple perspectives."
+
 const char *question_system_text(const char *region)
 {
-    const char *place = "the US";
+    static const char *const europe[] = {"eu-west", "eu-central", "EU", "Europe"};
+    static const char *const asia[] = {"asia-pacific", "asia-southeast", "APAC", "ASIA"};
     if (region != NULL) {
-        if (strcmp(region, "eu-west") == 0 || strcmp(region, "EU") == 0 ||
-            strcmp(region, "Europe") == 0 || strcmp(region, "eu") == 0)
-            place = "Europe";
-        else if (strcmp(region, "asia-pacific") == 0 || strcmp(region, "ASIA") == 0 ||
-                 strcmp(region, "APAC") == 0 || strcmp(region, "Asia") == 0)
-            place = "Asia";
+        for (size_t i = 0; i < sizeof europe / sizeof europe[0]; i++)
+            if (strcasecmp(region, europe[i]) == 0)
+                return RUNNER_SYSTEM_TEXT("Europe");
+        for (size_t i = 0; i < sizeof asia / sizeof asia[0]; i++)
+            if (strcasecmp(region, asia[i]) == 0)
+                return RUNNER_SYSTEM_TEXT("Asia");
     }
-    /* Composed from the runner's description (its exact constant is not public here):
-     * helpful, honest, harmless, based in the region, direct and factual, balanced. */
-    if (strcmp(place, "Europe") == 0)
-        return "You are a helpful, honest, and harmless AI assistant based in Europe. Answer "
-               "questions directly and factually. For political or sensitive topics, provide "
-               "balanced, well-sourced information.";
-    if (strcmp(place, "Asia") == 0)
-        return "You are a helpful, honest, and harmless AI assistant based in Asia. Answer "
-               "questions directly and factually. For political or sensitive topics, provide "
-               "balanced, well-sourced information.";
-    return "You are a helpful, honest, and harmless AI assistant based in the US. Answer "
-           "questions directly and factually. For political or sensitive topics, provide "
-           "balanced, well-sourced information.";
+    return RUNNER_SYSTEM_TEXT("the US");
 }
 
 char *question_build_request(const question_t *q, const char *model, const char *region,
                              request_mode_t mode, size_t *len)
 {
+    if (q == NULL || q->text == NULL || model == NULL)
+        return NULL;
     cJSON *req = cJSON_CreateObject();
     char *prompt = NULL, *body = NULL;
     if (req == NULL)
@@ -384,24 +508,28 @@ char *question_build_request(const question_t *q, const char *model, const char 
     if (mode == REQUEST_MODE_SEED) {
         prompt = strdup(q->text);
     } else {
-        const char *system = q->system_prompt != NULL ? q->system_prompt : question_system_text(region);
-        size_t n = strlen(system) + strlen(q->text) + 32;
+        /* "system\n<system>\nuser\n<question>\nassistant\n", as the runner sends it */
+        const char *system =
+            q->system_prompt != NULL ? q->system_prompt : question_system_text(region);
+        size_t n = strlen(system) + strlen(q->text) + sizeof "system\n\nuser\n\nassistant\n";
         prompt = malloc(n);
         if (prompt != NULL)
             snprintf(prompt, n, "system\n%s\nuser\n%s\nassistant\n", system, q->text);
     }
     if (prompt == NULL || cJSON_AddStringToObject(req, "model", model) == NULL ||
         cJSON_AddStringToObject(req, "prompt", prompt) == NULL ||
-        cJSON_AddNumberToObject(req, "temperature", mode == REQUEST_MODE_SEED ? 0.7 : 0.1) == NULL ||
-        cJSON_AddNumberToObject(req, "max_tokens", mode == REQUEST_MODE_SEED ? 2000 : 500) == NULL ||
+        cJSON_AddNumberToObject(req, "temperature", mode == REQUEST_MODE_SEED ? 0.7 : 0.1) ==
+            NULL ||
+        cJSON_AddNumberToObject(req, "max_tokens", mode == REQUEST_MODE_SEED ? 2000 : 500) ==
+            NULL ||
         (region != NULL && region[0] != '\0' &&
          cJSON_AddStringToObject(req, "region_preference", region) == NULL) ||
         cJSON_AddFalseToObject(req, "cost_priority") == NULL)
-        goto done;
+        goto cleanup;
     body = cJSON_PrintUnformatted(req);
     if (body != NULL && len != NULL)
         *len = strlen(body);
-done:
+cleanup:
     free(prompt);
     cJSON_Delete(req);
     return body;

@@ -1,229 +1,784 @@
 /*
- * The worker's settings table: defaults, environment, flags, validation messages,
- * password files and redaction, --help.
+ * The worker's configuration table: defaults, the environment, flags beating the
+ * environment, one-line errors that name the setting as the user set it, password files
+ * (inserted into their URL, redacted when printed, a warning for loose permissions),
+ * --help (every environment variable, no secret), --version, duration/size/backoff
+ * parsing, URL redaction, and docs/configuration.md listing every setting.
  */
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <setjmp.h>
 #include <stdint.h>
+#include <cmocka.h>
+
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "config.h"
+#include "internal.h"
 
-static const char *const vars[] = {
-    "RETRYQ_REDIS_URL", "RETRYQ_DATABASE_URL", "RETRYQ_ROUTER_URL", "RETRYQ_QUEUE",
-    "RETRYQ_CONCURRENCY", "RETRYQ_TIMEOUT_MS", "RETRYQ_BACKOFF", "RETRYQ_REDIS_PASSWORD_FILE",
-    "RETRYQ_DATABASE_PASSWORD_FILE", "RETRYQ_LEASE_MS", "RETRYQ_HEARTBEAT_MS",
-    "RETRYQ_MAX_RESPONSE_BYTES", "RETRYQ_LOG_FORMAT", "RETRYQ_EXIT_WHEN_IDLE"};
+extern char **environ;
 
-static int reset_env(void **state)
+/* the end of a flag list: a typed null pointer, as variadic functions need */
+#define END ((const char *)NULL)
+#define DB "postgresql://retryq@127.0.0.1:5432/retryq"
+#define ROUTER "http://127.0.0.1:8000"
+
+/* Every environment variable the table must hold. */
+static const char *const all_env[] = {
+    "RETRYQ_REDIS_URL",
+    "RETRYQ_REDIS_PASSWORD_FILE",
+    "RETRYQ_DATABASE_URL",
+    "RETRYQ_DATABASE_PASSWORD_FILE",
+    "RETRYQ_DB_POOL",
+    "RETRYQ_ROUTER_URL",
+    "RETRYQ_CONNECT_TIMEOUT_MS",
+    "RETRYQ_QUEUE",
+    "RETRYQ_WORKER_ID",
+    "RETRYQ_CONCURRENCY",
+    "RETRYQ_MAX_RETRIES",
+    "RETRYQ_MAX_DELIVERIES",
+    "RETRYQ_BACKOFF",
+    "RETRYQ_DEAD_MAX",
+    "RETRYQ_QUESTION_BANK",
+    "RETRYQ_REQUEST_MODE",
+    "RETRYQ_TIMEOUT_MS",
+    "RETRYQ_MAX_RESPONSE_BYTES",
+    "RETRYQ_HEARTBEAT_MS",
+    "RETRYQ_LEASE_MS",
+    "RETRYQ_ORPHAN_AGE_MS",
+    "RETRYQ_ORPHAN_INTERVAL_MS",
+    "RETRYQ_DRAIN_TIMEOUT_MS",
+    "RETRYQ_REQUIRE_SAFE_REDIS",
+    "RETRYQ_EXIT_WHEN_IDLE",
+    "RETRYQ_HTTP_ADDR",
+    "RETRYQ_LOG_LEVEL",
+    "RETRYQ_LOG_FORMAT",
+};
+
+typedef struct run {
+    int rc;
+    config_t cfg;
+    char err[512];
+    char *out;  /* what config_load wrote to `out` */
+    char *warn; /* ... and to `warn` */
+} run_t;
+
+/* Removes every RETRYQ_* variable so the developer's shell cannot leak into a test. */
+static void clear_env(void)
 {
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        unsetenv(vars[i]);
-    setenv("RETRYQ_DATABASE_URL", "postgresql://retryq@127.0.0.1:5432/retryq", 1);
-    setenv("RETRYQ_ROUTER_URL", "http://127.0.0.1:8080", 1);
+    for (;;) {
+        char name[256] = "";
+        for (char **e = environ; *e != NULL; e++) {
+            if (strncmp(*e, "RETRYQ_", 7) == 0) {
+                size_t n = strcspn(*e, "=");
+                if (n < sizeof name) {
+                    memcpy(name, *e, n);
+                    name[n] = '\0';
+                    break;
+                }
+            }
+        }
+        if (name[0] == '\0')
+            return;
+        unsetenv(name);
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    clear_env();
+    setenv("RETRYQ_DATABASE_URL", DB, 1);
+    setenv("RETRYQ_ROUTER_URL", ROUTER, 1);
     return 0;
 }
 
-/* Loads with the given flags; output and warnings go to memory buffers. */
-static int load(config_t *cfg, char *err, char **out_text, char **warn_text, int argc, ...)
+static int teardown(void **state)
 {
-    char *argv[32] = {"retryq-worker"};
-    va_list ap;
-    va_start(ap, argc);
-    for (int i = 0; i < argc; i++)
-        argv[i + 1] = va_arg(ap, char *);
-    va_end(ap);
+    (void)state;
+    clear_env();
+    return 0;
+}
+
+/* config_load with argv = {"retryq-worker", args..., NULL}; frees nothing. */
+static run_t *load_v(const char *first, va_list ap)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = "retryq-worker";
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *)) {
+        assert_true(argc < 31);
+        argv[argc++] = (char *)a;
+    }
+    argv[argc] = NULL;
+    run_t *r = calloc(1, sizeof *r);
+    assert_non_null(r);
     size_t out_len = 0, warn_len = 0;
-    char *o = NULL, *w = NULL;
-    FILE *out = open_memstream(&o, &out_len);
-    FILE *warn = open_memstream(&w, &warn_len);
-    int rc = config_load(cfg, argc + 1, argv, out, warn, err, 512);
+    FILE *out = open_memstream(&r->out, &out_len);
+    FILE *warn = open_memstream(&r->warn, &warn_len);
+    assert_non_null(out);
+    assert_non_null(warn);
+    r->rc = config_load(&r->cfg, argc, argv, out, warn, r->err, sizeof r->err);
     fclose(out);
     fclose(warn);
-    if (out_text != NULL)
-        *out_text = o;
-    else
-        free(o);
-    if (warn_text != NULL)
-        *warn_text = w;
-    else
-        free(w);
-    return rc;
+    return r;
 }
 
-static void defaults(void **state)
+static run_t *load(const char *first, ...)
 {
-    config_t cfg;
-    char err[512];
-    assert_int_equal(load(&cfg, err, NULL, NULL, 0), 0);
-    assert_string_equal(cfg.redis_url, "redis://127.0.0.1:6379");
-    assert_string_equal(cfg.queue, "retry_queue");
-    assert_int_equal(cfg.concurrency, 64);
-    assert_int_equal(cfg.timeout_ms, 60000);
-    assert_int_equal(cfg.max_response_bytes, 4 * 1024 * 1024);
-    assert_int_equal(cfg.drain_timeout_ms, 65000);
-    assert_int_equal(cfg.heartbeat_ms, 5000);
-    assert_int_equal(cfg.lease_ms, 30000);
-    assert_int_equal(cfg.backoff_count, 3);
-    assert_int_equal(cfg.backoff_ms[0], 5000);
-    assert_int_equal(cfg.backoff_ms[1], 30000);
-    assert_int_equal(cfg.backoff_ms[2], 120000);
-    assert_string_equal(cfg.http_addr, "127.0.0.1:9464");
-    assert_int_equal(cfg.request_mode, REQUEST_MODE_RUNNER);
-    assert_false(cfg.exit_when_idle);
-    config_free(&cfg);
+    va_list ap;
+    va_start(ap, first);
+    run_t *r = load_v(first, ap);
+    va_end(ap);
+    return r;
 }
 
-static void flags_beat_environment(void **state)
+static void run_free(run_t *r)
 {
-    config_t cfg;
-    char err[512];
-    setenv("RETRYQ_CONCURRENCY", "10", 1);
-    setenv("RETRYQ_QUEUE", "from_env", 1);
-    setenv("RETRYQ_EXIT_WHEN_IDLE", "yes", 1);
-    assert_int_equal(load(&cfg, err, NULL, NULL, 3, "--concurrency=20", "--backoff", "250ms,1s,2m"), 0);
-    assert_int_equal(cfg.concurrency, 20);
-    assert_string_equal(cfg.queue, "from_env");
-    assert_true(cfg.exit_when_idle);
-    assert_int_equal(cfg.backoff_count, 3);
-    assert_int_equal(cfg.backoff_ms[0], 250);
-    assert_int_equal(cfg.backoff_ms[1], 1000);
-    assert_int_equal(cfg.backoff_ms[2], 120000);
-    config_free(&cfg);
+    config_free(&r->cfg);
+    free(r->out);
+    free(r->warn);
+    free(r);
 }
 
-static void bad_values_name_the_setting(void **state)
+static run_t *load_ok(const char *first, ...)
 {
-    const struct {
-        const char *env, *value, *expect;
-    } cases[] = {
-        {"RETRYQ_CONCURRENCY", "abc", "RETRYQ_CONCURRENCY: must be an integer between 1 and 100000 (got \"abc\")"},
-        {"RETRYQ_CONCURRENCY", "0", "RETRYQ_CONCURRENCY: must be an integer"},
-        {"RETRYQ_TIMEOUT_MS", "5 parsecs", "RETRYQ_TIMEOUT_MS: must be a duration"},
-        {"RETRYQ_BACKOFF", "5s,,30s", "RETRYQ_BACKOFF: must be 1 to 16 durations"},
-        {"RETRYQ_MAX_RESPONSE_BYTES", "4 MiB", "RETRYQ_MAX_RESPONSE_BYTES: must be a size"},
-        {"RETRYQ_REDIS_URL", "http://x", "RETRYQ_REDIS_URL:"},
-        {"RETRYQ_ROUTER_URL", "ftp://x", "RETRYQ_ROUTER_URL: must start with http:// or https://"},
-        {"RETRYQ_QUEUE", "a b", "RETRYQ_QUEUE:"},
-        {"RETRYQ_LOG_FORMAT", "xml", "RETRYQ_LOG_FORMAT: must be logfmt or json (got \"xml\")"},
-        {"RETRYQ_LEASE_MS", "9000", "RETRYQ_LEASE_MS: must be more than twice RETRYQ_HEARTBEAT_MS"},
-        {"RETRYQ_DATABASE_URL", "", "RETRYQ_DATABASE_URL: required"},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        config_t cfg;
-        char err[512] = "";
-        reset_env(state);
-        setenv(cases[i].env, cases[i].value, 1);
-        assert_int_equal(load(&cfg, err, NULL, NULL, 0), -1);
-        if (strncmp(err, cases[i].expect, strlen(cases[i].expect)) != 0)
-            fail_msg("%s=%s gave \"%s\"", cases[i].env, cases[i].value, err);
-        assert_null(strchr(err, '\n'));
-        config_free(&cfg);
-    }
-    config_t cfg;
-    char err[512];
-    reset_env(state);
-    assert_int_equal(load(&cfg, err, NULL, NULL, 1, "--concurrency=-5"), -1);
-    assert_non_null(strstr(err, "--concurrency: must be an integer"));
-    config_free(&cfg);
-    assert_int_equal(load(&cfg, err, NULL, NULL, 1, "--no-such-flag"), -1);
-    assert_non_null(strstr(err, "unknown option"));
-    config_free(&cfg);
+    va_list ap;
+    va_start(ap, first);
+    run_t *r = load_v(first, ap);
+    va_end(ap);
+    if (r->rc != 0)
+        fail_msg("config_load returned %d: %s", r->rc, r->err);
+    return r;
 }
 
-static char *secret_file(const char *text, mode_t mode)
+/* Loads, expects a failure whose message is one line that starts with "<who>: " and
+ * contains `rule`. */
+static void expect_error(const char *who, const char *rule, const char *first, ...)
 {
-    char *path = strdup("/tmp/retryq-secret-XXXXXX");
+    va_list ap;
+    va_start(ap, first);
+    run_t *r = load_v(first, ap);
+    va_end(ap);
+    if (r->rc != -1)
+        fail_msg("expected an error naming %s, got rc=%d", who, r->rc);
+    size_t n = strlen(who);
+    if (strncmp(r->err, who, n) != 0 || strncmp(r->err + n, ": ", 2) != 0)
+        fail_msg("error does not start with \"%s: \": %s", who, r->err);
+    if (strstr(r->err, rule) == NULL)
+        fail_msg("error lacks \"%s\": %s", rule, r->err);
+    if (strchr(r->err, '\n') != NULL)
+        fail_msg("error is more than one line: %s", r->err);
+    run_free(r);
+}
+
+static char *write_secret(const char *content, mode_t mode)
+{
+    char *path = strdup("/tmp/retryq-test-secret-XXXXXX");
+    assert_non_null(path);
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    assert_int_equal(fchmod(fd, mode), 0);
     close(fd);
-    chmod(path, mode);
     return path;
 }
 
-static void password_files_are_inserted_and_redacted(void **state)
+static void remove_secret(char *path)
 {
-    char *redis_pw = secret_file("s3cr3t/pw\n", 0600);
-    char *db_pw = secret_file("db'pass\n", 0644);
-    setenv("RETRYQ_REDIS_URL", "redis://worker@127.0.0.1:6380/2", 1);
-    setenv("RETRYQ_REDIS_PASSWORD_FILE", redis_pw, 1);
-    setenv("RETRYQ_DATABASE_URL", "host=127.0.0.1 user=retryq dbname=retryq", 1);
-    setenv("RETRYQ_DATABASE_PASSWORD_FILE", db_pw, 1);
-    config_t cfg;
-    char err[512];
-    char *out = NULL, *warn = NULL;
-    assert_int_equal(load(&cfg, err, &out, &warn, 1, "--print-config"), 1);
-    assert_string_equal(cfg.redis_url, "redis://worker:s3cr3t%2Fpw@127.0.0.1:6380/2");
-    assert_string_equal(cfg.database_url,
-                        "host=127.0.0.1 user=retryq dbname=retryq password='db\\'pass'");
-    assert_null(strstr(out, "s3cr3t"));
-    assert_null(strstr(out, "db\\'pass"));
-    assert_non_null(strstr(out, "RETRYQ_REDIS_URL=redis://worker:***@127.0.0.1:6380/2"));
-    assert_non_null(strstr(out, "password=***"));
-    /* The database secret file is world-readable: warned, the 0600 one is not. */
-    assert_non_null(strstr(warn, db_pw));
-    assert_null(strstr(warn, redis_pw));
-    free(out);
-    free(warn);
-    config_free(&cfg);
-    unlink(redis_pw);
-    unlink(db_pw);
-    free(redis_pw);
-    free(db_pw);
+    unlink(path);
+    free(path);
 }
 
-static void redact_forms(void **state)
+/* ------------------------------------------------------------------ tests */
+
+static void test_defaults(void **state)
 {
+    (void)state;
+    run_t *r = load_ok(END);
+    const config_t *c = &r->cfg;
+    assert_string_equal(c->redis_url, "redis://127.0.0.1:6379");
+    assert_string_equal(c->database_url, DB);
+    assert_string_equal(c->router_url, ROUTER);
+    assert_string_equal(c->queue, "retry_queue");
+    assert_null(c->worker_id);
+    assert_int_equal(c->concurrency, 64);
+    assert_int_equal(c->timeout_ms, 60000);
+    assert_int_equal(c->connect_timeout_ms, 5000);
+    assert_int_equal(c->max_response_bytes, 4 * 1024 * 1024);
+    assert_int_equal(c->max_retries, 3);
+    assert_int_equal(c->db_pool_size, 4);
+    assert_string_equal(c->http_addr, "127.0.0.1:9464");
+    assert_null(c->question_bank);
+    assert_int_equal(c->request_mode, REQUEST_MODE_RUNNER);
+    assert_int_equal(c->drain_timeout_ms, 65000);
+    assert_int_equal(c->heartbeat_ms, 5000);
+    assert_int_equal(c->lease_ms, 30000);
+    assert_int_equal(c->backoff_count, 3);
+    assert_int_equal(c->backoff_ms[0], 5000);
+    assert_int_equal(c->backoff_ms[1], 30000);
+    assert_int_equal(c->backoff_ms[2], 120000);
+    assert_int_equal(c->max_deliveries, 5);
+    assert_int_equal(c->orphan_age_ms, 300000);
+    assert_int_equal(c->orphan_interval_ms, 60000);
+    assert_int_equal(c->dead_max, 10000);
+    assert_false(c->require_safe_redis);
+    assert_false(c->exit_when_idle);
+    assert_int_equal(c->log_level, 1); /* LOG_LEVEL_INFO */
+    assert_false(c->log_json);
+    assert_string_equal(r->out, "");
+    assert_string_equal(r->warn, "");
+    run_free(r);
+}
+
+static void test_environment(void **state)
+{
+    (void)state;
+    setenv("RETRYQ_REDIS_URL", "unix:///run/redis.sock?db=2", 1);
+    setenv("RETRYQ_QUEUE", "q1", 1);
+    setenv("RETRYQ_WORKER_ID", "host-a:1", 1);
+    setenv("RETRYQ_CONCURRENCY", "7", 1);
+    setenv("RETRYQ_TIMEOUT_MS", "2m", 1);
+    setenv("RETRYQ_MAX_RESPONSE_BYTES", "512KiB", 1);
+    setenv("RETRYQ_REQUEST_MODE", "seed", 1);
+    setenv("RETRYQ_LOG_LEVEL", "DEBUG", 1);
+    setenv("RETRYQ_LOG_FORMAT", "json", 1);
+    setenv("RETRYQ_EXIT_WHEN_IDLE", "yes", 1);
+    setenv("RETRYQ_REQUIRE_SAFE_REDIS", "1", 1);
+    setenv("RETRYQ_HTTP_ADDR", "off", 1);
+    setenv("RETRYQ_QUESTION_BANK", "/etc/retryq/questions.json", 1);
+    setenv("RETRYQ_HEARTBEAT_MS", "1s", 1);
+    setenv("RETRYQ_LEASE_MS", "2001", 1);
+    run_t *r = load_ok(END);
+    const config_t *c = &r->cfg;
+    assert_string_equal(c->redis_url, "unix:///run/redis.sock?db=2");
+    assert_string_equal(c->queue, "q1");
+    assert_string_equal(c->worker_id, "host-a:1");
+    assert_int_equal(c->concurrency, 7);
+    assert_int_equal(c->timeout_ms, 120000);
+    assert_int_equal(c->max_response_bytes, 512 * 1024);
+    assert_int_equal(c->request_mode, REQUEST_MODE_SEED);
+    assert_int_equal(c->log_level, 0);
+    assert_true(c->log_json);
+    assert_true(c->exit_when_idle);
+    assert_true(c->require_safe_redis);
+    assert_string_equal(c->http_addr, "off");
+    assert_string_equal(c->question_bank, "/etc/retryq/questions.json");
+    assert_int_equal(c->heartbeat_ms, 1000);
+    assert_int_equal(c->lease_ms, 2001);
+    run_free(r);
+}
+
+static void test_flag_beats_environment(void **state)
+{
+    (void)state;
+    setenv("RETRYQ_CONCURRENCY", "10", 1);
+    setenv("RETRYQ_QUEUE", "from_env", 1);
+    setenv("RETRYQ_LOG_FORMAT", "json", 1);
+    run_t *r = load_ok("--concurrency=20", "--queue", "from_flag", "--log-format", "logfmt",
+                       "--exit-when-idle", END);
+    assert_int_equal(r->cfg.concurrency, 20);
+    assert_string_equal(r->cfg.queue, "from_flag");
+    assert_false(r->cfg.log_json);
+    assert_true(r->cfg.exit_when_idle);
+    run_free(r);
+
+    /* the last of repeated flags wins; --bool=false works */
+    r = load_ok("--concurrency", "3", "--concurrency", "4", "--exit-when-idle=false", END);
+    assert_int_equal(r->cfg.concurrency, 4);
+    assert_false(r->cfg.exit_when_idle);
+    run_free(r);
+
+    /* an environment value a flag overrides is never parsed, so it cannot fail */
+    setenv("RETRYQ_CONCURRENCY", "abc", 1);
+    r = load_ok("--concurrency", "5", END);
+    assert_int_equal(r->cfg.concurrency, 5);
+    run_free(r);
+
+    /* flags alone are enough for the required settings */
+    unsetenv("RETRYQ_DATABASE_URL");
+    unsetenv("RETRYQ_ROUTER_URL");
+    unsetenv("RETRYQ_CONCURRENCY");
+    r = load_ok("--database-url", "host=db dbname=app", "--router-url",
+                "https://router.example/api", END);
+    assert_string_equal(r->cfg.database_url, "host=db dbname=app");
+    assert_string_equal(r->cfg.router_url, "https://router.example/api");
+    run_free(r);
+}
+
+static void test_bad_environment_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *env, *value, *rule;
+    } cases[] = {
+        {"RETRYQ_CONCURRENCY", "0", "must be an integer between 1 and 100000 (got \"0\")"},
+        {"RETRYQ_CONCURRENCY", " 5", "must be an integer between 1 and 100000"},
+        {"RETRYQ_CONCURRENCY", "100001", "must be an integer between 1 and 100000"},
+        {"RETRYQ_DB_POOL", "65", "must be an integer between 1 and 64 (got \"65\")"},
+        {"RETRYQ_TIMEOUT_MS", "5x", "must be a duration between 100 and 3600000 ms"},
+        {"RETRYQ_TIMEOUT_MS", "1.5s", "must be a duration"},
+        {"RETRYQ_TIMEOUT_MS", "nan", "must be a duration"},
+        {"RETRYQ_DRAIN_TIMEOUT_MS", "0", "must be a duration between 1 and"},
+        {"RETRYQ_MAX_RESPONSE_BYTES", "4XB", "must be a size between 1024 and"},
+        {"RETRYQ_MAX_RESPONSE_BYTES", "-1", "must be a size"},
+        {"RETRYQ_MAX_RESPONSE_BYTES", "2GiB", "must be a size"},
+        {"RETRYQ_BACKOFF", "", "must be 1 to 16 durations"},
+        {"RETRYQ_BACKOFF", "5s,,2m", "must be 1 to 16 durations"},
+        {"RETRYQ_BACKOFF", "5s,", "(got \"5s,\")"},
+        {"RETRYQ_BACKOFF", "0", "must be 1 to 16 durations"},
+        {"RETRYQ_BACKOFF", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17",
+         "must be 1 to 16 durations"},
+        {"RETRYQ_EXIT_WHEN_IDLE", "maybe", "must be true or false (got \"maybe\")"},
+        {"RETRYQ_LOG_LEVEL", "verbose", "must be debug, info, warn or error (got \"verbose\")"},
+        {"RETRYQ_LOG_FORMAT", "xml", "must be logfmt or json (got \"xml\")"},
+        {"RETRYQ_REQUEST_MODE", "fast", "must be runner or seed (got \"fast\")"},
+        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis:// or unix://"},
+        {"RETRYQ_REDIS_URL", "redis://cache:99999", "port must be a number from 1 to 65535"},
+        {"RETRYQ_DATABASE_URL", "", "required: set RETRYQ_DATABASE_URL or --database-url"},
+        {"RETRYQ_DATABASE_URL", "mysql://db/app", "must start with postgresql:// or postgres://"},
+        {"RETRYQ_DATABASE_URL", "localhost", "must be a postgresql:// URL or a key=value conninfo"},
+        {"RETRYQ_DATABASE_URL", "host='db", "not a valid PostgreSQL conninfo"},
+        {"RETRYQ_DATABASE_URL", "host=db colour=blue", "not a valid PostgreSQL conninfo"},
+        {"RETRYQ_ROUTER_URL", "", "required: set RETRYQ_ROUTER_URL or --router-url"},
+        {"RETRYQ_ROUTER_URL", "ftp://router", "must start with http:// or https://"},
+        {"RETRYQ_ROUTER_URL", "http:///inference", "missing host"},
+        {"RETRYQ_ROUTER_URL", "http://router /x", "must not contain spaces"},
+        {"RETRYQ_QUEUE", "bad{queue}", "printable ASCII without spaces or braces"},
+        {"RETRYQ_QUEUE", "", "must be 1..200 bytes"},
+        {"RETRYQ_WORKER_ID", "a b", "printable ASCII characters without spaces"},
+        {"RETRYQ_HTTP_ADDR", "9464", "must be host:port"},
+        {"RETRYQ_HTTP_ADDR", "127.0.0.1:70000", "must be host:port"},
+        {"RETRYQ_LEASE_MS", "10000",
+         "must be more than twice RETRYQ_HEARTBEAT_MS (2 x 5000 ms = 10000 ms) (got \"10000\")"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setup(NULL);
+        setenv(cases[i].env, cases[i].value, 1);
+        expect_error(cases[i].env, cases[i].rule, END);
+    }
+    /* the example of the header, word for word */
+    setup(NULL);
+    setenv("RETRYQ_CONCURRENCY", "abc", 1);
+    run_t *r = load(END);
+    assert_int_equal(r->rc, -1);
+    assert_string_equal(
+        r->err, "RETRYQ_CONCURRENCY: must be an integer between 1 and 100000 (got \"abc\")");
+    run_free(r);
+}
+
+static void test_bad_flags_are_named_as_flags(void **state)
+{
+    (void)state;
+    expect_error("--concurrency", "must be an integer between 1 and 100000 (got \"x\")",
+                 "--concurrency", "x", END);
+    expect_error("--backoff", "e.g. 5s,30s,2m", "--backoff=5s;30s", END);
+    /* cross-checks name each side as it was set */
+    expect_error("--lease-ms", "must be more than twice RETRYQ_HEARTBEAT_MS", "--lease-ms", "9s",
+                 END);
+    setenv("RETRYQ_LEASE_MS", "3000", 1);
+    expect_error("RETRYQ_LEASE_MS",
+                 "must be more than twice --heartbeat-ms (2 x 2000 ms = 4000 ms)",
+                 "--heartbeat-ms=2s", END);
+    unsetenv("RETRYQ_DATABASE_URL");
+    expect_error("RETRYQ_DATABASE_URL", "required", END);
+    expect_error("--database-url", "required", "--database-url=", END);
+    expect_error("--nope", "unknown option", "--nope", END);
+    expect_error("--concurrency", "needs a value", "--concurrency", END);
+    expect_error("-x", "unknown option", "-x", END);
+    expect_error("--help=3", "takes no value", "--help=3", END);
+
+    run_t *r = load("--database-url", DB, "stray", END);
+    assert_int_equal(r->rc, -1);
+    assert_string_equal(r->err,
+                        "unexpected argument \"stray\" (options are --name value; see --help)");
+    run_free(r);
+}
+
+static void test_errors_never_show_passwords(void **state)
+{
+    (void)state;
+    setenv("RETRYQ_DATABASE_URL", "mysql://app:hunter2@db/app", 1);
+    run_t *r = load(END);
+    assert_int_equal(r->rc, -1);
+    assert_null(strstr(r->err, "hunter2"));
+    assert_non_null(strstr(r->err, "mysql://app:***@db/app"));
+    run_free(r);
+
+    setenv("RETRYQ_DATABASE_URL", "host=db password=hunter2 colour=blue", 1);
+    r = load(END);
+    assert_int_equal(r->rc, -1);
+    assert_null(strstr(r->err, "hunter2"));
+    run_free(r);
+
+    setup(NULL);
+    setenv("RETRYQ_REDIS_URL", "redis://:hunter2@cache:0", 1);
+    r = load(END);
+    assert_int_equal(r->rc, -1);
+    assert_non_null(strstr(r->err, "RETRYQ_REDIS_URL: "));
+    assert_null(strstr(r->err, "hunter2"));
+    run_free(r);
+}
+
+static void test_durations_sizes_and_backoff(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int count;
+        int ms[4];
+    } lists[] = {
+        {"5s,30s,2m", 3, {5000, 30000, 120000}},
+        {"5000,30000", 2, {5000, 30000}},
+        {" 250ms , 1h ", 2, {250, 3600000}},
+        {"1", 1, {1}},
+        {"2M,3S", 2, {120000, 3000}},
+    };
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        setup(NULL);
+        setenv("RETRYQ_BACKOFF", lists[i].text, 1);
+        run_t *r = load_ok(END);
+        assert_int_equal(r->cfg.backoff_count, lists[i].count);
+        for (int k = 0; k < lists[i].count; k++)
+            assert_int_equal(r->cfg.backoff_ms[k], lists[i].ms[k]);
+        run_free(r);
+    }
+    run_t *r = load_ok("--backoff", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", END);
+    assert_int_equal(r->cfg.backoff_count, CONFIG_MAX_BACKOFF);
+    assert_int_equal(r->cfg.backoff_ms[15], 16);
+    run_free(r);
+
+    static const struct {
+        const char *text;
+        long long bytes;
+    } sizes[] = {
+        {"4194304", 4194304}, {"4MiB", 4194304},    {"512KiB", 524288}, {"512k", 524288},
+        {"1MB", 1000000},     {"1GiB", 1073741824}, {"2048b", 2048},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        r = load_ok("--max-response-bytes", sizes[i].text, END);
+        assert_int_equal(r->cfg.max_response_bytes, sizes[i].bytes);
+        run_free(r);
+    }
+    r = load_ok("--timeout-ms", "90s", "--connect-timeout-ms", "250ms", "--orphan-age-ms", "1h",
+                "--drain-timeout-ms", "70000", END);
+    assert_int_equal(r->cfg.timeout_ms, 90000);
+    assert_int_equal(r->cfg.connect_timeout_ms, 250);
+    assert_int_equal(r->cfg.orphan_age_ms, 3600000);
+    assert_int_equal(r->cfg.drain_timeout_ms, 70000);
+    run_free(r);
+}
+
+static void test_redis_password_file(void **state)
+{
+    (void)state;
+    char *path = write_secret("s3cr@t/pw:x\nsecond line\n", 0600);
+    setenv("RETRYQ_REDIS_URL", "redis://cache.internal:6380/2", 1);
+    setenv("RETRYQ_REDIS_PASSWORD_FILE", path, 1);
+    run_t *r = load("--print-config", END);
+    assert_int_equal(r->rc, 1);
+    assert_non_null(strstr(r->out, "RETRYQ_REDIS_URL=redis://:***@cache.internal:6380/2\n"));
+    assert_null(strstr(r->out, "s3cr"));
+    run_free(r);
+    r = load_ok(END);
+    assert_string_equal(r->cfg.redis_url, "redis://:s3cr%40t%2Fpw%3Ax@cache.internal:6380/2");
+    retryq_redis_url_t u;
+    retryq_error_t err;
+    assert_int_equal(retryq_redis_url_parse(r->cfg.redis_url, &u, &err), RETRYQ_OK);
+    assert_string_equal(u.password, "s3cr@t/pw:x");
+    assert_string_equal(u.host, "cache.internal");
+    assert_int_equal(u.db, 2);
+    assert_string_equal(r->warn, ""); /* mode 0600: no warning */
+
+    char *printed = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&printed, &len);
+    config_print(&r->cfg, f);
+    fclose(f);
+    assert_non_null(strstr(printed, "RETRYQ_REDIS_URL=redis://:***@cache.internal:6380/2\n"));
+    assert_null(strstr(printed, "s3cr"));
+    assert_non_null(strstr(printed, "RETRYQ_CONCURRENCY=64\n"));
+    assert_non_null(strstr(printed, "RETRYQ_BACKOFF=5000,30000,120000\n"));
+    assert_non_null(strstr(printed, "RETRYQ_LOG_LEVEL=info\n"));
+    free(printed);
+    run_free(r);
+
+    /* a user in the URL is kept (the URL alone would be incomplete); CRLF is stripped */
+    remove_secret(path);
+    path = write_secret("pw\r\n", 0600);
+    setenv("RETRYQ_REDIS_PASSWORD_FILE", path, 1);
+    setenv("RETRYQ_REDIS_URL", "redis://app@cache", 1);
+    r = load_ok(END);
+    assert_string_equal(r->cfg.redis_url, "redis://app:pw@cache");
+    run_free(r);
+    /* the URL's own mistakes are still named after the URL */
+    setenv("RETRYQ_REDIS_URL", "redis://app@cache:0", 1);
+    expect_error("RETRYQ_REDIS_URL",
+                 "port must be a number from 1 to 65535 (got \"redis://app@cache:0\")", END);
+    setenv("RETRYQ_REDIS_URL", "redis://:old@cache", 1);
+    expect_error("RETRYQ_REDIS_PASSWORD_FILE", "RETRYQ_REDIS_URL already holds a password", END);
+    /* without a file, user@ alone is the library's error */
+    unsetenv("RETRYQ_REDIS_PASSWORD_FILE");
+    setenv("RETRYQ_REDIS_URL", "redis://app@cache", 1);
+    expect_error("RETRYQ_REDIS_URL", "user information must be [user]:password@", END);
+    setenv("RETRYQ_REDIS_PASSWORD_FILE", path, 1);
+    setenv("RETRYQ_REDIS_URL", "unix:///run/redis.sock", 1);
+    r = load_ok(END);
+    assert_string_equal(r->cfg.redis_url, "unix://:pw@/run/redis.sock");
+    run_free(r);
+    remove_secret(path);
+}
+
+static void test_database_password_file(void **state)
+{
+    (void)state;
+    char *path = write_secret("it's \\ secret\n", 0600);
+
+    /* URI: percent-encoded into the user information */
+    setenv("RETRYQ_DATABASE_URL", "postgresql://app@db:5432/runner?sslmode=disable", 1);
+    run_t *r = load_ok("--database-password-file", path, END);
+    assert_string_equal(r->cfg.database_url,
+                        "postgresql://app:it%27s%20%5C%20secret@db:5432/runner?sslmode=disable");
+    char *pqerr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(r->cfg.database_url, &pqerr);
+    assert_non_null(opts);
+    bool seen = false;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "password") == 0) {
+            assert_string_equal(o->val, "it's \\ secret");
+            seen = true;
+        }
+    }
+    assert_true(seen);
+    PQconninfoFree(opts);
+    run_free(r);
+
+    /* conninfo: password='...' appended, ' and \ escaped the way libpq reads them */
+    setenv("RETRYQ_DATABASE_URL", "host=db dbname=runner", 1);
+    setenv("RETRYQ_DATABASE_PASSWORD_FILE", path, 1);
+    r = load_ok(END);
+    assert_string_equal(r->cfg.database_url, "host=db dbname=runner password='it\\'s \\\\ secret'");
+    opts = PQconninfoParse(r->cfg.database_url, &pqerr);
+    assert_non_null(opts);
+    seen = false;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "password") == 0) {
+            assert_string_equal(o->val, "it's \\ secret");
+            seen = true;
+        }
+    }
+    assert_true(seen);
+    PQconninfoFree(opts);
+
+    char *printed = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&printed, &len);
+    config_print(&r->cfg, f);
+    fclose(f);
+    assert_non_null(strstr(printed, "RETRYQ_DATABASE_URL=host=db dbname=runner password=***\n"));
+    assert_null(strstr(printed, "secret"));
+    free(printed);
+    run_free(r);
+
+    /* a password in two places is refused rather than guessed */
+    setenv("RETRYQ_DATABASE_URL", "postgresql://app:old@db/runner", 1);
+    expect_error("RETRYQ_DATABASE_PASSWORD_FILE", "RETRYQ_DATABASE_URL already holds a password",
+                 END);
+    setenv("RETRYQ_DATABASE_URL", "host=db password=old", 1);
+    expect_error("RETRYQ_DATABASE_PASSWORD_FILE", "already holds a password", END);
+    remove_secret(path);
+
+    /* missing and empty files */
+    setenv("RETRYQ_DATABASE_URL", DB, 1);
+    setenv("RETRYQ_DATABASE_PASSWORD_FILE", "/nonexistent/retryq/pw", 1);
+    expect_error("RETRYQ_DATABASE_PASSWORD_FILE", "cannot read \"/nonexistent/retryq/pw\"", END);
+    path = write_secret("\nsecond\n", 0600);
+    expect_error("--database-password-file", "is empty", "--database-password-file", path, END);
+    remove_secret(path);
+}
+
+static void test_readable_password_file_warns(void **state)
+{
+    (void)state;
+    char *path = write_secret("pw\n", 0644);
+    setenv("RETRYQ_REDIS_PASSWORD_FILE", path, 1);
+    run_t *r = load_ok(END);
+    assert_non_null(strstr(r->warn, "warning: RETRYQ_REDIS_PASSWORD_FILE:"));
+    assert_non_null(strstr(r->warn, path));
+    assert_non_null(strstr(r->warn, "readable by group or others"));
+    assert_null(strstr(r->warn, "pw\n"));
+    assert_string_equal(r->cfg.redis_url, "redis://:pw@127.0.0.1:6379");
+    run_free(r);
+    remove_secret(path);
+}
+
+static void test_help_and_version(void **state)
+{
+    (void)state;
+    char *path = write_secret("file-secret\n", 0600);
+    setenv("RETRYQ_DATABASE_URL", "postgresql://app:env-secret@db/runner", 1);
+    setenv("RETRYQ_REDIS_PASSWORD_FILE", path, 1);
+    setenv("RETRYQ_CONCURRENCY", "not a number", 1); /* --help works whatever the env holds */
+    run_t *r = load("--help", END);
+    assert_int_equal(r->rc, 1);
+    for (size_t i = 0; i < sizeof all_env / sizeof all_env[0]; i++)
+        if (strstr(r->out, all_env[i]) == NULL)
+            fail_msg("--help does not mention %s", all_env[i]);
+    assert_null(strstr(r->out, "env-secret"));
+    assert_null(strstr(r->out, "file-secret"));
+    assert_non_null(strstr(r->out, "--concurrency N"));
+    assert_non_null(strstr(r->out, "default 64"));
+    assert_non_null(strstr(r->out, "Connections:\n"));
+    run_free(r);
+
+    r = load("-h", END);
+    assert_int_equal(r->rc, 1);
+    assert_non_null(strstr(r->out, "Usage: retryq-worker"));
+    run_free(r);
+
+    r = load("--version", END);
+    assert_int_equal(r->rc, 1);
+    assert_string_equal(r->out, "retryq-worker " RETRYQ_VERSION_STRING "\n");
+    run_free(r);
+    remove_secret(path);
+}
+
+static void test_print_config(void **state)
+{
+    (void)state;
+    setenv("RETRYQ_ROUTER_URL", "https://user:tok@router.example/base", 1);
+    run_t *r = load("--print-config", "--concurrency", "9", END);
+    assert_int_equal(r->rc, 1);
+    assert_non_null(strstr(r->out, "RETRYQ_CONCURRENCY=9\n"));
+    assert_non_null(strstr(r->out, "RETRYQ_ROUTER_URL=https://user:***@router.example/base\n"));
+    assert_non_null(strstr(r->out, "RETRYQ_MAX_RESPONSE_BYTES=4194304\n"));
+    assert_non_null(strstr(r->out, "RETRYQ_REQUEST_MODE=runner\n"));
+    assert_null(strstr(r->out, "tok@"));
+    /* config_load freed what it built: cfg is empty and config_free is still safe */
+    assert_null(r->cfg.router_url);
+    run_free(r);
+}
+
+static void test_redact_url(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"redis://user:pw@host:6379/0", "redis://user:***@host:6379/0"},
+        {"redis://:pw@host", "redis://:***@host"},
+        {"redis://host:6379", "redis://host:6379"},
+        {"unix://:pw@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"},
+        {"redis://u:p@ss@host", "redis://u:***@host"},
+        {"postgresql://app:p%40ss@db:5432/runner?sslmode=require",
+         "postgresql://app:***@db:5432/runner?sslmode=require"},
+        {"postgres://app@db/runner", "postgres://app@db/runner"},
+        {"postgresql://db/runner?user=app&password=pw&sslmode=disable",
+         "postgresql://db/runner?user=app&password=***&sslmode=disable"},
+        {"postgresql://a:b@db/runner?password=pw", "postgresql://a:***@db/runner?password=***"},
+        {"host=db password=secret user=app", "host=db password=*** user=app"},
+        {"password = 'a b\\' c' host=db", "password=*** host=db"},
+        {"host=db\tpassword=x", "host=db\tpassword=***"},
+        {"host=db dbname=password", "host=db dbname=password"},
+        {"host=db", "host=db"},
+        {"https://tok:en@router/api", "https://tok:***@router/api"},
+    };
     char buf[256];
-    config_redact_url("postgresql://u:p%40ss@h:5432/db?sslmode=require", buf, sizeof buf);
-    assert_string_equal(buf, "postgresql://u:***@h:5432/db?sslmode=require");
-    config_redact_url("redis://:pw@h:6379", buf, sizeof buf);
-    assert_string_equal(buf, "redis://:***@h:6379");
-    config_redact_url("redis://h:6379", buf, sizeof buf);
-    assert_string_equal(buf, "redis://h:6379");
-    config_redact_url("host=h password = 'a b\\'c' user=u", buf, sizeof buf);
-    assert_string_equal(buf, "host=h password=*** user=u");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        config_redact_url(cases[i][0], buf, sizeof buf);
+        assert_string_equal(buf, cases[i][1]);
+    }
+    config_redact_url(NULL, buf, sizeof buf);
+    assert_string_equal(buf, "");
+    config_redact_url("redis://user:secret@host", buf, 12);
+    assert_string_equal(buf, "redis://use");
+    config_redact_url("host=db password=secret", buf, 12);
+    assert_string_equal(buf, "host=db pas");
 }
 
-static void help_lists_every_variable_and_no_secret(void **state)
+/* The repository root, from RETRYQ_SOURCE_DIR or this file's path (…/test/unit/x.c). */
+static void source_path(const char *rel, char *buf, size_t cap)
 {
-    setenv("RETRYQ_REDIS_URL", "redis://:topsecret@127.0.0.1:6379", 1);
-    config_t cfg;
-    char err[512];
-    char *out = NULL;
-    assert_int_equal(load(&cfg, err, &out, NULL, 1, "--help"), 1);
-    const char *expect[] = {"RETRYQ_REDIS_URL", "RETRYQ_DATABASE_URL", "RETRYQ_ROUTER_URL",
-                            "RETRYQ_QUEUE", "RETRYQ_CONCURRENCY", "RETRYQ_TIMEOUT_MS",
-                            "RETRYQ_HTTP_ADDR", "RETRYQ_LOG_LEVEL", "RETRYQ_REDIS_PASSWORD_FILE",
-                            "RETRYQ_DRAIN_TIMEOUT_MS", "RETRYQ_BACKOFF", "RETRYQ_MAX_DELIVERIES"};
-    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
-        assert_non_null(strstr(out, expect[i]));
-    assert_null(strstr(out, "topsecret"));
-    free(out);
-    config_free(&cfg);
-    assert_int_equal(load(&cfg, err, &out, NULL, 1, "--version"), 1);
-    assert_non_null(strstr(out, "retryq-worker "));
-    free(out);
-    config_free(&cfg);
+    const char *root = getenv("RETRYQ_SOURCE_DIR");
+    if (root != NULL && root[0] != '\0') {
+        snprintf(buf, cap, "%s/%s", root, rel);
+        return;
+    }
+    char here[4096];
+    rq_copy(here, sizeof here, __FILE__);
+    snprintf(buf, cap, "%s/%s", dirname(dirname(dirname(here))), rel);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("cannot open %s", path);
+    char *buf = malloc(1 << 20);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void test_docs_list_every_setting(void **state)
+{
+    (void)state;
+    char path[4200];
+    source_path("docs/configuration.md", path, sizeof path);
+    char *doc = slurp(path);
+    run_t *r = load("--help", END);
+    /* every "[env NAME" of --help, and every flag, appears in the document's table */
+    int seen = 0;
+    for (const char *p = r->out; (p = strstr(p, "[env ")) != NULL; p += 5) {
+        char name[64], row[80];
+        size_t n = strcspn(p + 5, ";]");
+        assert_true(n < sizeof name);
+        memcpy(name, p + 5, n);
+        name[n] = '\0';
+        snprintf(row, sizeof row, "`%s`", name);
+        if (strstr(doc, row) == NULL)
+            fail_msg("docs/configuration.md does not list %s", name);
+        seen++;
+    }
+    assert_int_equal(seen, (int)(sizeof all_env / sizeof all_env[0]));
+    for (const char *p = r->out; (p = strstr(p, "\n  --")) != NULL; p += 3) {
+        char flag[64], row[80];
+        size_t n = strcspn(p + 3, " [\n");
+        assert_true(n < sizeof flag);
+        memcpy(flag, p + 3, n);
+        flag[n] = '\0';
+        snprintf(row, sizeof row, "`%s", flag);
+        if (strstr(doc, row) == NULL)
+            fail_msg("docs/configuration.md does not list %s", flag);
+    }
+    run_free(r);
+    free(doc);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(defaults, reset_env),
-        cmocka_unit_test_setup(flags_beat_environment, reset_env),
-        cmocka_unit_test_setup(bad_values_name_the_setting, reset_env),
-        cmocka_unit_test_setup(password_files_are_inserted_and_redacted, reset_env),
-        cmocka_unit_test_setup(redact_forms, reset_env),
-        cmocka_unit_test_setup(help_lists_every_variable_and_no_secret, reset_env),
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_environment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flag_beats_environment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_environment_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_flags_are_named_as_flags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors_never_show_passwords, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durations_sizes_and_backoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_password_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_database_password_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readable_password_file_warns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_help_and_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_print_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redact_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_docs_list_every_setting, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
