@@ -877,7 +877,7 @@ static void print_help(FILE *out)
 /* Checks that involve more than one value, or a value's meaning beyond its syntax. */
 static int check(const config_t *cfg, const load_state_t *st, char *err, size_t errcap)
 {
-    size_t i, j;
+    size_t i = 0, j = 0;
     retryq_error_t rerr;
     retryq_keys_t keys;
 
@@ -1018,7 +1018,7 @@ static int load(config_t *cfg, load_state_t *st, int argc, char **argv, FILE *ou
             return -1;
 
     /* syntax of each URL as the user gave it, before any password goes in */
-    size_t redis, database, redis_file, database_file;
+    size_t redis = 0, database = 0, redis_file = 0, database_file = 0;
     find_setting("redis_url", &redis);
     find_setting("database_url", &database);
     find_setting("redis_password_file", &redis_file);
