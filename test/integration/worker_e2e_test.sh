@@ -38,6 +38,7 @@ ex[by_index]=$(insert_execution "$job" eu-west timeout "")     # question_id nul
 ex[bad_index]=$(insert_execution "$job" eu-west failed "")     # index out of range
 ex[mismatch]=$(insert_execution "$job" us-east failed "ok_q")  # job names the wrong region
 ex[stale]=$(insert_execution "$job" us-east failed "ok_q")     # superseded attempt
+ex[poison]=$(insert_execution "$job" us-east failed "ok_q")    # delivered too often
 
 index_of() { # position of a question id in the spec
   local i=0 q
@@ -58,6 +59,9 @@ sql -c "UPDATE executions SET status = 'retrying', retry_count = 1 WHERE id = ${
 sql -c "UPDATE executions SET status = 'retrying', retry_count = 2 WHERE id = ${ex[stale]}"
 "$RETRYQ_CLI" enqueue --execution-id "${ex[stale]}" --region us-east --question-index 0 --attempt 1 >/dev/null
 "$RETRYQ_CLI" enqueue --execution-id 999999 --region us-east --question-index 0 --attempt 1 >/dev/null
+# A job that already had 5 deliveries (the default bound) is poison: dead list + failed.
+sql -c "UPDATE executions SET status = 'retrying', retry_count = 1 WHERE id = ${ex[poison]}"
+rcli LPUSH "$Q" "{\"execution_id\":${ex[poison]},\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1,\"delivery\":5}" >/dev/null
 # The runner's Go API pushes exactly this form, and bad payloads go to the dead list:
 rcli LPUSH "$Q" "{\"execution_id\":${ex[stale]},\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":2}" >/dev/null
 rcli LPUSH "$Q" 'not json' '{"execution_id":-4,"region":"us-east","question_index":0,"retry_attempt":1}' >/dev/null
@@ -114,7 +118,11 @@ check "dead list: negative execution id" grep -q 'execution_id' <<<"$dead"
 check "dead list: region mismatch" grep -q 'region mismatch' <<<"$dead"
 check "dead list: unknown execution" grep -q 'execution not found' <<<"$dead"
 check "dead list: index out of range" grep -q 'invalid question index: 42' <<<"$dead"
-check_eq "dead list size" 5 "$(rcli LLEN "{$Q}:dead")"
+check "dead list: poison job with its reason" grep -q 'poison: delivered 5 times' <<<"$dead"
+check_eq "poison: execution marked failed" failed "$(status "${ex[poison]}")"
+check_eq "poison: reason recorded" t "$(field "${ex[poison]}" "output_data->>'error' LIKE 'poison:%'")"
+check_eq "poison: router never called" 0 "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"].get(sys.argv[1], 0))' "${ex[poison]}" <<<"$(curl -fsS "$ROUTER_URL/stats")")"
+check_eq "dead list size" 6 "$(rcli LLEN "{$Q}:dead")"
 check_eq "queue empty" 0 "$(rcli LLEN "$Q")"
 check_eq "delayed set empty" 0 "$(rcli ZCARD "{$Q}:delayed")"
 check_eq "no processing list left" "" "$(rcli --scan --pattern "{$Q}:processing:*")"

@@ -55,6 +55,25 @@ timeout 120 "$RETRYQ_WORKER_BIN" --exit-when-idle --concurrency 32 >"$t_tmp/term
 check_eq "after restart: all 60 completed" 60 "$(count_status term completed)"
 check_eq "after restart: exactly one outcome each" 0 "$(outcomes_ok term)"
 
+# ---- 1b. a second SIGTERM stops at once; the jobs stay in the processing list.
+seed 10 twice
+curl -fsS -X POST -d '{"latency_ms":30000}' "$ROUTER_URL/config" >/dev/null
+"$RETRYQ_WORKER_BIN" --concurrency 10 --drain-timeout-ms 60000 >"$t_tmp/twice.log" 2>&1 &
+pid=$!
+t_pids+=("$pid")
+wait_for 30 bash -c "n=0; for k in \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' --scan --pattern '{$Q}:processing:*'); do n=\$((n + \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' LLEN \$k))); done; [[ \$n -ge 1 ]]"
+kill -TERM "$pid"
+kill -TERM "$pid"
+start=$SECONDS
+set +e; wait "$pid"; rc=$?; set -e
+check_eq "second SIGTERM: exit code 0" 0 "$rc"
+check "second SIGTERM: stopped at once (not after the 60 s drain)" test $((SECONDS - start)) -le 5
+check "second SIGTERM: jobs left in the processing list for recovery" test "$(in_processing)" -gt 0
+curl -fsS -X POST -d '{"latency_ms":300}' "$ROUTER_URL/config" >/dev/null
+timeout 120 "$RETRYQ_WORKER_BIN" --exit-when-idle --concurrency 32 --heartbeat-ms 200 --lease-ms 1500 >"$t_tmp/twice2.log" 2>&1
+check_eq "second SIGTERM: all 10 completed after recovery" 10 "$(count_status twice completed)"
+check_eq "second SIGTERM: exactly one outcome each" 0 "$(outcomes_ok twice)"
+
 # ---- 2. kill -9: another worker recovers the dead worker's list after the lease.
 seed 40 kill
 "$RETRYQ_WORKER_BIN" --concurrency 16 --heartbeat-ms 200 --lease-ms 1500 >"$t_tmp/kill.log" 2>&1 &
