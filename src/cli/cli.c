@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 
 void cli_error(const char *fmt, ...)
@@ -169,4 +171,17 @@ int cli_job_args_check(const cli_t *cli, cli_job_args_t *args, bool with_attempt
          !cli_parse_int(cli, "--attempt", args->attempt, 1, RETRYQ_MAX_ATTEMPT, &args->attempt_value)))
         return CLI_EXIT_USAGE;
     return CLI_CONTINUE;
+}
+
+int cli_print_json(struct cJSON *root, bool ok)
+{
+    char *text = ok && root != NULL ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (text == NULL) {
+        cli_error("out of memory");
+        return CLI_EXIT_REFUSED;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    return CLI_EXIT_OK;
 }

@@ -80,6 +80,11 @@ int cli_job_args_check(const cli_t *cli, cli_job_args_t *args, bool with_attempt
 /* Returns CLI_CONTINUE, or a usage error when operands are left after the options. */
 int cli_no_operands(const cli_t *cli, int argc, char **argv);
 
+struct cJSON;
+/* Prints `root` as one line of compact JSON and frees it (also when !ok, a failed build).
+ * Returns CLI_EXIT_OK, or CLI_EXIT_REFUSED after reporting that memory ran out. */
+int cli_print_json(struct cJSON *root, bool ok);
+
 int cli_cmd_enqueue(cli_t *cli, int argc, char **argv);
 int cli_cmd_retry(cli_t *cli, int argc, char **argv);
 int cli_cmd_stats(cli_t *cli, int argc, char **argv);

@@ -241,15 +241,7 @@ static int print_json(const retryq_dead_entry_t *entries, size_t n)
         cJSON *o = entry_json((int64_t)i, &entries[i]);
         ok = o != NULL && cJSON_AddItemToArray(root, o);
     }
-    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (text == NULL) {
-        cli_error("out of memory");
-        return CLI_EXIT_REFUSED;
-    }
-    printf("%s\n", text);
-    cJSON_free(text);
-    return CLI_EXIT_OK;
+    return cli_print_json(root, ok);
 }
 
 static int dead_list(cli_t *cli, int argc, char **argv)

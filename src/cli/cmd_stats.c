@@ -155,15 +155,7 @@ static cJSON *stats_json(const retryq_stats_t *st)
 static int print_json(const retryq_stats_t *st)
 {
     cJSON *root = stats_json(st);
-    char *text = root != NULL ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (text == NULL) {
-        cli_error("out of memory");
-        return CLI_EXIT_REFUSED;
-    }
-    printf("%s\n", text);
-    cJSON_free(text);
-    return CLI_EXIT_OK;
+    return cli_print_json(root, root != NULL);
 }
 
 static int show_stats(cli_t *cli, bool json)
@@ -242,15 +234,7 @@ static int watch_print_json(const retryq_stats_t *st, const char *at, const doub
         ok = (r = cJSON_AddObjectToObject(root, "rates")) != NULL;
     for (int i = 0; ok && r != NULL && i < DEPTHS; i++)
         ok = cJSON_AddNumberToObject(r, depth_names[i], rates[i]) != NULL;
-    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (text == NULL) {
-        cli_error("out of memory");
-        return CLI_EXIT_REFUSED;
-    }
-    printf("%s\n", text);
-    cJSON_free(text);
-    return CLI_EXIT_OK;
+    return cli_print_json(root, ok);
 }
 
 /* One refresh of the view. A failure after the first refresh is shown (and reported
