@@ -1,98 +1,146 @@
 /*
- * The worker's HTTP endpoint: /healthz, /readyz and /metrics on the worker's own
- * event_base (evhttp). GET only, small request limits, loopback by default.
+ * The worker's HTTP endpoint (see http.h) on the worker's own event_base (evhttp).
+ * Requests are answered from the worker's memory: nothing here waits for Redis or
+ * PostgreSQL, so a scrape is never slower than building the text. The queue figures come
+ * from a timer that asks Redis (one Lua call) every METRICS_SLOT_MS — every second until
+ * the first answer — and never has two questions out.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "clock.h"
 #include "http.h"
+#include "internal.h"
 #include "log.h"
+#include "metrics.h"
+#include "status_page.h"
+
+#define HTTP_TIMEOUT_SEC 5
+#define HTTP_MAX_HEADERS 8192
+#define HTTP_MAX_BODY 1024
+#define REFRESH_TICK_MS 1000
 
 struct http_server {
     struct evhttp *http;
+    struct event *refresh;   /* every REFRESH_TICK_MS */
+    int64_t last_roll_ms;    /* monotonic time the last throughput slot closed */
 };
+
+/* ------------------------------------------------------------------ readiness */
+
+const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
+{
+    detail[0] = '\0';
+    if (w->state == WORKER_STARTING) {
+        snprintf(detail, cap, "%s", queue_last_error(w->queue));
+        return "starting";
+    }
+    if (w->state != WORKER_RUNNING)
+        return "draining";
+    if (!queue_ready(w->queue)) {
+        snprintf(detail, cap, "%s", queue_last_error(w->queue));
+        return "redis unavailable";
+    }
+    if (!store_connected(w->store)) {
+        snprintf(detail, cap, "%s", store_last_error(w->store));
+        return "database unavailable";
+    }
+    int64_t stalled = queue_pop_stalled_ms(w->queue);
+    if (stalled > HTTP_POP_STALL_MS) {
+        snprintf(detail, cap, "no reply to a pop for %.1f s while the worker has room",
+                 (double)stalled / 1000.0);
+        return "no progress on the Redis pop connection";
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ queue figures */
+
+static void on_depths(void *arg, const queue_depths_t *d)
+{
+    worker_t *w = arg;
+    w->metrics.depths_asking = false;
+    if (d != NULL)
+        metrics_set_depths(&w->metrics, d, clock_mono_ms());
+}
+
+static void refresh_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    struct http_server *s = w->http;
+    int64_t now = clock_mono_ms();
+    bool slot_done = now - s->last_roll_ms >= METRICS_SLOT_MS;
+    if (slot_done) {
+        s->last_roll_ms = now;
+        metrics_roll(&w->metrics);
+    }
+    if ((slot_done || !w->metrics.depths_known) && !w->metrics.depths_asking &&
+        queue_ready(w->queue)) {
+        w->metrics.depths_asking = true; /* cleared by on_depths, which may run at once */
+        queue_depths(w->queue, w->cfg.lease_ms, on_depths, w);
+    }
+}
+
+/* ------------------------------------------------------------------ handlers */
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
                   struct evbuffer *body)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", type);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* Same headers, no body. */
+        char len[24];
+        snprintf(len, sizeof len, "%zu", evbuffer_get_length(body));
+        evhttp_add_header(h, "Content-Length", len);
+        evbuffer_drain(body, evbuffer_get_length(body));
+    }
     evhttp_send_reply(req, code, reason, body);
 }
+
+#define TEXT_PLAIN "text/plain; charset=utf-8"
 
 static void on_healthz(struct evhttp_request *req, worker_t *w, struct evbuffer *out)
 {
     evbuffer_add_printf(out, "ok\n");
-    reply(req, 200, "OK", "text/plain; charset=utf-8", out);
+    reply(req, 200, "OK", TEXT_PLAIN, out);
 }
 
 static void on_readyz(struct evhttp_request *req, worker_t *w, struct evbuffer *out)
 {
-    const char *why = NULL;
-    if (w->state != WORKER_RUNNING)
-        why = w->state == WORKER_STARTING ? "starting" : "draining";
-    else if (!queue_ready(w->queue))
-        why = "redis unavailable";
-    else if (!store_connected(w->store))
-        why = "database unavailable";
+    char detail[300];
+    const char *why = http_not_ready(w, detail, sizeof detail);
     if (why == NULL) {
         evbuffer_add_printf(out, "ready\n");
-        reply(req, 200, "OK", "text/plain; charset=utf-8", out);
+        reply(req, 200, "OK", TEXT_PLAIN, out);
         return;
     }
     evbuffer_add_printf(out, "not ready: %s\n", why);
-    if (strcmp(why, "redis unavailable") == 0 && queue_last_error(w->queue)[0])
-        evbuffer_add_printf(out, "%s\n", queue_last_error(w->queue));
-    if (strcmp(why, "database unavailable") == 0 && store_last_error(w->store)[0])
-        evbuffer_add_printf(out, "%s\n", store_last_error(w->store));
-    reply(req, 503, "Service Unavailable", "text/plain; charset=utf-8", out);
-}
-
-static void counter(struct evbuffer *out, const char *name, const char *help, uint64_t value)
-{
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
-                        (unsigned long long)value);
-}
-
-static void gauge(struct evbuffer *out, const char *name, const char *help, double value)
-{
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name,
-                        value);
+    if (detail[0] != '\0')
+        evbuffer_add_printf(out, "%s\n", detail);
+    reply(req, 503, "Service Unavailable", TEXT_PLAIN, out);
 }
 
 static void on_metrics(struct evhttp_request *req, worker_t *w, struct evbuffer *out)
 {
-    const worker_counters_t *c = &w->count;
-    counter(out, "retry_attempts_total", "Router calls started for retries.", c->attempts);
-    counter(out, "retry_success_total", "Retries recorded as completed.", c->succeeded);
-    evbuffer_add_printf(out, "# HELP retry_failure_total Retries recorded as failed or timed out.\n"
-                             "# TYPE retry_failure_total counter\n"
-                             "retry_failure_total{reason=\"failed\"} %llu\n"
-                             "retry_failure_total{reason=\"timeout\"} %llu\n",
-                        (unsigned long long)c->failed, (unsigned long long)c->timeouts);
-    counter(out, "retry_stale_total", "Jobs acknowledged without effect (superseded or duplicate).",
-            c->stale);
-    counter(out, "retry_dead_letter_total", "Jobs moved to the dead list.", c->dead);
-    counter(out, "retry_delayed_total", "Transient failures sent to the delayed set.", c->delayed);
-    counter(out, "retry_taken_total", "Jobs taken from the queue.", c->taken);
-    counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
-            queue_reconnects(w->queue));
-    gauge(out, "retry_inflight", "Jobs in flight in this worker.", (double)w->inflight);
-    gauge(out, "retry_redis_up", "1 when both Redis connections are ready.",
-          queue_ready(w->queue) ? 1 : 0);
-    gauge(out, "retry_database_up", "1 when a PostgreSQL connection is ready.",
-          store_connected(w->store) ? 1 : 0);
-    evbuffer_add_printf(out, "# HELP retry_worker_info Build and identity of this worker.\n"
-                             "# TYPE retry_worker_info gauge\n"
-                             "retry_worker_info{version=\"%s\",worker=\"%s\"} 1\n",
-                        RETRYQ_VERSION_STRING, w->id);
+    metrics_write(w, out);
     reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", out);
+}
+
+static void on_status(struct evhttp_request *req, worker_t *w, struct evbuffer *out)
+{
+    status_page_write(w, out);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                      "default-src 'none'; style-src 'unsafe-inline'");
+    reply(req, 200, "OK", "text/html; charset=utf-8", out);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -103,70 +151,112 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
-    const char *uri = evhttp_request_get_uri(req);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
         evbuffer_add_printf(out, "method not allowed\n");
-        reply(req, 405, "Method Not Allowed", "text/plain; charset=utf-8", out);
-    } else if (strcmp(uri, "/healthz") == 0) {
+        reply(req, 405, "Method Not Allowed", TEXT_PLAIN, out);
+    } else if (path == NULL) {
+        evbuffer_add_printf(out, "bad request\n");
+        reply(req, 400, "Bad Request", TEXT_PLAIN, out);
+    } else if (strcmp(path, "/") == 0 || strcmp(path, "/status") == 0) {
+        on_status(req, w, out);
+    } else if (strcmp(path, "/healthz") == 0) {
         on_healthz(req, w, out);
-    } else if (strcmp(uri, "/readyz") == 0) {
+    } else if (strcmp(path, "/readyz") == 0) {
         on_readyz(req, w, out);
-    } else if (strcmp(uri, "/metrics") == 0) {
+    } else if (strcmp(path, "/metrics") == 0) {
         on_metrics(req, w, out);
     } else {
-        evbuffer_add_printf(out, "not found\n");
-        reply(req, 404, "Not Found", "text/plain; charset=utf-8", out);
+        evbuffer_add_printf(out, "not found: try /, /metrics, /healthz or /readyz\n");
+        reply(req, 404, "Not Found", TEXT_PLAIN, out);
     }
     evbuffer_free(out);
 }
 
+/* ------------------------------------------------------------------ lifecycle */
+
+/* Splits "host:port" / "[v6]:port" (config.c has validated it). */
+static int split_addr(const char *addr, char *host, size_t cap, unsigned short *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= cap)
+        return -1;
+    const char *h = addr;
+    size_t n = (size_t)(colon - addr);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    memcpy(host, h, n);
+    host[n] = '\0';
+    char *end = NULL;
+    long p = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+        return -1;
+    *port = (unsigned short)p;
+    return 0;
+}
+
 int http_start(worker_t *w, char *err, size_t errcap)
 {
+    w->metrics.start_wall_ms = rq_now_ms() - (clock_mono_ms() - w->started_ms);
     const char *addr = w->cfg.http_addr;
     if (addr == NULL || addr[0] == '\0' || strcmp(addr, "off") == 0)
         return 0;
     char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
+    unsigned short port = 0;
+    if (split_addr(addr, host, sizeof host, &port) < 0) {
         snprintf(err, errcap, "RETRYQ_HTTP_ADDR: expected host:port (got \"%s\")", addr);
         return -1;
     }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    long port = strtol(colon + 1, NULL, 10);
     struct http_server *s = calloc(1, sizeof *s);
-    if (s == NULL || (s->http = evhttp_new(w->base)) == NULL) {
-        free(s);
+    if (s == NULL) {
         snprintf(err, errcap, "out of memory");
         return -1;
     }
     w->http = s;
+    s->http = evhttp_new(w->base);
+    s->refresh = event_new(w->base, -1, EV_PERSIST, refresh_cb, w);
+    if (s->http == NULL || s->refresh == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    /* Every method reaches on_request, which answers 405 to all but GET and HEAD
+     * (evhttp itself would answer 501 to a method it was not told about). */
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-    evhttp_set_max_headers_size(s->http, 8192);
-    evhttp_set_max_body_size(s->http, 1024);
-    evhttp_set_timeout(s->http, 10);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(s->http, HTTP_MAX_HEADERS);
+    evhttp_set_max_body_size(s->http, HTTP_MAX_BODY);
+    evhttp_set_timeout(s->http, HTTP_TIMEOUT_SEC);
     evhttp_set_gencb(s->http, on_request, w);
-    if (evhttp_bind_socket(s->http, host, (ev_uint16_t)port) != 0) {
+    if (evhttp_bind_socket(s->http, host, port) != 0) {
         snprintf(err, errcap, "RETRYQ_HTTP_ADDR: cannot listen on %s", addr);
         return -1;
     }
-    log_info("http.listen", "serving /healthz /readyz /metrics on %s", addr);
+    s->last_roll_ms = clock_mono_ms();
+    struct timeval tv = clock_tv_ms(REFRESH_TICK_MS);
+    if (event_add(s->refresh, &tv) < 0) {
+        snprintf(err, errcap, "could not arm the metrics timer");
+        return -1;
+    }
+    log_info("http.listen", "serving / /metrics /healthz /readyz on %s", addr);
     return 0;
 }
 
 void http_stop(worker_t *w)
 {
-    if (w->http == NULL)
+    struct http_server *s = w->http;
+    if (s == NULL)
         return;
-    if (w->http->http != NULL)
-        evhttp_free(w->http->http);
-    free(w->http);
+    if (s->refresh != NULL)
+        event_free(s->refresh);
+    if (s->http != NULL)
+        evhttp_free(s->http);
+    free(s);
     w->http = NULL;
 }

@@ -1,7 +1,12 @@
 /*
  * The worker's HTTP endpoint (evhttp on the worker's loop, loopback by default):
- * /healthz (the loop answers), /readyz (Redis and PostgreSQL connected and not
- * draining, else 503 with the reason), /metrics (Prometheus text format).
+ *   /          a small status page for people (status_page.c; also at /status)
+ *   /healthz   200 while the loop answers
+ *   /readyz    200 when Redis and PostgreSQL are connected, the worker is taking jobs and
+ *              the pop connection makes progress; else 503 with the reason
+ *   /metrics   Prometheus text format 0.0.4 (metrics.c)
+ * GET and HEAD only (405 otherwise), small request limits. It also owns the timer that
+ * reads the queue depths from Redis and closes a throughput slot every 5 s.
  */
 #ifndef RETRYQ_WORKER_HTTP_H
 #define RETRYQ_WORKER_HTTP_H
@@ -13,5 +18,13 @@
 /* Binds cfg.http_addr unless it is "" or "off"; -1 with err on a bind failure. */
 int http_start(worker_t *w, char *err, size_t errcap);
 void http_stop(worker_t *w);
+
+/* A pop connection silent this long while the worker has room is not ready. */
+#define HTTP_POP_STALL_MS 15000
+
+/* NULL when the worker is ready; else a short reason ("starting", "draining", "redis
+ * unavailable", "database unavailable", "no progress on the Redis pop connection") and
+ * `detail` (may be "") says more. */
+const char *http_not_ready(const worker_t *w, char *detail, size_t cap);
 
 #endif

@@ -36,7 +36,7 @@
 const char JOB_SQL_LOAD[] =
     "SELECT e.region, e.status, e.retry_count, e.question_id, e.model_id, "
     "j.jobspec_data::text, e.job_id "
-    "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = $1";
+    "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = $1::bigint";
 
 /* The only statement that writes an outcome. The guard makes a redelivered, superseded
  * or cancelled job change nothing; original_error keeps the first error. */
@@ -45,7 +45,7 @@ const char JOB_SQL_RECORD[] =
     "provider_id = COALESCE($5, provider_id), completed_at = now(), "
     "original_error = COALESCE(original_error, $6), "
     "retry_history = COALESCE(retry_history, '[]'::jsonb) || jsonb_build_array($7::jsonb) "
-    "WHERE id = $1 AND status = 'retrying' AND retry_count = $2 RETURNING id";
+    "WHERE id = $1::bigint AND status = 'retrying' AND retry_count = $2 RETURNING id";
 
 typedef enum job_stage { STAGE_LOAD, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
@@ -58,6 +58,7 @@ struct job {
     job_stage_t stage;
     int64_t taken_ms;
     int64_t call_started_ms;
+    double call_sec;           /* the router call's wall time (retry_duration_seconds) */
 
     char *region;          /* as stored on the row */
     char *model;
@@ -145,6 +146,7 @@ static void job_dead(job_t *job, const char *reason)
 {
     worker_t *w = job->w;
     w->count.dead++;
+    metrics_dead_letter(&w->metrics, job->job.execution_id, job->job.retry_attempt, reason);
     log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.dead",
               "[RETRY] job moved to the dead list: %s", reason);
     queue_dead(w->queue, job->payload, job->len, reason);
@@ -163,6 +165,7 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
         return;
     }
     w->count.delayed++;
+    metrics_note_error(&w->metrics, job->job.execution_id, job->job.retry_attempt, "delayed", why);
     log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.delayed",
               "[RETRY] transient failure, trying again in %" PRId64 " ms (delivery %d): %s",
               delay_ms, next.delivery, why);
@@ -397,6 +400,8 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
         w->count.timeouts++;
     else
         w->count.failed++;
+    metrics_outcome(&w->metrics, job->job.execution_id, job->job.retry_attempt, job->exec_status,
+                    job->dead_reason, job->error, job->call_started_ms > 0 ? job->call_sec : -1.0);
     log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
               job->job.execution_id, job->job.retry_attempt, "job.recorded",
               "[RETRY] execution %s after retry%s%s", job->exec_status, job->error ? ": " : "",
@@ -438,6 +443,8 @@ static void on_router_done(void *arg, const router_result_t *result)
     job_t *job = arg;
     worker_t *w = job->w;
     job->call = NULL;
+    job->call_sec = result->total_sec;
+    metrics_router_request(&w->metrics, result);
     router_outcome_t out;
     router_classify(result, &out);
     log_event(LOG_LEVEL_DEBUG, job->job.execution_id, job->job.retry_attempt, "router.done",

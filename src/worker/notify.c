@@ -1,28 +1,70 @@
 /*
  * sd_notify messages for systemd (see notify.h).
+ *
+ * The watchdog ping runs on its own one-shot timer on the worker's loop, re-armed after
+ * each ping at a third of WATCHDOG_USEC (sd_watchdog_enabled also checks WATCHDOG_PID),
+ * so a loop that stops turning stops pinging and systemd restarts the worker. The timer
+ * is an event_base_once event: the loop frees it when it is torn down, so the worker
+ * needs no teardown call for it. The chain starts with READY=1.
  */
 #include <stdio.h>
 
+#include <event2/event.h>
+
+#include "clock.h"
+#include "http.h"
 #include "notify.h"
 
 #ifdef RETRYQ_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 
+#define WATCHDOG_MIN_MS 10
+
+static const char *state_name(const worker_t *w)
+{
+    switch (w->state) {
+    case WORKER_STARTING: return "connecting";
+    case WORKER_RUNNING: return "running";
+    case WORKER_DRAINING: return "draining";
+    default: return "stopping";
+    }
+}
+
 static void send_status(worker_t *w, const char *head)
 {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%sSTATUS=%s: %zu in flight, %llu done, %llu stale, %llu dead", head,
-             w->state == WORKER_RUNNING ? "running" : w->state == WORKER_STARTING ? "connecting"
-                                                                                    : "draining",
-             w->inflight,
-             (unsigned long long)(w->count.succeeded + w->count.failed + w->count.timeouts),
-             (unsigned long long)w->count.stale, (unsigned long long)w->count.dead);
+    char msg[512], depth[64] = "";
+    char detail[300];
+    const char *why = w->state == WORKER_RUNNING ? http_not_ready(w, detail, sizeof detail) : NULL;
+    if (w->metrics.depths_known)
+        snprintf(depth, sizeof depth, "; queue %lld pending, %lld dead", (long long)w->metrics.pending,
+                 (long long)w->metrics.dead_depth);
+    snprintf(msg, sizeof msg,
+             "%sSTATUS=%s%s%s: %zu in flight, %llu succeeded, %llu failed, %llu stale, %llu dead%s",
+             head, state_name(w), why != NULL ? ", not ready: " : "", why != NULL ? why : "",
+             w->inflight, (unsigned long long)w->count.succeeded,
+             (unsigned long long)(w->count.failed + w->count.timeouts),
+             (unsigned long long)w->count.stale, (unsigned long long)w->count.dead, depth);
     sd_notify(0, msg);
+}
+
+/* Pings (when the watchdog is ours) and schedules the next ping. */
+static void watchdog_ping(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return;
+    sd_notify(0, "WATCHDOG=1");
+    int64_t ms = (int64_t)(usec / 3000);
+    struct timeval tv = clock_tv_ms(ms < WATCHDOG_MIN_MS ? WATCHDOG_MIN_MS : ms);
+    if (event_base_once(w->base, -1, EV_TIMEOUT, watchdog_ping, w, &tv) < 0)
+        sd_notify(0, "STATUS=could not arm the watchdog timer");
 }
 
 void notify_ready(worker_t *w)
 {
     send_status(w, "READY=1\n");
+    watchdog_ping(-1, 0, w);
 }
 
 void notify_stopping(worker_t *w)
@@ -32,9 +74,6 @@ void notify_stopping(worker_t *w)
 
 void notify_tick(worker_t *w)
 {
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0)
-        sd_notify(0, "WATCHDOG=1");
     send_status(w, "");
 }
 #else

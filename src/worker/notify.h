@@ -9,9 +9,12 @@
 
 #include "worker.h"
 
+/* READY=1 with a STATUS= line; starts the watchdog pings when WATCHDOG_USEC is set (and
+ * WATCHDOG_PID is unset or this process): WATCHDOG=1 every third of the interval. */
 void notify_ready(worker_t *w);
+/* STOPPING=1 with a STATUS= line (a graceful stop began). */
 void notify_stopping(worker_t *w);
-/* Once a second from the loop: watchdog ping (when enabled) and a STATUS= line. */
+/* Once a second from the loop: a STATUS= line (state, counts, readiness, queue depth). */
 void notify_tick(worker_t *w);
 
 #endif

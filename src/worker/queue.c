@@ -166,6 +166,22 @@ static const char LUA_COUNT[] =
     "end\n"
     "return n\n";
 
+/* KEYS: queue, delayed, dead, workers. ARGV: processing prefix, lease ms. The figures of
+ * /metrics in one call: depths, workers (all / live by heartbeat), Redis's clock and the
+ * next job to be taken (for the age of the oldest waiting job). */
+static const char LUA_DEPTHS[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local processing = 0\n"
+    "local workers = redis.call('ZRANGE', KEYS[4], 0, -1)\n"
+    "for _, w in ipairs(workers) do\n"
+    "  processing = processing + redis.call('LLEN', ARGV[1] .. w)\n"
+    "end\n"
+    "local live = redis.call('ZCOUNT', KEYS[4], now - tonumber(ARGV[2]), '+inf')\n"
+    "local oldest = redis.call('LINDEX', KEYS[1], -1) or ''\n"
+    "return {redis.call('LLEN', KEYS[1]), processing, redis.call('ZCARD', KEYS[2]),\n"
+    "        redis.call('LLEN', KEYS[3]), #workers, live, now, oldest}\n";
+
 typedef enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_SETUP, CONN_READY } conn_state_t;
 
 typedef struct conn {
@@ -208,6 +224,9 @@ struct queue {
     bool use_blmove;
     bool closing;
     bool had_pop_connection; /* a reconnect must look for jobs a lost reply left behind */
+    int64_t pop_reply_ms;    /* monotonic: last pop reply or room opened (readiness); not
+                                reset by a reconnect, so a pop that never answers across
+                                reconnects still shows as a stall */
     op_t *ops_head, *ops_tail;
     size_t ops_count;
     uint64_t reconnects;
@@ -537,6 +556,7 @@ static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (r == NULL || q->pop.ac != ac)
         return; /* the connection went away; a moved job is found again after reconnect */
     conn_replied(&q->pop);
+    q->pop_reply_ms = clock_mono_ms();
     q->pop.allowance_ms = q->cfg.command_timeout_ms;
     q->popping = false;
     if (reply_is_error(r)) {
@@ -588,6 +608,8 @@ static void maybe_pop(queue_t *q)
 
 void queue_set_room(queue_t *q, size_t room)
 {
+    if (q->room == 0 && room > 0)
+        q->pop_reply_ms = clock_mono_ms();
     q->room = room;
     maybe_pop(q);
 }
@@ -903,6 +925,58 @@ void queue_missing(queue_t *q, const char *const *ids, size_t n,
     free(argv);
 }
 
+typedef struct depths_ask {
+    void (*done)(void *arg, const queue_depths_t *d);
+    void *arg;
+} depths_ask_t;
+
+static void on_depths_reply(void *arg, const redisReply *r)
+{
+    depths_ask_t *a = arg;
+    queue_depths_t d = {0};
+    bool ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 8;
+    for (size_t i = 0; ok && i < 7; i++)
+        ok = r->element[i]->type == REDIS_REPLY_INTEGER;
+    ok = ok && r->element[7]->type == REDIS_REPLY_STRING;
+    if (ok) {
+        int64_t *fields[] = {&d.pending, &d.processing, &d.delayed, &d.dead,
+                             &d.workers, &d.workers_live, &d.now_ms};
+        for (size_t i = 0; i < 7; i++)
+            *fields[i] = (int64_t)r->element[i]->integer;
+        if (r->element[7]->len > 0) {
+            d.oldest = r->element[7]->str;
+            d.oldest_len = r->element[7]->len;
+        }
+    }
+    a->done(a->arg, ok ? &d : NULL);
+    free(a);
+}
+
+void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_depths_t *d),
+                  void *arg)
+{
+    depths_ask_t *a = malloc(sizeof *a);
+    if (a == NULL) {
+        done(arg, NULL);
+        return;
+    }
+    a->done = done;
+    a->arg = arg;
+    char lease[24];
+    snprintf(lease, sizeof lease, "%d", lease_ms);
+    const char *argv[] = {"EVAL", LUA_DEPTHS, "4", q->keys.pending, q->keys.delayed, q->keys.dead,
+                          q->keys.workers, q->keys.processing_prefix, lease};
+    ask(q, 9, argv, NULL, on_depths_reply, a);
+}
+
+int64_t queue_pop_stalled_ms(const queue_t *q)
+{
+    if (q->room == 0)
+        return 0;
+    int64_t d = clock_mono_ms() - q->pop_reply_ms;
+    return d > 0 ? d : 0;
+}
+
 void queue_push(queue_t *q, const char *payload, size_t len)
 {
     const char *argv[] = {"LPUSH", q->keys.pending, payload};
@@ -973,6 +1047,7 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
     q->cb = *cb;
     q->batch_empty = false;
     q->use_blmove = true;
+    q->pop_reply_ms = clock_mono_ms();
     rq_copy(q->worker_id, sizeof q->worker_id, cfg->worker_id);
     if (retryq_keys_processing(&q->keys, q->worker_id, q->processing, sizeof q->processing) < 0) {
         snprintf(err, errcap, "worker id too long for a processing key");

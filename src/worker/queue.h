@@ -109,7 +109,9 @@ typedef struct queue_depths {
 void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_depths_t *d),
                   void *arg);
 /* How long the worker has had room for jobs without a reply on the pop connection (ms);
- * 0 while it wants nothing. A live pop connection answers at least every block_ms. */
+ * 0 while it wants nothing. A live pop connection answers at least every block_ms; a
+ * reconnect does not reset this (only a pop reply does), so pops that hang across
+ * reconnects (e.g. writes paused on the server) still show. */
 int64_t queue_pop_stalled_ms(const queue_t *q);
 
 bool queue_ready(const queue_t *q);           /* both connections up */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "question.h"
 #include "queue.h"
 #include "retryq/retryq.h"
@@ -85,6 +86,7 @@ typedef struct worker {
     bool ready_announced;
 
     worker_counters_t count;
+    metrics_t metrics;       /* reasons, histogram, depths, recent errors (metrics.h) */
     uint64_t rng;
 } worker_t;
 

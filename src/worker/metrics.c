@@ -1,0 +1,406 @@
+/*
+ * The worker's figures (see metrics.h) and the /metrics body in the Prometheus text
+ * exposition format 0.0.4: every family has one HELP and one TYPE line, label values
+ * are escaped (backslash, double quote, newline), counters end in _total, the histogram
+ * has cumulative buckets ending in le="+Inf" plus _sum and _count. Writing goes straight
+ * into the response evbuffer: no allocation of its own.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "metrics.h"
+#include "text.h"
+#include "worker.h"
+
+static const double BUCKET_BOUNDS[METRICS_BUCKETS - 1] = {0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                          10,  20,   30,  45, 60};
+
+static const char *const FAILURE_NAMES[METRICS_FAIL_COUNT] = {
+    "failed", "timeout", "transient_exhausted", "bad_job", "poison"};
+
+static const char *const DEAD_NAMES[METRICS_DEAD_COUNT] = {
+    "invalid_payload", "region_mismatch", "not_found", "bad_spec",
+    "invalid_question_index", "poison", "other"};
+
+const char *metrics_failure_name(metrics_failure_t f)
+{
+    return f < METRICS_FAIL_COUNT ? FAILURE_NAMES[f] : "failed";
+}
+
+const char *metrics_dead_name(metrics_dead_t d)
+{
+    return d < METRICS_DEAD_COUNT ? DEAD_NAMES[d] : "other";
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return s != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The reasons are the sentences job.c writes into the dead list (docs/operations.md
+ * lists them); test/unit/test_metrics.c pins each one. */
+metrics_dead_t metrics_dead_class(const char *reason)
+{
+    if (starts_with(reason, "invalid job"))
+        return METRICS_DEAD_INVALID_PAYLOAD;
+    if (starts_with(reason, "region mismatch"))
+        return METRICS_DEAD_REGION_MISMATCH;
+    if (starts_with(reason, "execution not found"))
+        return METRICS_DEAD_NOT_FOUND;
+    if (starts_with(reason, "bad job spec"))
+        return METRICS_DEAD_BAD_SPEC;
+    if (starts_with(reason, "invalid question index"))
+        return METRICS_DEAD_INVALID_INDEX;
+    if (starts_with(reason, "poison"))
+        return METRICS_DEAD_POISON;
+    return METRICS_DEAD_OTHER;
+}
+
+metrics_failure_t metrics_failure_class(const char *exec_status, const char *dead_reason,
+                                        const char *error)
+{
+    if (exec_status != NULL && strcmp(exec_status, "timeout") == 0)
+        return METRICS_FAIL_TIMEOUT;
+    if (dead_reason != NULL)
+        return starts_with(dead_reason, "poison") ? METRICS_FAIL_POISON : METRICS_FAIL_BAD_JOB;
+    if (starts_with(error, "gave up after"))
+        return METRICS_FAIL_TRANSIENT_EXHAUSTED;
+    return METRICS_FAIL_FAILED;
+}
+
+/* ------------------------------------------------------------------ recording */
+
+void metrics_note_error(metrics_t *m, int64_t execution_id, int32_t attempt, const char *kind,
+                        const char *text)
+{
+    metrics_error_t *e = &m->errors[m->errors_next];
+    m->errors_next = (m->errors_next + 1) % METRICS_ERRORS;
+    m->errors_total++;
+    e->at_ms = rq_now_ms();
+    e->execution_id = execution_id;
+    e->attempt = attempt;
+    rq_copy(e->kind, sizeof e->kind, kind != NULL ? kind : "error");
+    text_copy(e->text, sizeof e->text, text != NULL ? text : "");
+}
+
+const metrics_error_t *metrics_recent_error(const metrics_t *m, unsigned i)
+{
+    if (i >= METRICS_ERRORS || (uint64_t)i >= m->errors_total)
+        return NULL;
+    unsigned idx = (m->errors_next + METRICS_ERRORS - 1 - i) % METRICS_ERRORS;
+    return &m->errors[idx];
+}
+
+void metrics_router_request(metrics_t *m, const router_result_t *r)
+{
+    if (r->timed_out)
+        m->router_timeout++;
+    else if (r->http_status >= 100 && r->http_status < 600)
+        m->router_http[r->http_status]++;
+    else
+        m->router_network++;
+}
+
+void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, const char *exec_status,
+                     const char *dead_reason, const char *error, double call_sec)
+{
+    if (call_sec >= 0) {
+        size_t b = 0;
+        while (b < METRICS_BUCKETS - 1 && call_sec > BUCKET_BOUNDS[b])
+            b++;
+        m->buckets[b]++;
+        m->duration_count++;
+        m->duration_sum += call_sec;
+    }
+    if (exec_status != NULL && strcmp(exec_status, "completed") == 0) {
+        m->success_total++;
+        return;
+    }
+    metrics_failure_t f = metrics_failure_class(exec_status, dead_reason, error);
+    m->failures[f]++;
+    m->failure_total++;
+    if (dead_reason == NULL) /* else the dead-letter note that follows says it */
+        metrics_note_error(m, execution_id, attempt, metrics_failure_name(f),
+                           error != NULL ? error : exec_status);
+}
+
+void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, const char *reason)
+{
+    m->dead[metrics_dead_class(reason)]++;
+    metrics_note_error(m, execution_id, attempt, "dead", reason);
+}
+
+void metrics_roll(metrics_t *m)
+{
+    m->slot = (m->slot + 1) % METRICS_SLOTS;
+    m->slot_success[m->slot] = (uint32_t)(m->success_total - m->rolled_success);
+    m->slot_failure[m->slot] = (uint32_t)(m->failure_total - m->rolled_failure);
+    m->rolled_success = m->success_total;
+    m->rolled_failure = m->failure_total;
+    if (m->slots_used < METRICS_SLOTS)
+        m->slots_used++;
+}
+
+void metrics_rates(const metrics_t *m, unsigned slots, uint64_t *success, uint64_t *failure)
+{
+    uint64_t s = 0, f = 0;
+    if (slots > m->slots_used)
+        slots = m->slots_used;
+    for (unsigned i = 0; i < slots; i++) {
+        unsigned idx = (m->slot + METRICS_SLOTS - i) % METRICS_SLOTS;
+        s += m->slot_success[idx];
+        f += m->slot_failure[idx];
+    }
+    *success = s;
+    *failure = f;
+}
+
+/* FNV-1a: enough to tell whether the job at the head of the queue is still the same. */
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* The age of the next job: from its enqueued_at on Redis's clock when it has one (jobs
+ * from libretryq); the runner's four-field jobs carry none, so their age counts from
+ * when this worker first saw them at the head (a lower bound). */
+static void set_oldest(metrics_t *m, const queue_depths_t *d, int64_t now_mono_ms)
+{
+    if (d->oldest == NULL) {
+        m->oldest_age_sec = 0;
+        m->oldest_hash = 0;
+        m->oldest_from_enqueued_at = false;
+        return;
+    }
+    uint64_t h = hash_bytes(d->oldest, d->oldest_len);
+    if (h != m->oldest_hash || m->oldest_first_seen_ms == 0) {
+        m->oldest_hash = h;
+        m->oldest_first_seen_ms = now_mono_ms;
+    }
+    retryq_job_t job;
+    retryq_error_t err;
+    int64_t at = -1;
+    if (retryq_job_decode(d->oldest, d->oldest_len, RETRYQ_MAX_ATTEMPT, &job, &err) == RETRYQ_OK &&
+        job.enqueued_at[0] != '\0')
+        at = rq_parse_rfc3339(job.enqueued_at);
+    m->oldest_from_enqueued_at = at >= 0;
+    int64_t age_ms = at >= 0 ? d->now_ms - at : now_mono_ms - m->oldest_first_seen_ms;
+    m->oldest_age_sec = age_ms > 0 ? (double)age_ms / 1000.0 : 0;
+}
+
+void metrics_set_depths(metrics_t *m, const queue_depths_t *d, int64_t now_mono_ms)
+{
+    m->depths_known = true;
+    m->depths_at_ms = now_mono_ms;
+    m->pending = d->pending;
+    m->processing = d->processing;
+    m->delayed = d->delayed;
+    m->dead_depth = d->dead;
+    m->workers = d->workers;
+    m->workers_live = d->workers_live;
+    set_oldest(m, d, now_mono_ms);
+}
+
+/* ------------------------------------------------------------------ exposition */
+
+void metrics_write_label_value(struct evbuffer *out, const char *value)
+{
+    const char *run = value;
+    for (const char *p = value; *p != '\0'; p++) {
+        const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+        if (esc == NULL)
+            continue;
+        evbuffer_add(out, run, (size_t)(p - run));
+        evbuffer_add(out, esc, 2);
+        run = p + 1;
+    }
+    evbuffer_add(out, run, strlen(run));
+}
+
+void metrics_write_number(struct evbuffer *out, double value)
+{
+    if (isnan(value))
+        evbuffer_add_printf(out, "NaN");
+    else if (isinf(value))
+        evbuffer_add_printf(out, value > 0 ? "+Inf" : "-Inf");
+    else if (value == floor(value) && fabs(value) < 1e15)
+        evbuffer_add_printf(out, "%.0f", value);
+    else {
+        /* The shortest of %.15g / %.17g that reads back as the same double. */
+        char buf[32];
+        snprintf(buf, sizeof buf, "%.15g", value);
+        if (strtod(buf, NULL) != value)
+            snprintf(buf, sizeof buf, "%.17g", value);
+        evbuffer_add(out, buf, strlen(buf));
+    }
+}
+
+static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(struct evbuffer *out, const char *name, double value)
+{
+    evbuffer_add_printf(out, "%s ", name);
+    metrics_write_number(out, value);
+    evbuffer_add(out, "\n", 1);
+}
+
+static void sample1(struct evbuffer *out, const char *name, const char *label, const char *value,
+                    double v)
+{
+    evbuffer_add_printf(out, "%s{%s=\"", name, label);
+    metrics_write_label_value(out, value);
+    evbuffer_add(out, "\"} ", 3);
+    metrics_write_number(out, v);
+    evbuffer_add(out, "\n", 1);
+}
+
+static void counter(struct evbuffer *out, const char *name, const char *help, uint64_t value)
+{
+    family(out, name, "counter", help);
+    sample(out, name, (double)value);
+}
+
+static void gauge(struct evbuffer *out, const char *name, const char *help, double value)
+{
+    family(out, name, "gauge", help);
+    sample(out, name, value);
+}
+
+static void write_histogram(struct evbuffer *out, const metrics_t *m)
+{
+    const char *name = "retry_duration_seconds";
+    family(out, name, "histogram",
+           "Router call duration of each recorded outcome that made a router call.");
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < METRICS_BUCKETS; b++) {
+        cumulative += m->buckets[b];
+        evbuffer_add_printf(out, "%s_bucket{le=\"", name);
+        metrics_write_number(out, b < METRICS_BUCKETS - 1 ? BUCKET_BOUNDS[b] : INFINITY);
+        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)cumulative);
+    }
+    evbuffer_add_printf(out, "%s_sum ", name);
+    metrics_write_number(out, m->duration_sum);
+    evbuffer_add_printf(out, "\n%s_count %llu\n", name, (unsigned long long)m->duration_count);
+}
+
+static void write_router(struct evbuffer *out, const metrics_t *m)
+{
+    family(out, "retry_router_requests_total", "counter",
+           "Router calls finished, by HTTP status, or \"timeout\" / \"network\" without an answer.");
+    char code[8];
+    for (int s = 100; s < 600; s++) {
+        if (m->router_http[s] == 0)
+            continue;
+        snprintf(code, sizeof code, "%d", s);
+        sample1(out, "retry_router_requests_total", "code", code, (double)m->router_http[s]);
+    }
+    sample1(out, "retry_router_requests_total", "code", "timeout", (double)m->router_timeout);
+    sample1(out, "retry_router_requests_total", "code", "network", (double)m->router_network);
+}
+
+/* A queue-level sample: {queue="Q"} plus an optional state label. Every worker of a
+ * queue reports the same figures; dashboards aggregate with max by (queue, state). */
+static void queue_sample(struct evbuffer *out, const worker_t *w, const char *name,
+                         const char *state, double v)
+{
+    evbuffer_add_printf(out, "%s{queue=\"", name);
+    metrics_write_label_value(out, w->keys.pending);
+    if (state != NULL)
+        evbuffer_add_printf(out, "\",state=\"%s", state);
+    evbuffer_add(out, "\"} ", 3);
+    metrics_write_number(out, v);
+    evbuffer_add(out, "\n", 1);
+}
+
+static void write_queue(struct evbuffer *out, const worker_t *w)
+{
+    const metrics_t *m = &w->metrics;
+    bool known = m->depths_known;
+    family(out, "retry_queue_depth", "gauge",
+           "Jobs in the queue's Redis keys by state (read every 5 s; see retry_queue_stats_age_seconds).");
+    if (known) {
+        queue_sample(out, w, "retry_queue_depth", "pending", (double)m->pending);
+        queue_sample(out, w, "retry_queue_depth", "processing", (double)m->processing);
+        queue_sample(out, w, "retry_queue_depth", "delayed", (double)m->delayed);
+        queue_sample(out, w, "retry_queue_depth", "dead", (double)m->dead_depth);
+    }
+    family(out, "retry_queue_oldest_age_seconds", "gauge",
+           "Age of the next job to be taken (0 when the queue is empty).");
+    if (known)
+        queue_sample(out, w, "retry_queue_oldest_age_seconds", NULL, m->oldest_age_sec);
+    family(out, "retry_queue_workers", "gauge",
+           "Workers registered in the queue's worker set, and those whose heartbeat is within the lease.");
+    if (known) {
+        queue_sample(out, w, "retry_queue_workers", "registered", (double)m->workers);
+        queue_sample(out, w, "retry_queue_workers", "live", (double)m->workers_live);
+    }
+    family(out, "retry_queue_stats_age_seconds", "gauge",
+           "Seconds since the queue figures were last read from Redis.");
+    if (known)
+        queue_sample(out, w, "retry_queue_stats_age_seconds", NULL,
+                     (double)(clock_mono_ms() - m->depths_at_ms) / 1000.0);
+}
+
+void metrics_write(const worker_t *w, struct evbuffer *out)
+{
+    const worker_counters_t *c = &w->count;
+    const metrics_t *m = &w->metrics;
+
+    counter(out, "retry_attempts_total", "Router calls started for retries.", c->attempts);
+    counter(out, "retry_success_total", "Retries recorded as completed.", c->succeeded);
+    family(out, "retry_failure_total", "counter", "Retries recorded as not successful, by reason.");
+    for (size_t f = 0; f < METRICS_FAIL_COUNT; f++)
+        sample1(out, "retry_failure_total", "reason", FAILURE_NAMES[f], (double)m->failures[f]);
+    write_histogram(out, m);
+    write_queue(out, w);
+    gauge(out, "retry_inflight", "Jobs in flight in this worker.", (double)w->inflight);
+    gauge(out, "retry_concurrency_limit", "Most jobs this worker runs at once.",
+          (double)w->cfg.concurrency);
+    write_router(out, m);
+    counter(out, "retry_stale_total",
+            "Jobs acknowledged without effect (superseded, already recorded or duplicate).", c->stale);
+    family(out, "retry_dead_letter_total", "counter", "Jobs moved to the dead list, by reason class.");
+    for (size_t d = 0; d < METRICS_DEAD_COUNT; d++)
+        sample1(out, "retry_dead_letter_total", "reason", DEAD_NAMES[d], (double)m->dead[d]);
+    counter(out, "retry_delayed_total", "Transient failures sent to the delayed set.", c->delayed);
+    counter(out, "retry_taken_total", "Jobs taken from the queue.", c->taken);
+    counter(out, "retry_requeued_total", "Jobs handed back to the queue unfinished.", c->requeued);
+    counter(out, "retry_store_retries_total", "Database steps retried after an outage.",
+            c->store_retries);
+    counter(out, "retry_orphans_requeued_total",
+            "Executions found retrying with no job anywhere and enqueued again.", c->orphans);
+    counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
+            queue_reconnects(w->queue));
+    gauge(out, "retry_redis_unsent_operations", "Redis writes (acks, moves) not yet confirmed.",
+          (double)queue_unsent(w->queue));
+    gauge(out, "retry_redis_up", "1 when both Redis connections are ready.",
+          queue_ready(w->queue) ? 1 : 0);
+    gauge(out, "retry_database_up", "1 when a PostgreSQL connection is ready.",
+          store_connected(w->store) ? 1 : 0);
+    gauge(out, "retry_worker_running", "1 while the worker takes jobs (0 starting or draining).",
+          w->state == WORKER_RUNNING ? 1 : 0);
+    family(out, "retry_worker_info", "gauge", "Build and identity of this worker (always 1).");
+    evbuffer_add_printf(out, "retry_worker_info{version=\"");
+    metrics_write_label_value(out, RETRYQ_VERSION_STRING);
+    evbuffer_add_printf(out, "\",worker=\"");
+    metrics_write_label_value(out, w->id);
+    evbuffer_add_printf(out, "\",queue=\"");
+    metrics_write_label_value(out, w->keys.pending);
+    evbuffer_add_printf(out, "\"} 1\n");
+    gauge(out, "process_start_time_seconds", "Start time of the process since the epoch in seconds.",
+          (double)m->start_wall_ms / 1000.0);
+}

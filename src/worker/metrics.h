@@ -1,0 +1,139 @@
+/*
+ * The worker's figures beyond its plain counters: failure and dead-letter reasons, the
+ * router call histogram, router answers by code, the queue depths read from Redis every
+ * few seconds, a throughput history for the status page and a ring of the last errors.
+ * Everything is fixed-size inside `metrics_t` (one per worker, zeroed = empty), so
+ * recording and serving never allocate. metrics.c also writes /metrics in the
+ * Prometheus text exposition format 0.0.4; status_page.c reads the same struct.
+ */
+#ifndef RETRYQ_WORKER_METRICS_H
+#define RETRYQ_WORKER_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+#include "router.h"
+
+struct evbuffer;
+struct worker;
+
+/* retry_failure_total{reason}: why a recorded outcome was not a success. */
+typedef enum metrics_failure {
+    METRICS_FAIL_FAILED = 0,          /* the router said no (success:false, 4xx, bad JSON, ...) */
+    METRICS_FAIL_TIMEOUT,             /* the router call hit the total timeout */
+    METRICS_FAIL_TRANSIENT_EXHAUSTED, /* 5xx/429/network on every step of the backoff schedule */
+    METRICS_FAIL_BAD_JOB,             /* bad job spec or question index (recorded, then dead) */
+    METRICS_FAIL_POISON,              /* too many deliveries without an outcome */
+    METRICS_FAIL_COUNT
+} metrics_failure_t;
+
+/* retry_dead_letter_total{reason}: a small fixed set of classes of dead-list reasons. */
+typedef enum metrics_dead {
+    METRICS_DEAD_INVALID_PAYLOAD = 0, /* "invalid job: ..." (not JSON, fields invalid) */
+    METRICS_DEAD_REGION_MISMATCH,     /* "region mismatch: ..." */
+    METRICS_DEAD_NOT_FOUND,           /* "execution not found" */
+    METRICS_DEAD_BAD_SPEC,            /* "bad job spec ..." */
+    METRICS_DEAD_INVALID_INDEX,       /* "invalid question index ..." */
+    METRICS_DEAD_POISON,              /* "poison: ..." */
+    METRICS_DEAD_OTHER,               /* anything else */
+    METRICS_DEAD_COUNT
+} metrics_dead_t;
+
+#define METRICS_BUCKETS 12    /* retry_duration_seconds: 0.1 .. 60 and +Inf */
+#define METRICS_SLOTS 60      /* throughput history: 60 slots ... */
+#define METRICS_SLOT_MS 5000  /* ... of 5 s (5 minutes); also the depth refresh period */
+#define METRICS_ERRORS 10     /* the last errors kept for the status page */
+#define METRICS_ERROR_TEXT 240
+
+typedef struct metrics_error {
+    int64_t at_ms;            /* wall clock, ms since the epoch */
+    int64_t execution_id;     /* 0 when unknown */
+    int32_t attempt;
+    char kind[16];            /* failed, timeout, transient_exhausted, dead, delayed, ... */
+    char text[METRICS_ERROR_TEXT]; /* cut to fit; raw bytes, escape when shown */
+} metrics_error_t;
+
+typedef struct metrics {
+    uint64_t failures[METRICS_FAIL_COUNT];
+    uint64_t dead[METRICS_DEAD_COUNT];
+
+    /* Router call duration of each recorded outcome that made a router call. */
+    uint64_t buckets[METRICS_BUCKETS]; /* per bucket, not cumulative */
+    uint64_t duration_count;
+    double duration_sum;
+
+    /* Router answers: index = HTTP status (100..599); others below. */
+    uint64_t router_http[600];
+    uint64_t router_network;  /* no HTTP answer (refused, reset, DNS, ...) */
+    uint64_t router_timeout;  /* the total timeout hit */
+
+    /* Queue depths (Redis, refreshed every METRICS_SLOT_MS by http.c). */
+    bool depths_known;        /* at least one answer so far */
+    bool depths_asking;       /* a question is out */
+    int64_t depths_at_ms;     /* monotonic time of the last answer */
+    int64_t pending, processing, delayed, dead_depth;
+    int64_t workers, workers_live;
+    double oldest_age_sec;    /* age of the next job to be taken; 0 when the queue is empty */
+    bool oldest_from_enqueued_at; /* else: since this worker first saw it at the head */
+    uint64_t oldest_hash;
+    int64_t oldest_first_seen_ms; /* monotonic */
+
+    /* Throughput history: outcomes per slot (success / not success), newest at `slot`. */
+    uint32_t slot_success[METRICS_SLOTS];
+    uint32_t slot_failure[METRICS_SLOTS];
+    unsigned slot;            /* index of the newest complete slot */
+    unsigned slots_used;      /* complete slots so far (<= METRICS_SLOTS) */
+    uint64_t rolled_success;  /* counter values at the last roll */
+    uint64_t rolled_failure;
+    uint64_t success_total;   /* outcomes recorded here (mirrors the worker's counters) */
+    uint64_t failure_total;
+
+    int64_t start_wall_ms;    /* process start, ms since the epoch (set once by http.c) */
+
+    metrics_error_t errors[METRICS_ERRORS];
+    unsigned errors_next;     /* where the next error goes */
+    uint64_t errors_total;
+} metrics_t;
+
+/* Classifies a dead-list reason text (the worker's own sentences, see job.c). */
+metrics_dead_t metrics_dead_class(const char *reason);
+const char *metrics_dead_name(metrics_dead_t d);
+const char *metrics_failure_name(metrics_failure_t f);
+/* Classifies a recorded outcome that is not "completed": exec_status is "failed" or
+ * "timeout"; dead_reason is set for input failures (bad spec, index, poison); error is
+ * the recorded error text. */
+metrics_failure_t metrics_failure_class(const char *exec_status, const char *dead_reason,
+                                        const char *error);
+
+/* One finished router call (counted by HTTP status, "timeout" or "network"). */
+void metrics_router_request(metrics_t *m, const router_result_t *result);
+/* One outcome recorded in PostgreSQL. call_sec < 0 when no router call was made (input
+ * failures): then the histogram is not touched. */
+void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, const char *exec_status,
+                     const char *dead_reason, const char *error, double call_sec);
+/* One job sent to the dead list. */
+void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, const char *reason);
+/* Any other error worth showing on the status page (e.g. a transient failure). */
+void metrics_note_error(metrics_t *m, int64_t execution_id, int32_t attempt, const char *kind,
+                        const char *text);
+/* The i-th most recent error (0 = newest), or NULL. */
+const metrics_error_t *metrics_recent_error(const metrics_t *m, unsigned i);
+
+/* Called every METRICS_SLOT_MS: closes the current throughput slot. */
+void metrics_roll(metrics_t *m);
+/* Outcomes in the last `slots` complete slots. */
+void metrics_rates(const metrics_t *m, unsigned slots, uint64_t *success, uint64_t *failure);
+
+/* Stores a queue_depths answer (now_mono_ms: the worker's monotonic clock). */
+void metrics_set_depths(metrics_t *m, const queue_depths_t *d, int64_t now_mono_ms);
+
+/* Writes the whole /metrics body for this worker. */
+void metrics_write(const struct worker *w, struct evbuffer *out);
+
+/* Exposition helpers (exported for the status page and the unit test). */
+void metrics_write_label_value(struct evbuffer *out, const char *value);
+void metrics_write_number(struct evbuffer *out, double value);
+
+#endif
