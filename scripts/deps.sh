@@ -10,10 +10,11 @@ packages=(
   libhiredis-dev libpq-dev libcurl4-openssl-dev libcjson-dev libevent-dev
   libcmocka-dev libsystemd-dev
   redis-server redis-tools postgresql postgresql-client postgresql-contrib
-  curl python3 procps util-linux iproute2
+  curl python3 python3-yaml procps util-linux iproute2
+  chromium  # the status page test renders the page headless
 )
 if [[ "${1:-}" == "--extra" ]]; then
-  packages+=(clang valgrind chromium)
+  packages+=(clang valgrind)
 fi
 
 missing=()
