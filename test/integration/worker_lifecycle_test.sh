@@ -63,6 +63,8 @@ pid=$!
 t_pids+=("$pid")
 wait_for 30 bash -c "n=0; for k in \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' --scan --pattern '{$Q}:processing:*'); do n=\$((n + \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' LLEN \$k))); done; [[ \$n -ge 1 ]]"
 kill -TERM "$pid"
+# Two signals sent back to back can merge into one: send the second once the first is seen.
+wait_for 10 grep -q "worker.drain" "$t_tmp/twice.log"
 kill -TERM "$pid"
 start=$SECONDS
 set +e; wait "$pid"; rc=$?; set -e
