@@ -12,6 +12,7 @@ packages=(
   redis-server redis-tools postgresql postgresql-client postgresql-contrib
   curl python3 python3-yaml procps util-linux iproute2
   chromium  # the status page test renders the page headless
+  clang libclang-rt-dev valgrind  # fuzzing (libFuzzer ships in libclang-rt-14-dev) and memcheck
 )
 if [[ "${1:-}" == "--extra" ]]; then
   packages+=(clang valgrind)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds retryq with warnings as errors, and runs the whole
-# test suite twice: a normal build, then under AddressSanitizer + UBSan.
+# test suite twice: a normal build, then under AddressSanitizer + UBSan; then the fuzzers.
 #   scripts/test.sh                 everything
 #   scripts/test.sh --quick         normal build only
 #   scripts/test.sh -L unit         extra arguments go to ctest
@@ -32,4 +32,14 @@ if [[ $quick == 0 ]]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DRETRYQ_SANITIZE=ON
+  # (valgrind memcheck of the worker is integration/valgrind_test in the normal suite.)
+  echo "== fuzz: replay the committed corpora (regressions); RETRYQ_FUZZ_SECONDS=N fuzzes N s per target"
+  cmake -S "$root" -B "$root/build-fuzz" -DRETRYQ_WERROR=ON -DRETRYQ_FUZZ=ON \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
+  cmake --build "$root/build-fuzz" -j "$jobs" --target fuzz_all
+  (cd "$root/build-fuzz" && ctest --output-on-failure -L fuzz)
+  # Timed fuzzing finds new inputs at random, so it is opt-in: CI replays the corpora only.
+  if [[ ${RETRYQ_FUZZ_SECONDS:-0} -gt 0 ]]; then
+    "$root/test/fuzz/run.sh" "$root/build-fuzz"
+  fi
 fi

@@ -199,6 +199,12 @@ void retryq_redis_url_redact(const char *url, char *buf, size_t cap)
     for (const char *p = authority; p < end; p++)
         if (*p == '@')
             at = p;
+    /* A password with an unencoded '/', '?' or '#' ends the authority early (the URL is
+     * then refused, and the refusal may be logged): when a ':' precedes the last '@' of
+     * the whole URL, everything up to that '@' is hidden. */
+    const char *last = strrchr(authority, '@');
+    if (last != NULL && last >= end && memchr(authority, ':', (size_t)(last - authority)) != NULL)
+        at = last;
     if (at == NULL) {
         rq_copy(buf, cap, url);
         return;

@@ -344,10 +344,12 @@ static bool has_prefix_ci(const char *s, const char *prefix)
 /* The authority of scheme://authority/...: start and end; false when s has no "://". */
 static bool uri_authority(const char *url, const char **start, const char **end)
 {
-    const char *s = strstr(url, "://");
-    if (s == NULL)
+    /* a scheme first (RFC 3986: a letter, then letters, digits, '+', '-', '.'): a
+     * key=value conninfo whose password holds "://" is not a URI */
+    size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    if (n == 0 || !isalpha((unsigned char)url[0]) || strncmp(url + n, "://", 3) != 0)
         return false;
-    *start = s + 3;
+    *start = url + n + 3;
     *end = *start + strcspn(*start, "/?#");
     return true;
 }
@@ -394,8 +396,8 @@ static bool redact_password_params(const char *s, char *buf, size_t cap, bool ur
                     if (*q == '\'')
                         q++;
                 } else {
-                    while (*q != '\0' &&
-                           (uri_query ? (*q != '&' && *q != '#') : !isspace((unsigned char)*q)))
+                    /* libpq ends a URI parameter at '&' only: a '#' is part of it */
+                    while (*q != '\0' && (uri_query ? *q != '&' : !isspace((unsigned char)*q)))
                         q++;
                 }
                 found = true;
@@ -416,32 +418,58 @@ static bool redact_password_params(const char *s, char *buf, size_t cap, bool ur
 }
 
 /* Redacts url into buf; returns true when it held a password. */
+/* Marks url[a..b) as hidden (shown as one "***", also when empty). */
+static void hide_range(unsigned char *mask, size_t a, size_t b)
+{
+    mask[a] |= 2;
+    for (size_t k = a; k < b; k++)
+        mask[k] |= 1;
+}
+
 static bool redact(const char *url, char *buf, size_t cap)
 {
     const char *start, *end;
     if (!uri_authority(url, &start, &end))
         return redact_password_params(url, buf, cap, false);
-    /* user information: keep the user, hide what follows its first ':' */
-    const char *at = authority_at(start, end);
+    /*
+     * Two things are hidden, both found in the original text and then merged, so that
+     * neither can uncover part of the other:
+     *  - the user information's password: after its first ':' up to the last '@' of the
+     *    whole URL, so a password holding an unencoded '/', '?' or '#' (libpq takes '?' and
+     *    '#' as they are) is hidden too; at worst a path is hidden as well;
+     *  - the value of every password=... parameter that follows a '?' or a '&' (libpq ends
+     *    it at '&' only).
+     */
+    size_t len = strlen(url);
+    unsigned char *mask = calloc(len + 1, 1); /* bit 0: hidden; bit 1: "***" goes here */
+    if (mask == NULL) {
+        rq_copy(buf, cap, "***");
+        return true;
+    }
+    const char *at = authority_at(start, url + len);
     const char *colon = at != NULL ? memchr(start, ':', (size_t)(at - start)) : NULL;
-    const char *query = strchr(end, '?');
-    size_t head_len = (size_t)((query != NULL ? query : end + strlen(end)) - url);
-    size_t o = 0;
-    for (size_t k = 0; k < head_len; k++) {
-        const char *p = url + k;
-        if (colon != NULL && p > colon && p < at)
+    bool found = colon != NULL;
+    if (colon != NULL)
+        hide_range(mask, (size_t)(colon + 1 - url), (size_t)(at - url));
+    for (const char *p = start; (p = strstr(p, "password=")) != NULL; p++) {
+        if (p[-1] != '?' && p[-1] != '&')
             continue;
-        if (o + 1 < cap)
-            buf[o++] = *p;
-        if (p == colon)
+        size_t a = (size_t)(p + 9 - url);
+        hide_range(mask, a, a + strcspn(url + a, "&"));
+        found = true;
+    }
+    size_t o = 0;
+    for (size_t k = 0; k <= len; k++) {
+        bool in_run = k > 0 && (mask[k - 1] & 1) != 0;
+        if ((mask[k] & 2) != 0 && !in_run)
             for (const char *r = "***"; *r != '\0'; r++)
                 if (o + 1 < cap)
                     buf[o++] = *r;
+        if (k < len && (mask[k] & 1) == 0 && o + 1 < cap)
+            buf[o++] = url[k];
     }
     buf[o] = '\0';
-    bool found = colon != NULL;
-    if (query != NULL && redact_password_params(query, buf + o, cap - o, true))
-        found = true;
+    free(mask);
     return found;
 }
 
@@ -1067,6 +1095,10 @@ int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, cha
     }
     int rc = load(cfg, st, argc, argv, out, warn, err, errcap);
     free(st);
+    /* Messages quote values as given: keep them one line whatever the values hold. */
+    for (size_t i = 0; rc < 0 && i < errcap && err[i] != '\0'; i++)
+        if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+            err[i] = '?';
     if (rc != 0)
         config_free(cfg); /* nothing half-built survives; config_free stays safe to call */
     return rc;

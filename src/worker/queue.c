@@ -732,13 +732,18 @@ void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason)
     snprintf(cap, sizeof cap, "%d", q->cfg.dead_max);
     cJSON *entry = cJSON_CreateObject();
     char *text = NULL;
-    char *job = malloc(len + 1);
+    /* A payload over the limit is never a valid job: keep only its first bytes (and its
+     * size), so a hostile giant, which cJSON may escape to six times its size, costs
+     * neither this process nor the dead list more than a bounded amount. */
+    size_t keep = len > RETRYQ_MAX_PAYLOAD ? RETRYQ_MAX_PAYLOAD : len;
+    char *job = malloc(keep + 1);
     if (entry == NULL || job == NULL)
         goto cleanup;
-    memcpy(job, payload, len);
-    job[len] = '\0';
+    memcpy(job, payload, keep);
+    job[keep] = '\0';
     /* cJSON strings stop at a NUL: a payload with NUL bytes keeps what precedes it. */
     if (cJSON_AddStringToObject(entry, "job", job) == NULL ||
+        (keep < len && cJSON_AddNumberToObject(entry, "job_bytes", (double)len) == NULL) ||
         cJSON_AddStringToObject(entry, "reason", reason) == NULL ||
         cJSON_AddStringToObject(entry, "at", at) == NULL ||
         cJSON_AddStringToObject(entry, "worker", q->worker_id) == NULL)

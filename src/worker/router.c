@@ -358,6 +358,14 @@ static bool call_setup(router_t *router, router_call_t *call, size_t len)
     SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    /* curl (7.88) looks for a reusable connection by walking every connection it holds,
+     * in use or not: with thousands of calls in flight that walk, once per call, cost
+     * seconds of CPU (docs/performance.md). Past as many calls as the idle cache keeps,
+     * a call opens its own connection and closes it afterwards, so no walk happens;
+     * below that, keep-alive reuse works as before. */
+    bool crowded = router->count >= (size_t)MAX_IDLE_CONNECTIONS;
+    SET(CURLOPT_FRESH_CONNECT, crowded ? 1L : 0L);
+    SET(CURLOPT_FORBID_REUSE, crowded ? 1L : 0L);
     SET(CURLOPT_USERAGENT, "retryq/" RETRYQ_VERSION);
     SET(CURLOPT_ERRORBUFFER, call->errbuf);
     SET(CURLOPT_PRIVATE, (void *)call);
@@ -533,11 +541,16 @@ static bool url_ok(const char *url, char *err, size_t errcap)
     } else if (strncasecmp(url, "https://", 8) == 0) {
         skip = 8;
     } else {
-        snprintf(err, errcap, "router URL must start with http:// or https:// (got \"%.200s\")", url);
+        /* never the URL itself in a message: it may carry a password */
+        snprintf(err, errcap, "router URL must start with http:// or https://");
         return false;
     }
+    /* the host follows the user information ("user:password@"), if any */
+    for (const char *p = url + skip; *p != '\0' && strchr("/?#", *p) == NULL; p++)
+        if (*p == '@')
+            skip = (size_t)(p - url) + 1;
     if (url[skip] == '\0' || url[skip] == '/' || url[skip] == ':' || url[skip] == '?' || url[skip] == '#') {
-        snprintf(err, errcap, "router URL has no host (got \"%.200s\")", url);
+        snprintf(err, errcap, "router URL has no host");
         return false;
     }
     for (const unsigned char *p = (const unsigned char *)url; *p != '\0'; p++) {

@@ -9,6 +9,15 @@
  * STORE_ERR_CONNECTION when the connection broke under it. Queued queries never fail
  * because the database is down: they wait.
  *
+ * Pipelining (libpq pipeline mode, PostgreSQL >= 14): a ready connection runs in pipeline
+ * mode, each query followed by its own Sync, so every statement is still its own implicit
+ * transaction and an error affects that statement only. Queries go to an idle connection
+ * first; only when every connection of the pool is up and none is idle does the least
+ * busy one take more, up to STORE_PIPELINE_DEPTH in flight; answers come back in order.
+ * (A slow query delays the few pipelined behind it on its connection.) This removes the wait
+ * for a round trip per query: at a backlog the server reads several queries per wake-up
+ * (docs/performance.md has the figures).
+ *
  * Callbacks run only from the loop (socket, timer or the "kick" event), never from
  * store_exec, and a connection is always put in a consistent state before a callback runs,
  * so a callback may queue more queries or even free the store; connection objects live as
@@ -36,6 +45,7 @@
 #define STORE_BACKOFF_CAP_MS 10000
 #define STORE_CONNECT_TIMEOUT_MS 10000 /* when the conninfo sets no connect_timeout */
 #define STORE_ERROR_CAP 512
+#define STORE_PIPELINE_DEPTH 8         /* queries in flight on one pipelined connection */
 
 typedef struct request {
     struct request *next;
@@ -57,7 +67,7 @@ typedef enum conn_state {
     CONN_CONNECTING, /* PQconnectPoll in progress; the timer is the connect deadline */
     CONN_PREPARING,  /* preparing statement `prepared`; the timer is still the deadline */
     CONN_IDLE,       /* ready, on the idle list */
-    CONN_BUSY,       /* ready, running `req` */
+    CONN_BUSY,       /* ready, running `req` (and, pipelined, the queries after it) */
 } conn_state_t;
 
 typedef struct conn {
@@ -71,7 +81,10 @@ typedef struct conn {
     bool want_write;        /* `out` is pending */
     int prepared;           /* statements prepared on this connection */
     int64_t backoff_ms;     /* 0 after a success */
-    request_t *req;         /* the query in flight (BUSY) */
+    request_t *req;         /* the oldest query in flight (BUSY); the others follow on ->next */
+    request_t *req_tail;    /* the newest query in flight */
+    int inflight;           /* queries sent and not yet answered */
+    bool pipeline;          /* in libpq pipeline mode: may take more than one query */
     PGresult *result;       /* its first result, kept until PQgetResult returns NULL */
     struct conn *idle_prev, *idle_next;
 } conn_t;
@@ -330,16 +343,33 @@ static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_st
     if (c->state == CONN_IDLE || c->state == CONN_BUSY)
         s->nready--;
     request_t *req = c->req;
-    c->req = NULL;
+    s->nrunning -= (size_t)c->inflight;
+    c->req = c->req_tail = NULL;
+    c->inflight = 0;
+    c->pipeline = false;
     conn_close(c);
     (void)evtimer_del(c->timer);
     conn_schedule_reconnect(c);
-    if (req == NULL)
-        return true;
-    s->nrunning--;
     char message[STORE_ERROR_CAP];
     snprintf(message, sizeof message, "%s", s->last_error);
-    return deliver(s, req, status, NULL, sqlstate, message);
+    /* The oldest query gets `status`; the ones pipelined behind it were cut off by the
+     * broken connection (outcome unknown). */
+    while (req != NULL) {
+        request_t *next = req->next;
+        req->next = NULL;
+        if (!deliver(s, req, status, NULL, sqlstate, message)) {
+            while (next != NULL) {
+                req = next->next;
+                free(next);
+                next = req;
+            }
+            return false;
+        }
+        req = next;
+        status = STORE_ERR_CONNECTION;
+        sqlstate = "";
+    }
+    return true;
 }
 
 static bool conn_broken(conn_t *c, const char *why, const char *sqlstate)
@@ -411,6 +441,10 @@ static void conn_ready(conn_t *c)
     store_t *s = c->store;
     (void)evtimer_del(c->timer);
     c->backoff_ms = 0;
+    /* Without pipeline mode the connection still works, one query at a time. */
+    if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF)
+        (void)PQenterPipelineMode(c->pg);
+    c->pipeline = PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF;
     s->nready++;
     idle_push(s, c);
     (void)dispatch(s);
@@ -475,8 +509,9 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         (void)conn_broken(c, "timed out connecting to the database", "");
 }
 
-/* All results of the current command are in (PQgetResult returned NULL). */
-static void conn_command_done(conn_t *c)
+/* All results of the current command are in (PQgetResult returned NULL). Returns true
+ * when the connection and the store are still there for more results (pipelining). */
+static bool conn_command_done(conn_t *c)
 {
     store_t *s = c->store;
     PGresult *res = c->result;
@@ -489,7 +524,7 @@ static void conn_command_done(conn_t *c)
     if (!ok && (store_sqlstate_is_connection(sqlstate) || PQstatus(c->pg) == CONNECTION_BAD)) {
         c->result = res; /* conn_lost takes the server's text from it */
         (void)conn_lost(c);
-        return;
+        return false;
     }
 
     if (c->state == CONN_PREPARING) {
@@ -499,36 +534,43 @@ static void conn_command_done(conn_t *c)
                      res != NULL ? PQresultErrorMessage(res) : "no result");
             PQclear(res);
             (void)conn_broken(c, why, "");
-            return;
+            return false;
         }
         PQclear(res);
         c->prepared++;
         (void)conn_prepare_next(c);
-        return;
+        return false;
     }
 
-    /* BUSY: the connection is free again before the callback runs, and takes the next
-     * queued query first so the server works while the callback does. */
+    /* BUSY: the connection is free again (or has room) before the callback runs, and
+     * takes the next queued query first so the server works while the callback does. */
     request_t *req = c->req;
-    c->req = NULL;
+    c->req = req->next;
+    if (c->req == NULL)
+        c->req_tail = NULL;
+    req->next = NULL;
+    c->inflight--;
     s->nrunning--;
-    idle_push(s, c);
+    if (c->inflight == 0)
+        idle_push(s, c);
     if (!dispatch(s)) {
         free(req);
         PQclear(res);
-        return;
+        return false;
     }
+    bool alive;
     if (ok) {
-        (void)deliver(s, req, STORE_OK, res, "", "");
+        alive = deliver(s, req, STORE_OK, res, "", "");
     } else {
         const char *message = NULL;
         if (res != NULL)
             message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
         if (message == NULL)
             message = res != NULL ? PQresultErrorMessage(res) : "the server returned no result";
-        (void)deliver(s, req, STORE_ERR_QUERY, NULL, sqlstate, message);
+        alive = deliver(s, req, STORE_ERR_QUERY, NULL, sqlstate, message);
     }
     PQclear(res);
+    return alive && c->pg != NULL && c->req != NULL;
 }
 
 static void conn_read(conn_t *c)
@@ -547,13 +589,28 @@ static void conn_read(conn_t *c)
         return;
     if (c->pg == NULL) /* conn_flush found it broken */
         return;
+    int nulls = 0;
     while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
         if (res == NULL) {
-            conn_command_done(c);
-            return;
+            /* Pipelined, a NULL ends one query's results; one that follows no result (none
+             * should, but twice in a row means libpq has nothing more) is skipped. */
+            if (c->pipeline && c->state == CONN_BUSY && c->result == NULL) {
+                if (c->req == NULL || ++nulls > 1)
+                    return;
+                continue;
+            }
+            if (!conn_command_done(c) || !c->pipeline)
+                return;
+            nulls = 0;
+            continue;
         }
+        nulls = 0;
         ExecStatusType rs = PQresultStatus(res);
+        if (rs == PGRES_PIPELINE_SYNC) {
+            PQclear(res); /* the end of one query's implicit transaction */
+            continue;
+        }
         if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
             /* PQgetResult would return COPY results forever: the store does not do COPY. */
             PQclear(res);
@@ -610,17 +667,45 @@ static bool conn_send(conn_t *c, request_t *req)
         queue_push_front(s, req);
         return conn_lost(c);
     }
-    c->req = req;
+    req->next = NULL;
+    if (c->req_tail != NULL)
+        c->req_tail->next = req;
+    else
+        c->req = req;
+    c->req_tail = req;
+    c->inflight++;
     s->nrunning++;
+    if (c->pipeline && !PQpipelineSync(c->pg))
+        return conn_lost(c);
     return conn_flush(c);
+}
+
+/* The pipelined connection with the fewest queries in flight that can take one more;
+ * none while a connection of the pool is still (re)connecting, so that queries spread
+ * over every backend rather than pile up behind the first one ready. */
+static conn_t *least_busy(store_t *s)
+{
+    conn_t *best = NULL;
+    if (s->nready < s->nconns)
+        return NULL;
+    for (int i = 0; i < s->nconns; i++) {
+        conn_t *c = &s->conns[i];
+        if (c->state == CONN_BUSY && c->pipeline && c->inflight < STORE_PIPELINE_DEPTH &&
+            (best == NULL || c->inflight < best->inflight))
+            best = c;
+    }
+    return best;
 }
 
 /* Gives queued queries to idle connections; false when a callback freed the store. */
 static bool dispatch(store_t *s)
 {
-    while (s->idle != NULL && s->head != NULL) {
+    while (s->head != NULL) {
         conn_t *c = s->idle;
-        idle_remove(s, c);
+        if (c != NULL)
+            idle_remove(s, c);
+        else if ((c = least_busy(s)) == NULL)
+            break;
         if (!conn_send(c, queue_pop(s)))
             return false;
     }
@@ -664,7 +749,7 @@ int store_exec(store_t *store, int statement, int nparams, const char *const *pa
     }
     store->exec_started = true;
     queue_push_back(store, req);
-    if (store->idle != NULL)
+    if (store->nready > 0)
         event_active(store->kick, EV_TIMEOUT, 0);
     return 0;
 }
@@ -779,6 +864,13 @@ int store_register(store_t *store, const char *sql, int nparams)
         conn_t *c = store->idle;
         idle_remove(store, c);
         store->nready--;
+        /* Statements are prepared outside pipeline mode; conn_ready enters it again.
+         * Nothing has run on the connection, so leaving cannot fail for pending results. */
+        if (c->pipeline && PQexitPipelineMode(c->pg) != 1) {
+            (void)conn_broken(c, "could not leave pipeline mode to prepare a statement", "");
+            continue;
+        }
+        c->pipeline = false;
         struct timeval tv = {.tv_sec = store->connect_timeout_ms / 1000,
                              .tv_usec = (suseconds_t)(store->connect_timeout_ms % 1000) * 1000};
         (void)evtimer_add(c->timer, &tv);
@@ -798,8 +890,13 @@ void store_free(store_t *store)
             if (c->timer != NULL)
                 event_free(c->timer);
             c->timer = NULL;
-            free(c->req);
-            c->req = NULL;
+            while (c->req != NULL) {
+                request_t *next = c->req->next;
+                free(c->req);
+                c->req = next;
+            }
+            c->req_tail = NULL;
+            c->inflight = 0;
         }
         request_t *r;
         while ((r = queue_pop(store)) != NULL)

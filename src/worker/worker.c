@@ -162,8 +162,10 @@ static void on_queue_state(void *arg)
         w->state = WORKER_RUNNING;
         queue_heartbeat(w->queue);
         notify_ready(w);
+        char router[512]; /* the URL may carry basic-auth credentials */
+        config_redact_url(w->cfg.router_url, router, sizeof router);
         log_info("worker.ready", "[RETRY] worker ready: queue=%s concurrency=%d router=%s",
-                 w->keys.pending, w->cfg.concurrency, w->cfg.router_url);
+                 w->keys.pending, w->cfg.concurrency, router);
     }
     update_room(w);
 }
