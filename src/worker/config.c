@@ -379,8 +379,9 @@ static bool redact_password_params(const char *s, char *buf, size_t cap, bool ur
     bool found = false;
     const char *p = s;
     while (*p != '\0') {
-        bool at_key =
-            p == s || (uri_query ? (p[-1] == '?' || p[-1] == '&') : isspace((unsigned char)p[-1]));
+        /* libpq starts a key right after a quoted value too: host='h'password=x */
+        bool at_key = p == s || (uri_query ? (p[-1] == '?' || p[-1] == '&')
+                                           : isspace((unsigned char)p[-1]) || p[-1] == '\'');
         if (at_key && strncmp(p, "password", 8) == 0) {
             const char *q = p + 8;
             while (!uri_query && isspace((unsigned char)*q))
@@ -396,9 +397,10 @@ static bool redact_password_params(const char *s, char *buf, size_t cap, bool ur
                     if (*q == '\'')
                         q++;
                 } else {
-                    /* libpq ends a URI parameter at '&' only: a '#' is part of it */
+                    /* libpq ends a URI parameter at '&' only (a '#' is part of it), an
+                     * unquoted conninfo value at a space that no backslash escapes */
                     while (*q != '\0' && (uri_query ? *q != '&' : !isspace((unsigned char)*q)))
-                        q++;
+                        q += !uri_query && *q == '\\' && q[1] != '\0' ? 2 : 1;
                 }
                 found = true;
                 for (const char *r = "password=***"; *r != '\0'; r++)
