@@ -1,3 +1,5 @@
+# shellcheck shell=bash disable=SC2034,SC2317
+# (SC2034: the R_*, C_*, P_* results are read by the sourcing script; SC2317: rcli is called by it)
 # Shared by test/bench/run.sh and test/bench/peers/run.sh (sourced, not run).
 #
 # Private services (test/support/services.sh start/stop), the mock router, a fresh
@@ -260,6 +262,7 @@ SQL
     -f "$script" "$DB" 2>&1) || { note "pgbench failed: $out"; return 1; }
   C_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
   [[ -n $C_TPS ]] || { note "no tps in pgbench output: $out"; return 1; }
+  C_TPS=$(calc "$C_TPS")
   C_COMPLETED=$(db_completed)
   [[ $C_COMPLETED == $(((n / clients) * clients)) ]] ||
     { note "pgbench recorded $C_COMPLETED rows, expected $(((n / clients) * clients))"; return 1; }

@@ -35,7 +35,9 @@ want() { [[ -z $only || $only == "$1" ]]; }
 
 # ------------------------------------------------------------------ dependencies
 if want bullmq; then
-  command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed (apt-get install nodejs npm)"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    die "node and npm are needed (apt-get install nodejs npm)"
+  fi
   if [[ ! -d $peers_dir/node_modules/bullmq || ! -d $peers_dir/node_modules/pg ]]; then
     note "installing bullmq, ioredis and pg into $peers_dir/node_modules (npm ci)"
     (cd "$peers_dir" && timeout 600 npm ci --no-audit --no-fund >/dev/null)
@@ -100,6 +102,7 @@ run_rq() { # <n> <conc>
   router_reset
   # C burst workers (SimpleWorker: no fork per job, RQ's fastest); each exits when the
   # queue is empty. /usr/bin/time sums the CPU of all of them; %M is the largest one.
+  # shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
   REDIS_URL=$REDIS_URL DATABASE_URL=$DB ROUTER_URL=$ROUTER_URL PYTHONPATH=$peers_dir \
     timeout -s TERM 1800 /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '
       for ((i = 0; i < $1; i++)); do
@@ -136,8 +139,10 @@ done
 router_stop
 
 echo
+# shellcheck disable=SC2086 # each entry is a space-separated list of figures
 m_retryq=$(median ${jobs[retryq]})
 for sys in "${systems[@]}"; do
+  # shellcheck disable=SC2086
   m=$(median ${jobs[$sys]})
   if [[ $sys == retryq ]]; then
     printf 'median %-8s %9s jobs/s\n' "$sys" "$m"
@@ -146,6 +151,7 @@ for sys in "${systems[@]}"; do
   fi
 done
 if want bullmq; then
+  # shellcheck disable=SC2086
   x=$(calc "$m_retryq / $(median ${jobs[bullmq]})")
   if (($(calc "1 if $x >= 5 else 0") == 1)); then
     echo "target >= 5 x BullMQ at equal concurrency: met (${x} x)"
