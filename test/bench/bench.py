@@ -6,12 +6,19 @@
   bench.py logstats LOG          a retryq-worker log at debug level -> JSON: jobs taken and
                                  recorded, first take and last record (ms since the epoch),
                                  pop-to-ack latency percentiles (job.taken -> job.recorded)
+  bench.py rusage OUT CMD...     runs CMD, writes "<wall s> <user s> <sys s> <max RSS KiB>" to OUT
+                                 (like /usr/bin/time -f '%e %U %S %M'; CPU includes the
+                                 descendants CMD waited for); exits with CMD's status
   bench.py median V...           the median of the numbers given
   bench.py pct A B               100 * A / B, one decimal
 """
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from datetime import datetime
 
 
@@ -115,12 +122,33 @@ def cmd_logstats(path):
     }))
 
 
+def cmd_rusage(out, argv):
+    start = time.monotonic()
+    child = subprocess.Popen(argv)
+    # Pass SIGTERM/SIGINT on (timeout(1) sends SIGTERM to this process).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, f: child.send_signal(s))
+    while True:
+        try:
+            _, status, ru = os.wait4(child.pid, 0)
+            break
+        except InterruptedError:
+            continue
+    wall = time.monotonic() - start
+    with open(out, "w") as f:
+        f.write("%.3f %.3f %.3f %d\n" % (wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss))
+    code = os.waitstatus_to_exitcode(status)
+    sys.exit(code if code >= 0 else 128 - code)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "lpush":
         cmd_lpush(args[0], int(args[1]) if len(args) > 1 else 1000)
+    elif cmd == "rusage":
+        cmd_rusage(args[0], args[1:])
     elif cmd == "logstats":
         cmd_logstats(args[0])
     elif cmd == "median":

@@ -30,7 +30,7 @@ wait_for() { # <seconds> <command...>
 median() { "$PYTHON" "$BENCH_PY" median "$@"; }
 pct() { "$PYTHON" "$BENCH_PY" pct "$1" "$2"; }
 # Floating-point arithmetic: calc '<python expression>'
-calc() { "$PYTHON" -c "print(('%.4g' % ($1)))"; }
+calc() { "$PYTHON" -c "v = ($1); print(('%.0f' % v) if abs(v) >= 1000 else ('%.4g' % v))"; }
 
 # Release binaries: taken from RETRYQ_WORKER_BIN / RETRYQ_CLI / RETRYQ_MOCK_ROUTER_BIN
 # when set (ctest sets them), else built into RETRYQ_BUILD_DIR (default build-release).
@@ -51,7 +51,7 @@ bench_binaries() {
   done
   command -v redis-cli >/dev/null || die "redis-cli not found (scripts/deps.sh)"
   command -v psql >/dev/null || die "psql not found (scripts/deps.sh)"
-  [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
+  command -v pgbench >/dev/null || die "pgbench not found (postgresql-client, scripts/deps.sh)"
 }
 
 # A work dir, private Redis + PostgreSQL, and a trap that stops everything started here.
@@ -202,7 +202,7 @@ run_retryq() {
   t0=$(now_ns)
   (
     ulimit -n "$(ulimit -Hn)"
-    exec timeout -s TERM "${RETRYQ_BENCH_TIMEOUT:-600}" /usr/bin/time -f '%e %U %S %M' -o "$tf" \
+    exec timeout -s TERM "${RETRYQ_BENCH_TIMEOUT:-600}" "$PYTHON" "$BENCH_PY" rusage "$tf" \
       "$RETRYQ_WORKER_BIN" --redis-url "$REDIS_URL" --database-url "$DB" --router-url "$ROUTER_URL" \
       --concurrency "$conc" --db-pool "${RETRYQ_DB_POOL:-4}" --exit-when-idle --http-addr off \
       --log-level "${RETRYQ_BENCH_LOG_LEVEL:-debug}"

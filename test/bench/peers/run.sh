@@ -84,7 +84,7 @@ run_bullmq() { # <n> <conc>
   db_payloads | REDIS_URL=$REDIS_URL QUEUE=bench timeout 600 node "$peers_dir/bullmq_peer.js" add >/dev/null
   router_reset
   out=$(REDIS_URL=$REDIS_URL DATABASE_URL=$DB ROUTER_URL=$ROUTER_URL QUEUE=bench CONCURRENCY=$conc \
-    DB_POOL=$pool EXPECT=$n timeout -s TERM 900 /usr/bin/time -f '%e %U %S %M' -o "$tf" \
+    DB_POOL=$pool EXPECT=$n timeout -s TERM 900 "$PYTHON" "$BENCH_PY" rusage "$tf" \
     node "$peers_dir/bullmq_peer.js" work 2>"$bench_work/bullmq.err") ||
     { note "the BullMQ worker failed: $(tail -n 5 "$bench_work/bullmq.err")"; db_drop; return 1; }
   read -r _ u s rss <"$tf"
@@ -101,10 +101,10 @@ run_rq() { # <n> <conc>
     "$RQ_PYTHON" "$peers_dir/rq_peer.py" enqueue >/dev/null
   router_reset
   # C burst workers (SimpleWorker: no fork per job, RQ's fastest); each exits when the
-  # queue is empty. /usr/bin/time sums the CPU of all of them; %M is the largest one.
+  # queue is empty. rusage sums the CPU of all of them; the RSS is the largest one.
   # shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
   REDIS_URL=$REDIS_URL DATABASE_URL=$DB ROUTER_URL=$ROUTER_URL PYTHONPATH=$peers_dir \
-    timeout -s TERM 1800 /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '
+    timeout -s TERM 1800 "$PYTHON" "$BENCH_PY" rusage "$tf" bash -c '
       for ((i = 0; i < $1; i++)); do
         "$2" -m rq.cli worker --burst --quiet -w rq.worker.SimpleWorker --url "$REDIS_URL" \
           --disable-job-desc-logging bench >/dev/null 2>&1 &
