@@ -27,25 +27,50 @@
 #include "internal.h"
 #include "job.h"
 #include "log.h"
+#include "sqlarray.h"
 
 #define DEFAULT_MODEL "llama3.2-1b"
 #define STORE_BACKOFF_MIN_MS 200
 #define STORE_BACKOFF_MAX_MS 10000
 #define WRITE_DEADLINE_MS (5 * 60 * 1000)
 
+/* Both load statements return the same columns:
+ *   0 id, 1 region, 2 status, 3 retry_count, 4 question_id, 5 model_id, 6 job spec text,
+ *   7 job_id, 8 spec_here.
+ * The batch form sends a job's spec once per batch (on its lowest execution id; spec_here
+ * says which row carries it), so PostgreSQL converts each spec to text once. */
 const char JOB_SQL_LOAD[] =
-    "SELECT e.region, e.status, e.retry_count, e.question_id, e.model_id, "
-    "j.jobspec_data::text, e.job_id "
+    "SELECT e.id, e.region, e.status, e.retry_count, e.question_id, e.model_id, "
+    "j.jobspec_data::text, e.job_id, true "
     "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = $1::bigint";
 
-/* The only statement that writes an outcome. The guard makes a redelivered, superseded
- * or cancelled job change nothing; original_error keeps the first error. */
+const char JOB_SQL_LOAD_MANY[] =
+    "SELECT e.id, e.region, e.status, e.retry_count, e.question_id, e.model_id, "
+    "CASE WHEN e.id = min(e.id) OVER w THEN j.jobspec_data::text END, e.job_id, "
+    "e.id = min(e.id) OVER w "
+    "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = ANY($1::bigint[]) "
+    "WINDOW w AS (PARTITION BY e.job_id)";
+
+/* The only statements that write an outcome. The guard makes a redelivered, superseded
+ * or cancelled job change nothing; original_error keeps the first error. The batch form
+ * is the same UPDATE over unnest()ed arrays, one transaction for many outcomes; it
+ * returns (id, attempt) of every row it changed. */
 const char JOB_SQL_RECORD[] =
     "UPDATE executions SET status = $3, output_data = $4::jsonb, "
     "provider_id = COALESCE($5, provider_id), completed_at = now(), "
     "original_error = COALESCE(original_error, $6), "
     "retry_history = COALESCE(retry_history, '[]'::jsonb) || jsonb_build_array($7::jsonb) "
     "WHERE id = $1::bigint AND status = 'retrying' AND retry_count = $2 RETURNING id";
+
+const char JOB_SQL_RECORD_MANY[] =
+    "UPDATE executions e SET status = v.status, output_data = v.output::jsonb, "
+    "provider_id = COALESCE(v.provider, e.provider_id), completed_at = now(), "
+    "original_error = COALESCE(e.original_error, v.error), "
+    "retry_history = COALESCE(e.retry_history, '[]'::jsonb) || jsonb_build_array(v.history::jsonb) "
+    "FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], "
+    "$7::text[]) AS v(id, attempt, status, output, provider, error, history) "
+    "WHERE e.id = v.id AND e.status = 'retrying' AND e.retry_count = v.attempt "
+    "RETURNING e.id, v.attempt";
 
 typedef enum job_stage { STAGE_LOAD, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
@@ -79,16 +104,164 @@ struct job {
     struct event *timer;       /* waiting to redo the current stage after an outage */
     int backoff_ms;
     int64_t write_deadline_ms;
+
+    /* The two indexes of jobs in flight (struct job_ctx): by (execution id, attempt) and by
+     * payload bytes. */
+    uint64_t hash[2];
+    job_t *chain[2];
+    bool indexed[2];
+};
+
+/* ------------------------------------------------------------------ shared state */
+
+#define JOB_BATCH_MAX 64     /* jobs in one load or record statement */
+#define JOB_INDEX_FIRST 256  /* buckets of an index at start (doubles as jobs grow) */
+
+enum { IX_KEY = 0, IX_PAYLOAD = 1 };
+typedef enum batch_kind { BATCH_LOAD = 0, BATCH_RECORD = 1 } batch_kind_t;
+
+/* One load or record statement for many jobs, while it runs. */
+typedef struct job_batch {
+    struct job_batch *prev, *next;
+    worker_t *w;
+    batch_kind_t kind;
+    size_t n;
+    job_t *jobs[JOB_BATCH_MAX];
+} job_batch_t;
+
+/* A chained hash index of jobs; the chain runs through job->chain[which]. */
+typedef struct job_index {
+    job_t **slots;
+    size_t cap, n;
+} job_index_t;
+
+/*
+ * What the jobs of one worker share. Loads and records are gathered and sent as one
+ * statement per batch: a batch leaves when it is full, or at the end of the loop
+ * iteration in which its first job joined, as long as fewer than `pool size` batches of
+ * its kind are already out; otherwise it keeps growing until one comes back. So a quiet
+ * worker sends each job at once and a busy one sends a few large statements instead of
+ * many small ones (one transaction, one round trip, one plan for up to 64 rows).
+ */
+struct job_ctx {
+    job_t *waiting[2][JOB_BATCH_MAX];
+    size_t nwaiting[2];
+    int nsent[2];
+    job_batch_t *sent;  /* batches sent and not answered: freed at teardown */
+    struct event *flush;
+    bool flush_armed;
+    job_index_t index[2];
 };
 
 static void job_load(job_t *job);
 static void job_record(job_t *job);
+static void job_flush_cb(evutil_socket_t fd, short what, void *arg);
+
+/* ------------------------------------------------------------------ indexes */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t key_hash(int64_t execution_id, int attempt)
+{
+    return mix64((uint64_t)execution_id * 64 + (uint64_t)(unsigned)attempt);
+}
+
+static uint64_t payload_hash(const char *p, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return mix64(h);
+}
+
+static bool index_alloc(job_index_t *ix, int which, size_t cap)
+{
+    job_t **slots = calloc(cap, sizeof *slots);
+    if (slots == NULL)
+        return false;
+    for (size_t i = 0; i < ix->cap; i++) {
+        job_t *j = ix->slots[i];
+        while (j != NULL) {
+            job_t *next = j->chain[which];
+            size_t slot = (size_t)(j->hash[which] & (cap - 1));
+            j->chain[which] = slots[slot];
+            slots[slot] = j;
+            j = next;
+        }
+    }
+    free(ix->slots);
+    ix->slots = slots;
+    ix->cap = cap;
+    return true;
+}
+
+/* Never fails: when the index cannot grow, its chains get longer. */
+static void index_add(job_t *job, int which, uint64_t hash)
+{
+    job_index_t *ix = &job->w->jobctx->index[which];
+    if (ix->n >= ix->cap && ix->cap <= SIZE_MAX / 4)
+        index_alloc(ix, which, ix->cap * 2);
+    size_t slot = (size_t)(hash & (ix->cap - 1));
+    job->hash[which] = hash;
+    job->chain[which] = ix->slots[slot];
+    ix->slots[slot] = job;
+    job->indexed[which] = true;
+    ix->n++;
+}
+
+static void index_remove(job_t *job, int which)
+{
+    if (!job->indexed[which])
+        return;
+    job_index_t *ix = &job->w->jobctx->index[which];
+    for (job_t **p = &ix->slots[job->hash[which] & (ix->cap - 1)]; *p != NULL;
+         p = &(*p)->chain[which]) {
+        if (*p == job) {
+            *p = job->chain[which];
+            break;
+        }
+    }
+    job->chain[which] = NULL;
+    job->indexed[which] = false;
+    ix->n--;
+}
+
+static job_t *index_bucket(const worker_t *w, int which, uint64_t hash)
+{
+    const job_index_t *ix = &w->jobctx->index[which];
+    return ix->slots[hash & (ix->cap - 1)];
+}
+
+int job_init(worker_t *w)
+{
+    struct job_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return -1;
+    w->jobctx = ctx;
+    ctx->flush = event_new(w->base, -1, 0, job_flush_cb, w);
+    if (ctx->flush == NULL || !index_alloc(&ctx->index[IX_KEY], IX_KEY, JOB_INDEX_FIRST) ||
+        !index_alloc(&ctx->index[IX_PAYLOAD], IX_PAYLOAD, JOB_INDEX_FIRST))
+        return -1; /* job_free_all frees what was made */
+    return 0;
+}
 
 /* ------------------------------------------------------------------ endings */
 
 static void job_unlink(job_t *job)
 {
     worker_t *w = job->w;
+    index_remove(job, IX_KEY);
+    index_remove(job, IX_PAYLOAD);
     if (job->prev != NULL)
         job->prev->next = job->next;
     else
@@ -120,11 +293,25 @@ void job_free(job_t *job)
 
 void job_free_all(worker_t *w)
 {
+    struct job_ctx *ctx = w->jobctx;
+    if (ctx == NULL)
+        return;
     while (w->jobs != NULL) {
         job_t *job = w->jobs;
         job_unlink(job);
         job_free(job);
     }
+    while (ctx->sent != NULL) {
+        job_batch_t *b = ctx->sent;
+        ctx->sent = b->next;
+        free(b);
+    }
+    if (ctx->flush != NULL)
+        event_free(ctx->flush);
+    free(ctx->index[IX_KEY].slots);
+    free(ctx->index[IX_PAYLOAD].slots);
+    free(ctx);
+    w->jobctx = NULL;
 }
 
 static void job_end(job_t *job)
@@ -341,16 +528,56 @@ static void job_wait_and_redo(job_t *job, const char *why)
 
 /* ------------------------------------------------------------------ record */
 
+/* The database could not be reached while the outcome was being written. */
+static void job_record_unreachable(job_t *job, const char *message)
+{
+    if (clock_mono_ms() > job->write_deadline_ms)
+        job_requeue(job, "the outcome could not be written before the write deadline");
+    else
+        job_wait_and_redo(job, message);
+}
+
+/* The record statement ran; `updated` says whether the guard let it change the row. */
+static void job_recorded(job_t *job, bool updated)
+{
+    worker_t *w = job->w;
+    if (!updated) {
+        w->count.stale++;
+        log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.stale",
+                  "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
+        if (job->dead_reason != NULL) {
+            job_dead(job, job->dead_reason);
+        } else {
+            job_ack(job);
+        }
+        return;
+    }
+    if (strcmp(job->exec_status, "completed") == 0)
+        w->count.succeeded++;
+    else if (strcmp(job->exec_status, "timeout") == 0)
+        w->count.timeouts++;
+    else
+        w->count.failed++;
+    metrics_outcome(&w->metrics, job->job.execution_id, job->job.retry_attempt, job->exec_status,
+                    job->dead_reason, job->error, job->call_started_ms > 0 ? job->call_sec : -1.0);
+    log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
+              job->job.execution_id, job->job.retry_attempt, "job.recorded",
+              "[RETRY] execution %s after retry%s%s (%" PRId64 " ms from pop)", job->exec_status,
+              job->error ? ": " : "", job->error ? job->error : "",
+              clock_mono_ms() - job->taken_ms);
+    if (job->dead_reason != NULL) {
+        job_dead(job, job->dead_reason);
+    } else {
+        job_ack(job);
+    }
+}
+
 static void on_recorded(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
                         const char *message)
 {
     job_t *job = arg;
-    worker_t *w = job->w;
     if (status == STORE_ERR_CONNECTION) {
-        if (clock_mono_ms() > job->write_deadline_ms)
-            job_requeue(job, "the outcome could not be written before the write deadline");
-        else
-            job_wait_and_redo(job, message);
+        job_record_unreachable(job, message);
         return;
     }
     if (status == STORE_ERR_QUERY && job->dead_reason != NULL) {
@@ -383,39 +610,38 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
         job_fail_delivery(job, why);
         return;
     }
-    if (PQntuples(res) == 0) {
-        w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.stale",
-                  "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
-        if (job->dead_reason != NULL) {
-            job_dead(job, job->dead_reason);
-        } else {
-            job_ack(job);
-        }
-        return;
-    }
-    if (strcmp(job->exec_status, "completed") == 0)
-        w->count.succeeded++;
-    else if (strcmp(job->exec_status, "timeout") == 0)
-        w->count.timeouts++;
-    else
-        w->count.failed++;
-    metrics_outcome(&w->metrics, job->job.execution_id, job->job.retry_attempt, job->exec_status,
-                    job->dead_reason, job->error, job->call_started_ms > 0 ? job->call_sec : -1.0);
-    log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
-              job->job.execution_id, job->job.retry_attempt, "job.recorded",
-              "[RETRY] execution %s after retry%s%s", job->exec_status, job->error ? ": " : "",
-              job->error ? job->error : "");
-    if (job->dead_reason != NULL) {
-        job_dead(job, job->dead_reason);
-    } else {
-        job_ack(job);
-    }
+    job_recorded(job, PQntuples(res) > 0);
 }
+
+/* The parameters of JOB_SQL_RECORD for one job (texts valid while the job lives). */
+typedef struct record_params {
+    char id[24], attempt[16];
+    const char *v[7];
+} record_params_t;
+
+static void record_params(const job_t *job, record_params_t *p)
+{
+    snprintf(p->id, sizeof p->id, "%" PRId64, job->job.execution_id);
+    snprintf(p->attempt, sizeof p->attempt, "%d", job->job.retry_attempt);
+    bool is_error = strcmp(job->exec_status, "completed") != 0;
+    const char *v[] = {p->id, p->attempt, job->exec_status, job->output_json,
+                       job->provider, is_error ? job->error : NULL, job->history_json};
+    memcpy(p->v, v, sizeof v);
+}
+
+/* One statement for this job alone (the batch was refused: find out which job it was). */
+static void job_record_one(job_t *job)
+{
+    record_params_t p;
+    record_params(job, &p);
+    if (store_exec(job->w->store, job->w->sql.record, 7, p.v, on_recorded, job) < 0)
+        job_requeue(job, "out of memory queueing the outcome");
+}
+
+static void job_batch_add(job_t *job, batch_kind_t kind);
 
 static void job_record(job_t *job)
 {
-    worker_t *w = job->w;
     job->stage = STAGE_RECORD;
     if (job->write_deadline_ms == 0)
         job->write_deadline_ms = clock_mono_ms() + WRITE_DEADLINE_MS;
@@ -426,14 +652,7 @@ static void job_record(job_t *job)
         job_requeue(job, "out of memory building the outcome");
         return;
     }
-    char id[24], attempt[16];
-    snprintf(id, sizeof id, "%" PRId64, job->job.execution_id);
-    snprintf(attempt, sizeof attempt, "%d", job->job.retry_attempt);
-    bool is_error = strcmp(job->exec_status, "completed") != 0;
-    const char *params[] = {id, attempt, job->exec_status, job->output_json,
-                            job->provider, is_error ? job->error : NULL, job->history_json};
-    if (store_exec(w->store, w->sql.record, 7, params, on_recorded, job) < 0)
-        job_requeue(job, "out of memory queueing the outcome");
+    job_batch_add(job, BATCH_RECORD);
 }
 
 /* ------------------------------------------------------------------ router */
@@ -513,33 +732,40 @@ static void job_call(job_t *job)
 
 /* ------------------------------------------------------------------ load + guard */
 
-static const char *field(const PGresult *res, int col)
+static const char *field(const PGresult *res, int row, int col)
 {
-    return PQgetisnull(res, 0, col) ? NULL : PQgetvalue(res, 0, col);
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-static void on_loaded(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
-                      const char *message)
+/* The job spec of a loaded row: on the row itself, or (batch form) on the row of the same
+ * job that carries it. NULL when the execution has no job or the job no spec. */
+static const char *row_spec(const PGresult *res, int row)
 {
-    job_t *job = arg;
+    const char *here = field(res, row, 8), *job_id = field(res, row, 7);
+    if (here != NULL && here[0] == 't')
+        return field(res, row, 6);
+    if (job_id == NULL)
+        return NULL;
+    for (int r = 0, n = PQntuples(res); r < n; r++) {
+        const char *other = field(res, r, 7), *flag = field(res, r, 8);
+        if (r != row && other != NULL && flag != NULL && flag[0] == 't' && strcmp(other, job_id) == 0)
+            return field(res, r, 6);
+    }
+    return NULL;
+}
+
+/* The guard and the question, from the job's row (row < 0: not found). */
+static void job_loaded(job_t *job, const PGresult *res, int row)
+{
     worker_t *w = job->w;
-    if (status == STORE_ERR_CONNECTION) {
-        job_wait_and_redo(job, message);
-        return;
-    }
-    if (status == STORE_ERR_QUERY) {
-        char why[600];
-        snprintf(why, sizeof why, "loading the execution failed (%s): %s", sqlstate, message);
-        job_fail_delivery(job, why);
-        return;
-    }
     job->backoff_ms = 0;
-    if (PQntuples(res) == 0) {
+    if (row < 0) {
         job_dead(job, "execution not found");
         return;
     }
-    const char *region = field(res, 0), *exec_status = field(res, 1), *count = field(res, 2);
-    const char *question_id = field(res, 3), *model = field(res, 4), *spec = field(res, 5);
+    const char *region = field(res, row, 1), *exec_status = field(res, row, 2);
+    const char *count = field(res, row, 3), *question_id = field(res, row, 4);
+    const char *model = field(res, row, 5), *spec = row_spec(res, row);
     if (region == NULL || strcmp(region, job->job.region) != 0) {
         char reason[400];
         snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
@@ -585,32 +811,240 @@ static void on_loaded(void *arg, store_status_t status, const PGresult *res, con
     job_call(job);
 }
 
-static void job_load(job_t *job)
+static void job_load_failed(job_t *job, const char *sqlstate, const char *message)
 {
-    worker_t *w = job->w;
+    char why[600];
+    snprintf(why, sizeof why, "loading the execution failed (%s): %s", sqlstate, message);
+    job_fail_delivery(job, why);
+}
+
+static void on_loaded(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
+                      const char *message)
+{
+    job_t *job = arg;
+    if (status == STORE_ERR_CONNECTION)
+        job_wait_and_redo(job, message);
+    else if (status == STORE_ERR_QUERY)
+        job_load_failed(job, sqlstate, message);
+    else
+        job_loaded(job, res, PQntuples(res) > 0 ? 0 : -1);
+}
+
+static void job_load_one(job_t *job)
+{
     char id[24];
     snprintf(id, sizeof id, "%" PRId64, job->job.execution_id);
     const char *params[] = {id};
-    job->stage = STAGE_LOAD;
-    if (store_exec(w->store, w->sql.load, 1, params, on_loaded, job) < 0)
+    if (store_exec(job->w->store, job->w->sql.load, 1, params, on_loaded, job) < 0)
         job_requeue(job, "out of memory queueing the load");
+}
+
+static void job_load(job_t *job)
+{
+    job->stage = STAGE_LOAD;
+    job_batch_add(job, BATCH_LOAD);
+}
+
+/* ------------------------------------------------------------------ batches */
+
+static int batch_limit(const worker_t *w)
+{
+    return w->cfg.db_pool_size > 0 ? w->cfg.db_pool_size : 1;
+}
+
+static void job_flush_arm(worker_t *w)
+{
+    struct job_ctx *ctx = w->jobctx;
+    if (!ctx->flush_armed) {
+        ctx->flush_armed = true;
+        event_active(ctx->flush, EV_TIMEOUT, 1);
+    }
+}
+
+/* A batch the database refused as a whole (or that could not be sent): every job goes
+ * again on its own, so each meets its own error, exactly as if it had never been batched. */
+static void batch_one_by_one(job_batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->kind == BATCH_LOAD)
+            job_load_one(b->jobs[i]);
+        else
+            job_record_one(b->jobs[i]);
+    }
+}
+
+static int64_t row_int(const PGresult *res, int row, int col)
+{
+    const char *v = field(res, row, col);
+    return v != NULL ? strtoll(v, NULL, 10) : -1;
+}
+
+/* Hands every job of an answered batch its row: the loaded row, or "recorded" when the
+ * UPDATE returned (id, attempt) for it. */
+static void batch_answered(job_batch_t *b, const PGresult *res)
+{
+    int nrows = PQntuples(res);
+    int64_t ids[JOB_BATCH_MAX], attempts[JOB_BATCH_MAX];
+    int n = nrows < JOB_BATCH_MAX ? nrows : JOB_BATCH_MAX;
+    for (int r = 0; r < n; r++) {
+        ids[r] = row_int(res, r, 0);
+        attempts[r] = b->kind == BATCH_RECORD ? row_int(res, r, 1) : 0;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        job_t *job = b->jobs[i];
+        int found = -1;
+        for (int r = 0; r < n && found < 0; r++)
+            if (ids[r] == job->job.execution_id &&
+                (b->kind == BATCH_LOAD || attempts[r] == job->job.retry_attempt))
+                found = r;
+        if (b->kind == BATCH_LOAD)
+            job_loaded(job, res, found);
+        else
+            job_recorded(job, found >= 0);
+    }
+}
+
+static void on_batch(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
+                     const char *message)
+{
+    job_batch_t *b = arg;
+    worker_t *w = b->w;
+    struct job_ctx *ctx = w->jobctx;
+    if (b->prev != NULL)
+        b->prev->next = b->next;
+    else
+        ctx->sent = b->next;
+    if (b->next != NULL)
+        b->next->prev = b->prev;
+    ctx->nsent[b->kind]--;
+
+    if (status == STORE_ERR_CONNECTION) {
+        for (size_t i = 0; i < b->n; i++) {
+            if (b->kind == BATCH_LOAD)
+                job_wait_and_redo(b->jobs[i], message);
+            else
+                job_record_unreachable(b->jobs[i], message);
+        }
+    } else if (status == STORE_ERR_QUERY) {
+        w->count.db_batches_refused++;
+        log_event(LOG_LEVEL_DEBUG, 0, 0, "db.batch",
+                  "a %s batch of %zu jobs was refused (%s: %s); sending them one by one",
+                  b->kind == BATCH_LOAD ? "load" : "record", b->n, sqlstate, message);
+        batch_one_by_one(b);
+    } else {
+        w->count.db_batches[b->kind]++;
+        w->count.db_batch_jobs[b->kind] += b->n;
+        batch_answered(b, res);
+    }
+    free(b);
+    if (ctx->nwaiting[BATCH_LOAD] > 0 || ctx->nwaiting[BATCH_RECORD] > 0)
+        job_flush_arm(w);
+}
+
+/* Builds the array parameters of one batch statement; false when out of memory. */
+static bool batch_params(const job_batch_t *b, char **params, int nparams)
+{
+    sqlarray_t arrays[7];
+    for (int k = 0; k < nparams; k++)
+        sqlarray_init(&arrays[k]);
+    for (size_t i = 0; i < b->n; i++) {
+        const job_t *job = b->jobs[i];
+        sqlarray_int(&arrays[0], job->job.execution_id);
+        if (b->kind == BATCH_RECORD) {
+            record_params_t p;
+            record_params(job, &p);
+            sqlarray_int(&arrays[1], job->job.retry_attempt);
+            for (int k = 2; k < 7; k++)
+                sqlarray_text(&arrays[k], p.v[k]);
+        }
+    }
+    bool ok = true;
+    for (int k = 0; k < nparams; k++) {
+        params[k] = sqlarray_finish(&arrays[k]);
+        ok = ok && params[k] != NULL;
+    }
+    return ok;
+}
+
+/* Sends the jobs waiting for a statement of this kind as one batch. */
+static void batch_send(worker_t *w, batch_kind_t kind)
+{
+    struct job_ctx *ctx = w->jobctx;
+    size_t n = ctx->nwaiting[kind];
+    if (n == 0)
+        return;
+    job_batch_t *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        job_batch_t tmp = {.kind = kind, .n = n};
+        memcpy(tmp.jobs, ctx->waiting[kind], n * sizeof tmp.jobs[0]);
+        ctx->nwaiting[kind] = 0;
+        batch_one_by_one(&tmp);
+        return;
+    }
+    b->w = w;
+    b->kind = kind;
+    b->n = n;
+    memcpy(b->jobs, ctx->waiting[kind], n * sizeof b->jobs[0]);
+    ctx->nwaiting[kind] = 0;
+
+    int nparams = kind == BATCH_LOAD ? 1 : 7;
+    char *params[7] = {NULL};
+    int rc = -1;
+    if (batch_params(b, params, nparams))
+        rc = store_exec(w->store, kind == BATCH_LOAD ? w->sql.load_many : w->sql.record_many,
+                        nparams, (const char *const *)params, on_batch, b);
+    for (int k = 0; k < nparams; k++)
+        free(params[k]);
+    if (rc < 0) {
+        batch_one_by_one(b);
+        free(b);
+        return;
+    }
+    b->next = ctx->sent;
+    if (ctx->sent != NULL)
+        ctx->sent->prev = b;
+    ctx->sent = b;
+    ctx->nsent[kind]++;
+}
+
+static void job_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    struct job_ctx *ctx = w->jobctx;
+    ctx->flush_armed = false;
+    for (int kind = BATCH_LOAD; kind <= BATCH_RECORD; kind++)
+        if (ctx->nsent[kind] < batch_limit(w))
+            batch_send(w, (batch_kind_t)kind);
+}
+
+static void job_batch_add(job_t *job, batch_kind_t kind)
+{
+    worker_t *w = job->w;
+    struct job_ctx *ctx = w->jobctx;
+    ctx->waiting[kind][ctx->nwaiting[kind]++] = job;
+    if (ctx->nwaiting[kind] == JOB_BATCH_MAX)
+        batch_send(w, kind);
+    else
+        job_flush_arm(w);
 }
 
 /* ------------------------------------------------------------------ start */
 
 static bool held(const worker_t *w, const char *payload, size_t len)
 {
-    for (const job_t *j = w->jobs; j != NULL; j = j->next)
-        if (j->len == len && memcmp(j->payload, payload, len) == 0)
+    uint64_t h = payload_hash(payload, len);
+    for (const job_t *j = index_bucket(w, IX_PAYLOAD, h); j != NULL; j = j->chain[IX_PAYLOAD])
+        if (j->hash[IX_PAYLOAD] == h && j->len == len && memcmp(j->payload, payload, len) == 0)
             return true;
     return false;
 }
 
 static const job_t *twin(const worker_t *w, const job_t *job)
 {
-    for (const job_t *j = w->jobs; j != NULL; j = j->next)
+    uint64_t h = key_hash(job->job.execution_id, job->job.retry_attempt);
+    for (const job_t *j = index_bucket(w, IX_KEY, h); j != NULL; j = j->chain[IX_KEY])
         if (j != job && j->job.execution_id == job->job.execution_id &&
-            j->job.retry_attempt == job->job.retry_attempt && j->job.execution_id != 0)
+            j->job.retry_attempt == job->job.retry_attempt)
             return j;
     return NULL;
 }
@@ -639,6 +1073,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
     w->jobs = job;
     w->inflight++;
     w->count.taken++;
+    index_add(job, IX_PAYLOAD, payload_hash(payload, len));
 
     retryq_error_t err;
     if (retryq_job_decode(payload, len, w->cfg.max_retries, &job->job, &err) != RETRYQ_OK) {
@@ -658,6 +1093,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
         job_ack(job);
         return;
     }
+    index_add(job, IX_KEY, key_hash(job->job.execution_id, job->job.retry_attempt));
     if (job->job.delivery >= w->cfg.max_deliveries) {
         char reason[200];
         snprintf(reason, sizeof reason, "poison: delivered %d times without an outcome",

@@ -15,13 +15,20 @@
 
 /* The SQL the jobs use; registered with the store at start-up. */
 extern const char JOB_SQL_LOAD[];
+extern const char JOB_SQL_LOAD_MANY[];
 extern const char JOB_SQL_RECORD[];
+extern const char JOB_SQL_RECORD_MANY[];
+
+/* Creates what the jobs of a worker share (batches, indexes) on w->base; -1 when out of
+ * memory. job_free_all frees it. */
+int job_init(worker_t *w);
 
 /* A payload arrived from the queue: start a job for it (rescan: see queue.h). */
 void job_start(worker_t *w, const char *payload, size_t len, bool rescan);
 /* Frees a job and its buffers; the caller has unlinked it or is tearing down. */
 void job_free(job_t *job);
-/* Frees every job still linked (teardown, after the store, router and queue are gone). */
+/* Frees every job still linked and the shared state (teardown, after the store, router
+ * and queue are gone). */
 void job_free_all(worker_t *w);
 
 #endif

@@ -383,6 +383,17 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
             c->store_retries);
     counter(out, "retry_orphans_requeued_total",
             "Executions found retrying with no job anywhere and enqueued again.", c->orphans);
+    family(out, "retry_db_batches_total", "counter",
+           "Batched load and record statements answered (jobs sent again one by one after a refusal are not counted).");
+    sample1(out, "retry_db_batches_total", "statement", "load", (double)c->db_batches[0]);
+    sample1(out, "retry_db_batches_total", "statement", "record", (double)c->db_batches[1]);
+    family(out, "retry_db_batch_jobs_total", "counter",
+           "Jobs carried by those statements (divide by retry_db_batches_total for the batch size).");
+    sample1(out, "retry_db_batch_jobs_total", "statement", "load", (double)c->db_batch_jobs[0]);
+    sample1(out, "retry_db_batch_jobs_total", "statement", "record", (double)c->db_batch_jobs[1]);
+    counter(out, "retry_db_batches_refused_total",
+            "Batches the database refused as a whole; their jobs were sent again one by one.",
+            c->db_batches_refused);
     counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
             queue_reconnects(w->queue));
     gauge(out, "retry_redis_unsent_operations", "Redis writes (acks, moves) not yet confirmed.",

@@ -229,6 +229,7 @@ struct queue {
                                 reconnects still shows as a stall */
     op_t *ops_head, *ops_tail;
     size_t ops_count;
+    size_t ops_unsent;       /* ops waiting to be sent (all of them after a disconnect) */
     uint64_t reconnects;
     uint64_t rng;
     char version[32];
@@ -327,15 +328,18 @@ static void conn_schedule(conn_t *c)
     evtimer_add(c->timer, &tv);
 }
 
-static void conn_send(conn_t *c, redisCallbackFn *fn, void *privdata, int argc,
+/* False when the command could not be queued (the connection is dropped then, and the
+ * callback will never run for this command). */
+static bool conn_send(conn_t *c, redisCallbackFn *fn, void *privdata, int argc,
                       const char **argv, const size_t *argvlen)
 {
     if (redisAsyncCommandArgv(c->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK) {
         conn_drop(c, "could not queue a command");
-        return;
+        return false;
     }
     if (c->outstanding++ == 0)
         c->progress_ms = clock_mono_ms();
+    return true;
 }
 
 static void conn_replied(conn_t *c)
@@ -636,20 +640,40 @@ static void op_unlink(queue_t *q, op_t *op)
     else
         q->ops_tail = op->prev;
     q->ops_count--;
+    if (!op->sent)
+        q->ops_unsent--;
+}
+
+static void op_unsent(queue_t *q, op_t *op)
+{
+    if (op->sent) {
+        op->sent = false;
+        q->ops_unsent++;
+    }
+}
+
+static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void op_send(queue_t *q, op_t *op)
+{
+    op->sent = true;
+    q->ops_unsent--;
+    if (!conn_send(&q->cmd, on_op_reply, op, op->argc, (const char **)op->argv, op->argvlen))
+        op_unsent(q, op); /* no reply will come: send it again after the reconnect */
 }
 
 static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     op_t *op = privdata;
     redisReply *r = reply;
+    queue_t *owner = ((conn_t *)ac->data)->q;
     if (r == NULL) {
-        op->sent = false; /* outcome unknown: sent again after the reconnect */
+        op_unsent(owner, op); /* outcome unknown: sent again after the reconnect */
         return;
     }
-    queue_t *owner = ((conn_t *)ac->data)->q;
     conn_replied(&owner->cmd);
     if (reply_is_transient(r)) {
-        op->sent = false;
+        op_unsent(owner, op);
         conn_drop(&owner->cmd, r->str);
         return;
     }
@@ -663,13 +687,13 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
     op_free(op);
 }
 
+/* Sends every op not sent yet, oldest first (after a reconnect: all of them). */
 static void ops_flush(queue_t *q)
 {
-    for (op_t *op = q->ops_head; op != NULL && q->cmd.state == CONN_READY; op = op->next) {
-        if (op->sent)
-            continue;
-        op->sent = true;
-        conn_send(&q->cmd, on_op_reply, op, op->argc, (const char **)op->argv, op->argvlen);
+    for (op_t *op = q->ops_head; op != NULL && q->ops_unsent > 0 && q->cmd.state == CONN_READY;
+         op = op->next) {
+        if (!op->sent)
+            op_send(q, op);
     }
 }
 
@@ -703,7 +727,13 @@ static void op_push(queue_t *q, int argc, const char *const *argv, const size_t 
         q->ops_head = op;
     q->ops_tail = op;
     q->ops_count++;
-    ops_flush(q);
+    q->ops_unsent++;
+    /* The common case sends just this op: walking thousands of ops already sent for each
+     * new one would make acks quadratic in the jobs in flight. */
+    if (q->ops_unsent == 1 && q->cmd.state == CONN_READY)
+        op_send(q, op);
+    else
+        ops_flush(q);
     return;
 nomem:
     /* The job stays in the processing list: lease recovery or a restart finds it. */

@@ -12,6 +12,7 @@
  * (libpq), jobs, then the event_base.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +54,16 @@ static void stop_loop(worker_t *w)
     if (w->state == WORKER_STOPPED)
         return;
     w->state = WORKER_STOPPED;
-    log_info("worker.stopped", "stopped: %zu job(s) left in flight, %zu Redis write(s) unsent",
-             w->inflight, queue_unsent(w->queue));
+    const worker_counters_t *c = &w->count;
+    log_info("worker.stopped",
+             "stopped: %zu job(s) left in flight, %zu Redis write(s) unsent; jobs taken %" PRIu64
+             ", completed %" PRIu64 ", failed %" PRIu64 ", timeout %" PRIu64 ", stale %" PRIu64
+             ", dead %" PRIu64 ", delayed %" PRIu64 ", requeued %" PRIu64
+             "; database batches: %" PRIu64 " loads of %" PRIu64 " jobs, %" PRIu64
+             " records of %" PRIu64 " jobs, %" PRIu64 " refused",
+             w->inflight, queue_unsent(w->queue), c->taken, c->succeeded, c->failed, c->timeouts,
+             c->stale, c->dead, c->delayed, c->requeued, c->db_batches[0], c->db_batch_jobs[0],
+             c->db_batches[1], c->db_batch_jobs[1], c->db_batches_refused);
     event_base_loopbreak(w->base);
 }
 
@@ -245,10 +254,17 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     if (w->store == NULL)
         return -1;
     w->sql.load = store_register(w->store, JOB_SQL_LOAD, 1);
+    w->sql.load_many = store_register(w->store, JOB_SQL_LOAD_MANY, 1);
     w->sql.record = store_register(w->store, JOB_SQL_RECORD, 7);
+    w->sql.record_many = store_register(w->store, JOB_SQL_RECORD_MANY, 7);
     w->sql.orphans = store_register(w->store, JANITOR_SQL_ORPHANS, 2);
-    if (w->sql.load < 0 || w->sql.record < 0 || w->sql.orphans < 0) {
+    if (w->sql.load < 0 || w->sql.load_many < 0 || w->sql.record < 0 || w->sql.record_many < 0 ||
+        w->sql.orphans < 0) {
         snprintf(err, errcap, "could not register SQL statements");
+        return -1;
+    }
+    if (job_init(w) < 0) {
+        snprintf(err, errcap, "out of memory");
         return -1;
     }
     router_config_t rcfg = {

@@ -34,7 +34,9 @@ typedef enum worker_state {
 /* Statement ids registered with the store. */
 typedef struct worker_statements {
     int load;
+    int load_many;
     int record;
+    int record_many;
     int orphans;
 } worker_statements_t;
 
@@ -50,6 +52,9 @@ typedef struct worker_counters {
     uint64_t requeued;       /* jobs handed back to the queue (write deadline passed) */
     uint64_t store_retries;  /* database steps retried after an outage */
     uint64_t orphans;        /* executions re-enqueued by the orphan sweep */
+    uint64_t db_batches[2];  /* batch statements answered: [0] loads, [1] records */
+    uint64_t db_batch_jobs[2]; /* jobs those statements carried */
+    uint64_t db_batches_refused; /* batches refused as a whole and sent again one by one */
 } worker_counters_t;
 
 typedef struct worker {
@@ -69,6 +74,7 @@ typedef struct worker {
 
     job_t *jobs;             /* in-flight jobs (doubly linked) */
     size_t inflight;
+    struct job_ctx *jobctx;  /* batches and indexes of the jobs (job.c) */
 
     struct event *sigint;
     struct event *sigterm;
