@@ -737,25 +737,56 @@ static const char *field(const PGresult *res, int row, int col)
     return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-/* The job spec of a loaded row: on the row itself, or (batch form) on the row of the same
- * job that carries it. NULL when the execution has no job or the job no spec. */
-static const char *row_spec(const PGresult *res, int row)
+/* The row that carries the job spec of `row`: the row itself, or (batch form) the row of
+ * the same job that carries it; -1 when the execution has no job. */
+static int spec_row(const PGresult *res, int row)
 {
     const char *here = field(res, row, 8), *job_id = field(res, row, 7);
     if (here != NULL && here[0] == 't')
-        return field(res, row, 6);
+        return row;
     if (job_id == NULL)
-        return NULL;
+        return -1;
     for (int r = 0, n = PQntuples(res); r < n; r++) {
         const char *other = field(res, r, 7), *flag = field(res, r, 8);
         if (r != row && other != NULL && flag != NULL && flag[0] == 't' && strcmp(other, job_id) == 0)
-            return field(res, r, 6);
+            return r;
     }
-    return NULL;
+    return -1;
+}
+
+/* Job specs parsed once per answer: parsed[r] belongs to carrier row r. */
+typedef struct spec_cache {
+    question_spec_t *parsed[JOB_BATCH_MAX];
+} spec_cache_t;
+
+static void spec_cache_clear(spec_cache_t *cache)
+{
+    for (size_t r = 0; r < JOB_BATCH_MAX; r++)
+        question_spec_free(cache->parsed[r]);
+}
+
+/* Resolves the job's question through the parsed spec of its row. Returns a
+ * question_status_t, or 1 when the job has no spec, or 2 when out of memory. */
+static int resolve_question(job_t *job, const PGresult *res, int row, spec_cache_t *cache,
+                            const char *question_id, char *err, size_t errcap)
+{
+    int carrier = spec_row(res, row);
+    if (carrier < 0 || PQgetisnull(res, carrier, 6))
+        return 1;
+    if (carrier >= JOB_BATCH_MAX)
+        return 2; /* cannot happen: a batch asks for at most JOB_BATCH_MAX ids */
+    if (cache->parsed[carrier] == NULL) {
+        const char *text = PQgetvalue(res, carrier, 6);
+        cache->parsed[carrier] = question_spec_parse(text, (size_t)PQgetlength(res, carrier, 6));
+        if (cache->parsed[carrier] == NULL)
+            return 2;
+    }
+    return question_resolve_spec(job->w->bank, cache->parsed[carrier], question_id,
+                                 job->job.question_index, &job->question, err, errcap);
 }
 
 /* The guard and the question, from the job's row (row < 0: not found). */
-static void job_loaded(job_t *job, const PGresult *res, int row)
+static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *cache)
 {
     worker_t *w = job->w;
     job->backoff_ms = 0;
@@ -765,7 +796,7 @@ static void job_loaded(job_t *job, const PGresult *res, int row)
     }
     const char *region = field(res, row, 1), *exec_status = field(res, row, 2);
     const char *count = field(res, row, 3), *question_id = field(res, row, 4);
-    const char *model = field(res, row, 5), *spec = row_spec(res, row);
+    const char *model = field(res, row, 5);
     if (region == NULL || strcmp(region, job->job.region) != 0) {
         char reason[400];
         snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
@@ -786,14 +817,17 @@ static void job_loaded(job_t *job, const PGresult *res, int row)
         job_requeue(job, "out of memory");
         return;
     }
-    if (spec == NULL) {
+    char err[300];
+    int rc = resolve_question(job, res, row, cache, question_id, err, sizeof err);
+    if (rc == 1) {
         job_fail_input(job, "bad job spec: the execution's job has no spec", "bad_job_spec",
                        "bad job spec");
         return;
     }
-    char err[300];
-    int rc = question_resolve(w->bank, spec, strlen(spec), question_id, job->job.question_index,
-                              &job->question, err, sizeof err);
+    if (rc == 2) {
+        job_requeue(job, "out of memory resolving the question");
+        return;
+    }
     if (rc == QUESTION_ERR_INDEX) {
         job_fail_input(job, err, "invalid_question_index", err);
         return;
@@ -826,8 +860,11 @@ static void on_loaded(void *arg, store_status_t status, const PGresult *res, con
         job_wait_and_redo(job, message);
     else if (status == STORE_ERR_QUERY)
         job_load_failed(job, sqlstate, message);
-    else
-        job_loaded(job, res, PQntuples(res) > 0 ? 0 : -1);
+    else {
+        spec_cache_t cache = {{NULL}};
+        job_loaded(job, res, PQntuples(res) > 0 ? 0 : -1, &cache);
+        spec_cache_clear(&cache);
+    }
 }
 
 static void job_load_one(job_t *job)
@@ -884,6 +921,7 @@ static int64_t row_int(const PGresult *res, int row, int col)
 static void batch_answered(job_batch_t *b, const PGresult *res)
 {
     int nrows = PQntuples(res);
+    spec_cache_t cache = {{NULL}};
     int64_t ids[JOB_BATCH_MAX], attempts[JOB_BATCH_MAX];
     int n = nrows < JOB_BATCH_MAX ? nrows : JOB_BATCH_MAX;
     for (int r = 0; r < n; r++) {
@@ -898,10 +936,11 @@ static void batch_answered(job_batch_t *b, const PGresult *res)
                 (b->kind == BATCH_LOAD || attempts[r] == job->job.retry_attempt))
                 found = r;
         if (b->kind == BATCH_LOAD)
-            job_loaded(job, res, found);
+            job_loaded(job, res, found, &cache);
         else
             job_recorded(job, found >= 0);
     }
+    spec_cache_clear(&cache);
 }
 
 static void on_batch(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,

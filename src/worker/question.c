@@ -427,32 +427,65 @@ static int resolve_by_index(const question_bank_t *bank, const cJSON *questions,
     return QUESTION_OK;
 }
 
-int question_resolve(const question_bank_t *bank, const char *jobspec_json, size_t jobspec_len,
-                     const char *row_question_id, int64_t index, question_t *out, char *err,
-                     size_t errcap)
+struct question_spec {
+    cJSON *json;    /* NULL when the text was not a usable spec */
+    char why[128];  /* then: why */
+};
+
+question_spec_t *question_spec_parse(const char *jobspec_json, size_t jobspec_len)
+{
+    question_spec_t *spec = calloc(1, sizeof *spec);
+    if (spec != NULL)
+        spec->json = parse_spec(jobspec_json, jobspec_len, spec->why, sizeof spec->why);
+    return spec;
+}
+
+void question_spec_free(question_spec_t *spec)
+{
+    if (spec == NULL)
+        return;
+    cJSON_Delete(spec->json);
+    free(spec);
+}
+
+int question_resolve_spec(const question_bank_t *bank, const question_spec_t *spec,
+                          const char *row_question_id, int64_t index, question_t *out, char *err,
+                          size_t errcap)
 {
     memset(out, 0, sizeof *out);
-    char why[128];
     bool have_row = row_question_id != NULL && row_question_id[0] != '\0';
-    cJSON *spec = parse_spec(jobspec_json, jobspec_len, why, sizeof why);
-    const cJSON *questions = spec != NULL ? spec_questions(spec) : NULL;
+    const cJSON *questions = spec->json != NULL ? spec_questions(spec->json) : NULL;
     int rc;
     if (have_row) {
-        rc =
-            resolve_by_row(bank, questions, spec == NULL ? why : NULL, row_question_id, index, out);
+        rc = resolve_by_row(bank, questions, spec->json == NULL ? spec->why : NULL, row_question_id,
+                            index, out);
         if (rc < 0) {
             snprintf(err, errcap, "out of memory");
             rc = QUESTION_ERR_SPEC;
         }
-    } else if (spec == NULL) {
-        snprintf(err, errcap, "%s", why);
+    } else if (spec->json == NULL) {
+        snprintf(err, errcap, "%s", spec->why);
         rc = QUESTION_ERR_SPEC;
     } else {
         rc = resolve_by_index(bank, questions, index, out, err, errcap);
     }
-    cJSON_Delete(spec);
     if (rc != QUESTION_OK)
         question_free(out);
+    return rc;
+}
+
+int question_resolve(const question_bank_t *bank, const char *jobspec_json, size_t jobspec_len,
+                     const char *row_question_id, int64_t index, question_t *out, char *err,
+                     size_t errcap)
+{
+    question_spec_t *spec = question_spec_parse(jobspec_json, jobspec_len);
+    if (spec == NULL) {
+        memset(out, 0, sizeof *out);
+        snprintf(err, errcap, "out of memory");
+        return QUESTION_ERR_SPEC;
+    }
+    int rc = question_resolve_spec(bank, spec, row_question_id, index, out, err, errcap);
+    question_spec_free(spec);
     return rc;
 }
 

@@ -52,6 +52,18 @@ int question_resolve(const question_bank_t *bank, const char *jobspec_json, size
                      size_t errcap);
 void question_free(question_t *q);
 
+/* A job spec parsed once, for resolving the questions of many executions of one job
+ * (question_resolve parses the text on every call). question_spec_parse returns NULL only
+ * when out of memory; a text that is not a usable spec gives a spec whose resolutions fail
+ * with QUESTION_ERR_SPEC as question_resolve's would. */
+typedef struct question_spec question_spec_t;
+question_spec_t *question_spec_parse(const char *jobspec_json, size_t jobspec_len);
+void question_spec_free(question_spec_t *spec);
+/* question_resolve on a parsed spec; same results, same errors. */
+int question_resolve_spec(const question_bank_t *bank, const question_spec_t *spec,
+                          const char *row_question_id, int64_t index, question_t *out, char *err,
+                          size_t errcap);
+
 /*
  * Builds the router request JSON (malloc'd, NUL-terminated, length in *len):
  * runner mode: {"model","prompt": runner's regional wrapper, "temperature":0.1,

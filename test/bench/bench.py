@@ -14,6 +14,7 @@
 """
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -87,7 +88,13 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
+FROM_POP = re.compile(r"\((\d+) ms from pop\)")
+
+
 def cmd_logstats(path):
+    """Pop-to-ack from each job.recorded line: its time stamp and its "(N ms from pop)"
+    (the worker's monotonic clock), so the worker can run at info level. Logs written
+    without that note fall back to pairing job.taken lines (debug level)."""
     taken, lat = {}, []
     first_taken = last_recorded = None
     n_taken = n_recorded = 0
@@ -105,11 +112,17 @@ def cmd_logstats(path):
                 n_taken += 1
                 taken[key] = t
                 first_taken = t if first_taken is None else min(first_taken, t)
-            else:
-                n_recorded += 1
-                last_recorded = t if last_recorded is None else max(last_recorded, t)
-                if key in taken:
-                    lat.append(t - taken.pop(key))
+                continue
+            n_recorded += 1
+            last_recorded = t if last_recorded is None else max(last_recorded, t)
+            m = FROM_POP.search(d.get("msg", ""))
+            if m:
+                elapsed = int(m.group(1))
+                lat.append(elapsed)
+                taken.pop(key, None)
+                first_taken = t - elapsed if first_taken is None else min(first_taken, t - elapsed)
+            elif key in taken:
+                lat.append(t - taken.pop(key))
     lat.sort()
     print(json.dumps({
         "taken": n_taken,

@@ -185,11 +185,34 @@ db_span() {
   sql -c "SELECT extract(epoch FROM max(completed_at) - min(completed_at)) FROM executions WHERE status = 'completed'"
 }
 
+# ------------------------------------------------------------------ CPU of the neighbours
+
+# CPU seconds (user + system, including reaped children) the mock router, Redis and
+# PostgreSQL (postmaster, its live children, and the backends that already exited) have
+# used so far: "router redis pg". Used around a run to split where the machine's CPU went.
+services_cpu() {
+  local hz pg_pid redis_pid
+  hz=$(getconf CLK_TCK)
+  pg_pid=$(head -n 1 "$bench_work/services/pg/postmaster.pid" 2>/dev/null || echo "")
+  redis_pid=$(cat "$bench_work/services/redis/redis.pid" 2>/dev/null || echo "")
+  ticks() { # <pid> [with children 0|1]
+    [[ -n $1 && -r /proc/$1/stat ]] || { echo 0; return; }
+    # fields after the ")" of the command name: utime is the 12th, stime 13th, cutime 14th, cstime 15th
+    sed 's/^.*) //' "/proc/$1/stat" | awk -v c="${2:-1}" '{print $12 + $13 + (c ? $14 + $15 : 0)}'
+  }
+  local pg=0 child
+  if [[ -n $pg_pid ]]; then
+    pg=$(ticks "$pg_pid")
+    for child in $(pgrep -P "$pg_pid" 2>/dev/null); do pg=$((pg + $(ticks "$child" 0))); done
+  fi
+  echo "$(calc "$(ticks "${bench_router_pid:-}") / $hz") $(calc "$(ticks "$redis_pid") / $hz") $(calc "$pg / $hz")"
+}
+
 # ------------------------------------------------------------------ one retryq run
 
 # run_retryq <tag> <n> <concurrency>: a fresh database with N jobs queued, then
-# retryq-worker --exit-when-idle at debug level (job.taken + job.recorded give
-# pop-to-ack). Sets R_* results; returns 1 when a correctness check failed.
+# retryq-worker --exit-when-idle at info level (each job.recorded line carries the job's
+# pop-to-ack time). Sets R_* results; returns 1 when a correctness check failed.
 run_retryq() {
   local tag=$1 n=$2 conc=$3 log tf t0 t1 stats
   db_fresh "$tag"
@@ -199,17 +222,25 @@ run_retryq() {
   router_reset
   log="$bench_work/worker-$tag-$bench_db_seq.log"
   tf="$bench_work/worker-$tag-$bench_db_seq.time"
+  local cpu0 cpu1
+  cpu0=$(services_cpu)
   t0=$(now_ns)
   (
     ulimit -n "$(ulimit -Hn)"
     exec timeout -s TERM "${RETRYQ_BENCH_TIMEOUT:-600}" "$PYTHON" "$BENCH_PY" rusage "$tf" \
       "$RETRYQ_WORKER_BIN" --redis-url "$REDIS_URL" --database-url "$DB" --router-url "$ROUTER_URL" \
       --concurrency "$conc" --db-pool "${RETRYQ_DB_POOL:-4}" --exit-when-idle --http-addr off \
-      --log-level "${RETRYQ_BENCH_LOG_LEVEL:-debug}"
+      --log-level "${RETRYQ_BENCH_LOG_LEVEL:-info}"
   ) 2>"$log" || { note "retryq-worker failed; last lines:"; tail -n 5 "$log" >&2; return 1; }
   t1=$(now_ns)
+  cpu1=$(services_cpu)
   R_PROCESS_S=$(calc "($t1 - $t0) / 1e9")
   read -r _ R_USER R_SYS R_RSS_KB <"$tf"
+  R_CPU_WORKER=$(calc "$R_USER + $R_SYS")
+  local a b
+  read -r -a a <<<"$cpu0"
+  read -r -a b <<<"$cpu1"
+  R_CPU_ROUTER=$(calc "${b[0]} - ${a[0]}") R_CPU_REDIS=$(calc "${b[1]} - ${a[1]}") R_CPU_PG=$(calc "${b[2]} - ${a[2]}")
   stats=$("$PYTHON" "$BENCH_PY" logstats "$log")
   R_ROUTER_CALLS=$(router_requests)
   R_COMPLETED=$(db_completed)

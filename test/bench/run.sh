@@ -92,15 +92,17 @@ if [[ $mode == scale || $mode == all ]]; then
   ideal=$(calc "$scale_n / $scale_conc * $scale_lat / 1000")
   echo
   echo "== scale: N=$scale_n, concurrency $scale_conc, router latency ${scale_lat} ms (ideal wall ${ideal} s)"
-  printf '%-5s %8s %9s %9s %8s %8s %8s %9s\n' run wall_s x_ideal process_s rss_MB p50_ms p99_ms calls
+  printf '%-5s %8s %9s %9s %8s %8s %8s %9s   %s\n' run wall_s x_ideal process_s rss_MB p50_ms p99_ms calls \
+    "CPU s: worker router postgres redis"
   router_start "$scale_lat"
   s_wall=() s_rss=() s_x=()
   for ((r = 1; r <= runs; r++)); do
     if ! run_retryq scale "$scale_n" "$scale_conc"; then failed=1; fi
     db_drop
     x=$(calc "$R_WALL_S / $ideal")
-    printf '%-5s %8s %9s %9s %8s %8s %8s %9s\n' "$r" "$R_WALL_S" "$x" "$R_PROCESS_S" "$R_RSS_MB" \
-      "$R_P50" "$R_P99" "$R_ROUTER_CALLS"
+    printf '%-5s %8s %9s %9s %8s %8s %8s %9s   %s %s %s %s\n' "$r" "$R_WALL_S" "$x" "$R_PROCESS_S" \
+      "$R_RSS_MB" "$R_P50" "$R_P99" "$R_ROUTER_CALLS" "$R_CPU_WORKER" "$R_CPU_ROUTER" "$R_CPU_PG" \
+      "$R_CPU_REDIS"
     s_wall+=("$R_WALL_S") s_rss+=("$R_RSS_MB") s_x+=("$x")
   done
   router_stop

@@ -242,6 +242,41 @@ static void row_id_survives_an_unusable_spec(void **state)
     question_bank_free(bank);
 }
 
+/* One parsed spec serves many executions with the same results as parsing per call. */
+static void parsed_spec_matches_per_call_parsing(void **state)
+{
+    question_bank_t *bank = builtin();
+    const char *specs[] = {RUNNER_SPEC, "not json", "{\"id\":\"x\"}", "[1,2]", "{\"questions\":[]}"};
+    const char *rows[] = {NULL, "", "math_basic", "tiananmen_neutral", "no_such_id"};
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        question_spec_t *parsed = question_spec_parse(specs[s], strlen(specs[s]));
+        assert_non_null(parsed);
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            for (int64_t index = -1; index <= 4; index++) {
+                question_t a, b;
+                char ea[256] = "", eb[256] = "";
+                int ra = resolve(bank, specs[s], rows[r], index, &a, ea);
+                int rb = question_resolve_spec(bank, parsed, rows[r], index, &b, eb, sizeof eb);
+                assert_int_equal(ra, rb);
+                if (ra == QUESTION_OK) {
+                    assert_string_equal(a.text, b.text);
+                    if (a.note != NULL || b.note != NULL)
+                        assert_string_equal(a.note, b.note);
+                    assert_int_equal(a.from_index, b.from_index);
+                    assert_int_equal(a.mismatch, b.mismatch);
+                } else {
+                    assert_string_equal(ea, eb);
+                }
+                question_free(&a);
+                question_free(&b);
+            }
+        }
+        question_spec_free(parsed);
+    }
+    question_spec_free(NULL);
+    question_bank_free(bank);
+}
+
 static void unknown_row_id_is_sent_verbatim(void **state)
 {
     (void)state;
@@ -555,6 +590,7 @@ int main(void)
         cmocka_unit_test(runner_wrapper_word_for_word),
         cmocka_unit_test(request_body_exact_fields),
         cmocka_unit_test(bank_file_forms_and_errors),
+        cmocka_unit_test(parsed_spec_matches_per_call_parsing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
