@@ -76,7 +76,7 @@ if [[ $mode == overhead || $mode == all ]]; then
     o_rss+=("$R_RSS_MB") o_ceil+=("$C_TPS") o_ratio+=("$ratio")
   done
   router_stop
-  m_ratio=$(median "${o_ratio[@]}") m_ceil=$(median "${o_ceil[@]}")
+  m_ratio=$(median "${o_ratio[@]}")
   printf '%-5s %9s %8s %8s %11s %8s %8s %11s %9s\n' median "$(median "${o_jobs[@]}")" \
     "$(median "${o_p50[@]}")" "$(median "${o_p99[@]}")" "$(median "${o_cpu[@]}")" \
     "$(median "${o_rss[@]}")" "-" "$(median "${o_ceil[@]}")" "$m_ratio"
@@ -95,7 +95,7 @@ if [[ $mode == scale || $mode == all ]]; then
   printf '%-5s %8s %9s %9s %8s %8s %8s %9s   %s\n' run wall_s x_ideal process_s rss_MB p50_ms p99_ms calls \
     "CPU s: worker router postgres redis"
   router_start "$scale_lat"
-  s_wall=() s_rss=() s_x=()
+  s_wall=() s_rss=() s_x=() s_cpu=()
   for ((r = 1; r <= runs; r++)); do
     if ! run_retryq scale "$scale_n" "$scale_conc"; then failed=1; fi
     db_drop
@@ -104,16 +104,20 @@ if [[ $mode == scale || $mode == all ]]; then
       "$R_RSS_MB" "$R_P50" "$R_P99" "$R_ROUTER_CALLS" "$R_CPU_WORKER" "$R_CPU_ROUTER" "$R_CPU_PG" \
       "$R_CPU_REDIS"
     s_wall+=("$R_WALL_S") s_rss+=("$R_RSS_MB") s_x+=("$x")
+    s_cpu+=("$(calc "$R_CPU_WORKER + $R_CPU_ROUTER + $R_CPU_PG + $R_CPU_REDIS")")
   done
   router_stop
   m_x=$(median "${s_x[@]}") m_rss=$(median "${s_rss[@]}")
   printf '%-5s %8s %9s %9s %8s\n' median "$(median "${s_wall[@]}")" "$m_x" - "$m_rss"
-  if [[ -n ${m_ceil:-} && $m_ceil != - ]]; then
-    # No worker can beat the database: every job needs its load before the call and its
-    # record after it, so the wall time is at least latency + N / (pgbench ceiling).
-    echo "database-bound floor: ${scale_lat} ms + N / ceiling = $(calc "$scale_lat / 1000 + $scale_n / $m_ceil") s;" \
-      "measured / floor = $(calc "$(median "${s_wall[@]}") / ($scale_lat / 1000 + $scale_n / $m_ceil)") x"
-  fi
+  # Where the machine's CPU went: each job costs CPU in the worker, the mock router,
+  # PostgreSQL and Redis, about half of it before its router call starts (pop, load,
+  # request, connect; accept and parse; the load) and half after. The last call cannot
+  # start before every job's first half has run on the machine's cores, so the wall time
+  # is at least latency + (CPU of all four) / 2 / cores.
+  m_cpu=$(median "${s_cpu[@]}")
+  echo "CPU per job (worker + router + PostgreSQL + Redis, median): $(calc "$m_cpu * 1e6 / $scale_n") us;" \
+    "CPU-bound estimate: ${scale_lat} ms + N x CPU / 2 / $(nproc) cores =" \
+    "$(calc "$scale_lat / 1000 + $m_cpu / 2 / $(nproc)") s = $(calc "($scale_lat / 1000 + $m_cpu / 2 / $(nproc)) / $ideal") x ideal"
   if (($(calc "1 if $m_x <= 1.15 else 0") == 1)); then
     echo "target wall <= 1.15 x ideal: met (${m_x} x)"
   else
