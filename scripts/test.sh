@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds retryq with warnings as errors, and runs the whole
-# test suite twice: a normal build, then under AddressSanitizer + UBSan; then the fuzzers.
+# test suite twice: a normal build, then under AddressSanitizer + UBSan; then the fuzzers
+# (corpus replay, then RETRYQ_FUZZ_SECONDS per target, default 30, 0 = replay only).
 #   scripts/test.sh                 everything
 #   scripts/test.sh --quick         normal build only
 #   scripts/test.sh -L unit         extra arguments go to ctest
@@ -33,13 +34,16 @@ if [[ $quick == 0 ]]; then
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DRETRYQ_SANITIZE=ON
   # (valgrind memcheck of the worker is integration/valgrind_test in the normal suite.)
-  echo "== fuzz: replay the committed corpora (regressions); RETRYQ_FUZZ_SECONDS=N fuzzes N s per target"
+  echo "== fuzz: replay the committed corpora (seeds and every past crash)"
   cmake -S "$root" -B "$root/build-fuzz" -DRETRYQ_WERROR=ON -DRETRYQ_FUZZ=ON \
     -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
   cmake --build "$root/build-fuzz" -j "$jobs" --target fuzz_all
   (cd "$root/build-fuzz" && ctest --output-on-failure -L fuzz)
-  # Timed fuzzing finds new inputs at random, so it is opt-in: CI replays the corpora only.
-  if [[ ${RETRYQ_FUZZ_SECONDS:-0} -gt 0 ]]; then
-    "$root/test/fuzz/run.sh" "$root/build-fuzz"
-  fi
+  # Then fuzz each target for a bounded time (ASan+UBSan; 5 x 30 s by default, 0 = off),
+  # in a copy of its corpus under build-fuzz/fuzz-corpus/; a finding fails the run and
+  # leaves its reproducer in build-fuzz/fuzz-artifacts/ (test/fuzz/run.sh says how to
+  # make it a regression input).
+  fuzz_seconds=${RETRYQ_FUZZ_SECONDS:-30}
+  echo "== fuzz: each target for ${fuzz_seconds} s (RETRYQ_FUZZ_SECONDS)"
+  RETRYQ_FUZZ_SECONDS=$fuzz_seconds "$root/test/fuzz/run.sh" "$root/build-fuzz"
 fi

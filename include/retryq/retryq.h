@@ -263,9 +263,14 @@ RETRYQ_API int retryq_migrate_version(retryq_client_t *client, int64_t *version,
 /*
  * One entry of the dead list {Q}:dead, as the worker writes it:
  * {"job":"<original payload text>","reason":"...","at":"RFC 3339","worker":"<id>"}.
- * `raw` is always the stored text. When that text is not a JSON object with a string
- * "job", every other field is NULL; otherwise `job` is set and `reason`, `at` and
- * `worker` are each NULL when missing or not a string. All strings are malloc'd and
+ * "job" keeps the payload only up to its first NUL byte. A payload larger than 64 KiB
+ * (RETRYQ_MAX_PAYLOAD; never a valid job) is stored cut: "job" holds only its first
+ * RETRYQ_MAX_PAYLOAD bytes (a byte count, so the cut may split a UTF-8 sequence), and
+ * right after it the entry has "job_bytes": the payload's full size in bytes, as a JSON
+ * number; smaller payloads have no "job_bytes". No field below holds job_bytes (read it
+ * from `raw`). `raw` is always the stored text. When that text is not a JSON object with
+ * a string "job", every other field is NULL; otherwise `job` is set and `reason`, `at`
+ * and `worker` are each NULL when missing or not a string. All strings are malloc'd and
  * freed by retryq_dead_entries_free.
  */
 typedef struct retryq_dead_entry {

@@ -370,57 +370,8 @@ static bool is_postgres_uri(const char *url)
     return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
 }
 
-/* Copies s to buf with password=... values (conninfo keywords, or URI query parameters
- * when uri_query) replaced by ***; a quoted conninfo value ('... \' ...') is one value.
- * Returns true when s held a password. */
-static bool redact_password_params(const char *s, char *buf, size_t cap, bool uri_query)
-{
-    size_t o = 0;
-    bool found = false;
-    const char *p = s;
-    while (*p != '\0') {
-        /* libpq starts a key right after a quoted value too: host='h'password=x */
-        bool at_key = p == s || (uri_query ? (p[-1] == '?' || p[-1] == '&')
-                                           : isspace((unsigned char)p[-1]) || p[-1] == '\'');
-        if (at_key && strncmp(p, "password", 8) == 0) {
-            const char *q = p + 8;
-            while (!uri_query && isspace((unsigned char)*q))
-                q++;
-            if (*q == '=') {
-                q++;
-                while (!uri_query && isspace((unsigned char)*q))
-                    q++;
-                if (!uri_query && *q == '\'') {
-                    for (q++; *q != '\0' && *q != '\''; q++)
-                        if (*q == '\\' && q[1] != '\0')
-                            q++;
-                    if (*q == '\'')
-                        q++;
-                } else {
-                    /* libpq ends a URI parameter at '&' only (a '#' is part of it), an
-                     * unquoted conninfo value at a space that no backslash escapes */
-                    while (*q != '\0' && (uri_query ? *q != '&' : !isspace((unsigned char)*q)))
-                        q += !uri_query && *q == '\\' && q[1] != '\0' ? 2 : 1;
-                }
-                found = true;
-                for (const char *r = "password=***"; *r != '\0'; r++)
-                    if (o + 1 < cap)
-                        buf[o++] = *r;
-                p = q;
-                continue;
-            }
-        }
-        if (o + 1 < cap)
-            buf[o++] = *p;
-        p++;
-    }
-    if (cap > 0)
-        buf[o] = '\0';
-    return found;
-}
-
-/* Redacts url into buf; returns true when it held a password. */
-/* Marks url[a..b) as hidden (shown as one "***", also when empty). */
+/* Marks s[a..b) as hidden; a run of hidden bytes is shown as one replacement text, also
+ * when it is empty (a == b). */
 static void hide_range(unsigned char *mask, size_t a, size_t b)
 {
     mask[a] |= 2;
@@ -428,11 +379,131 @@ static void hide_range(unsigned char *mask, size_t a, size_t b)
         mask[k] |= 1;
 }
 
+/* Copies s to buf with every hidden run (see hide_range) replaced by `with`. */
+static void copy_masked(const char *s, size_t len, const unsigned char *mask, const char *with,
+                        char *buf, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t o = 0;
+    for (size_t k = 0; k <= len; k++) {
+        bool in_run = k > 0 && (mask[k - 1] & 1) != 0;
+        if ((mask[k] & 2) != 0 && !in_run)
+            for (const char *r = with; *r != '\0'; r++)
+                if (o + 1 < cap)
+                    buf[o++] = *r;
+        if (k < len && (mask[k] & 1) == 0 && o + 1 < cap)
+            buf[o++] = s[k];
+    }
+    buf[o] = '\0';
+}
+
+/*
+ * A key=value conninfo string read exactly as libpq reads it (conninfo_parse in
+ * fe-connect.c): blanks before a key, a key up to '=' or a blank, blanks around the '=',
+ * then a value: quoted ('...', a backslash escapes any byte) or up to a blank that no
+ * backslash escapes; the next key may follow a closing quote at once. From the end of
+ * every "password" key to the end of its value is hidden. Stops where libpq would refuse
+ * the string (no '=' after a key); an unterminated quoted value is hidden to the end.
+ */
+static bool hide_conninfo_passwords(const char *s, unsigned char *mask)
+{
+    bool found = false;
+    size_t i = 0;
+    for (;;) {
+        while (isspace((unsigned char)s[i]))
+            i++;
+        if (s[i] == '\0')
+            return found;
+        size_t key = i;
+        while (s[i] != '\0' && s[i] != '=' && !isspace((unsigned char)s[i]))
+            i++;
+        size_t key_end = i;
+        while (isspace((unsigned char)s[i]))
+            i++;
+        if (s[i] != '=')
+            return found;
+        i++;
+        while (isspace((unsigned char)s[i]))
+            i++;
+        if (s[i] == '\'') {
+            for (i++; s[i] != '\0' && s[i] != '\''; i++)
+                if (s[i] == '\\' && s[i + 1] != '\0')
+                    i++;
+            if (s[i] == '\'')
+                i++;
+        } else {
+            while (s[i] != '\0' && !isspace((unsigned char)s[i]))
+                i += s[i] == '\\' && s[i + 1] != '\0' ? 2 : 1;
+        }
+        if (key_end - key == 8 && strncmp(s + key, "password", 8) == 0) {
+            hide_range(mask, key_end, i);
+            found = true;
+        }
+    }
+}
+
+/*
+ * Hides, more widely than libpq, whatever looks like a password=... in s: "password"
+ * after a blank or a quote (or at the start), even inside another key's value, then a
+ * value read as above. This covers strings libpq refuses, and any reading in which a
+ * value of another key looks like a key.
+ */
+static bool hide_password_lookalikes(const char *s, unsigned char *mask)
+{
+    bool found = false;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!(p == s || isspace((unsigned char)p[-1]) || p[-1] == '\'') ||
+            strncmp(p, "password", 8) != 0)
+            continue;
+        const char *q = p + 8;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (*q != '=')
+            continue;
+        q++;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (*q == '\'') {
+            for (q++; *q != '\0' && *q != '\''; q++)
+                if (*q == '\\' && q[1] != '\0')
+                    q++;
+            if (*q == '\'')
+                q++;
+        } else {
+            while (*q != '\0' && !isspace((unsigned char)*q))
+                q += *q == '\\' && q[1] != '\0' ? 2 : 1;
+        }
+        hide_range(mask, (size_t)(p + 8 - s), (size_t)(q - s));
+        found = true;
+    }
+    return found;
+}
+
+/* Copies a key=value conninfo string to buf with every password value shown as
+ * "password=***": both the one libpq reads and anything that looks like one. Returns
+ * true when s held a password. */
+static bool redact_conninfo(const char *s, char *buf, size_t cap)
+{
+    size_t len = strlen(s);
+    unsigned char *mask = calloc(len + 1, 1); /* bit 0: hidden; bit 1: "=***" goes here */
+    if (mask == NULL) {
+        rq_copy(buf, cap, "***");
+        return true;
+    }
+    bool found = hide_conninfo_passwords(s, mask);
+    found = hide_password_lookalikes(s, mask) || found;
+    copy_masked(s, len, mask, "=***", buf, cap);
+    free(mask);
+    return found;
+}
+
+/* Redacts url into buf; returns true when it held a password. */
 static bool redact(const char *url, char *buf, size_t cap)
 {
     const char *start, *end;
     if (!uri_authority(url, &start, &end))
-        return redact_password_params(url, buf, cap, false);
+        return redact_conninfo(url, buf, cap);
     /*
      * Two things are hidden, both found in the original text and then merged, so that
      * neither can uncover part of the other:
@@ -460,17 +531,7 @@ static bool redact(const char *url, char *buf, size_t cap)
         hide_range(mask, a, a + strcspn(url + a, "&"));
         found = true;
     }
-    size_t o = 0;
-    for (size_t k = 0; k <= len; k++) {
-        bool in_run = k > 0 && (mask[k - 1] & 1) != 0;
-        if ((mask[k] & 2) != 0 && !in_run)
-            for (const char *r = "***"; *r != '\0'; r++)
-                if (o + 1 < cap)
-                    buf[o++] = *r;
-        if (k < len && (mask[k] & 1) == 0 && o + 1 < cap)
-            buf[o++] = url[k];
-    }
-    buf[o] = '\0';
+    copy_masked(url, len, mask, "***", buf, cap);
     free(mask);
     return found;
 }

@@ -687,6 +687,10 @@ static void test_redact_url(void **state)
         {"host=db dbname=password", "host=db dbname=password"},
         {"host=db", "host=db"},
         {"https://tok:en@router/api", "https://tok:***@router/api"},
+        /* libpq skips blanks after '=': host's value is "password='", the password is "!" */
+        {"host= password=' password='!'", "host= password=***"},
+        {"host='h'password=x", "host='h'password=***"},
+        {"host=db password=a\\ b user=app", "host=db password=*** user=app"},
     };
     char buf[256];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
