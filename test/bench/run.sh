@@ -61,7 +61,8 @@ echo "retryq benchmark: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loa
 if [[ $mode == overhead || $mode == all ]]; then
   echo
   echo "== overhead: N=$n, concurrency $conc, router answers at once, db pool $pool; ceiling: pgbench -c $pool"
-  printf '%-5s %9s %8s %8s %11s %8s %8s %11s %9s %8s\n' run jobs/s p50_ms p99_ms cpu_s/1k rss_MB calls pgbench_tps %ceiling span_s
+  printf '%-5s %9s %8s %8s %11s %8s %8s %11s %9s   %s\n' run jobs/s p50_ms p99_ms cpu_s/1k rss_MB calls pgbench_tps %ceiling \
+    "CPU s: worker router postgres redis"
   router_start 0
   o_jobs=() o_p50=() o_p99=() o_cpu=() o_rss=() o_ceil=() o_ratio=()
   for ((r = 1; r <= runs; r++)); do
@@ -70,8 +71,9 @@ if [[ $mode == overhead || $mode == all ]]; then
     C_TPS=-
     ratio=-
     if run_ceiling ceiling "$n" "$pool"; then ratio=$(pct "$R_JOBS_S" "$C_TPS"); else failed=1; fi
-    printf '%-5s %9s %8s %8s %11s %8s %8s %11s %9s %8s\n' "$r" "$R_JOBS_S" "$R_P50" "$R_P99" \
-      "$R_CPU_PER_1K" "$R_RSS_MB" "$R_ROUTER_CALLS" "$C_TPS" "$ratio" "$R_SPAN_S"
+    printf '%-5s %9s %8s %8s %11s %8s %8s %11s %9s   %s %s %s %s\n' "$r" "$R_JOBS_S" "$R_P50" "$R_P99" \
+      "$R_CPU_PER_1K" "$R_RSS_MB" "$R_ROUTER_CALLS" "$C_TPS" "$ratio" "$R_CPU_WORKER" "$R_CPU_ROUTER" \
+      "$R_CPU_PG" "$R_CPU_REDIS"
     o_jobs+=("$R_JOBS_S") o_p50+=("$R_P50") o_p99+=("$R_P99") o_cpu+=("$R_CPU_PER_1K")
     o_rss+=("$R_RSS_MB") o_ceil+=("$C_TPS") o_ratio+=("$ratio")
   done
