@@ -621,6 +621,7 @@ typedef struct record_params {
 
 static void record_params(const job_t *job, record_params_t *p)
 {
+    memset(p, 0, sizeof *p);
     snprintf(p->id, sizeof p->id, "%" PRId64, job->job.execution_id);
     snprintf(p->attempt, sizeof p->attempt, "%d", job->job.retry_attempt);
     bool is_error = strcmp(job->exec_status, "completed") != 0;
