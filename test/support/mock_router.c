@@ -53,13 +53,13 @@ typedef enum mock_mode {
     MODE_OK, MODE_ROUTER_ERROR, MODE_HTTP_500, MODE_HTTP_502, MODE_HTTP_503, MODE_HTTP_429,
     MODE_HTTP_408, MODE_HTTP_400, MODE_HTTP_404, MODE_GARBAGE, MODE_NOT_OBJECT, MODE_WRONG_TYPES,
     MODE_HUGE, MODE_HANG, MODE_TRICKLE, MODE_CLOSE_MID_BODY, MODE_RESET, MODE_NUL, MODE_SLOW,
-    MODE_FLAKY_ONCE, MODE_COUNT
+    MODE_FLAKY_ONCE, MODE_RECEIPT_OBJECT, MODE_RECEIPT_STRING, MODE_COUNT
 } mock_mode_t;
 
 static const char *const mode_names[MODE_COUNT] = {
     "ok", "router_error", "http_500", "http_502", "http_503", "http_429", "http_408", "http_400",
     "http_404", "garbage", "not_object", "wrong_types", "huge", "hang", "trickle",
-    "close_mid_body", "reset", "nul", "slow", "flaky_once",
+    "close_mid_body", "reset", "nul", "slow", "flaky_once", "receipt_object", "receipt_string",
 };
 
 /* Status, reason, Retry-After and diagnostic text of the plain HTTP error modes. */
@@ -112,6 +112,7 @@ typedef struct mock_config {
     long slow_ms;
     long trickle_ms;
     size_t max_request_bytes;
+    const char *inference_path;
     bool quiet;
 } mock_config_t;
 
@@ -150,6 +151,8 @@ static const option_spec_t option_table[] = {
      "interval between the bytes of mode trickle"},
     {"max-request-bytes", "RETRYQ_MOCK_MAX_REQUEST_BYTES", OPT_SIZE, CFG(max_request_bytes), "1M",
      "larger request bodies get 413"},
+    {"inference-path", "RETRYQ_MOCK_INFERENCE_PATH", OPT_STRING, CFG(inference_path), NULL,
+     "serve inference on this one of the four router paths only (the others answer 404)"},
     {"quiet", "RETRYQ_MOCK_QUIET", OPT_FLAG, CFG(quiet), "0", "log warnings and errors only"},
 };
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -316,6 +319,7 @@ typedef struct call_entry {
     uint64_t count;
     long attempts[MOCK_ATTEMPTS_KEPT];
     size_t nattempts;
+    char region[64];            /* region_preference of the last call ("" when absent) */
     struct call_entry *next;
 } call_entry_t;
 
@@ -326,6 +330,19 @@ typedef struct call_map {
 } call_map_t;
 
 typedef struct pending pending_t;
+
+/* The paths the runner's Go client tries, in its order. */
+static const char *const inference_paths[] = {"/inference", "/api/v1/inference", "/api/inference",
+                                              "/v1/inference"};
+#define MOCK_PATH_COUNT (sizeof(inference_paths) / sizeof(inference_paths[0]))
+
+static int inference_path_index(const char *path)
+{
+    for (size_t i = 0; i < MOCK_PATH_COUNT; i++)
+        if (strcmp(path, inference_paths[i]) == 0)
+            return (int)i;
+    return -1;
+}
 
 typedef struct mock_server {
     struct event_base *base;
@@ -339,6 +356,7 @@ typedef struct mock_server {
     uint64_t requests_total;
     uint64_t invalid_total;
     uint64_t by_mode[MODE_COUNT];
+    uint64_t by_path[MOCK_PATH_COUNT]; /* inference requests per path, 404s included */
     call_map_t calls;
     cJSON *last_request;
     cJSON *last_headers;
@@ -778,6 +796,28 @@ static void pending_act(pending_t *p)
     case MODE_SLOW:
         pending_reply_owned(p, answer_text(p));
         return;
+    case MODE_RECEIPT_OBJECT:
+    case MODE_RECEIPT_STRING: {
+        /* The runner stores metadata.receipt as receipt_data: an object, or JSON text. */
+        cJSON *o = answer_object(p, true);
+        cJSON *meta = o ? cJSON_GetObjectItemCaseSensitive(o, "metadata") : NULL;
+        if (meta && p->mode == MODE_RECEIPT_OBJECT) {
+            cJSON *r = cJSON_AddObjectToObject(meta, "receipt");
+            if (r) {
+                cJSON_AddStringToObject(r, "provider", p->provider);
+                cJSON_AddStringToObject(r, "signature", "mock-signature");
+            }
+        } else if (meta) {
+            char text[160];
+            snprintf(text, sizeof(text), "{\"provider\":\"%s\",\"signature\":\"mock-signature\"}",
+                     p->provider);
+            cJSON_AddStringToObject(meta, "receipt", text);
+        }
+        body = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        pending_reply_owned(p, body);
+        return;
+    }
     case MODE_ROUTER_ERROR: {
         cJSON *o = answer_object(p, false);
         if (o) {
@@ -1082,6 +1122,8 @@ static void handle_inference(mock_server_t *s, struct evhttp_request *req)
             else
                 e->nattempts++;
             e->attempts[e->nattempts - 1] = attempt_no;
+            const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "region_preference");
+            snprintf(e->region, sizeof(e->region), "%s", cJSON_IsString(rp) ? rp->valuestring : "");
         }
     }
     cJSON_Delete(s->last_request);
@@ -1202,10 +1244,14 @@ static void handle_stats(mock_server_t *s, struct evhttp_request *req)
     cJSON *by_mode = cJSON_CreateObject();
     cJSON *calls = cJSON_CreateObject();
     cJSON *attempts = cJSON_CreateObject();
-    if (!o || !by_mode || !calls || !attempts) {
+    cJSON *regions = cJSON_CreateObject();
+    cJSON *by_path = cJSON_CreateObject();
+    if (!o || !by_mode || !calls || !attempts || !regions || !by_path) {
         cJSON_Delete(by_mode);
         cJSON_Delete(calls);
         cJSON_Delete(attempts);
+        cJSON_Delete(regions);
+        cJSON_Delete(by_path);
         reply_json(req, 500, "Internal Server Error", o);
         return;
     }
@@ -1219,6 +1265,7 @@ static void handle_stats(mock_server_t *s, struct evhttp_request *req)
     for (size_t b = 0; b < s->calls.nbuckets; b++) {
         for (const call_entry_t *e = s->calls.buckets[b]; e; e = e->next) {
             cJSON_AddNumberToObject(calls, e->key, (double)e->count);
+            cJSON_AddStringToObject(regions, e->key, e->region);
             cJSON *list = cJSON_AddArrayToObject(attempts, e->key);
             for (size_t i = 0; list && i < e->nattempts; i++)
                 cJSON_AddItemToArray(list, cJSON_CreateNumber((double)e->attempts[i]));
@@ -1226,6 +1273,11 @@ static void handle_stats(mock_server_t *s, struct evhttp_request *req)
     }
     cJSON_AddItemToObject(o, "calls", calls);
     cJSON_AddItemToObject(o, "attempts", attempts);
+    cJSON_AddItemToObject(o, "regions", regions);
+    for (size_t i = 0; i < MOCK_PATH_COUNT; i++)
+        if (s->by_path[i])
+            cJSON_AddNumberToObject(by_path, inference_paths[i], (double)s->by_path[i]);
+    cJSON_AddItemToObject(o, "by_path", by_path);
     cJSON_AddItemToObject(o, "last_request",
                           s->last_request ? cJSON_Duplicate(s->last_request, true) : cJSON_CreateNull());
     cJSON_AddItemToObject(o, "last_headers",
@@ -1240,6 +1292,7 @@ static void stats_reset(mock_server_t *s)
     s->requests_total = 0;
     s->invalid_total = 0;
     memset(s->by_mode, 0, sizeof(s->by_mode));
+    memset(s->by_path, 0, sizeof(s->by_path));
     call_map_clear(&s->calls);
     cJSON_Delete(s->last_request);
     cJSON_Delete(s->last_headers);
@@ -1326,9 +1379,22 @@ static void http_cb(struct evhttp_request *req, void *arg)
 
     if (!path)
         path = "/";
-    if (strcmp(path, "/inference") == 0 || strcmp(path, "/api/v1/inference") == 0 ||
-        strcmp(path, "/api/inference") == 0 || strcmp(path, "/v1/inference") == 0) {
-        handle_inference(s, req);
+    int path_index = inference_path_index(path);
+    if (path_index >= 0) {
+        s->by_path[path_index]++;
+        if (s->cfg.inference_path != NULL && strcmp(path, s->cfg.inference_path) != 0) {
+            static const char not_found[] = "404 page not found\n";
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                              "text/plain; charset=utf-8");
+            struct evbuffer *out = evbuffer_new();
+            if (out)
+                evbuffer_add(out, not_found, sizeof(not_found) - 1);
+            evhttp_send_reply(req, 404, "Not Found", out);
+            if (out)
+                evbuffer_free(out);
+        } else {
+            handle_inference(s, req);
+        }
     } else if (strcmp(path, "/health") == 0 && get) {
         cJSON *o = cJSON_CreateObject();
         if (o)
@@ -1459,6 +1525,11 @@ static int server_start(mock_server_t *s, char *err, size_t errcap)
     for (size_t i = 0; i < MOCK_CHUNK_BYTES; i++)
         s->filler[i] = sentence[i % (sizeof(sentence) - 1)];
 
+    if (s->cfg.inference_path != NULL && inference_path_index(s->cfg.inference_path) < 0) {
+        snprintf(err, errcap, "invalid --inference-path \"%s\" (want one of /inference, "
+                              "/api/v1/inference, /api/inference, /v1/inference)", s->cfg.inference_path);
+        return -1;
+    }
     if (parse_listen(s->cfg.listen, &ss, &sslen) < 0) {
         snprintf(err, errcap, "invalid --listen address \"%s\" (want HOST:PORT)", s->cfg.listen);
         return -1;
