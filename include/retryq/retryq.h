@@ -204,6 +204,11 @@ typedef struct retryq_submit_result {
     char execution_status[51]; /* status found (refusals) or 'retrying' */
     char *output_data;      /* ALREADY_COMPLETED: the stored output_data JSON (malloc'd) */
     retryq_job_t job;       /* the job that was (or should have been) pushed */
+    /* What the runner's 200 response carries, from the row (whenever it was found): */
+    char job_id[256];       /* the job spec's id (jobs.jobspec_id), "" when the row has no job */
+    char model_id[51];      /* executions.model_id */
+    char question_id[256];  /* executions.question_id ("" when NULL: see has_question_id) */
+    bool has_question_id;
 } retryq_submit_result_t;
 
 /*
@@ -212,7 +217,9 @@ typedef struct retryq_submit_result {
  * IN_FLIGHT; only failed/timeout/error are retryable (else RETRYQ_ERR_NOT_RETRYABLE);
  * retry_count < max_retries (else RETRYQ_ERR_MAX_RETRIES); then retry_count + 1,
  * last_retry_at = now(), status 'retrying', one {attempt,timestamp,status:"retrying"}
- * entry appended to retry_history; commit; then LPUSH.
+ * entry appended to retry_history, original_error = COALESCE(original_error,
+ * output_data->>'error') (the runner's failure text, before a retry replaces it);
+ * commit; then LPUSH.
  *
  * When the commit succeeded but the LPUSH failed, the function returns RETRYQ_ERR_REDIS
  * and result->status is RETRYQ_SUBMIT_COMMITTED_NOT_QUEUED: the execution is already

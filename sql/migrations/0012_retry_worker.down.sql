@@ -50,6 +50,10 @@ $$;
 
 DROP INDEX IF EXISTS idx_executions_retrying;
 
+SELECT set_config('lock_timeout', '10s', true);
 ALTER TABLE executions DROP CONSTRAINT IF EXISTS chk_executions_status;
 ALTER TABLE executions ADD CONSTRAINT chk_executions_status
-    CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled'));
+    CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')) NOT VALID;
+
+-- retryq: after commit
+ALTER TABLE executions VALIDATE CONSTRAINT chk_executions_status;

@@ -50,8 +50,10 @@ static int report(const cli_job_args_t *args, int code, const retryq_submit_resu
     switch (r->status) {
     case RETRYQ_SUBMIT_QUEUED:
         encode_job(&r->job, job, sizeof job);
-        printf("queued: execution %" PRId64 " (%s) attempt %" PRId32 " of %" PRId32 "\n%s\n", args->execution_id_value,
-               args->region, r->attempt, r->max_retries, job);
+        printf("queued: execution %" PRId64 " (%s) attempt %" PRId32 " of %" PRId32
+               " job_id=%s model_id=%s question_id=%s\n%s\n",
+               args->execution_id_value, args->region, r->attempt, r->max_retries, r->job_id,
+               r->model_id, r->has_question_id ? r->question_id : "null", job);
         return CLI_EXIT_OK;
     case RETRYQ_SUBMIT_ALREADY_COMPLETED:
         printf("already completed: execution %" PRId64 " (%s)\n%s\n", args->execution_id_value, args->region,

@@ -24,6 +24,12 @@
 #include "client.h"
 #include "migrations.h"
 
+/* A file's statements after this line run after its transaction committed (e.g.
+ * VALIDATE CONSTRAINT of a check added NOT VALID, which must not hold the table's
+ * exclusive lock of the ALTER that added it), and again on every later `retryq migrate`
+ * while the file's version is the current one. */
+#define AFTER_COMMIT_MARK "\n-- retryq: after commit\n"
+
 /* The advisory lock key: the bytes "retryqmg" as a big-endian int64. */
 #define MIGRATE_LOCK_KEY "8243122727984131431"
 /* golang-migrate's "no version" (a dirty mark on the way down to nothing). */
@@ -201,6 +207,34 @@ static int plan_step(migrate_ctx_t *ctx, int64_t current, int64_t target,
     return RETRYQ_OK;
 }
 
+/* Runs the part of `file` after AFTER_COMMIT_MARK, if it has one (outside a transaction). */
+static int run_after_commit(migrate_ctx_t *ctx, const migration_file_t *file)
+{
+    const char *mark = file != NULL ? strstr(file->sql, AFTER_COMMIT_MARK) : NULL;
+    if (mark == NULL)
+        return RETRYQ_OK;
+    char what[240];
+    snprintf(what, sizeof what,
+             "migration %04" PRId64 "_%s.%s.sql, after its commit (the migration itself is "
+             "applied; fix what is named, then run `retryq migrate` again)",
+             file->version, file->name, file->up ? "up" : "down");
+    return run(ctx, mark + 1, 0, NULL, what);
+}
+
+/* Runs the part of `file` before AFTER_COMMIT_MARK (all of it when it has none). */
+static int run_in_transaction(migrate_ctx_t *ctx, const migration_file_t *file, const char *what)
+{
+    const char *mark = strstr(file->sql, AFTER_COMMIT_MARK);
+    if (mark == NULL)
+        return run(ctx, file->sql, 0, NULL, what);
+    char *before = strndup(file->sql, (size_t)(mark - file->sql) + 1);
+    if (before == NULL)
+        return rq_error(ctx->err, RETRYQ_ERR_NOMEM, "out of memory");
+    int rc = run(ctx, before, 0, NULL, what);
+    free(before);
+    return rc;
+}
+
 /* One step in one transaction. */
 static int step(migrate_ctx_t *ctx, int64_t target, enum step_result *result)
 {
@@ -236,7 +270,7 @@ static int step(migrate_ctx_t *ctx, int64_t target, enum step_result *result)
                  file->version, file->name, file->up ? "up" : "down");
         rc = write_record(ctx, to, true);
         if (rc == RETRYQ_OK)
-            rc = run(ctx, file->sql, 0, NULL, what);
+            rc = run_in_transaction(ctx, file, what);
         if (rc == RETRYQ_OK)
             rc = write_record(ctx, to, false);
     }
@@ -248,6 +282,8 @@ static int step(migrate_ctx_t *ctx, int64_t target, enum step_result *result)
     rc = run(ctx, "COMMIT", 0, NULL, "COMMIT");
     if (rc == RETRYQ_OK && file != NULL)
         *result = STEP_MOVED;
+    if (rc == RETRYQ_OK && file != NULL)
+        rc = run_after_commit(ctx, file);
     return rc;
 }
 
@@ -281,6 +317,14 @@ int retryq_migrate(retryq_client_t *client, int64_t target, int *applied, retryq
         if (rc != RETRYQ_OK || moved == STEP_DONE)
             break;
         steps++;
+    }
+    /* Finish what an interrupted run left (its after-commit part), and check it still holds. */
+    if (rc == RETRYQ_OK && steps == 0) {
+        int64_t current = 0;
+        bool dirty = false;
+        rc = read_record(&ctx, false, &current, &dirty);
+        if (rc == RETRYQ_OK && current > 0 && !dirty)
+            rc = run_after_commit(&ctx, find_file(current, 1));
     }
     if (applied != NULL)
         *applied = steps;

@@ -29,12 +29,16 @@
 static const char SQL_TIMEOUT[] = "SELECT set_config('statement_timeout', $1, true)";
 
 static const char SQL_LOCK_ROW[] =
-    "SELECT status, retry_count, max_retries, output_data::text FROM executions "
-    "WHERE id = $1::bigint AND region = $2 FOR UPDATE";
+    "SELECT e.status, e.retry_count, e.max_retries, e.output_data::text, j.jobspec_id, "
+    "e.model_id, e.question_id FROM executions e LEFT JOIN jobs j ON j.id = e.job_id "
+    "WHERE e.id = $1::bigint AND e.region = $2 FOR UPDATE OF e";
 
+/* original_error keeps the runner's failure: the runner never fills the column, its
+ * failure text lives in output_data.error, which the worker's outcome replaces. */
 static const char SQL_MARK_RETRYING[] =
     "UPDATE executions SET retry_count = retry_count + 1, last_retry_at = now(), "
-    "status = 'retrying', retry_history = coalesce(retry_history, '[]'::jsonb) || "
+    "status = 'retrying', original_error = coalesce(original_error, output_data->>'error'), "
+    "retry_history = coalesce(retry_history, '[]'::jsonb) || "
     "jsonb_build_array(jsonb_build_object('attempt', retry_count + 1, 'timestamp', $3::text, "
     "'status', 'retrying')) "
     "WHERE id = $1::bigint AND region = $2 RETURNING retry_count";
@@ -156,7 +160,17 @@ static int begin(submit_ctx_t *ctx)
     return exec_params(ctx, SQL_TIMEOUT, 1, params, "setting the statement timeout", NULL);
 }
 
-static int lock_row(submit_ctx_t *ctx, row_t *row, bool *found)
+/* The runner's response fields of the locked row (job_id, model_id, question_id). */
+static void copy_response_fields(const PGresult *res, retryq_submit_result_t *result)
+{
+    rq_copy(result->job_id, sizeof result->job_id, PQgetisnull(res, 0, 4) ? "" : PQgetvalue(res, 0, 4));
+    rq_copy(result->model_id, sizeof result->model_id, PQgetisnull(res, 0, 5) ? "" : PQgetvalue(res, 0, 5));
+    result->has_question_id = !PQgetisnull(res, 0, 6);
+    rq_copy(result->question_id, sizeof result->question_id,
+            result->has_question_id ? PQgetvalue(res, 0, 6) : "");
+}
+
+static int lock_row(submit_ctx_t *ctx, row_t *row, bool *found, retryq_submit_result_t *result)
 {
     char id[24];
     const char *const params[] = {id, ctx->region};
@@ -171,6 +185,7 @@ static int lock_row(submit_ctx_t *ctx, row_t *row, bool *found)
         rq_copy(row->status, sizeof row->status, PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
         row->retry_count = (int32_t)strtol(PQgetvalue(res, 0, 1), NULL, 10);
         row->max_retries = (int32_t)strtol(PQgetvalue(res, 0, 2), NULL, 10);
+        copy_response_fields(res, result);
         if (!PQgetisnull(res, 0, 3)) {
             row->output_data = strdup(PQgetvalue(res, 0, 3));
             if (row->output_data == NULL)
@@ -252,7 +267,7 @@ int retryq_submit(retryq_client_t *client, int64_t execution_id, const char *reg
 
     rc = begin(&ctx);
     if (rc == RETRYQ_OK)
-        rc = lock_row(&ctx, &row, &found);
+        rc = lock_row(&ctx, &row, &found, result);
     if (rc == RETRYQ_OK && !found)
         rc = rq_error(err, RETRYQ_ERR_NOT_FOUND,
                       "[RETRY] no execution %" PRId64 " in region '%s' (the region must match the "

@@ -46,6 +46,70 @@ const char *router_verdict_name(router_verdict_t verdict)
     return "unknown";
 }
 
+const char *router_failure_code(router_failure_t failure, long http_status, char *buf, size_t cap)
+{
+    switch (failure) {
+    case ROUTER_FAILURE_NONE: return "";
+    case ROUTER_FAILURE_HTTP:
+        snprintf(buf, cap, "ROUTER_HTTP_%ld", http_status > 0 ? http_status : 500L);
+        return buf;
+    case ROUTER_FAILURE_TIMEOUT: return "ROUTER_TIMEOUT";
+    case ROUTER_FAILURE_NETWORK: return "ROUTER_NETWORK";
+    case ROUTER_FAILURE_JSON: return "ROUTER_JSON_ERROR";
+    case ROUTER_FAILURE_ROUTER: return "ROUTER_ERROR";
+    case ROUTER_FAILURE_UNKNOWN: break;
+    }
+    return "ROUTER_UNKNOWN_ERROR";
+}
+
+const char *router_failure_stage(router_failure_t failure)
+{
+    switch (failure) {
+    case ROUTER_FAILURE_HTTP: return "router_http_request";
+    case ROUTER_FAILURE_TIMEOUT: return "router_http_timeout";
+    case ROUTER_FAILURE_NETWORK: return "router_network";
+    case ROUTER_FAILURE_JSON: return "router_response_parse";
+    case ROUTER_FAILURE_NONE:
+    case ROUTER_FAILURE_ROUTER:
+    case ROUTER_FAILURE_UNKNOWN: break;
+    }
+    return "router_inference";
+}
+
+const char *router_failure_type(router_failure_t failure)
+{
+    switch (failure) {
+    case ROUTER_FAILURE_HTTP: return "http_error";
+    case ROUTER_FAILURE_TIMEOUT: return "timeout";
+    case ROUTER_FAILURE_NETWORK: return "network";
+    case ROUTER_FAILURE_JSON: return "json_error";
+    case ROUTER_FAILURE_ROUTER: return "router_error";
+    case ROUTER_FAILURE_NONE:
+    case ROUTER_FAILURE_UNKNOWN: break;
+    }
+    return "unknown";
+}
+
+/* The runner's kind of failure of one of our short codes. */
+static router_failure_t failure_of_code(const char *code)
+{
+    static const struct {
+        const char *code;
+        router_failure_t failure;
+    } table[] = {
+        {"timeout", ROUTER_FAILURE_TIMEOUT},        {"network", ROUTER_FAILURE_NETWORK},
+        {"http_5xx", ROUTER_FAILURE_HTTP},          {"rate_limited", ROUTER_FAILURE_HTTP},
+        {"request_timeout", ROUTER_FAILURE_HTTP},   {"http_4xx", ROUTER_FAILURE_HTTP},
+        {"http_status", ROUTER_FAILURE_HTTP},       {"too_large", ROUTER_FAILURE_JSON},
+        {"invalid_json", ROUTER_FAILURE_JSON},      {"invalid_response", ROUTER_FAILURE_JSON},
+        {"router_error", ROUTER_FAILURE_ROUTER},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(code, table[i].code) == 0)
+            return table[i].failure;
+    return ROUTER_FAILURE_UNKNOWN;
+}
+
 void router_outcome_free(router_outcome_t *out)
 {
     if (out == NULL)
@@ -55,7 +119,9 @@ void router_outcome_free(router_outcome_t *out)
     free(out->metadata_json);
     free(out->error);
     free(out->error_code);
+    free(out->receipt_json);
     out->response = out->provider = out->metadata_json = out->error = out->error_code = NULL;
+    out->receipt_json = NULL;
 }
 
 /* Classification state: the outcome plus a flag for allocation failures. */
@@ -82,6 +148,7 @@ static void verdict(classifier_t *c, router_verdict_t v, const char *code, const
     int n;
 
     c->out->verdict = v;
+    c->out->failure = failure_of_code(code);
     free(c->out->error_code);
     free(c->out->error);
     c->out->error_code = keep(c, strdup(code));
@@ -302,6 +369,50 @@ static char *clean_string(classifier_t *c, const char *s, size_t max)
     return keep(c, text_sanitize_max(s, strlen(s), max, NULL));
 }
 
+/*
+ * metadata.receipt as the runner stores it in receipt_data: an object (or any JSON value
+ * but null) as it is; a string is the receipt's JSON text (the runner writes its bytes
+ * into the jsonb column), and a string that is not JSON is kept as a JSON string rather
+ * than refused.
+ */
+static void take_receipt(classifier_t *c, const cJSON *receipt)
+{
+    cJSON *parsed = NULL;
+    char *printed = NULL;
+
+    if (receipt == NULL || cJSON_IsNull(receipt))
+        return;
+    if (cJSON_IsString(receipt)) {
+        const char *text = receipt->valuestring;
+        size_t len = strlen(text);
+        char *copy = NULL;
+        size_t copy_len = 0;
+        const char *why = NULL;
+        int rc = json_prepare(text, len, &copy, &copy_len, &why);
+        if (rc == -2) {
+            c->oom = true;
+            return;
+        }
+        if (rc == 0) {
+            const char *end = NULL;
+            parsed = cJSON_ParseWithLengthOpts(copy, copy_len, &end, 0);
+            while (parsed != NULL && end < copy + copy_len && is_space(*end))
+                end++;
+            if (parsed != NULL && end != copy + copy_len) {
+                cJSON_Delete(parsed);
+                parsed = NULL;
+            }
+            free(copy);
+        }
+    }
+    printed = keep(c, cJSON_PrintUnformatted(parsed != NULL ? parsed : receipt));
+    cJSON_Delete(parsed);
+    if (printed != NULL) {
+        c->out->receipt_json = clean_string(c, printed, SIZE_MAX);
+        cJSON_free(printed);
+    }
+}
+
 /* The fields that are kept whatever success says: provider, timing, metadata. */
 static void take_common(classifier_t *c, const cJSON *root)
 {
@@ -321,6 +432,7 @@ static void take_common(classifier_t *c, const cJSON *root)
             c->out->metadata_json = clean_string(c, printed, SIZE_MAX);
             cJSON_free(printed);
         }
+        take_receipt(c, member(metadata, "receipt"));
     }
 }
 
@@ -395,6 +507,7 @@ static void classify_body(classifier_t *c, const router_result_t *r)
         verdict(c, ROUTER_FAILED, "invalid_response", "router returned a response that is not a string");
     } else {
         c->out->verdict = ROUTER_SUCCESS;
+        c->out->failure = ROUTER_FAILURE_NONE;
         c->out->response = clean_string(c, field->valuestring, SIZE_MAX);
     }
 cleanup:
@@ -408,6 +521,7 @@ void router_classify(const router_result_t *r, router_outcome_t *out)
 
     memset(out, 0, sizeof *out);
     out->verdict = ROUTER_FAILED;
+    out->failure = ROUTER_FAILURE_UNKNOWN;
     out->http_status = r->http_status;
     out->retry_after_ms = r->retry_after_ms;
 

@@ -149,7 +149,8 @@ static const setting_t settings[] = {
      "N", G_JOBS, "jobs in flight at once"},
     {"max_retries", "max-retries", "RETRYQ_MAX_RETRIES",
      NUM(T_INT, "3", 1, RETRYQ_MAX_ATTEMPT, max_retries), "N", G_JOBS,
-     "highest retry_attempt accepted"},
+     "ignored (kept so old settings still start): each execution's own max_retries column "
+     "decides, as in the runner's API"},
     {"max_deliveries", "max-deliveries", "RETRYQ_MAX_DELIVERIES",
      NUM(T_INT, "5", 1, RETRYQ_MAX_ATTEMPT, max_deliveries), "N", G_JOBS,
      "deliveries after which a job is poison (dead list)"},

@@ -29,7 +29,7 @@ typedef struct config {
     int timeout_ms;            /* --timeout-ms RETRYQ_TIMEOUT_MS, router total timeout, default 60000 */
     int connect_timeout_ms;    /* --connect-timeout-ms RETRYQ_CONNECT_TIMEOUT_MS, default 5000 */
     int64_t max_response_bytes;/* --max-response-bytes RETRYQ_MAX_RESPONSE_BYTES, default 4 MiB */
-    int max_retries;           /* --max-retries RETRYQ_MAX_RETRIES, bound on retry_attempt, default 3 */
+    int max_retries;           /* --max-retries RETRYQ_MAX_RETRIES: ignored, the row's max_retries decides */
     int db_pool_size;          /* --db-pool RETRYQ_DB_POOL, 1..64, default 4 */
     char *http_addr;           /* --http-addr RETRYQ_HTTP_ADDR, default 127.0.0.1:9464, "" or "off" disables */
     char *question_bank;       /* --question-bank RETRYQ_QUESTION_BANK, path or NULL for the built-in bank */

@@ -36,39 +36,46 @@
 
 /* Both load statements return the same columns:
  *   0 id, 1 region, 2 status, 3 retry_count, 4 question_id, 5 model_id, 6 job spec text,
- *   7 job_id, 8 spec_here.
+ *   7 job_id, 8 spec_here, 9 max_retries.
  * The batch form sends a job's spec once per batch (on its lowest execution id; spec_here
  * says which row carries it), so PostgreSQL converts each spec to text once. */
 const char JOB_SQL_LOAD[] =
     "SELECT e.id, e.region, e.status, e.retry_count, e.question_id, e.model_id, "
-    "j.jobspec_data::text, e.job_id, true "
+    "j.jobspec_data::text, e.job_id, true, e.max_retries "
     "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = $1::bigint";
 
 const char JOB_SQL_LOAD_MANY[] =
     "SELECT e.id, e.region, e.status, e.retry_count, e.question_id, e.model_id, "
     "CASE WHEN e.id = min(e.id) OVER w THEN j.jobspec_data::text END, e.job_id, "
-    "e.id = min(e.id) OVER w "
+    "e.id = min(e.id) OVER w, e.max_retries "
     "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = ANY($1::bigint[]) "
     "WINDOW w AS (PARTITION BY e.job_id)";
 
 /* The only statements that write an outcome. The guard makes a redelivered, superseded
- * or cancelled job change nothing; original_error keeps the first error. The batch form
- * is the same UPDATE over unnest()ed arrays, one transaction for many outcomes; it
- * returns (id, attempt) of every row it changed. */
+ * or cancelled job change nothing. original_error keeps the first error: the runner
+ * never fills it (its failure lives in output_data.error), so the row's own
+ * output_data->>'error' as it was before this write comes first, then this attempt's
+ * error; on success too, so a completed row still says what first went wrong (every
+ * expression of SET reads the row as it was). receipt_data takes metadata.receipt on
+ * success, as the runner's own success path does. The batch form is the same UPDATE
+ * over unnest()ed arrays, one transaction for many outcomes; it returns (id, attempt)
+ * of every row it changed. */
 const char JOB_SQL_RECORD[] =
     "UPDATE executions SET status = $3, output_data = $4::jsonb, "
     "provider_id = COALESCE($5, provider_id), completed_at = now(), "
-    "original_error = COALESCE(original_error, $6), "
+    "original_error = COALESCE(original_error, output_data->>'error', $6), "
+    "receipt_data = COALESCE($8::jsonb, receipt_data), "
     "retry_history = COALESCE(retry_history, '[]'::jsonb) || jsonb_build_array($7::jsonb) "
     "WHERE id = $1::bigint AND status = 'retrying' AND retry_count = $2 RETURNING id";
 
 const char JOB_SQL_RECORD_MANY[] =
     "UPDATE executions e SET status = v.status, output_data = v.output::jsonb, "
     "provider_id = COALESCE(v.provider, e.provider_id), completed_at = now(), "
-    "original_error = COALESCE(e.original_error, v.error), "
+    "original_error = COALESCE(e.original_error, e.output_data->>'error', v.error), "
+    "receipt_data = COALESCE(v.receipt::jsonb, e.receipt_data), "
     "retry_history = COALESCE(e.retry_history, '[]'::jsonb) || jsonb_build_array(v.history::jsonb) "
     "FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], "
-    "$7::text[]) AS v(id, attempt, status, output, provider, error, history) "
+    "$7::text[], $8::text[]) AS v(id, attempt, status, output, provider, error, history, receipt) "
     "WHERE e.id = v.id AND e.status = 'retrying' AND e.retry_count = v.attempt "
     "RETURNING e.id, v.attempt";
 
@@ -86,6 +93,7 @@ struct job {
     double call_sec;           /* the router call's wall time (retry_duration_seconds) */
 
     char *region;          /* as stored on the row */
+    const char *router_region; /* the router's form of it (question_router_region) */
     char *model;
     question_t question;
     bool have_question;
@@ -96,6 +104,7 @@ struct job {
     const char *history_status; /* success | failed | timeout | error */
     char *output_json;
     char *history_json;
+    char *receipt_json;        /* success: metadata.receipt, for receipt_data */
     char *provider;
     char *error;
     char *dead_reason;         /* after the record: dead-letter instead of ack */
@@ -285,6 +294,7 @@ void job_free(job_t *job)
     free(job->model);
     free(job->output_json);
     free(job->history_json);
+    free(job->receipt_json);
     free(job->provider);
     free(job->error);
     free(job->dead_reason);
@@ -406,32 +416,107 @@ static char *history_entry(const job_t *job, int64_t duration_ms)
     return print_json(e);
 }
 
-/* output_data of a failure, in the runner's shape plus retry_attempt. */
-static char *failure_output(const job_t *job, const char *code, const char *type, long http_status,
-                            bool transient)
+/* {"error", "error_code", "failure": {stage, component, subcomponent, code, type, region,
+ * model, message}} with retry_attempt: the frame of every failure document. */
+static cJSON *failure_frame(const job_t *job, const char *error, const char *code, const char *stage,
+                            const char *component, const char *subcomponent, const char *type,
+                            const char *region, const char *message, cJSON **failure)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *f = cJSON_CreateObject();
-    if (o == NULL || f == NULL) {
+    if (o == NULL || f == NULL || !cJSON_AddItemToObject(o, "failure", f)) {
         cJSON_Delete(o);
         cJSON_Delete(f);
         return NULL;
     }
-    cJSON_AddStringToObject(o, "error", job->error != NULL ? job->error : "unknown error");
+    cJSON_AddStringToObject(o, "error", error);
     cJSON_AddStringToObject(o, "error_code", code);
-    cJSON_AddStringToObject(f, "stage", "retry");
-    cJSON_AddStringToObject(f, "component", strcmp(type, "input") == 0 ? "retryq" : "router");
+    cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt);
+    cJSON_AddStringToObject(f, "stage", stage);
+    cJSON_AddStringToObject(f, "component", component);
+    cJSON_AddStringToObject(f, "subcomponent", subcomponent);
     cJSON_AddStringToObject(f, "code", code);
     cJSON_AddStringToObject(f, "type", type);
-    cJSON_AddStringToObject(f, "region", job->job.region);
+    cJSON_AddStringToObject(f, "region", region);
     cJSON_AddStringToObject(f, "model", job->model != NULL ? job->model : "");
-    cJSON_AddStringToObject(f, "message", job->error != NULL ? job->error : "unknown error");
-    if (http_status > 0)
-        cJSON_AddNumberToObject(f, "http_status", (double)http_status);
-    cJSON_AddBoolToObject(f, "transient", transient);
-    cJSON_AddItemToObject(o, "failure", f);
-    cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt);
+    cJSON_AddStringToObject(f, "message", message);
+    *failure = f;
+    return o;
+}
+
+/* output_data of a failure that is retryq's own (bad spec, bad index, poison, an answer
+ * the database refused): the runner's frame under component "retryq" and retryq's codes. */
+static char *input_failure_output(const job_t *job, const char *code, const char *type)
+{
+    const char *error = job->error != NULL ? job->error : "unknown error";
+    cJSON *f = NULL;
+    cJSON *o = failure_frame(job, error, code, "retry", "retryq", "worker", type, job->job.region,
+                             error, &f);
+    if (o == NULL)
+        return NULL;
+    cJSON_AddBoolToObject(f, "transient", false);
     return print_json(o);
+}
+
+/*
+ * output_data of a router failure in the runner's exact vocabulary (its HybridExecutor):
+ * error "hybrid error: <message>", error_code ROUTER_*, and a failure document whose
+ * stage, type and code follow the kind of failure, with the router-form region (or the
+ * router's metadata.region), http_status and url for HTTP errors, the provider, its
+ * metadata's provider_type and failure, and whether the failure is transient.
+ */
+static char *router_failure_output(const job_t *job, const router_outcome_t *out, const char *path)
+{
+    char code_buf[32];
+    const char *code = router_failure_code(out->failure, out->http_status, code_buf, sizeof code_buf);
+    const char *message = out->error != NULL ? out->error : "router call failed";
+    cJSON *meta = out->metadata_json != NULL ? cJSON_Parse(out->metadata_json) : NULL;
+    const cJSON *meta_region = cJSON_GetObjectItemCaseSensitive(meta, "region");
+    const char *region = cJSON_IsString(meta_region) && meta_region->valuestring[0] != '\0'
+                             ? meta_region->valuestring
+                             : job->router_region;
+    bool transient = out->verdict == ROUTER_TRANSIENT || out->failure == ROUTER_FAILURE_TIMEOUT ||
+                     out->failure == ROUTER_FAILURE_NETWORK ||
+                     (out->failure == ROUTER_FAILURE_HTTP && out->http_status >= 500);
+    cJSON *f = NULL;
+    cJSON *o = failure_frame(job, job->error != NULL ? job->error : message, code,
+                             router_failure_stage(out->failure), "hybrid_router", "inference",
+                             router_failure_type(out->failure), region != NULL ? region : "",
+                             message, &f);
+    if (o == NULL) {
+        cJSON_Delete(meta);
+        return NULL;
+    }
+    if (out->http_status > 0 && out->failure == ROUTER_FAILURE_HTTP)
+        cJSON_AddNumberToObject(f, "http_status", (double)out->http_status);
+    if (path != NULL && out->failure == ROUTER_FAILURE_HTTP)
+        cJSON_AddStringToObject(f, "url", path);
+    if (out->error_code != NULL) /* retryq's finer reason: too_large, rate_limited, ... */
+        cJSON_AddStringToObject(f, "retryq_reason", out->error_code);
+    if (out->provider != NULL)
+        cJSON_AddStringToObject(f, "provider", out->provider);
+    static const char *const copied[][2] = {{"provider_type", "provider_type"}, {"failure", "router_failure"}};
+    for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++) {
+        cJSON *item = cJSON_DetachItemFromObjectCaseSensitive(meta, copied[i][0]);
+        if (item != NULL && !cJSON_AddItemToObject(f, copied[i][1], item))
+            cJSON_Delete(item);
+    }
+    cJSON_AddBoolToObject(f, "transient", transient);
+    if (out->failure == ROUTER_FAILURE_ROUTER && out->error != NULL)
+        cJSON_AddStringToObject(o, "router_error", out->error);
+    cJSON_Delete(meta);
+    return print_json(o);
+}
+
+/* "hybrid error: <message>", the runner's error text of a router failure. */
+static bool set_hybrid_error(job_t *job, const char *message)
+{
+    char *text = NULL;
+    if (asprintf(&text, "hybrid error: %s", message) < 0)
+        return false;
+    free(job->error);
+    job->error = text;
+    return true;
 }
 
 static char *success_output(const job_t *job, const router_outcome_t *out)
@@ -473,7 +558,7 @@ static void job_fail_input(job_t *job, const char *error, const char *code, cons
         return;
     }
     free(job->output_json);
-    job->output_json = failure_output(job, code, "input", 0, false);
+    job->output_json = input_failure_output(job, code, "input");
     job_record(job);
 }
 
@@ -562,9 +647,11 @@ static void job_recorded(job_t *job, bool updated)
                     job->dead_reason, job->error, job->call_started_ms > 0 ? job->call_sec : -1.0);
     log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
               job->job.execution_id, job->job.retry_attempt, "job.recorded",
-              "[RETRY] execution %s after retry%s%s (%" PRId64 " ms from pop)", job->exec_status,
-              job->error ? ": " : "", job->error ? job->error : "",
-              clock_mono_ms() - job->taken_ms);
+              "[RETRY] Completed retry for execution %" PRId64 ": status %s, inference %" PRId64
+              " ms (%" PRId64 " ms from pop)%s%s",
+              job->job.execution_id, job->exec_status,
+              job->call_started_ms > 0 ? (int64_t)(job->call_sec * 1000.0 + 0.5) : (int64_t)0,
+              clock_mono_ms() - job->taken_ms, job->error ? ": " : "", job->error ? job->error : "");
     if (job->dead_reason != NULL) {
         job_dead(job, job->dead_reason);
     } else {
@@ -597,8 +684,9 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
             job->history_status = "failed";
             set_text(&job->error, error);
             set_text(&job->provider, NULL);
+            set_text(&job->receipt_json, NULL);
             free(job->output_json);
-            job->output_json = failure_output(job, "unstorable_answer", "router", 0, false);
+            job->output_json = input_failure_output(job, "unstorable_answer", "storage");
             job_record(job);
             return;
         }
@@ -616,7 +704,7 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
 /* The parameters of JOB_SQL_RECORD for one job (texts valid while the job lives). */
 typedef struct record_params {
     char id[24], attempt[16];
-    const char *v[7];
+    const char *v[JOB_RECORD_PARAMS];
 } record_params_t;
 
 static void record_params(const job_t *job, record_params_t *p)
@@ -625,8 +713,10 @@ static void record_params(const job_t *job, record_params_t *p)
     snprintf(p->id, sizeof p->id, "%" PRId64, job->job.execution_id);
     snprintf(p->attempt, sizeof p->attempt, "%d", job->job.retry_attempt);
     bool is_error = strcmp(job->exec_status, "completed") != 0;
-    const char *v[] = {p->id, p->attempt, job->exec_status, job->output_json,
-                       job->provider, is_error ? job->error : NULL, job->history_json};
+    const char *v[] = {p->id,           p->attempt,
+                       job->exec_status, job->output_json,
+                       job->provider,   is_error ? job->error : NULL,
+                       job->history_json, is_error ? NULL : job->receipt_json};
     memcpy(p->v, v, sizeof v);
 }
 
@@ -635,7 +725,7 @@ static void job_record_one(job_t *job)
 {
     record_params_t p;
     record_params(job, &p);
-    if (store_exec(job->w->store, job->w->sql.record, 7, p.v, on_recorded, job) < 0)
+    if (store_exec(job->w->store, job->w->sql.record, JOB_RECORD_PARAMS, p.v, on_recorded, job) < 0)
         job_requeue(job, "out of memory queueing the outcome");
 }
 
@@ -671,6 +761,7 @@ static void on_router_done(void *arg, const router_result_t *result)
               "router answered %s (HTTP %ld) in %.3f s", router_verdict_name(out.verdict),
               out.http_status, result->total_sec);
 
+    bool ok = true;
     if (out.verdict == ROUTER_TRANSIENT) {
         const char *why = out.error != NULL ? out.error : "transient router failure";
         if (job->job.delivery < w->cfg.backoff_count) {
@@ -679,33 +770,32 @@ static void on_router_done(void *arg, const router_result_t *result)
             if (out.retry_after_ms > delay)
                 delay = out.retry_after_ms;
             job_delay(job, delay, why);
-        } else {
-            char error[2600];
-            snprintf(error, sizeof error, "gave up after %d tries: %s", job->job.delivery + 1, why);
-            job->exec_status = "failed";
-            job->history_status = "failed";
-            set_text(&job->error, error);
-            job->output_json = failure_output(job, out.error_code ? out.error_code : "transient",
-                                              "transient", out.http_status, true);
-            job_record(job);
+            router_outcome_free(&out);
+            return;
         }
-        router_outcome_free(&out);
-        return;
-    }
-    if (out.verdict == ROUTER_SUCCESS) {
+        char error[2600];
+        snprintf(error, sizeof error, "gave up after %d tries: %s", job->job.delivery + 1, why);
+        job->exec_status = "failed";
+        job->history_status = "failed";
+        ok = set_hybrid_error(job, error);
+    } else if (out.verdict == ROUTER_SUCCESS) {
         job->exec_status = "completed";
         job->history_status = "success";
-        set_text(&job->provider, out.provider);
+        ok = set_text(&job->provider, out.provider) && set_text(&job->receipt_json, out.receipt_json);
         job->output_json = success_output(job, &out);
     } else {
         bool timeout = out.verdict == ROUTER_TIMEOUT;
         job->exec_status = timeout ? "timeout" : "failed";
         job->history_status = timeout ? "timeout" : "failed";
-        set_text(&job->error, out.error != NULL ? out.error : "router call failed");
-        job->output_json = failure_output(job, out.error_code ? out.error_code : "router_error",
-                                          timeout ? "timeout" : "router", out.http_status, false);
+        ok = set_hybrid_error(job, out.error != NULL ? out.error : "router call failed");
     }
+    if (ok && out.verdict != ROUTER_SUCCESS)
+        job->output_json = router_failure_output(job, &out, result->path);
     router_outcome_free(&out);
+    if (!ok) {
+        job_requeue(job, "out of memory keeping the router's answer");
+        return;
+    }
     job_record(job);
 }
 
@@ -713,13 +803,17 @@ static void job_call(job_t *job)
 {
     worker_t *w = job->w;
     size_t len = 0;
-    char *body = question_build_request(&job->question, job->model, job->region,
+    char *body = question_build_request(&job->question, job->model, job->router_region,
                                         w->cfg.request_mode, &len);
     if (body == NULL) {
         job_requeue(job, "out of memory building the router request");
         return;
     }
     job->stage = STAGE_CALL;
+    log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.started",
+              "[RETRY] Starting retry for execution %" PRId64 " (region %s, question %" PRId64
+              ", attempt %d)",
+              job->job.execution_id, job->job.region, job->job.question_index, job->job.retry_attempt);
     job->call_started_ms = clock_mono_ms();
     job->call = router_call(w->router, body, len, job->job.execution_id, job->job.retry_attempt,
                             on_router_done, job);
@@ -797,7 +891,7 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
     }
     const char *region = field(res, row, 1), *exec_status = field(res, row, 2);
     const char *count = field(res, row, 3), *question_id = field(res, row, 4);
-    const char *model = field(res, row, 5);
+    const char *model = field(res, row, 5), *max_retries = field(res, row, 9);
     if (region == NULL || strcmp(region, job->job.region) != 0) {
         char reason[400];
         snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
@@ -816,6 +910,17 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
     }
     if (!set_text(&job->region, region) || !set_text(&job->model, model ? model : DEFAULT_MODEL)) {
         job_requeue(job, "out of memory");
+        return;
+    }
+    job->router_region = question_router_region(job->region);
+    /* The row's max_retries is the truth (the payload's bound is only a sanity ceiling). A
+     * job past it would otherwise leave the row 'retrying' with nothing to finish it. */
+    long row_max = max_retries != NULL ? strtol(max_retries, NULL, 10) : 0;
+    if (job->job.retry_attempt > row_max) {
+        char error[200];
+        snprintf(error, sizeof error, "retry attempt %d exceeds the execution's max_retries (%ld)",
+                 job->job.retry_attempt, row_max);
+        job_fail_input(job, error, "attempt_over_max_retries", error);
         return;
     }
     char err[300];
@@ -984,7 +1089,7 @@ static void on_batch(void *arg, store_status_t status, const PGresult *res, cons
 /* Builds the array parameters of one batch statement; false when out of memory. */
 static bool batch_params(const job_batch_t *b, char **params, int nparams)
 {
-    sqlarray_t arrays[7];
+    sqlarray_t arrays[JOB_RECORD_PARAMS];
     for (int k = 0; k < nparams; k++)
         sqlarray_init(&arrays[k]);
     for (size_t i = 0; i < b->n; i++) {
@@ -994,7 +1099,7 @@ static bool batch_params(const job_batch_t *b, char **params, int nparams)
             record_params_t p;
             record_params(job, &p);
             sqlarray_int(&arrays[1], job->job.retry_attempt);
-            for (int k = 2; k < 7; k++)
+            for (int k = 2; k < JOB_RECORD_PARAMS; k++)
                 sqlarray_text(&arrays[k], p.v[k]);
         }
     }
@@ -1027,8 +1132,8 @@ static void batch_send(worker_t *w, batch_kind_t kind)
     memcpy(b->jobs, ctx->waiting[kind], n * sizeof b->jobs[0]);
     ctx->nwaiting[kind] = 0;
 
-    int nparams = kind == BATCH_LOAD ? 1 : 7;
-    char *params[7] = {NULL};
+    int nparams = kind == BATCH_LOAD ? 1 : JOB_RECORD_PARAMS;
+    char *params[JOB_RECORD_PARAMS] = {NULL};
     int rc = -1;
     if (batch_params(b, params, nparams))
         rc = store_exec(w->store, kind == BATCH_LOAD ? w->sql.load_many : w->sql.record_many,
@@ -1084,7 +1189,8 @@ static const job_t *twin(const worker_t *w, const job_t *job)
     uint64_t h = key_hash(job->job.execution_id, job->job.retry_attempt);
     for (const job_t *j = index_bucket(w, IX_KEY, h); j != NULL; j = j->chain[IX_KEY])
         if (j != job && j->job.execution_id == job->job.execution_id &&
-            j->job.retry_attempt == job->job.retry_attempt)
+            j->job.retry_attempt == job->job.retry_attempt &&
+            strcmp(j->job.region, job->job.region) == 0)
             return j;
     return NULL;
 }
@@ -1116,7 +1222,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
     index_add(job, IX_PAYLOAD, payload_hash(payload, len));
 
     retryq_error_t err;
-    if (retryq_job_decode(payload, len, w->cfg.max_retries, &job->job, &err) != RETRYQ_OK) {
+    if (retryq_job_decode(payload, len, RETRYQ_MAX_ATTEMPT, &job->job, &err) != RETRYQ_OK) {
         memset(&job->job, 0, sizeof job->job);
         char reason[600];
         snprintf(reason, sizeof reason, "invalid job: %s", err.message);

@@ -69,7 +69,7 @@ metrics_failure_t metrics_failure_class(const char *exec_status, const char *dea
         return METRICS_FAIL_TIMEOUT;
     if (dead_reason != NULL)
         return starts_with(dead_reason, "poison") ? METRICS_FAIL_POISON : METRICS_FAIL_BAD_JOB;
-    if (starts_with(error, "gave up after"))
+    if (starts_with(error, "gave up after") || starts_with(error, "hybrid error: gave up after"))
         return METRICS_FAIL_TRANSIENT_EXHAUSTED;
     return METRICS_FAIL_FAILED;
 }

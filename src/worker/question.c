@@ -529,6 +529,20 @@ const char *question_system_text(const char *region)
     return RUNNER_SYSTEM_TEXT("the US");
 }
 
+const char *question_router_region(const char *region)
+{
+    static const char *const forms[][2] = {
+        {"US", "us-east"},         {"EU", "eu-west"},   {"Europe", "eu-west"},
+        {"APAC", "asia-pacific"}, {"ASIA", "asia-pacific"},
+    };
+    if (region == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
+        if (strcasecmp(region, forms[i][0]) == 0)
+            return forms[i][1];
+    return region;
+}
+
 char *question_build_request(const question_t *q, const char *model, const char *region,
                              request_mode_t mode, size_t *len)
 {
@@ -538,10 +552,11 @@ char *question_build_request(const question_t *q, const char *model, const char 
     char *prompt = NULL, *body = NULL;
     if (req == NULL)
         return NULL;
-    if (mode == REQUEST_MODE_SEED) {
+    if (mode == REQUEST_MODE_SEED && q->system_prompt == NULL) {
         prompt = strdup(q->text);
     } else {
-        /* "system\n<system>\nuser\n<question>\nassistant\n", as the runner sends it */
+        /* "system\n<system>\nuser\n<question>\nassistant\n", as the runner sends it; the
+         * seed mode keeps an object-form question's own system_prompt the same way */
         const char *system =
             q->system_prompt != NULL ? q->system_prompt : question_system_text(region);
         size_t n = strlen(system) + strlen(q->text) + sizeof "system\n\nuser\n\nassistant\n";

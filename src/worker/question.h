@@ -76,5 +76,9 @@ char *question_build_request(const question_t *q, const char *model, const char 
 
 /* The runner's system text for a router region ("us-east", "eu-west", "asia-pacific", "US", ...). */
 const char *question_system_text(const char *region);
+/* The router's form of a stored region, as the runner maps it (US -> us-east, EU and
+ * Europe -> eu-west, APAC, ASIA and Asia -> asia-pacific, any case); any other value,
+ * router forms included, is returned as it is. The stored region is never rewritten. */
+const char *question_router_region(const char *region);
 
 #endif

@@ -42,6 +42,12 @@
 #define BODY_INITIAL_CAP 4096
 #define RETRY_AFTER_MAX_MS (24L * 3600L * 1000L) /* longer hints are clamped to a day */
 
+/* The paths the runner's Go client tries, in its order, when the previous one answers 404.
+ * The router remembers the last path that answered anything else. */
+static const char *const inference_paths[] = {"/inference", "/api/v1/inference", "/api/inference",
+                                              "/v1/inference"};
+#define PATH_COUNT ((int)(sizeof inference_paths / sizeof inference_paths[0]))
+
 typedef enum call_state {
     CALL_ACTIVE,      /* in the multi handle, transfer running */
     CALL_FINISHED,    /* transfer over, waiting for its callback */
@@ -67,6 +73,7 @@ struct router_call {
     long retry_after_ms;
     CURLcode code;
     long http_status;
+    int path_first, tries; /* index of the first path tried; paths tried after it */
     int64_t started_us, finished_us;
     router_done_fn done;
     void *arg;
@@ -83,7 +90,8 @@ struct router {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
-    char *url;
+    char *urls[PATH_COUNT]; /* base URL + each of inference_paths */
+    int path;               /* the path that answered last (index into urls) */
     long timeout_ms, connect_timeout_ms;
     size_t max_body;
     call_list_t active, finished;
@@ -342,7 +350,7 @@ static bool call_setup(router_t *router, router_call_t *call, size_t len)
     bool ok = true;
 
 #define SET(opt, value) ok = ok && curl_easy_setopt(e, opt, value) == CURLE_OK
-    SET(CURLOPT_URL, router->url);
+    SET(CURLOPT_URL, router->urls[(call->path_first + call->tries) % PATH_COUNT]);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     SET(CURLOPT_POSTFIELDS, call->request);
     SET(CURLOPT_HTTPHEADER, call->headers);
@@ -400,6 +408,7 @@ router_call_t *router_call(router_t *router, const char *body, size_t len, int64
     call->done = done;
     call->arg = arg;
     call->retry_after_ms = -1;
+    call->path_first = router->path;
     call->request = malloc(len + 1);
     if (call->request == NULL)
         goto fail;
@@ -478,6 +487,7 @@ static void dispatch(router_t *router, router_call_t *call)
     result.timed_out = call->code == CURLE_OPERATION_TIMEDOUT && elapsed_us >= (int64_t)router->timeout_ms * 1000;
     result.total_sec = (double)elapsed_us / 1e6;
     result.retry_after_ms = call->retry_after_ms;
+    result.path = inference_paths[(call->path_first + call->tries) % PATH_COUNT];
     if (call->errbuf[0] != '\0')
         result.error = call->errbuf;
     else if (result.curl_code != CURLE_OK)
@@ -489,6 +499,31 @@ static void dispatch(router_t *router, router_call_t *call)
     router->count--;
     call->done(call->arg, &result);
     call_free(call);
+}
+
+/* A 404 from one router path: the same call again on the next path the runner's client
+ * tries (outside every curl callback). When curl refuses, the 404 stands. */
+static void try_next_path(router_t *router, router_call_t *call)
+{
+    call->tries++;
+    call->body_len = 0;
+    if (call->body != NULL)
+        call->body[0] = '\0';
+    call->too_large = false;
+    call->retry_after_ms = -1;
+    call->errbuf[0] = '\0';
+    call->http_status = 0;
+    if (curl_easy_setopt(call->easy, CURLOPT_URL,
+                         router->urls[(call->path_first + call->tries) % PATH_COUNT]) != CURLE_OK ||
+        curl_multi_add_handle(router->multi, call->easy) != CURLM_OK) {
+        call->tries--;
+        call->http_status = 404;
+        return;
+    }
+    call->in_multi = true;
+    list_unlink(&router->finished, call);
+    list_append(&router->active, call);
+    call->state = CALL_ACTIVE;
 }
 
 /* Collects finished transfers, takes them out of the multi handle, runs callbacks. */
@@ -513,13 +548,18 @@ static void router_process(router_t *router)
         list_append(&router->finished, call);
         call->state = CALL_FINISHED;
     }
-    for (router_call_t *call = router->finished.head; call != NULL; call = call->next) {
+    for (router_call_t *call = router->finished.head, *next; call != NULL; call = next) {
+        next = call->next;
         if (!call->in_multi)
             continue;
         if (curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->http_status) != CURLE_OK)
             call->http_status = 0;
         curl_multi_remove_handle(router->multi, call->easy);
         call->in_multi = false;
+        if (call->code == CURLE_OK && call->http_status == 404 && call->tries + 1 < PATH_COUNT)
+            try_next_path(router, call);
+        else if (call->code == CURLE_OK && call->http_status > 0 && call->http_status != 404)
+            router->path = (call->path_first + call->tries) % PATH_COUNT;
     }
     router->dispatching++;
     while (router->finished.head != NULL && !router->free_requested) {
@@ -601,11 +641,14 @@ router_t *router_new(struct event_base *base, const router_config_t *cfg, char *
     len = strlen(cfg->base_url);
     while (len > 0 && cfg->base_url[len - 1] == '/')
         len--;
-    router->url = malloc(len + sizeof "/inference");
-    if (router->url == NULL)
-        goto oom;
-    memcpy(router->url, cfg->base_url, len);
-    memcpy(router->url + len, "/inference", sizeof "/inference");
+    for (int i = 0; i < PATH_COUNT; i++) {
+        size_t plen = strlen(inference_paths[i]);
+        router->urls[i] = malloc(len + plen + 1);
+        if (router->urls[i] == NULL)
+            goto oom;
+        memcpy(router->urls[i], cfg->base_url, len);
+        memcpy(router->urls[i] + len, inference_paths[i], plen + 1);
+    }
 
     router->timer = evtimer_new(base, on_timer, router);
     router->multi = curl_multi_init();
@@ -658,7 +701,8 @@ static void router_destroy(router_t *router)
         curl_easy_cleanup(router->spare[--router->spare_count]);
     if (router->timer != NULL)
         event_free(router->timer);
-    free(router->url);
+    for (int i = 0; i < PATH_COUNT; i++)
+        free(router->urls[i]);
     free(router);
 }
 

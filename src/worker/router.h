@@ -36,6 +36,7 @@ typedef struct router_result {
     double total_sec;         /* wall time of the call */
     long retry_after_ms;      /* from a Retry-After header (seconds or HTTP date); -1 when absent */
     const char *error;        /* curl's error text or "" */
+    const char *path;         /* the router path of the last try ("/inference", ...) */
 } router_result_t;
 
 typedef void (*router_done_fn)(void *arg, const router_result_t *result);
@@ -45,7 +46,10 @@ router_t *router_new(struct event_base *base, const router_config_t *cfg, char *
 void router_free(router_t *router);
 
 /*
- * Starts one call. The body is copied. Headers: Content-Type: application/json,
+ * Starts one call on the router path that answered last (first "/inference"); a 404 makes
+ * the call try the runner client's other paths (/api/v1/inference, /api/inference,
+ * /v1/inference) in turn, and the first that answers anything else is remembered.
+ * The body is copied. Headers: Content-Type: application/json,
  * X-Retryq-Execution: <execution_id>, X-Retryq-Attempt: <attempt>. `done` is called
  * exactly once unless the call is cancelled first. Returns NULL when the call could
  * not even be started (out of memory, curl refused the handle).
@@ -65,6 +69,18 @@ typedef enum router_verdict {
     ROUTER_TRANSIENT,    /* connection errors, HTTP 5xx, 429, 408: back off and retry later */
 } router_verdict_t;
 
+/* What kind of failure, in the runner's words (its HybridExecutor's failure documents):
+ * each kind has the runner's error code, stage and type (router_failure_code/stage/type). */
+typedef enum router_failure {
+    ROUTER_FAILURE_NONE = 0, /* success */
+    ROUTER_FAILURE_HTTP,     /* non-2xx: ROUTER_HTTP_<status>, router_http_request, http_error */
+    ROUTER_FAILURE_TIMEOUT,  /* ROUTER_TIMEOUT, router_http_timeout, timeout */
+    ROUTER_FAILURE_NETWORK,  /* ROUTER_NETWORK, router_network, network */
+    ROUTER_FAILURE_JSON,     /* an answer that cannot be read: ROUTER_JSON_ERROR, router_response_parse, json_error */
+    ROUTER_FAILURE_ROUTER,   /* success:false: ROUTER_ERROR, router_inference, router_error */
+    ROUTER_FAILURE_UNKNOWN,  /* anything else: ROUTER_UNKNOWN_ERROR, router_inference, unknown */
+} router_failure_t;
+
 /* The parsed meaning of one router_result (DESIGN §5). All strings malloc'd, owned here. */
 typedef struct router_outcome {
     router_verdict_t verdict;
@@ -75,6 +91,8 @@ typedef struct router_outcome {
     char *metadata_json;     /* the metadata object re-serialised, or NULL */
     char *error;             /* failure text (<= 2 KiB; for non-2xx: "HTTP 503: <first 2 KiB of body>") */
     char *error_code;        /* short code: "router_error", "http_4xx", "invalid_json", "too_large", "timeout", "network", "http_5xx", "rate_limited", ... */
+    router_failure_t failure; /* the runner's kind of failure (NONE on success) */
+    char *receipt_json;      /* metadata.receipt as JSON (an object, or JSON text in a string), or NULL */
     long retry_after_ms;     /* copied from the result, -1 when absent */
 } router_outcome_t;
 
@@ -84,5 +102,9 @@ typedef struct router_outcome {
 void router_classify(const router_result_t *result, router_outcome_t *out);
 void router_outcome_free(router_outcome_t *out);
 const char *router_verdict_name(router_verdict_t verdict); /* "success","failed","timeout","transient" */
+/* The runner's error code of a failure ("ROUTER_HTTP_503", "ROUTER_TIMEOUT", ...) into buf. */
+const char *router_failure_code(router_failure_t failure, long http_status, char *buf, size_t cap);
+const char *router_failure_stage(router_failure_t failure); /* "router_http_request", ... */
+const char *router_failure_type(router_failure_t failure);  /* "http_error", "timeout", ... */
 
 #endif

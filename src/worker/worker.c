@@ -255,8 +255,8 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         return -1;
     w->sql.load = store_register(w->store, JOB_SQL_LOAD, 1);
     w->sql.load_many = store_register(w->store, JOB_SQL_LOAD_MANY, 1);
-    w->sql.record = store_register(w->store, JOB_SQL_RECORD, 7);
-    w->sql.record_many = store_register(w->store, JOB_SQL_RECORD_MANY, 7);
+    w->sql.record = store_register(w->store, JOB_SQL_RECORD, JOB_RECORD_PARAMS);
+    w->sql.record_many = store_register(w->store, JOB_SQL_RECORD_MANY, JOB_RECORD_PARAMS);
     w->sql.orphans = store_register(w->store, JANITOR_SQL_ORPHANS, 2);
     if (w->sql.load < 0 || w->sql.load_many < 0 || w->sql.record < 0 || w->sql.record_many < 0 ||
         w->sql.orphans < 0) {

@@ -461,7 +461,7 @@ add("index: above int32", job(qi="2147483648"), INV + "question_index:")
 add("index: string", job(qi='"0"'), INV + "question_index:")
 add("index: fraction", job(qi="0.5"), INV + "question_index:")
 add("attempt: zero", job(ra="0"), INV + "retry_attempt:")
-add("attempt: above max", job(ra="4"), INV + "retry_attempt:")
+add("attempt: above the ceiling", job(ra="1001"), INV + "retry_attempt:")
 add("attempt: huge", job(ra="1000000"), INV + "retry_attempt:")
 add("attempt: string", job(ra='"1"'), INV + "retry_attempt:")
 add("delivery: negative", job(extra=',"delivery":-1'), INV + "delivery:")
@@ -568,7 +568,7 @@ done
 check_eq "redirects were not followed: the canary got no request" "" \
   "$(grep '^canary' "$t_tmp/stub.log" || true)"
 check_eq "a redirect is a failure naming its status" t \
-  "$(field "${exb[redirect_307]}" "output_data->>'error' LIKE 'HTTP 307%'")"
+  "$(field "${exb[redirect_307]}" "output_data->>'error' LIKE 'hybrid error: HTTP 307%'")"
 # Only now, with non-following proven, a redirect to a private address (never connected).
 submit_b redirect_private normal_b
 check "stub answers (second wave) reach a terminal status" wait_for 60 terminal "${exb[redirect_private]}" "${exb[normal_b]}"
@@ -598,15 +598,15 @@ check_eq "SQL in an answer is stored as text" t \
   "$(field "${exb[sql_in_response]}" "output_data->>'response' LIKE '''); DROP TABLE executions; --%' AND provider_id LIKE 'p''; DELETE%'")"
 check_eq "the tables are all still there" 2 \
   "$(sql -c "SELECT count(*) FROM pg_tables WHERE tablename IN ('jobs','executions')")"
-check_eq "an error text is at most 2 KiB" t "$(field "${exb[long_error]}" "octet_length(output_data->>'error') <= 2048")"
+check_eq "an error text is at most 2 KiB (after the runner's prefix)" t "$(field "${exb[long_error]}" "octet_length(output_data#>>'{failure,message}') <= 2048 AND output_data->>'error' = 'hybrid error: ' || (output_data#>>'{failure,message}')")"
 check_eq "provider_used is cut to 255 bytes" t "$(field "${exb[long_provider]}" "octet_length(provider_id) <= 255 AND provider_id <> ''")"
 check_eq "a big answer under the cap is kept whole" 900000 "$(field "${exb[big_response]}" "length(output_data->>'response')")"
-check_eq "an answer over the cap fails as too_large" too_large "$(field "${exa[huge]}" "output_data->>'error_code'")"
-check_eq "nesting deeper than 64 fails as invalid_json" invalid_json "$(field "${exb[deep_65]}" "output_data->>'error_code'")"
-check_eq "a raw NUL byte fails as invalid_json" invalid_json "$(field "${exb[raw_nul]}" "output_data->>'error_code'")"
-check_eq "HTTP/0.9 is refused by curl" curl_error "$(field "${exb[http09]}" "output_data->>'error_code'")"
+check_eq "an answer over the cap fails as too_large" "ROUTER_JSON_ERROR too_large" "$(field "${exa[huge]}" "concat_ws(' ', output_data->>'error_code', output_data#>>'{failure,retryq_reason}')")"
+check_eq "nesting deeper than 64 fails as invalid_json" "ROUTER_JSON_ERROR invalid_json" "$(field "${exb[deep_65]}" "concat_ws(' ', output_data->>'error_code', output_data#>>'{failure,retryq_reason}')")"
+check_eq "a raw NUL byte fails as invalid_json" "ROUTER_JSON_ERROR invalid_json" "$(field "${exb[raw_nul]}" "concat_ws(' ', output_data->>'error_code', output_data#>>'{failure,retryq_reason}')")"
+check_eq "HTTP/0.9 is refused by curl" "ROUTER_UNKNOWN_ERROR curl_error" "$(field "${exb[http09]}" "concat_ws(' ', output_data->>'error_code', output_data#>>'{failure,retryq_reason}')")"
 check_eq "giant header line: refused, retried, then failed" t \
-  "$(field "${exb[huge_header_line]}" "output_data->>'error' LIKE 'gave up after 3 tries%'")"
+  "$(field "${exb[huge_header_line]}" "output_data->>'error' LIKE 'hybrid error: gave up after 3 tries%'")"
 
 # ------------------------------------------------------------------ the end: normal jobs
 check "worker A alive after everything" kill -0 "$WA"

@@ -455,6 +455,60 @@ static void test_missing_runner_0010_fails_clearly(void **state)
     assert_false(sweep_index_exists(fx));
 }
 
+/* The widened check is added NOT VALID and validated after the commit. */
+static void test_check_is_validated_after_commit(void **state)
+{
+    fixture_t *fx = *state;
+    migrate_ok(fx, -1, 1);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'executions'::regclass "
+                                  "AND conname = 'chk_executions_status' AND convalidated"),
+                     1);
+    /* an interrupted run (committed, not yet validated) is finished by the next one */
+    PQclear(tu_exec(fx->pg, "ALTER TABLE executions DROP CONSTRAINT chk_executions_status, ADD CONSTRAINT "
+                            "chk_executions_status CHECK (status IN ('pending', 'running', 'completed', "
+                            "'failed', 'cancelled', 'retrying', 'timeout', 'error')) NOT VALID", 0));
+    migrate_ok(fx, -1, 0);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'executions'::regclass "
+                                  "AND conname = 'chk_executions_status' AND convalidated"),
+                     1);
+}
+
+/* A row whose status the new check would refuse: a clear refusal, nothing changed. */
+static void test_status_outside_the_new_set_refuses(void **state)
+{
+    fixture_t *fx = *state;
+    retryq_error_t err = {0};
+    int applied = -1;
+    PQclear(tu_exec(fx->pg, "ALTER TABLE executions DROP CONSTRAINT chk_executions_status", 0));
+    char st[8];
+    insert_state(fx, "queued", st, sizeof st);
+    insert_state(fx, "queued", st, sizeof st);
+    assert_string_equal(st, "");
+    assert_int_equal(migrate(fx, -1, &applied, &err), RETRYQ_ERR_SCHEMA);
+    assert_int_equal(applied, 0);
+    assert_non_null(strstr(err.message, "'queued' (2 rows)"));
+    expect_version(fx, 0, false);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'executions'::regclass "
+                                  "AND conname = 'chk_executions_status'"),
+                     0);
+    assert_false(sweep_index_exists(fx));
+}
+
+/* A later runner migration that rebuilds the check without retryq's statuses is named. */
+static void test_check_rebuilt_by_the_runner_is_reported(void **state)
+{
+    fixture_t *fx = *state;
+    retryq_error_t err = {0};
+    int applied = -1;
+    migrate_ok(fx, -1, 1);
+    PQclear(tu_exec(fx->pg, "ALTER TABLE executions DROP CONSTRAINT chk_executions_status, ADD CONSTRAINT "
+                            "chk_executions_status CHECK (status IN ('pending', 'running', 'completed', "
+                            "'failed', 'cancelled', 'paused'))", 0));
+    assert_int_equal(migrate(fx, -1, &applied, &err), RETRYQ_ERR_SCHEMA);
+    assert_non_null(strstr(err.message, "does not admit retryq's statuses"));
+    assert_non_null(strstr(err.message, "0012_retry_worker.up.sql"));
+}
+
 static void test_bad_target_is_invalid(void **state)
 {
     fixture_t *fx = *state;
@@ -571,6 +625,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dirty_record_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_recorded_version_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_runner_0010_fails_clearly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_is_validated_after_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_outside_the_new_set_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_rebuilt_by_the_runner_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_target_is_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_database_down_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_migrations_serialise, setup, teardown),

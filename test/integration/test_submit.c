@@ -459,6 +459,51 @@ static void test_last_retry_then_refused(void **state)
     assert_int_equal(queue_length(fx), 1);
 }
 
+/* A row as the runner leaves it: original_error NULL, its failure in output_data. Submit
+ * keeps that failure as original_error (a retry's outcome replaces output_data), and the
+ * result carries the runner's response fields. */
+static void test_runner_row_keeps_original_error(void **state)
+{
+    fixture_t *fx = *state;
+    retryq_submit_result_t res;
+    retryq_error_t err;
+    int64_t id = new_execution(fx, "eu-west", "failed", 0, 5);
+    set_column_json(fx, id,
+                    "UPDATE executions SET original_error = NULL, output_data = $2::jsonb WHERE id = $1::int",
+                    "{\"error\":\"hybrid error: context deadline exceeded\",\"error_code\":\"ROUTER_TIMEOUT\","
+                    "\"failure\":{\"stage\":\"router_http_timeout\",\"component\":\"hybrid_router\"}}");
+    assert_int_equal(submit(fx, id, "eu-west", 1, &res, &err), RETRYQ_OK);
+    char *kept = row_text(fx, "SELECT original_error FROM executions WHERE id = $1::int", id);
+    assert_string_equal(kept, "hybrid error: context deadline exceeded");
+    char *jobspec_id = tu_query_value(fx->pg, "SELECT jobspec_id FROM jobs ORDER BY id LIMIT 1", 0);
+    assert_string_equal(res.job_id, jobspec_id);
+    assert_string_equal(res.model_id, "mistral-7b");
+    assert_true(res.has_question_id);
+    assert_string_equal(res.question_id, "math_basic");
+    assert_int_equal(res.max_retries, 5);
+    retryq_submit_result_free(&res);
+    free(kept);
+    free(jobspec_id);
+
+    /* an original_error already there is never replaced; a row without an error text keeps NULL */
+    int64_t set = new_execution(fx, "eu-west", "timeout", 0, 3);
+    set_column_json(fx, set, "UPDATE executions SET original_error = 'the first one', "
+                             "output_data = $2::jsonb WHERE id = $1::int", "{\"error\":\"a later one\"}");
+    int64_t none = new_execution(fx, "eu-west", "error", 0, 3);
+    set_column_json(fx, none, "UPDATE executions SET original_error = NULL, output_data = $2::jsonb "
+                              "WHERE id = $1::int", "[\"not an object\"]");
+    set_column_json(fx, none, "UPDATE executions SET question_id = NULL WHERE id = $1::int AND $2 <> ''", "x");
+    assert_int_equal(submit(fx, set, "eu-west", 1, &res, &err), RETRYQ_OK);
+    retryq_submit_result_free(&res);
+    assert_int_equal(submit(fx, none, "eu-west", 1, &res, &err), RETRYQ_OK);
+    assert_false(res.has_question_id);
+    retryq_submit_result_free(&res);
+    kept = row_text(fx, "SELECT original_error FROM executions WHERE id = $1::int", set);
+    assert_string_equal(kept, "the first one");
+    free(kept);
+    assert_int_equal(row_int(fx, "SELECT (original_error IS NULL)::int FROM executions WHERE id = $1::int", none), 1);
+}
+
 /* ------------------------------------------------------------------ concurrency */
 
 typedef struct racer {
@@ -681,6 +726,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_appends_to_existing_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_with_null_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_last_retry_then_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runner_row_keeps_original_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_submits_queue_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_database_down, setup, teardown),

@@ -508,6 +508,81 @@ static void test_random_bodies(void **state)
     }
 }
 
+/* Each kind of failure carries the runner's error code, stage and type. */
+static void test_runner_vocabulary(void **state)
+{
+    static const struct {
+        const char *name;
+        long status;
+        int curl;
+        bool timed_out;
+        const char *body;
+        const char *code, *stage, *type;
+    } cases[] = {
+        {"HTTP 503", 503, 0, false, "busy", "ROUTER_HTTP_503", "router_http_request", "http_error"},
+        {"HTTP 404", 404, 0, false, "", "ROUTER_HTTP_404", "router_http_request", "http_error"},
+        {"HTTP 429", 429, 0, false, "", "ROUTER_HTTP_429", "router_http_request", "http_error"},
+        {"timeout", 0, CURLE_OPERATION_TIMEDOUT, true, "", "ROUTER_TIMEOUT", "router_http_timeout", "timeout"},
+        {"refused", 0, CURLE_COULDNT_CONNECT, false, "", "ROUTER_NETWORK", "router_network", "network"},
+        {"garbage", 200, 0, false, "{\"success\": tru", "ROUTER_JSON_ERROR", "router_response_parse",
+         "json_error"},
+        {"not an object", 200, 0, false, "[1]", "ROUTER_JSON_ERROR", "router_response_parse", "json_error"},
+        {"success:false", 200, 0, false, "{\"success\":false,\"error\":\"no\"}", "ROUTER_ERROR",
+         "router_inference", "router_error"},
+        {"other curl error", 0, CURLE_UNSUPPORTED_PROTOCOL, false, "", "ROUTER_UNKNOWN_ERROR",
+         "router_inference", "unknown"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        router_result_t r = make_result(cases[i].status, cases[i].curl, cases[i].body, strlen(cases[i].body));
+        router_outcome_t o;
+        char buf[32];
+        r.timed_out = cases[i].timed_out;
+        print_message("case: %s\n", cases[i].name);
+        router_classify(&r, &o);
+        assert_string_equal(router_failure_code(o.failure, o.http_status, buf, sizeof buf), cases[i].code);
+        assert_string_equal(router_failure_stage(o.failure), cases[i].stage);
+        assert_string_equal(router_failure_type(o.failure), cases[i].type);
+        router_outcome_free(&o);
+    }
+    router_outcome_t ok;
+    classify_200(OK_JSON("\"x\""), strlen(OK_JSON("\"x\"")), &ok);
+    assert_int_equal(ok.failure, ROUTER_FAILURE_NONE);
+    router_outcome_free(&ok);
+}
+
+/* metadata.receipt becomes receipt_data as the runner stores it. */
+static void test_receipt(void **state)
+{
+    static const struct {
+        const char *receipt; /* the JSON value of metadata.receipt, NULL: absent */
+        const char *want;    /* receipt_json, NULL: none */
+    } cases[] = {
+        {"{\"sig\":\"abc\",\"n\":1}", "{\"sig\":\"abc\",\"n\":1}"},
+        {"\"{\\\"sig\\\": \\\"abc\\\"}\"", "{\"sig\":\"abc\"}"}, /* JSON text in a string */
+        {"\"not json\"", "\"not json\""},                          /* kept as a JSON string */
+        {"\"{\\\"a\\\":1} trailing\"", "\"{\\\"a\\\":1} trailing\""},
+        {"[1,2]", "[1,2]"},
+        {"null", NULL},
+        {NULL, NULL},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[256];
+        if (cases[i].receipt != NULL)
+            snprintf(body, sizeof body, "{\"success\":true,\"response\":\"x\",\"metadata\":{\"receipt\":%s}}",
+                     cases[i].receipt);
+        else
+            snprintf(body, sizeof body, "{\"success\":true,\"response\":\"x\",\"metadata\":{}}");
+        router_outcome_t o;
+        classify_200(body, strlen(body), &o);
+        print_message("receipt: %s\n", cases[i].receipt ? cases[i].receipt : "(absent)");
+        assert_int_equal(o.verdict, ROUTER_SUCCESS);
+        assert_optional_string("receipt", cases[i].want, o.receipt_json);
+        router_outcome_free(&o);
+    }
+}
+
 static void test_names_and_free(void **state)
 {
     router_outcome_t o;
@@ -536,6 +611,8 @@ int main(void)
         cmocka_unit_test(test_provider_fits_varchar_255),
         cmocka_unit_test(test_large_response_kept_whole),
         cmocka_unit_test(test_random_bodies),
+        cmocka_unit_test(test_runner_vocabulary),
+        cmocka_unit_test(test_receipt),
         cmocka_unit_test(test_names_and_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -202,9 +202,15 @@ static void runner_request_reproduces_the_normal_flow(void **state)
 
 static void seed_mode_and_object_system_prompt(void **state)
 {
-    question_t q = {.text = "Q", .system_prompt = "Be brief."};
-    cJSON *json = request_for(&q, "", REQUEST_MODE_SEED);
+    question_t bare = {.text = "Q"};
+    cJSON *json = request_for(&bare, "", REQUEST_MODE_SEED);
     assert_string_equal(cJSON_GetObjectItem(json, "prompt")->valuestring, "Q");
+    cJSON_Delete(json);
+    /* the seed mode keeps an object-form question's own system_prompt */
+    question_t q = {.text = "Q", .system_prompt = "Be brief."};
+    json = request_for(&q, "", REQUEST_MODE_SEED);
+    assert_string_equal(cJSON_GetObjectItem(json, "prompt")->valuestring,
+                        "system\nBe brief.\nuser\nQ\nassistant\n");
     assert_true(cJSON_GetObjectItem(json, "temperature")->valuedouble == 0.7);
     assert_int_equal(cJSON_GetObjectItem(json, "max_tokens")->valueint, 2000);
     assert_null(cJSON_GetObjectItem(json, "region_preference"));
@@ -213,6 +219,21 @@ static void seed_mode_and_object_system_prompt(void **state)
     assert_string_equal(cJSON_GetObjectItem(json, "prompt")->valuestring,
                         "system\nBe brief.\nuser\nQ\nassistant\n");
     cJSON_Delete(json);
+}
+
+/* Old region forms go to the router in its form, as the runner maps them. */
+static void router_region_forms(void **state)
+{
+    static const char *const cases[][2] = {
+        {"US", "us-east"},        {"us", "us-east"},         {"EU", "eu-west"},
+        {"Europe", "eu-west"},    {"APAC", "asia-pacific"},  {"ASIA", "asia-pacific"},
+        {"us-east", "us-east"},   {"eu-west", "eu-west"},    {"asia-pacific", "asia-pacific"},
+        {"us-west", "us-west"},   {"Somewhere", "Somewhere"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(question_router_region(cases[i][0]), cases[i][1]);
+    assert_null(question_router_region(NULL));
 }
 
 static void row_id_survives_an_unusable_spec(void **state)
@@ -589,6 +610,7 @@ int main(void)
         cmocka_unit_test(hostile_specs),
         cmocka_unit_test(runner_wrapper_word_for_word),
         cmocka_unit_test(request_body_exact_fields),
+        cmocka_unit_test(router_region_forms),
         cmocka_unit_test(bank_file_forms_and_errors),
         cmocka_unit_test(parsed_spec_matches_per_call_parsing),
     };
