@@ -13,6 +13,10 @@
  *   2xx, success:false                          -> FAILED    "router_error"
  *   2xx, success:true and a string response     -> SUCCESS
  *
+ * Each short code also maps to the runner's kind of failure (router_failure_t: its
+ * ROUTER_* error code, stage and type), which the outcome documents use; metadata.receipt
+ * is kept for receipt_data.
+ *
  * Every string handed out is valid UTF-8 without NUL (text.c), so it can go into text
  * and jsonb columns as is. cJSON keeps strings as C strings and would silently cut one
  * at an escaped NUL, so the body is first rewritten in a copy: \u0000 escapes are
