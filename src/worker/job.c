@@ -605,13 +605,24 @@ static void job_wait_and_redo(job_t *job, const char *why)
     int64_t delay = job->backoff_ms / 2 + (int64_t)(worker_random(w) % (uint64_t)(job->backoff_ms / 2 + 1));
     w->count.store_retries++;
     log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.wait",
-              "[RETRY] database unavailable during %s, trying again in %" PRId64 " ms: %s",
+              "[RETRY] the database could not run the %s now, trying again in %" PRId64 " ms: %s",
               job->stage == STAGE_LOAD ? "load" : "record", delay, why);
     struct timeval tv = clock_tv_ms(delay);
     evtimer_add(job->timer, &tv);
 }
 
 /* ------------------------------------------------------------------ record */
+
+/* SQLSTATEs after which the same statement may well succeed: serialization failure,
+ * deadlock, lock not available, statement cancelled (a deadline). */
+static bool sql_state_retryable(const char *sqlstate)
+{
+    static const char *const states[] = {"40001", "40P01", "55P03", "57014"};
+    for (size_t i = 0; sqlstate != NULL && i < sizeof states / sizeof states[0]; i++)
+        if (strcmp(sqlstate, states[i]) == 0)
+            return true;
+    return false;
+}
 
 /* The database could not be reached while the outcome was being written. */
 static void job_record_unreachable(job_t *job, const char *message)
@@ -664,6 +675,12 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
 {
     job_t *job = arg;
     if (status == STORE_ERR_CONNECTION) {
+        job_record_unreachable(job, message);
+        return;
+    }
+    if (status == STORE_ERR_QUERY && sql_state_retryable(sqlstate)) {
+        /* The write itself may succeed if sent again: keep the router's answer and redo
+         * the write, as for a lost connection (never call the router again for it). */
         job_record_unreachable(job, message);
         return;
     }
