@@ -409,6 +409,10 @@ static void take_receipt(classifier_t *c, const cJSON *receipt)
             free(copy);
         }
     }
+    if (parsed != NULL && cJSON_IsNull(parsed)) {
+        cJSON_Delete(parsed); /* the text "null": no receipt, as for a JSON null */
+        return;
+    }
     printed = keep(c, cJSON_PrintUnformatted(parsed != NULL ? parsed : receipt));
     cJSON_Delete(parsed);
     if (printed != NULL) {
@@ -551,6 +555,7 @@ void router_classify(const router_result_t *r, router_outcome_t *out)
         /* Out of memory is this process's problem, not the job's: try again later. */
         router_outcome_free(out);
         out->verdict = ROUTER_TRANSIENT;
+        out->failure = ROUTER_FAILURE_UNKNOWN;
         out->inference_sec = 0;
     }
 }

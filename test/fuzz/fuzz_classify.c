@@ -7,7 +7,8 @@
  * Beyond "no crash, no leak", every outcome must be storable: each string is valid
  * UTF-8 without NUL (PostgreSQL text and jsonb refuse anything else), the error text is
  * at most 2 KiB, provider_used at most 255 bytes (varchar(255)), the metadata is JSON
- * again, a success has a response, and the verdict follows the HTTP status class.
+ * again, a receipt is JSON again, a success has a response and no failure kind (a
+ * failure has one), and the verdict follows the HTTP status class.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -68,6 +69,16 @@ static void check_outcome(const router_result_t *r, const router_outcome_t *o)
         FUZZ_ASSERT(cJSON_IsObject(meta));
         cJSON_Delete(meta);
     }
+    /* the receipt goes into receipt_data (jsonb): clean JSON text, only beside metadata */
+    check_text(o->receipt_json, SIZE_MAX);
+    if (o->receipt_json != NULL) {
+        FUZZ_ASSERT(o->metadata_json != NULL);
+        cJSON *receipt = cJSON_Parse(o->receipt_json);
+        FUZZ_ASSERT(receipt != NULL && !cJSON_IsNull(receipt));
+        cJSON_Delete(receipt);
+    }
+    /* the runner's vocabulary: a success has no failure kind, a failure has one */
+    FUZZ_ASSERT((o->verdict == ROUTER_SUCCESS) == (o->failure == ROUTER_FAILURE_NONE));
     if (o->verdict == ROUTER_SUCCESS) {
         FUZZ_ASSERT(o->response != NULL);
         FUZZ_ASSERT(r->http_status >= 200 && r->http_status <= 299);

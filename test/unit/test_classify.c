@@ -564,6 +564,7 @@ static void test_receipt(void **state)
         {"\"{\\\"a\\\":1} trailing\"", "\"{\\\"a\\\":1} trailing\""},
         {"[1,2]", "[1,2]"},
         {"null", NULL},
+        {"\"null\"", NULL},
         {NULL, NULL},
     };
     (void)state;
