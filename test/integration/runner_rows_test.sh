@@ -71,6 +71,14 @@ retry() { # <key> <region> <question id>
   "$RETRYQ_CLI" retry --execution-id "${ex[$1]}" --region "$2" --question-index "$(index_of "$3")"
 }
 
+# A row the runner completed (its success shape): the API's 200, the stored output, nothing queued.
+done_row=$(runner_row us-east completed identity_basic 3 0 '{"response":"I am an assistant.","provider":"modal-us-east","metadata":{"region":"us-east"}}')
+ex[done]=$done_row
+out=$(retry done us-east identity_basic)
+check "completed row: already completed with the stored output" grep -q 'already completed.*' <<<"$out"
+check "completed row: the stored output is printed" grep -q '"response": "I am an assistant."' <<<"$out"
+check_eq "completed row: nothing queued" 0 "$(rcli LLEN "$Q")"
+
 out=$(retry ok us-east identity_basic)
 check "submit reports the runner's response fields" \
   grep -q "job_id=$jobspec_id model_id=llama3.2-1b question_id=identity_basic" <<<"$out"
@@ -171,6 +179,7 @@ check "log: Completed retry line with inference time" grep -Eq "\[RETRY\] Comple
 
 check_eq "queue empty" 0 "$(rcli LLEN "$Q")"
 check_eq "delayed set empty" 0 "$(rcli ZCARD "{$Q}:delayed")"
+check_eq "completed row untouched" "completed 0" "$(field "${ex[done]}" "status || ' ' || retry_count")"
 check_eq "no execution left retrying" 0 "$(sql -c "SELECT count(*) FROM executions WHERE status = 'retrying'")"
 
 # A router that only answers on one of the Go client's fallback paths: the first call
