@@ -159,7 +159,7 @@ func (c *Client) Submit(ctx context.Context, executionID int64, region string,
 	if c.DB == nil || c.Push == nil {
 		return Result{}, invalid("submit: a DB and a Pusher are required")
 	}
-	s := submission{ctx: ctx, id: executionID, region: region}
+	s := submission{ctx: ctx, id: executionID, region: region, questionIndex: questionIndex}
 	res, proceed, err := s.lockAndJudge(c.DB, c.timeout())
 	if err != nil || !proceed {
 		return res, err
@@ -196,11 +196,12 @@ func (c *Client) timeout() time.Duration {
 
 // submission is one Submit's transaction.
 type submission struct {
-	ctx     context.Context
-	id      int64
-	region  string
-	tx      *sql.Tx
-	timeout time.Duration
+	ctx           context.Context
+	id            int64
+	region        string
+	questionIndex int
+	tx            *sql.Tx
+	timeout       time.Duration
 }
 
 // lockAndJudge begins, locks the row and decides. When proceed is true the
@@ -237,7 +238,7 @@ func (s *submission) lockAndJudge(db *sql.DB, timeout time.Duration) (Result, bo
 
 // judge decides what the found row allows.
 func (s *submission) judge(r *row) (Result, bool, error) {
-	res := Result{ExecutionID: s.id, Region: s.region, Status: r.status.String,
+	res := Result{ExecutionID: s.id, Region: s.region, QuestionIndex: s.questionIndex, Status: r.status.String,
 		RetryCount: r.retryCount, MaxRetries: r.maxRetries, JobID: r.jobID.String,
 		ModelID: r.modelID.String}
 	if r.questionID.Valid {
