@@ -305,6 +305,35 @@ func lockRow(t *testing.T, db *sql.DB, id int64) *sql.Tx {
 	return tx
 }
 
+// A caller that goes away after the commit (a closed HTTP request cancels its context)
+// still gets its job pushed: the push keeps the caller's values, not its cancellation.
+func TestSubmitPushesAfterTheCallerIsGone(t *testing.T) {
+	e := newEnv(t)
+	id := insertExecution(t, e.db, e.jobID, fixture{Status: "failed", Region: "us-east",
+		QuestionID: "math_basic", Output: runnerFailure("us-east", "boom")})
+	type key struct{}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "request-42"))
+	defer cancel()
+	c := e.client
+	c.Push = retryq.PusherFunc(func(pctx context.Context, k, v string) error {
+		cancel() // the caller leaves between the commit and the push
+		if pctx.Err() != nil || pctx.Value(key{}) != "request-42" {
+			return errors.New("the push context was cancelled or lost the caller's values")
+		}
+		if _, ok := pctx.Deadline(); !ok {
+			return errors.New("the push context has no deadline")
+		}
+		return e.rc.LPush(pctx, k, v)
+	})
+	res, err := c.Submit(ctx, id, "us-east", 1)
+	if err != nil || res.Outcome != retryq.Queued {
+		t.Fatalf("got %v, %v", res.Outcome, err)
+	}
+	if jobs := queueJobs(t, e.rc, c.Queue); len(jobs) != 1 {
+		t.Errorf("queue holds %v, want one job", jobs)
+	}
+}
+
 func TestSubmitLockHeldElsewhere(t *testing.T) {
 	e := newEnv(t)
 	id := insertExecution(t, e.db, e.jobID, fixture{Status: "failed", Region: "us-east",

@@ -175,8 +175,13 @@ func (c *Client) Submit(ctx context.Context, executionID int64, region string,
 	}
 	res.RetryAttempt, res.RetryCount, res.Status = res.Job.RetryAttempt, res.Job.RetryAttempt, "retrying"
 
-	// Committed: the execution is 'retrying' at this attempt whatever happens next.
-	if _, err := Enqueue(ctx, c.Push, queue, res.Job); err != nil {
+	// Committed: the execution is 'retrying' at this attempt whatever happens next, so
+	// the job is pushed even when the caller has gone meanwhile (a closed HTTP request
+	// cancels its context): the push keeps the caller's values, not its cancellation,
+	// and is bounded by the statement timeout instead.
+	pushCtx, cancel := context.WithTimeout(context.Background(), c.timeout())
+	defer cancel()
+	if _, err := Enqueue(detached{pushCtx, ctx}, c.Push, queue, res.Job); err != nil {
 		res.Outcome = CommittedNotQueued
 		return res, &Error{Kind: ErrNotQueued, Err: err, Message: fmt.Sprintf(
 			"[RETRY] execution %d (%s) is 'retrying' (attempt %d of %d) but its job was not "+
@@ -186,6 +191,15 @@ func (c *Client) Submit(ctx context.Context, executionID int64, region string,
 	res.Outcome = Queued
 	return res, nil
 }
+
+// detached is a context with the deadline and cancellation of its own Context and the
+// values of another.
+type detached struct {
+	context.Context
+	values context.Context
+}
+
+func (d detached) Value(key interface{}) interface{} { return d.values.Value(key) }
 
 func (c *Client) timeout() time.Duration {
 	if c.StatementTimeout > 0 {
