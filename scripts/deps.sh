@@ -11,6 +11,7 @@ packages=(
   libcmocka-dev libsystemd-dev
   redis-server redis-tools postgresql postgresql-client postgresql-contrib
   curl python3 python3-yaml procps util-linux iproute2
+  golang-go golang-github-lib-pq-dev  # the Go package (src/go/retryq) and its test-only driver
   chromium  # the status page test renders the page headless
   clang libclang-rt-dev valgrind  # fuzzing (libFuzzer ships in libclang-rt-14-dev) and memcheck
 )

@@ -1,0 +1,3 @@
+module retryq.dev/retryq
+
+go 1.19
