@@ -82,7 +82,9 @@ RETRYQ_API const char *retryq_version(void);
 
 /*
  * One retry job. Fixed size, owns no heap memory. The four required fields are
- * exactly what the runner's Go API pushes; the rest are optional extensions.
+ * exactly what the runner's Go code pushes with a plain LPUSH once it adopts retryq (its
+ * API starts an in-process goroutine today; src/go/retryq is the adoption path); the
+ * rest are optional extensions.
  */
 typedef struct retryq_job {
     int64_t execution_id;                      /* > 0 */
