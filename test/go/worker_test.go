@@ -154,6 +154,8 @@ func TestWorkerCompletesGoSubmits(t *testing.T) {
 			f: fixture{Status: "failed", Region: "us-east", QuestionID: "math_basic", MaxRetries: 1}, index: 0},
 		{name: "timeout, max_retries 5, null question_id (by index)", msg: "cold start",
 			f: fixture{Status: "timeout", Region: "eu-west", MaxRetries: 5, RetryCount: 1}, index: 1},
+		{name: "max_retries 5, attempt 4 (above the worker's default --max-retries 3)", msg: "overloaded",
+			f: fixture{Status: "failed", Region: "us-east", QuestionID: "identity_basic", MaxRetries: 5, RetryCount: 3}, index: 1},
 		{name: "push failed after commit (orphan sweep)", msg: "503 from provider", pushFails: true,
 			f: fixture{Status: "error", Region: "asia-pacific", QuestionID: "identity_basic", MaxRetries: 3}, index: 1},
 	}
@@ -173,8 +175,8 @@ func TestWorkerCompletesGoSubmits(t *testing.T) {
 			t.Fatalf("%s: got %v, %v; want Queued", r.name, r.res.Outcome, err)
 		}
 	}
-	if jobs := queueJobs(t, rc, queue); len(jobs) != 2 {
-		t.Fatalf("queue holds %d jobs, want 2", len(jobs))
+	if jobs := queueJobs(t, rc, queue); len(jobs) != 3 {
+		t.Fatalf("queue holds %d jobs, want 3", len(jobs))
 	}
 
 	// The worker runs until every row has left 'retrying' (a short orphan age, so the
