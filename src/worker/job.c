@@ -27,12 +27,27 @@
 #include "internal.h"
 #include "job.h"
 #include "log.h"
+#include "policy.h"
 #include "sqlarray.h"
 
 #define DEFAULT_MODEL "llama3.2-1b"
 #define STORE_BACKOFF_MIN_MS 200
 #define STORE_BACKOFF_MAX_MS 10000
 #define WRITE_DEADLINE_MS (5 * 60 * 1000)
+
+/* The worker's retry policy (policy.h), from its settings. */
+static retry_policy_t policy_of(const worker_t *w)
+{
+    retry_policy_t p = {.backoff_ms = w->cfg.backoff_ms,
+                        .backoff_count = w->cfg.backoff_count,
+                        .max_deliveries = w->cfg.max_deliveries,
+                        .wait_min_ms = STORE_BACKOFF_MIN_MS,
+                        .wait_max_ms = STORE_BACKOFF_MAX_MS,
+                        .write_deadline_ms = WRITE_DEADLINE_MS};
+    return p;
+}
+
+static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms);
 
 /* Both load statements return the same columns:
  *   0 id, 1 region, 2 status, 3 retry_count, 4 question_id, 5 model_id, 6 job spec text,
@@ -111,8 +126,10 @@ struct job {
     bool sanitised_retry;      /* the database refused the text once already */
 
     struct event *timer;       /* waiting to redo the current stage after an outage */
-    int backoff_ms;
-    int64_t write_deadline_ms;
+    int backoff_ms;            /* the last wait of RETRY_WAIT (policy.h) */
+    int64_t received_ms;       /* when the outcome to record was received (0: none yet) */
+    metrics_failure_t failure; /* what kind of failure the outcome is (metrics) */
+    metrics_dead_t dead_class; /* why the job goes to the dead list after the record */
 
     /* The two indexes of jobs in flight (struct job_ctx): by (execution id, attempt) and by
      * payload bytes. */
@@ -339,11 +356,11 @@ static void job_ack(job_t *job)
 }
 
 /* `reason` may be owned by the job: it is used before the job is freed. */
-static void job_dead(job_t *job, const char *reason)
+static void job_dead(job_t *job, metrics_dead_t why, const char *reason)
 {
     worker_t *w = job->w;
     w->count.dead++;
-    metrics_dead_letter(&w->metrics, job->job.execution_id, job->job.retry_attempt, reason);
+    metrics_dead_letter(&w->metrics, job->job.execution_id, job->job.retry_attempt, why, reason);
     log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.dead",
               "[RETRY] job moved to the dead list: %s", reason);
     queue_dead(w->queue, job->payload, job->len, reason);
@@ -358,7 +375,7 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
     char buf[1024]; /* the longest valid job encodes to about 600 bytes */
     next.delivery = job->job.delivery + 1;
     if (retryq_job_encode(&next, buf, sizeof buf) < 0) {
-        job_dead(job, "could not re-encode the job for a delayed retry");
+        job_dead(job, METRICS_DEAD_OTHER, "could not re-encode the job for a delayed retry");
         return;
     }
     w->count.delayed++;
@@ -549,8 +566,11 @@ static bool set_text(char **slot, const char *text)
 
 /* Records a failure that is not the router's answer (bad spec, bad index, poison), then
  * dead-letters the job. */
-static void job_fail_input(job_t *job, const char *error, const char *code, const char *dead_reason)
+static void job_fail_input(job_t *job, const char *error, const char *code, const char *dead_reason,
+                           metrics_failure_t failure, metrics_dead_t dead_class)
 {
+    job->failure = failure;
+    job->dead_class = dead_class;
     job->exec_status = "failed";
     job->history_status = "error";
     if (!set_text(&job->error, error) || !set_text(&job->dead_reason, dead_reason)) {
@@ -566,16 +586,14 @@ static void job_fail_input(job_t *job, const char *error, const char *code, cons
  * counting a delivery; past the bound the job is poison. */
 static void job_fail_delivery(job_t *job, const char *why)
 {
-    worker_t *w = job->w;
-    int next = job->job.delivery + 1;
-    if (next >= w->cfg.max_deliveries) {
+    retry_decision_t d = decide(job, RETRY_EV_JOB_FAILED, -1);
+    if (d.action == RETRY_POISON) {
         char reason[600];
-        snprintf(reason, sizeof reason, "poison: failed %d deliveries: %s", next, why);
-        job_fail_input(job, reason, "poison", reason);
+        snprintf(reason, sizeof reason, "poison: failed %d deliveries: %s", job->job.delivery + 1, why);
+        job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
         return;
     }
-    int step = job->job.delivery < w->cfg.backoff_count ? job->job.delivery : w->cfg.backoff_count - 1;
-    job_delay(job, w->cfg.backoff_ms[step], why);
+    job_delay(job, d.delay_ms, why);
 }
 
 /* ------------------------------------------------------------------ waiting out an outage */
@@ -589,7 +607,8 @@ static void job_timer_cb(evutil_socket_t fd, short what, void *arg)
         job_record(job);
 }
 
-static void job_wait_and_redo(job_t *job, const char *why)
+/* RETRY_WAIT: keep the job and redo its current step after the decided delay. */
+static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why)
 {
     worker_t *w = job->w;
     if (job->timer == NULL)
@@ -598,17 +617,21 @@ static void job_wait_and_redo(job_t *job, const char *why)
         job_requeue(job, "out of memory");
         return;
     }
-    job->backoff_ms = job->backoff_ms == 0 ? STORE_BACKOFF_MIN_MS
-                                           : (job->backoff_ms * 2 > STORE_BACKOFF_MAX_MS
-                                                  ? STORE_BACKOFF_MAX_MS
-                                                  : job->backoff_ms * 2);
-    int64_t delay = job->backoff_ms / 2 + (int64_t)(worker_random(w) % (uint64_t)(job->backoff_ms / 2 + 1));
+    job->backoff_ms = d.next_wait_ms;
+    int64_t delay = d.delay_ms;
     w->count.store_retries++;
     log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.wait",
               "[RETRY] the database could not run the %s now, trying again in %" PRId64 " ms: %s",
               job->stage == STAGE_LOAD ? "load" : "record", delay, why);
     struct timeval tv = clock_tv_ms(delay);
-    evtimer_add(job->timer, &tv);
+    if (evtimer_add(job->timer, &tv) != 0)
+        job_requeue(job, "could not arm the wait timer");
+}
+
+/* The database could not run the load: wait and load again. */
+static void job_load_unreachable(job_t *job, const char *message)
+{
+    job_wait_and_redo(job, decide(job, RETRY_EV_STORE_DOWN, -1), message);
 }
 
 /* ------------------------------------------------------------------ record */
@@ -627,10 +650,11 @@ static bool sql_state_retryable(const char *sqlstate)
 /* The database could not be reached while the outcome was being written. */
 static void job_record_unreachable(job_t *job, const char *message)
 {
-    if (clock_mono_ms() > job->write_deadline_ms)
+    retry_decision_t d = decide(job, RETRY_EV_WRITE_DOWN, -1);
+    if (d.action == RETRY_REQUEUE)
         job_requeue(job, "the outcome could not be written before the write deadline");
     else
-        job_wait_and_redo(job, message);
+        job_wait_and_redo(job, d, message);
 }
 
 /* The record statement ran; `updated` says whether the guard let it change the row. */
@@ -642,7 +666,7 @@ static void job_recorded(job_t *job, bool updated)
         log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.stale",
                   "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
         if (job->dead_reason != NULL) {
-            job_dead(job, job->dead_reason);
+            job_dead(job, job->dead_class, job->dead_reason);
         } else {
             job_ack(job);
         }
@@ -654,8 +678,10 @@ static void job_recorded(job_t *job, bool updated)
         w->count.timeouts++;
     else
         w->count.failed++;
-    metrics_outcome(&w->metrics, job->job.execution_id, job->job.retry_attempt, job->exec_status,
-                    job->dead_reason, job->error, job->call_started_ms > 0 ? job->call_sec : -1.0);
+    metrics_outcome(&w->metrics, job->job.execution_id, job->job.retry_attempt,
+                    strcmp(job->exec_status, "completed") == 0, job->failure, job->dead_reason != NULL,
+                    job->error != NULL ? job->error : job->exec_status,
+                    job->call_started_ms > 0 ? job->call_sec : -1.0);
     log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
               job->job.execution_id, job->job.retry_attempt, "job.recorded",
               "[RETRY] Completed retry for execution %" PRId64 ": status %s, inference %" PRId64
@@ -664,7 +690,7 @@ static void job_recorded(job_t *job, bool updated)
               job->call_started_ms > 0 ? (int64_t)(job->call_sec * 1000.0 + 0.5) : (int64_t)0,
               clock_mono_ms() - job->taken_ms, job->error ? ": " : "", job->error ? job->error : "");
     if (job->dead_reason != NULL) {
-        job_dead(job, job->dead_reason);
+        job_dead(job, job->dead_class, job->dead_reason);
     } else {
         job_ack(job);
     }
@@ -686,7 +712,7 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
     }
     if (status == STORE_ERR_QUERY && job->dead_reason != NULL) {
         /* Already giving up on this job: do not loop on a row the database refuses. */
-        job_dead(job, job->dead_reason);
+        job_dead(job, job->dead_class, job->dead_reason);
         return;
     }
     if (status == STORE_ERR_QUERY) {
@@ -699,6 +725,7 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
             snprintf(error, sizeof error, "router answer could not be stored: %s", message);
             job->exec_status = "failed";
             job->history_status = "failed";
+            job->failure = METRICS_FAIL_FAILED;
             set_text(&job->error, error);
             set_text(&job->provider, NULL);
             set_text(&job->receipt_json, NULL);
@@ -751,8 +778,8 @@ static void job_batch_add(job_t *job, batch_kind_t kind);
 static void job_record(job_t *job)
 {
     job->stage = STAGE_RECORD;
-    if (job->write_deadline_ms == 0)
-        job->write_deadline_ms = clock_mono_ms() + WRITE_DEADLINE_MS;
+    if (job->received_ms == 0)
+        job->received_ms = clock_mono_ms();
     int64_t duration = job->call_started_ms > 0 ? clock_mono_ms() - job->call_started_ms : 0;
     free(job->history_json);
     job->history_json = history_entry(job, duration);
@@ -781,12 +808,9 @@ static void on_router_done(void *arg, const router_result_t *result)
     bool ok = true;
     if (out.verdict == ROUTER_TRANSIENT) {
         const char *why = out.error != NULL ? out.error : "transient router failure";
-        if (job->job.delivery < w->cfg.backoff_count) {
-            int64_t delay = w->cfg.backoff_ms[job->job.delivery];
-            delay += (int64_t)(worker_random(w) % (uint64_t)(delay / 5 + 1)); /* up to +20 % */
-            if (out.retry_after_ms > delay)
-                delay = out.retry_after_ms;
-            job_delay(job, delay, why);
+        retry_decision_t d = decide(job, RETRY_EV_ROUTER_TRANSIENT, out.retry_after_ms);
+        if (d.action == RETRY_DELAY) {
+            job_delay(job, d.delay_ms, why);
             router_outcome_free(&out);
             return;
         }
@@ -794,6 +818,7 @@ static void on_router_done(void *arg, const router_result_t *result)
         snprintf(error, sizeof error, "gave up after %d tries: %s", job->job.delivery + 1, why);
         job->exec_status = "failed";
         job->history_status = "failed";
+        job->failure = METRICS_FAIL_TRANSIENT_EXHAUSTED;
         ok = set_hybrid_error(job, error);
     } else if (out.verdict == ROUTER_SUCCESS) {
         job->exec_status = "completed";
@@ -802,6 +827,7 @@ static void on_router_done(void *arg, const router_result_t *result)
         job->output_json = success_output(job, &out);
     } else {
         bool timeout = out.verdict == ROUTER_TIMEOUT;
+        job->failure = timeout ? METRICS_FAIL_TIMEOUT : METRICS_FAIL_FAILED;
         job->exec_status = timeout ? "timeout" : "failed";
         job->history_status = timeout ? "timeout" : "failed";
         ok = set_hybrid_error(job, out.error != NULL ? out.error : "router call failed");
@@ -903,7 +929,7 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
     worker_t *w = job->w;
     job->backoff_ms = 0;
     if (row < 0) {
-        job_dead(job, "execution not found");
+        job_dead(job, METRICS_DEAD_NOT_FOUND, "execution not found");
         return;
     }
     const char *region = field(res, row, 1), *exec_status = field(res, row, 2);
@@ -913,7 +939,7 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
         char reason[400];
         snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
                  job->job.region, region != NULL ? region : "");
-        job_dead(job, reason);
+        job_dead(job, METRICS_DEAD_REGION_MISMATCH, reason);
         return;
     }
     if (exec_status == NULL || strcmp(exec_status, "retrying") != 0 || count == NULL ||
@@ -937,14 +963,15 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
         char error[200];
         snprintf(error, sizeof error, "retry attempt %d exceeds the execution's max_retries (%ld)",
                  job->job.retry_attempt, row_max);
-        job_fail_input(job, error, "attempt_over_max_retries", error);
+        job_fail_input(job, error, "attempt_over_max_retries", error, METRICS_FAIL_BAD_JOB,
+                       METRICS_DEAD_OVER_MAX_RETRIES);
         return;
     }
     char err[300];
     int rc = resolve_question(job, res, row, cache, question_id, err, sizeof err);
     if (rc == 1) {
         job_fail_input(job, "bad job spec: the execution's job has no spec", "bad_job_spec",
-                       "bad job spec");
+                       "bad job spec", METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
         return;
     }
     if (rc == 2) {
@@ -952,13 +979,14 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
         return;
     }
     if (rc == QUESTION_ERR_INDEX) {
-        job_fail_input(job, err, "invalid_question_index", err);
+        job_fail_input(job, err, "invalid_question_index", err, METRICS_FAIL_BAD_JOB,
+                       METRICS_DEAD_INVALID_INDEX);
         return;
     }
     if (rc != QUESTION_OK) {
         char error[400];
         snprintf(error, sizeof error, "bad job spec: %s", err);
-        job_fail_input(job, error, "bad_job_spec", error);
+        job_fail_input(job, error, "bad_job_spec", error, METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
         return;
     }
     job->have_question = true;
@@ -966,6 +994,17 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
         log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.question",
                   "[RETRY] %s", job->question.note);
     job_call(job);
+}
+
+static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms)
+{
+    retry_policy_t policy = policy_of(job->w);
+    retry_facts_t facts = {.delivery = job->job.delivery,
+                           .retry_after_ms = retry_after_ms,
+                           .waited_ms = job->backoff_ms,
+                           .writing_ms = job->received_ms > 0 ? clock_mono_ms() - job->received_ms : 0,
+                           .random = worker_random(job->w)};
+    return retry_decide(&policy, event, &facts);
 }
 
 static void job_load_failed(job_t *job, const char *sqlstate, const char *message)
@@ -980,7 +1019,7 @@ static void on_loaded(void *arg, store_status_t status, const PGresult *res, con
 {
     job_t *job = arg;
     if (status == STORE_ERR_CONNECTION)
-        job_wait_and_redo(job, message);
+        job_load_unreachable(job, message);
     else if (status == STORE_ERR_QUERY)
         job_load_failed(job, sqlstate, message);
     else {
@@ -1083,7 +1122,7 @@ static void on_batch(void *arg, store_status_t status, const PGresult *res, cons
     if (status == STORE_ERR_CONNECTION) {
         for (size_t i = 0; i < b->n; i++) {
             if (b->kind == BATCH_LOAD)
-                job_wait_and_redo(b->jobs[i], message);
+                job_load_unreachable(b->jobs[i], message);
             else
                 job_record_unreachable(b->jobs[i], message);
         }
@@ -1243,7 +1282,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
         memset(&job->job, 0, sizeof job->job);
         char reason[600];
         snprintf(reason, sizeof reason, "invalid job: %s", err.message);
-        job_dead(job, reason);
+        job_dead(job, METRICS_DEAD_INVALID_PAYLOAD, reason);
         return;
     }
     log_event(LOG_LEVEL_DEBUG, job->job.execution_id, job->job.retry_attempt, "job.taken",
@@ -1257,11 +1296,11 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
         return;
     }
     index_add(job, IX_KEY, key_hash(job->job.execution_id, job->job.retry_attempt));
-    if (job->job.delivery >= w->cfg.max_deliveries) {
+    if (decide(job, RETRY_EV_TAKEN, -1).action == RETRY_POISON) {
         char reason[200];
         snprintf(reason, sizeof reason, "poison: delivered %d times without an outcome",
                  job->job.delivery);
-        job_fail_input(job, reason, "poison", reason);
+        job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
         return;
     }
     job_load(job);

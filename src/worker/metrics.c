@@ -26,7 +26,7 @@ static const char *const FAILURE_NAMES[METRICS_FAIL_COUNT] = {
 
 static const char *const DEAD_NAMES[METRICS_DEAD_COUNT] = {
     "invalid_payload", "region_mismatch", "not_found", "bad_spec",
-    "invalid_question_index", "poison", "other"};
+    "invalid_question_index", "poison", "attempt_over_max_retries", "other"};
 
 const char *metrics_failure_name(metrics_failure_t f)
 {
@@ -36,42 +36,6 @@ const char *metrics_failure_name(metrics_failure_t f)
 const char *metrics_dead_name(metrics_dead_t d)
 {
     return d < METRICS_DEAD_COUNT ? DEAD_NAMES[d] : "other";
-}
-
-static bool starts_with(const char *s, const char *prefix)
-{
-    return s != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* The reasons are the sentences job.c writes into the dead list (docs/operations.md
- * lists them); test/unit/test_metrics.c pins each one. */
-metrics_dead_t metrics_dead_class(const char *reason)
-{
-    if (starts_with(reason, "invalid job"))
-        return METRICS_DEAD_INVALID_PAYLOAD;
-    if (starts_with(reason, "region mismatch"))
-        return METRICS_DEAD_REGION_MISMATCH;
-    if (starts_with(reason, "execution not found"))
-        return METRICS_DEAD_NOT_FOUND;
-    if (starts_with(reason, "bad job spec"))
-        return METRICS_DEAD_BAD_SPEC;
-    if (starts_with(reason, "invalid question index"))
-        return METRICS_DEAD_INVALID_INDEX;
-    if (starts_with(reason, "poison"))
-        return METRICS_DEAD_POISON;
-    return METRICS_DEAD_OTHER;
-}
-
-metrics_failure_t metrics_failure_class(const char *exec_status, const char *dead_reason,
-                                        const char *error)
-{
-    if (exec_status != NULL && strcmp(exec_status, "timeout") == 0)
-        return METRICS_FAIL_TIMEOUT;
-    if (dead_reason != NULL)
-        return starts_with(dead_reason, "poison") ? METRICS_FAIL_POISON : METRICS_FAIL_BAD_JOB;
-    if (starts_with(error, "gave up after") || starts_with(error, "hybrid error: gave up after"))
-        return METRICS_FAIL_TRANSIENT_EXHAUSTED;
-    return METRICS_FAIL_FAILED;
 }
 
 /* ------------------------------------------------------------------ recording */
@@ -107,8 +71,8 @@ void metrics_router_request(metrics_t *m, const router_result_t *r)
         m->router_network++;
 }
 
-void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, const char *exec_status,
-                     const char *dead_reason, const char *error, double call_sec)
+void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, bool success,
+                     metrics_failure_t failure, bool dead_follows, const char *error, double call_sec)
 {
     if (call_sec >= 0) {
         size_t b = 0;
@@ -118,21 +82,23 @@ void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, const 
         m->duration_count++;
         m->duration_sum += call_sec;
     }
-    if (exec_status != NULL && strcmp(exec_status, "completed") == 0) {
+    if (success) {
         m->success_total++;
         return;
     }
-    metrics_failure_t f = metrics_failure_class(exec_status, dead_reason, error);
-    m->failures[f]++;
+    if (failure >= METRICS_FAIL_COUNT)
+        failure = METRICS_FAIL_FAILED;
+    m->failures[failure]++;
     m->failure_total++;
-    if (dead_reason == NULL) /* else the dead-letter note that follows says it */
-        metrics_note_error(m, execution_id, attempt, metrics_failure_name(f),
-                           error != NULL ? error : exec_status);
+    if (!dead_follows) /* else the dead-letter note that follows says it */
+        metrics_note_error(m, execution_id, attempt, metrics_failure_name(failure),
+                           error != NULL ? error : "");
 }
 
-void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, const char *reason)
+void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, metrics_dead_t why,
+                         const char *reason)
 {
-    m->dead[metrics_dead_class(reason)]++;
+    m->dead[why < METRICS_DEAD_COUNT ? why : METRICS_DEAD_OTHER]++;
     metrics_note_error(m, execution_id, attempt, "dead", reason);
 }
 

@@ -37,6 +37,7 @@ typedef enum metrics_dead {
     METRICS_DEAD_BAD_SPEC,            /* "bad job spec ..." */
     METRICS_DEAD_INVALID_INDEX,       /* "invalid question index ..." */
     METRICS_DEAD_POISON,              /* "poison: ..." */
+    METRICS_DEAD_OVER_MAX_RETRIES,    /* "retry attempt N exceeds the execution's max_retries (M)" */
     METRICS_DEAD_OTHER,               /* anything else */
     METRICS_DEAD_COUNT
 } metrics_dead_t;
@@ -98,23 +99,19 @@ typedef struct metrics {
 } metrics_t;
 
 /* Classifies a dead-list reason text (the worker's own sentences, see job.c). */
-metrics_dead_t metrics_dead_class(const char *reason);
 const char *metrics_dead_name(metrics_dead_t d);
 const char *metrics_failure_name(metrics_failure_t f);
-/* Classifies a recorded outcome that is not "completed": exec_status is "failed" or
- * "timeout"; dead_reason is set for input failures (bad spec, index, poison); error is
- * the recorded error text. */
-metrics_failure_t metrics_failure_class(const char *exec_status, const char *dead_reason,
-                                        const char *error);
-
 /* One finished router call (counted by HTTP status, "timeout" or "network"). */
 void metrics_router_request(metrics_t *m, const router_result_t *result);
-/* One outcome recorded in PostgreSQL. call_sec < 0 when no router call was made (input
- * failures): then the histogram is not touched. */
-void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, const char *exec_status,
-                     const char *dead_reason, const char *error, double call_sec);
-/* One job sent to the dead list. */
-void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, const char *reason);
+/* One outcome recorded in PostgreSQL: a success, or a failure of kind `failure` (the
+ * worker says which where it decides, never through the text). `dead_follows`: a dead-list
+ * note follows, so the failure is not noted twice; `error` is the text for the status page.
+ * call_sec < 0 when no router call was made (input failures): the histogram is not touched. */
+void metrics_outcome(metrics_t *m, int64_t execution_id, int32_t attempt, bool success,
+                     metrics_failure_t failure, bool dead_follows, const char *error, double call_sec);
+/* One job sent to the dead list, for the reason `why` (`reason` is its sentence). */
+void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, metrics_dead_t why,
+                         const char *reason);
 /* Any other error worth showing on the status page (e.g. a transient failure). */
 void metrics_note_error(metrics_t *m, int64_t execution_id, int32_t attempt, const char *kind,
                         const char *text);

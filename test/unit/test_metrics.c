@@ -30,35 +30,34 @@ static char *text_of(struct evbuffer *b)
     return s;
 }
 
-static void test_dead_classes_match_job_sentences(void **state)
+static void test_names(void **state)
 {
     (void)state;
-    assert_int_equal(metrics_dead_class("invalid job: payload: not valid JSON"), METRICS_DEAD_INVALID_PAYLOAD);
-    assert_int_equal(metrics_dead_class("region mismatch: job has \"x\", execution has \"y\""),
-                     METRICS_DEAD_REGION_MISMATCH);
-    assert_int_equal(metrics_dead_class("execution not found"), METRICS_DEAD_NOT_FOUND);
-    assert_int_equal(metrics_dead_class("bad job spec: no questions"), METRICS_DEAD_BAD_SPEC);
-    assert_int_equal(metrics_dead_class("bad job spec"), METRICS_DEAD_BAD_SPEC);
-    assert_int_equal(metrics_dead_class("invalid question index: 42 (total questions: 10)"),
-                     METRICS_DEAD_INVALID_INDEX);
-    assert_int_equal(metrics_dead_class("poison: delivered 5 times without an outcome"), METRICS_DEAD_POISON);
-    assert_int_equal(metrics_dead_class("could not re-encode the job"), METRICS_DEAD_OTHER);
-    assert_int_equal(metrics_dead_class(""), METRICS_DEAD_OTHER);
-    assert_int_equal(metrics_dead_class(NULL), METRICS_DEAD_OTHER);
     assert_string_equal(metrics_dead_name(METRICS_DEAD_INVALID_INDEX), "invalid_question_index");
+    assert_string_equal(metrics_dead_name(METRICS_DEAD_OVER_MAX_RETRIES), "attempt_over_max_retries");
+    assert_string_equal(metrics_dead_name(METRICS_DEAD_COUNT), "other");
+    assert_string_equal(metrics_failure_name(METRICS_FAIL_TRANSIENT_EXHAUSTED), "transient_exhausted");
+    assert_string_equal(metrics_failure_name(METRICS_FAIL_COUNT), "failed");
 }
 
-static void test_failure_classes(void **state)
+/* The kind of a failure is what the worker says, whatever its text reads like. */
+static void test_failures_and_dead_by_kind(void **state)
 {
     (void)state;
-    assert_int_equal(metrics_failure_class("timeout", NULL, "operation timed out"), METRICS_FAIL_TIMEOUT);
-    assert_int_equal(metrics_failure_class("failed", NULL, "model not available"), METRICS_FAIL_FAILED);
-    assert_int_equal(metrics_failure_class("failed", NULL, "gave up after 3 tries: HTTP 503"),
-                     METRICS_FAIL_TRANSIENT_EXHAUSTED);
-    assert_int_equal(metrics_failure_class("failed", "bad job spec: x", "bad job spec: x"), METRICS_FAIL_BAD_JOB);
-    assert_int_equal(metrics_failure_class("failed", "invalid question index: 9", "x"), METRICS_FAIL_BAD_JOB);
-    assert_int_equal(metrics_failure_class("failed", "poison: failed 5 deliveries", "x"), METRICS_FAIL_POISON);
-    assert_string_equal(metrics_failure_name(METRICS_FAIL_TRANSIENT_EXHAUSTED), "transient_exhausted");
+    metrics_t *m = calloc(1, sizeof *m);
+    assert_non_null(m);
+    metrics_outcome(m, 1, 1, false, METRICS_FAIL_TRANSIENT_EXHAUSTED, false, "hybrid error: HTTP 503", 0.1);
+    metrics_outcome(m, 2, 1, false, METRICS_FAIL_FAILED, false, "gave up after 3 tries (the router's text)", 0.1);
+    metrics_outcome(m, 3, 1, false, METRICS_FAIL_POISON, true, "poison: x", -1);
+    metrics_dead_letter(m, 3, 1, METRICS_DEAD_POISON, "poison: x");
+    metrics_dead_letter(m, 4, 1, METRICS_DEAD_REGION_MISMATCH, "poison: a sentence that lies");
+    assert_int_equal(m->failures[METRICS_FAIL_TRANSIENT_EXHAUSTED], 1);
+    assert_int_equal(m->failures[METRICS_FAIL_FAILED], 1);
+    assert_int_equal(m->failures[METRICS_FAIL_POISON], 1);
+    assert_int_equal(m->dead[METRICS_DEAD_POISON], 1);
+    assert_int_equal(m->dead[METRICS_DEAD_REGION_MISMATCH], 1);
+    assert_int_equal(m->errors_total, 4); /* the poison failure is noted once, by its dead letter */
+    free(m);
 }
 
 static void test_histogram_and_outcomes(void **state)
@@ -66,11 +65,11 @@ static void test_histogram_and_outcomes(void **state)
     (void)state;
     metrics_t *m = calloc(1, sizeof *m);
     assert_non_null(m);
-    metrics_outcome(m, 1, 1, "completed", NULL, NULL, 0.1);   /* le=0.1 (inclusive) */
-    metrics_outcome(m, 2, 1, "completed", NULL, NULL, 0.26);  /* le=0.5 */
-    metrics_outcome(m, 3, 1, "timeout", NULL, "timed out", 60.0); /* le=60 */
-    metrics_outcome(m, 4, 1, "failed", NULL, "refused", 61.0);    /* +Inf */
-    metrics_outcome(m, 5, 1, "failed", "bad job spec: x", "bad job spec: x", -1); /* no call */
+    metrics_outcome(m, 1, 1, true, METRICS_FAIL_FAILED, false, NULL, 0.1);   /* le=0.1 (inclusive) */
+    metrics_outcome(m, 2, 1, true, METRICS_FAIL_FAILED, false, NULL, 0.26);  /* le=0.5 */
+    metrics_outcome(m, 3, 1, false, METRICS_FAIL_TIMEOUT, false, "timed out", 60.0); /* le=60 */
+    metrics_outcome(m, 4, 1, false, METRICS_FAIL_FAILED, false, "refused", 61.0);    /* +Inf */
+    metrics_outcome(m, 5, 1, false, METRICS_FAIL_BAD_JOB, true, "bad job spec: x", -1); /* no call */
     assert_int_equal(m->buckets[0], 1);
     assert_int_equal(m->buckets[1], 0);
     assert_int_equal(m->buckets[2], 1);
@@ -139,10 +138,10 @@ static void test_throughput_slots(void **state)
     metrics_t *m = calloc(1, sizeof *m);
     assert_non_null(m);
     uint64_t s, f;
-    metrics_outcome(m, 1, 1, "completed", NULL, NULL, 0.1);
-    metrics_outcome(m, 2, 1, "completed", NULL, NULL, 0.1);
+    metrics_outcome(m, 1, 1, true, METRICS_FAIL_FAILED, false, NULL, 0.1);
+    metrics_outcome(m, 2, 1, true, METRICS_FAIL_FAILED, false, NULL, 0.1);
     metrics_roll(m);
-    metrics_outcome(m, 3, 1, "failed", NULL, "no", 0.1);
+    metrics_outcome(m, 3, 1, false, METRICS_FAIL_FAILED, false, "no", 0.1);
     metrics_roll(m);
     metrics_rates(m, 1, &s, &f);
     assert_int_equal(s, 0);
@@ -229,8 +228,8 @@ static void test_html_escaping(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dead_classes_match_job_sentences),
-        cmocka_unit_test(test_failure_classes),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_failures_and_dead_by_kind),
         cmocka_unit_test(test_histogram_and_outcomes),
         cmocka_unit_test(test_router_codes),
         cmocka_unit_test(test_error_ring_keeps_the_last_ten),
