@@ -349,6 +349,8 @@ PY
 
   *) echo "unknown scenario $scenario"; exit 2 ;;
 esac
+# Under RETRYQ_SANITIZE a report (a leak at exit, undefined behaviour) lands in the log.
+check "no sanitizer report in the worker logs" bash -c "! grep -q 'Sanitizer\|runtime error' '$log'"
 if ((t_failed > 0)); then
   echo "---- last worker log lines"
   tail -n 40 "$log"
