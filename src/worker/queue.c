@@ -313,6 +313,7 @@ struct queue {
     long long pop_client_id; /* CLIENT ID of the pop connection (0 = unknown) */
     bool adopted;            /* the own list left by a predecessor has been handed back */
     bool had_cmd_connection;
+    bool host_checked;       /* the dead workers of this host were looked for (once) */
     int64_t recover_after_ms; /* monotonic: no lease recovery before (peers re-announce) */
     struct event *pop_retry; /* after a refused pop */
     int pop_retry_ms;
@@ -1433,11 +1434,11 @@ static void on_recovery_start(queue_t *q)
     q->recover_after_ms = clock_mono_ms() + q->cfg.heartbeat_ms + BACKOFF_MAX_MS;
     if (q->had_cmd_connection)
         queue_heartbeat(q); /* the first one comes from the worker once it runs */
-    if (q->info[0] != '\0') {
+    if (q->info[0] != '\0' && q->cmd.state == CONN_READY) {
         const char *argv[] = {"HSET", q->workerinfo, q->worker_id, q->info};
-        conn_send(&q->cmd, on_quiet_reply, &q->cmd, 4, argv, NULL);
-        if (!q->had_cmd_connection && q->cmd.state == CONN_READY) {
+        if (conn_send(&q->cmd, on_quiet_reply, &q->cmd, 4, argv, NULL) && !q->host_checked) {
             const char *all[] = {"HGETALL", q->workerinfo};
+            q->host_checked = true;
             ask(q, 2, all, NULL, on_workerinfo_reply, q);
         }
     }

@@ -102,6 +102,7 @@ case $scenario in
     for round in 1 2 3; do
       worker --worker-id host-fixed
       wait_finished $((round * N / 5)) 60 || true
+      kill -STOP "$WPID" # frozen: what its list holds now is what it had in flight
       held=$(rcli LLEN "$(plist host-fixed)")
       kill -9 "$WPID"; wait "$WPID" 2>/dev/null || true
       inflight=$((inflight + held))
@@ -134,6 +135,7 @@ case $scenario in
     for round in 1 2 3; do
       worker
       wait_finished $((round * N / 4)) 120 || true
+      kill -STOP "$WPID"
       held=$(rcli --scan --pattern "{$Q}:processing:*" | while read -r k; do rcli LLEN "$k"; done |
              awk '{s += $1} END {print s + 0}')
       kill -9 "$WPID"; wait "$WPID" 2>/dev/null || true
