@@ -47,6 +47,11 @@ const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
         snprintf(detail, cap, "%s", queue_last_error(w->queue));
         return "redis unavailable";
     }
+    if (queue_pop_failing_ms(w->queue) > 0) {
+        snprintf(detail, cap, "%s (for %.1f s; retried with backoff)", queue_pop_error(w->queue),
+                 (double)queue_pop_failing_ms(w->queue) / 1000.0);
+        return "Redis refuses the pop: taking no jobs";
+    }
     if (!store_connected(w->store)) {
         snprintf(detail, cap, "%s", store_last_error(w->store));
         return "database unavailable";

@@ -334,6 +334,8 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
     write_histogram(out, m);
     write_queue(out, w);
     gauge(out, "retry_inflight", "Jobs in flight in this worker.", (double)w->inflight);
+    gauge(out, "retry_inflight_max", "Most jobs in flight at once since start (at most the "
+          "concurrency).", (double)w->inflight_max);
     gauge(out, "retry_concurrency_limit", "Most jobs this worker runs at once.",
           (double)w->cfg.concurrency);
     write_router(out, m);

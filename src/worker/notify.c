@@ -54,7 +54,10 @@ static void watchdog_ping(evutil_socket_t fd, short what, void *arg)
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
         return;
-    sd_notify(0, "WATCHDOG=1");
+    /* A worker whose pops Redis keeps refusing takes nothing though its loop turns: let
+     * systemd see it (an outage, with the connections down, is not this case). */
+    if (queue_pop_failing_ms(w->queue) <= HTTP_POP_STALL_MS)
+        sd_notify(0, "WATCHDOG=1");
     int64_t ms = (int64_t)(usec / 3000);
     struct timeval tv = clock_tv_ms(ms < WATCHDOG_MIN_MS ? WATCHDOG_MIN_MS : ms);
     if (event_base_once(w->base, -1, EV_TIMEOUT, watchdog_ping, w, &tv) < 0)

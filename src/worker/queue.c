@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -33,6 +35,8 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define WATCHDOG_MS 500
+/* Jobs of the own processing list read per self-check (LRANGE page). */
+#define SELF_CHECK_PAGE 100
 
 /* Moves up to ARGV[1] jobs from the queue into the processing list, oldest first. */
 static const char LUA_POP_BATCH[] =
@@ -73,13 +77,68 @@ static const char LUA_HEARTBEAT[] =
     "return now\n";
 
 /*
- * KEYS: workers, queue. ARGV: lease ms, processing prefix, own id, max jobs per call.
- * Every worker silent for longer than the lease loses its list: each job goes back to
- * the head of the queue (so it runs next) with its delivery count raised by one — an
- * expired lease counts as a delivery, so a job that keeps killing workers ends up in
- * the dead list. Oldest jobs end nearest the head. At most ARGV[4] jobs per call.
+ * bump(v): the job text with its top-level "delivery" raised by one (added as 1 when
+ * absent), every other byte kept. A scanner rather than cjson: cjson keeps numbers as
+ * doubles, so an execution_id above 2^53 would come back changed, and re-encoding may
+ * reorder keys or escape slashes. It walks the outermost object, skipping strings (with
+ * their escapes) and nested values, so a "delivery" inside a nested object or a string
+ * is not taken for the job's, and trailing whitespace is no obstacle. Text that is not
+ * an object is returned unchanged (the worker dead-letters it when it decodes it).
+ */
+#define LUA_BUMP                                                                            \
+    "local function bump(v)\n"                                                              \
+    "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
+    "  if not i or string.byte(v, i) ~= 123 then return v end\n"                            \
+    "  local depth, pos, want_key, close = 0, i, false, nil\n"                              \
+    "  while true do\n"                                                                     \
+    "    local s = string.find(v, '[{}%[%]\",]', pos)\n"                                    \
+    "    if not s then return v end\n"                                                      \
+    "    local c = string.byte(v, s)\n"                                                     \
+    "    if c == 34 then\n"                                                                 \
+    "      local e = s + 1\n"                                                               \
+    "      while true do\n"                                                                 \
+    "        local f = string.find(v, '[\"\\\\]', e)\n"                                     \
+    "        if not f then return v end\n"                                                  \
+    "        if string.byte(v, f) == 92 then e = f + 2 else e = f; break end\n"            \
+    "      end\n"                                                                           \
+    "      if depth == 1 and want_key then\n"                                               \
+    "        want_key = false\n"                                                            \
+    "        if string.sub(v, s + 1, e - 1) == 'delivery' then\n"                           \
+    "          local _, b, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e + 1)\n"  \
+    "          if not b then return v end\n"                                                \
+    "          return string.sub(v, 1, b - #d) .. tostring(tonumber(d) + 1) ..\n"          \
+    "                 string.sub(v, b + 1)\n"                                               \
+    "        end\n"                                                                         \
+    "      end\n"                                                                           \
+    "      pos = e + 1\n"                                                                   \
+    "    elseif c == 123 or c == 91 then\n"                                                 \
+    "      depth = depth + 1\n"                                                             \
+    "      if depth == 1 then want_key = true end\n"                                        \
+    "      pos = s + 1\n"                                                                   \
+    "    elseif c == 125 or c == 93 then\n"                                                 \
+    "      depth = depth - 1\n"                                                             \
+    "      if depth == 0 then close = s; break end\n"                                       \
+    "      pos = s + 1\n"                                                                   \
+    "    else\n"                                                                            \
+    "      if depth == 1 then want_key = true end\n"                                        \
+    "      pos = s + 1\n"                                                                   \
+    "    end\n"                                                                             \
+    "  end\n"                                                                               \
+    "  local j = close - 1\n"                                                               \
+    "  while j > i and string.find(string.sub(v, j, j), '^[ \\t\\r\\n]$') do j = j - 1 end\n" \
+    "  local sep = j > i and ',' or ''\n"                                                   \
+    "  return string.sub(v, 1, close - 1) .. sep .. '\"delivery\":1' .. string.sub(v, close)\n" \
+    "end\n"
+
+/*
+ * KEYS: workers, queue, workerinfo. ARGV: lease ms, processing prefix, own id, max jobs
+ * per call. Every worker silent for longer than the lease loses its list: each job goes
+ * back to the head of the queue (so it runs next) with its delivery count raised by one
+ * — an expired lease counts as a delivery, so a job that keeps killing workers ends up
+ * in the dead list. Oldest jobs end nearest the head. At most ARGV[4] jobs per call.
  */
 static const char LUA_RECOVER[] =
+    LUA_BUMP
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))\n"
@@ -91,18 +150,40 @@ static const char LUA_RECOVER[] =
     "    while budget > 0 do\n"
     "      local v = redis.call('LPOP', list)\n"
     "      if not v then break end\n"
-    "      local n\n"
-    "      v, n = string.gsub(v, '\"delivery\":%s*(%d+)', function(d)\n"
-    "        return '\"delivery\":' .. (tonumber(d) + 1) end, 1)\n"
-    "      if n == 0 and string.sub(v, -1) == '}' then\n"
-    "        v = string.sub(v, 1, -2) .. ',\"delivery\":1}'\n"
-    "      end\n"
-    "      redis.call('RPUSH', KEYS[2], v)\n"
+    "      redis.call('RPUSH', KEYS[2], bump(v))\n"
     "      moved = moved + 1\n"
     "      budget = budget - 1\n"
     "    end\n"
-    "    if redis.call('LLEN', list) == 0 then redis.call('ZREM', KEYS[1], id) end\n"
+    "    if redis.call('LLEN', list) == 0 then\n"
+    "      redis.call('ZREM', KEYS[1], id)\n"
+    "      redis.call('HDEL', KEYS[3], id)\n"
+    "    end\n"
     "  end\n"
+    "end\n"
+    "return moved\n";
+
+/*
+ * KEYS: workers, queue, workerinfo. ARGV: processing prefix, worker id, expected info
+ * ("" = any). The whole list of one worker known to be dead goes back to the head of the
+ * queue, delivery counts raised (as lease recovery does), without waiting for its lease:
+ * this worker's own list at start (a restart with a fixed id), or a predecessor on this
+ * host whose process is gone. The info check makes it a no-op (-1) when the id was
+ * registered again meanwhile.
+ */
+static const char LUA_RECLAIM[] =
+    LUA_BUMP
+    "if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[3] then return -1 end\n"
+    "local list = ARGV[1] .. ARGV[2]\n"
+    "local moved = 0\n"
+    "while moved < 100000 do\n"
+    "  local v = redis.call('LPOP', list)\n"
+    "  if not v then break end\n"
+    "  redis.call('RPUSH', KEYS[2], bump(v))\n"
+    "  moved = moved + 1\n"
+    "end\n"
+    "if ARGV[3] ~= '' then\n"
+    "  redis.call('ZREM', KEYS[1], ARGV[2])\n"
+    "  redis.call('HDEL', KEYS[3], ARGV[2])\n"
     "end\n"
     "return moved\n";
 
@@ -117,7 +198,7 @@ static const char LUA_PROMOTE[] =
     "end\n"
     "return #due\n";
 
-/* KEYS: processing, queue, workers. ARGV: own id. */
+/* KEYS: processing, queue, workers, workerinfo. ARGV: own id. */
 static const char LUA_LEAVE[] =
     "local n = 0\n"
     "while true do\n"
@@ -127,6 +208,7 @@ static const char LUA_LEAVE[] =
     "  n = n + 1\n"
     "end\n"
     "redis.call('ZREM', KEYS[3], ARGV[1])\n"
+    "redis.call('HDEL', KEYS[4], ARGV[1])\n"
     "return n\n";
 
 /* KEYS: queue, delayed, workers. ARGV: processing prefix, then candidate execution ids.
@@ -203,6 +285,7 @@ typedef struct op {
     int argc;
     char **argv;
     size_t *argvlen;
+    int payload_arg;         /* argv index of the job this op moves, or -1 */
     void (*done)(void *arg, bool empty);
     void *arg;
 } op_t;
@@ -219,7 +302,25 @@ struct queue {
     conn_t cmd;
     struct event *watchdog;
     size_t room;
-    bool popping;
+    bool popping;            /* a reply on the pop connection is awaited (pop or rescan) */
+    bool checking;           /* a self-check of the own list is out on the command conn */
+    bool check_due;          /* a self-check waits for the pop in flight to answer */
+    int64_t check_cursor;    /* self-check: entries from the tail already read */
+    bool leaving;            /* queue_leave called: take nothing, send no heartbeat */
+    bool leave_sent;         /* the LEAVE operation is queued */
+    void (*leave_done)(void *arg, bool empty);
+    void *leave_arg;
+    long long pop_client_id; /* CLIENT ID of the pop connection (0 = unknown) */
+    bool adopted;            /* the own list left by a predecessor has been handed back */
+    bool had_cmd_connection;
+    bool host_checked;       /* the dead workers of this host were looked for (once) */
+    int64_t recover_after_ms; /* monotonic: no lease recovery before (peers re-announce) */
+    struct event *pop_retry; /* after a refused pop */
+    int pop_retry_ms;
+    int64_t pop_failing_ms;  /* monotonic time of the first refused pop in a row, 0 = none */
+    char pop_error[200];
+    char workerinfo[RETRYQ_MAX_QUEUE_NAME + 32];   /* {Q}:workerinfo */
+    char info[200];          /* "<boot id> <pid namespace> <pid>" or "" (unknown) */
     bool batch_empty;        /* the last batch found nothing: block next */
     bool use_blmove;
     bool closing;
@@ -242,6 +343,10 @@ static void conn_schedule(conn_t *c);
 static void ops_flush(queue_t *q);
 static void maybe_pop(queue_t *q);
 static void deliver(queue_t *q, const redisReply *r, bool rescan);
+static void send_leave(queue_t *q);
+static void after_pop_reply(queue_t *q);
+static void start_self_check(queue_t *q);
+static void on_recovery_start(queue_t *q);
 
 static uint64_t rng_next(queue_t *q)
 {
@@ -262,6 +367,19 @@ static void notify_state(queue_t *q)
         q->cb.state(q->cb.arg);
 }
 
+/* True while an operation that moves this payload out of the own list waits for its
+ * reply: the job has ended here even if a read of the list still shows it. Operations
+ * are answered in order, so one sent after a read is still waiting when the read's
+ * reply arrives. */
+static bool op_pending_for(const queue_t *q, const char *payload, size_t len)
+{
+    for (const op_t *op = q->ops_head; op != NULL; op = op->next)
+        if (op->payload_arg >= 0 && op->argvlen[op->payload_arg] == len &&
+            memcmp(op->argv[op->payload_arg], payload, len) == 0)
+            return true;
+    return false;
+}
+
 /* -------------------------------------------------------------------- connections */
 
 /* Called for every way a connection ends; hiredis owns (and frees) the context. */
@@ -274,8 +392,12 @@ static void conn_lost(conn_t *c)
     c->outstanding = 0;
     if (q->closing)
         return;
-    if (c == &q->pop)
+    if (c == &q->pop) {
         q->popping = false;
+        q->pop_failing_ms = 0; /* an outage now, not a refusal */
+        if (q->leaving)
+            send_leave(q); /* the pop's outcome is unknown: the LEAVE hands back whatever it moved */
+    }
     if (was_ready)
         q->reconnects++;
     conn_schedule(c);
@@ -398,11 +520,47 @@ static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (r == NULL || q->pop.ac != ac)
         return;
     conn_replied(&q->pop);
+    /* popping stays set while the jobs are handed out, so the room they free or take
+     * cannot start a pop in the middle. */
+    if (!q->leaving && r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = r->elements; i > 0; i--) { /* oldest first */
+            const redisReply *e = r->element[i - 1];
+            if (e->type == REDIS_REPLY_STRING && !op_pending_for(q, e->str, e->len))
+                deliver(q, e, true);
+        }
     q->popping = false;
-    if (r->type == REDIS_REPLY_ARRAY)
-        for (size_t i = r->elements; i > 0; i--) /* oldest first */
-            deliver(q, r->element[i - 1], true);
-    maybe_pop(q);
+    after_pop_reply(q);
+}
+
+/* The own list at start: what a predecessor with this id left goes back to the queue. */
+static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    queue_t *q = privdata;
+    redisReply *r = reply;
+    if (r == NULL || q->pop.ac != ac)
+        return; /* tried again on the next connection: no pop was sent meanwhile */
+    conn_replied(&q->pop);
+    q->adopted = true;
+    if (reply_is_error(r))
+        log_warn("redis.adopt", "could not hand back this worker's own list: %s (the self-check "
+                                "takes those jobs)", r->str);
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        log_warn("redis.adopt", "a previous run with worker id %s left %lld job(s) in its list: "
+                 "handed back to the head of the queue (delivery counted)", q->worker_id,
+                 (long long)r->integer);
+    q->popping = false;
+    after_pop_reply(q);
+}
+
+static void on_client_id_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    conn_t *c = privdata;
+    redisReply *r = reply;
+    if (r == NULL || c->ac != ac)
+        return;
+    conn_replied(c);
+    /* Redis before 5 has no CLIENT ID: a stop then waits for the blocking pop's timeout. */
+    c->q->pop_client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 }
 
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -440,9 +598,20 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
              q->version[0] ? q->version : "?");
     if (c == &q->cmd) {
         ops_flush(q);
-    } else {
+        if (q->cmd.state == CONN_READY)
+            on_recovery_start(q);
+    } else if (!q->leaving) {
         q->batch_empty = false;
-        if (q->had_pop_connection) {
+        if (!q->adopted) {
+            /* First connection: a previous run with this worker id (a fixed
+             * RETRYQ_WORKER_ID under systemd) may have died with jobs in this very list,
+             * which lease recovery skips (it is our own id). Hand them back before the
+             * first pop, counting the delivery as lease recovery does. */
+            const char *argv[] = {"EVAL", LUA_RECLAIM, "3", q->keys.workers, q->keys.pending,
+                                  q->workerinfo, q->keys.processing_prefix, q->worker_id, ""};
+            q->popping = true;
+            conn_send(c, on_adopt_reply, q, 9, argv, NULL);
+        } else if (q->had_pop_connection) {
             /* A pop answer lost with the old connection may have moved jobs into this
              * worker's list; lease recovery would find them only after this worker
              * dies, so read the list and let the worker adopt what it does not hold. */
@@ -493,7 +662,12 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (c == &q->cmd) {
         const char *info[] = {"INFO"};
         conn_send(c, on_setup_reply, c, 1, info, NULL);
+    } else {
+        const char *id[] = {"CLIENT", "ID"};
+        conn_send(c, on_client_id_reply, c, 2, id, NULL);
     }
+    if (c->ac == NULL)
+        return;
     const char *ping[] = {"PING"};
     conn_send(c, on_setup_done, c, 1, ping, NULL);
 }
@@ -553,6 +727,32 @@ static void deliver(queue_t *q, const redisReply *r, bool rescan)
         q->cb.job(q->cb.arg, r->str, r->len, rescan);
 }
 
+/* A refused pop that is not about the connection (OOM, WRONGTYPE, a script error...):
+ * the pop is tried again after a backoff, and the worker reports that it takes nothing
+ * (queue_pop_failing_ms) until a pop is accepted. */
+static void pop_refused(queue_t *q, const char *error)
+{
+    int64_t now = clock_mono_ms();
+    if (q->pop_failing_ms == 0) {
+        q->pop_failing_ms = now;
+        q->pop_retry_ms = BACKOFF_MIN_MS;
+    }
+    rq_copy(q->pop_error, sizeof q->pop_error, error);
+    int64_t delay = (int64_t)(rng_next(q) % (uint64_t)(q->pop_retry_ms + 1));
+    if (delay < BACKOFF_MIN_MS / 2)
+        delay = BACKOFF_MIN_MS / 2;
+    q->pop_retry_ms = q->pop_retry_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : q->pop_retry_ms * 2;
+    struct timeval tv = clock_tv_ms(delay);
+    if (evtimer_add(q->pop_retry, &tv) < 0)
+        log_error("redis.pop", "could not arm the pop retry timer");
+    notify_state(q);
+}
+
+static void pop_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    maybe_pop(arg);
+}
+
 static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     queue_t *q = privdata;
@@ -562,14 +762,36 @@ static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
     conn_replied(&q->pop);
     q->pop_reply_ms = clock_mono_ms();
     q->pop.allowance_ms = q->cfg.command_timeout_ms;
-    q->popping = false;
     if (reply_is_error(r)) {
+        q->popping = false;
         set_error(q, "pop", r->str);
         log_warn("redis.pop", "pop refused: %s", r->str);
-        if (reply_is_transient(r))
+        if (reply_is_transient(r)) {
             conn_drop(&q->pop, r->str);
+            return;
+        }
+        if (q->leaving)
+            send_leave(q);
+        else
+            pop_refused(q, r->str);
         return;
     }
+    if (q->pop_failing_ms != 0) {
+        log_info("redis.pop", "pops accepted again after %.1f s",
+                 (double)(clock_mono_ms() - q->pop_failing_ms) / 1000.0);
+        q->pop_failing_ms = 0;
+        q->pop_error[0] = '\0';
+        notify_state(q);
+    }
+    if (q->leaving) {
+        /* Whatever this pop moved stays in the list: the LEAVE hands it back. */
+        q->popping = false;
+        send_leave(q);
+        return;
+    }
+    /* popping stays set until every job of the reply is handed out: each one changes the
+     * room, and a pop started from inside that loop would ask for room the rest of this
+     * reply is about to fill (in flight could reach twice the concurrency). */
     if (r->type == REDIS_REPLY_ARRAY) {
         q->batch_empty = r->elements == 0;
         for (size_t i = 0; i < r->elements; i++)
@@ -582,13 +804,30 @@ static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (q->cb.idle != NULL)
             q->cb.idle(q->cb.arg);
     }
-    maybe_pop(q);
+    q->popping = false;
+    after_pop_reply(q);
+}
+
+/* After any reply on the pop connection: leave, run a self-check that waited, or pop. */
+static void after_pop_reply(queue_t *q)
+{
+    if (q->leaving)
+        send_leave(q);
+    else if (q->check_due)
+        start_self_check(q);
+    else
+        maybe_pop(q);
 }
 
 static void maybe_pop(queue_t *q)
 {
-    if (q->closing || q->popping || q->room == 0 || q->pop.state != CONN_READY)
+    if (q->closing || q->popping || q->checking || q->leaving || q->room == 0 ||
+        q->pop.state != CONN_READY || evtimer_pending(q->pop_retry, NULL))
         return;
+    if (q->check_due) {
+        start_self_check(q);
+        return;
+    }
     q->popping = true;
     if (!q->batch_empty) {
         char n[24];
@@ -616,6 +855,84 @@ void queue_set_room(queue_t *q, size_t room)
         q->pop_reply_ms = clock_mono_ms();
     q->room = room;
     maybe_pop(q);
+}
+
+/* ----------------------------------------------------------------- self-check */
+
+/*
+ * A job can sit in this worker's list without being in flight: a write that Redis
+ * refused (not transiently) or that could not be queued for lack of memory, a payload
+ * the worker could not take in. Lease recovery never touches a live worker's list, so
+ * every heartbeat one page of the list (from the tail, where the oldest jobs are) is
+ * compared with the jobs in flight, and what is not held is taken again.
+ *
+ * The read goes on the command connection, after every operation already sent (so an
+ * ack sent before it has acted), and no pop is out meanwhile (so no job can be in the
+ * list before the pop's reply has handed it out). A job that ended after the read was
+ * sent still has its operation waiting for a reply: op_pending_for skips it.
+ */
+static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    queue_t *q = privdata;
+    redisReply *r = reply;
+    q->checking = false;
+    if (r == NULL || q->cmd.ac != ac)
+        return;
+    conn_replied(&q->cmd);
+    if (r->type == REDIS_REPLY_ARRAY) {
+        q->check_cursor = r->elements < SELF_CHECK_PAGE ? 0 : q->check_cursor + SELF_CHECK_PAGE;
+        size_t taken = 0;
+        q->checking = true; /* no pop from inside the loop (see on_pop_reply) */
+        for (size_t i = r->elements; i > 0 && q->room > 0 && !q->leaving; i--) {
+            const redisReply *e = r->element[i - 1];
+            if (e->type != REDIS_REPLY_STRING || op_pending_for(q, e->str, e->len))
+                continue;
+            size_t before = q->room;
+            deliver(q, e, true);
+            if (q->room < before)
+                taken++;
+        }
+        q->checking = false;
+        if (taken > 0)
+            log_warn("redis.self_check", "%zu job(s) in this worker's processing list were not in "
+                     "flight: taken again", taken);
+    } else if (reply_is_error(r)) {
+        log_warn("redis.self_check", "reading the own list failed: %s", r->str);
+        if (reply_is_transient(r)) {
+            conn_drop(&q->cmd, r->str);
+            return;
+        }
+    }
+    maybe_pop(q);
+}
+
+static void start_self_check(queue_t *q)
+{
+    q->check_due = false;
+    if (q->closing || q->leaving || q->checking || q->room == 0 || q->cmd.state != CONN_READY) {
+        maybe_pop(q);
+        return;
+    }
+    char from[24], to[24];
+    snprintf(from, sizeof from, "%lld", (long long)-(q->check_cursor + SELF_CHECK_PAGE));
+    snprintf(to, sizeof to, "%lld", (long long)-(q->check_cursor + 1));
+    const char *argv[] = {"LRANGE", q->processing, from, to};
+    q->checking = true;
+    if (!conn_send(&q->cmd, on_check_reply, q, 4, argv, NULL)) {
+        q->checking = false;
+        maybe_pop(q);
+    }
+}
+
+void queue_self_check(queue_t *q)
+{
+    if (q->closing || q->leaving || q->checking || q->room == 0 || !queue_ready(q))
+        return;
+    if (q->popping) {
+        q->check_due = true; /* after the pop's reply */
+        return;
+    }
+    start_self_check(q);
 }
 
 /* -------------------------------------------------------------------- operations */
@@ -699,7 +1016,7 @@ static void ops_flush(queue_t *q)
 
 /* Queues one command; the arguments are copied (lengths given, so binary-safe). */
 static void op_push(queue_t *q, int argc, const char *const *argv, const size_t *argvlen,
-                    void (*done)(void *, bool), void *arg)
+                    int payload_arg, void (*done)(void *, bool), void *arg)
 {
     op_t *op = calloc(1, sizeof *op);
     if (op == NULL)
@@ -718,6 +1035,7 @@ static void op_push(queue_t *q, int argc, const char *const *argv, const size_t 
         op->argv[i][n] = '\0';
         op->argvlen[i] = n;
     }
+    op->payload_arg = payload_arg;
     op->done = done;
     op->arg = arg;
     op->prev = q->ops_tail;
@@ -752,7 +1070,7 @@ void queue_ack(queue_t *q, const char *payload, size_t len)
 {
     const char *argv[] = {"LREM", q->processing, "-1", payload};
     size_t lens[] = {4, strlen(q->processing), 2, len};
-    op_push(q, 4, argv, lens, NULL, NULL);
+    op_push(q, 4, argv, lens, 3, NULL, NULL);
 }
 
 void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason)
@@ -784,7 +1102,7 @@ void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason)
     const char *argv[] = {"EVAL", LUA_DEAD, "2", q->processing, q->keys.dead, payload, text, cap};
     size_t lens[] = {4, sizeof LUA_DEAD - 1, 1, strlen(q->processing), strlen(q->keys.dead),
                      len, strlen(text), strlen(cap)};
-    op_push(q, 8, argv, lens, NULL, NULL);
+    op_push(q, 8, argv, lens, 5, NULL, NULL);
 cleanup:
     if (text == NULL)
         log_error("redis.dead", "out of memory building a dead-letter entry");
@@ -802,7 +1120,7 @@ void queue_delay(queue_t *q, const char *payload, size_t len, const char *next_p
                           next_payload, delay};
     size_t lens[] = {4, sizeof LUA_DELAY - 1, 1, strlen(q->processing), strlen(q->keys.delayed),
                      len, strlen(next_payload), strlen(delay)};
-    op_push(q, 8, argv, lens, NULL, NULL);
+    op_push(q, 8, argv, lens, 5, NULL, NULL);
 }
 
 void queue_requeue(queue_t *q, const char *payload, size_t len)
@@ -810,7 +1128,7 @@ void queue_requeue(queue_t *q, const char *payload, size_t len)
     const char *argv[] = {"EVAL", LUA_REQUEUE, "2", q->processing, q->keys.pending, payload};
     size_t lens[] = {4, sizeof LUA_REQUEUE - 1, 1, strlen(q->processing),
                      strlen(q->keys.pending), len};
-    op_push(q, 6, argv, lens, NULL, NULL);
+    op_push(q, 6, argv, lens, 5, NULL, NULL);
 }
 
 /* -------------------------------------------------------------------- maintenance */
@@ -828,8 +1146,11 @@ static void on_periodic_reply(redisAsyncContext *ac, void *reply, void *privdata
         log_warn("redis.periodic", "%s failed: %s", what, r->str);
         if (reply_is_transient(r))
             conn_drop(&q->cmd, r->str);
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0 && strcmp(what, "heartbeat") != 0) {
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0 && strcmp(what, "recovery") == 0) {
         log_info(what, "moved %lld job(s) back to the queue", (long long)r->integer);
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0 && strcmp(what, "reclaim") == 0) {
+        log_info(what, "moved %lld job(s) back to the queue from a dead worker of this host "
+                 "(without waiting for its lease)", (long long)r->integer);
     }
 }
 
@@ -1004,6 +1325,19 @@ void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_
     ask(q, 9, argv, NULL, on_depths_reply, a);
 }
 
+int64_t queue_pop_failing_ms(const queue_t *q)
+{
+    if (q->pop_failing_ms == 0)
+        return 0;
+    int64_t d = clock_mono_ms() - q->pop_failing_ms;
+    return d > 0 ? d : 1;
+}
+
+const char *queue_pop_error(const queue_t *q)
+{
+    return q->pop_error;
+}
+
 int64_t queue_pop_stalled_ms(const queue_t *q)
 {
     if (q->room == 0)
@@ -1016,22 +1350,99 @@ void queue_push(queue_t *q, const char *payload, size_t len)
 {
     const char *argv[] = {"LPUSH", q->keys.pending, payload};
     size_t lens[] = {5, strlen(q->keys.pending), len};
-    op_push(q, 3, argv, lens, NULL, NULL);
+    op_push(q, 3, argv, lens, -1, NULL, NULL);
 }
 
 void queue_heartbeat(queue_t *q)
 {
+    /* Once the worker has left {Q}:workers, a late heartbeat would put it back. */
+    if (q->leaving)
+        return;
     const char *argv[] = {"EVAL", LUA_HEARTBEAT, "1", q->keys.workers, q->worker_id};
     periodic(q, "heartbeat", 5, argv);
 }
 
 void queue_recover(queue_t *q, int lease_ms)
 {
+    if (q->leaving || clock_mono_ms() < q->recover_after_ms)
+        return; /* peers are still re-announcing themselves after a (re)connect */
     char lease[24];
     snprintf(lease, sizeof lease, "%d", lease_ms);
-    const char *argv[] = {"EVAL", LUA_RECOVER, "2", q->keys.workers, q->keys.pending,
-                          lease, q->keys.processing_prefix, q->worker_id, "10000"};
-    periodic(q, "recovery", 9, argv);
+    const char *argv[] = {"EVAL", LUA_RECOVER, "3", q->keys.workers, q->keys.pending,
+                          q->workerinfo, lease, q->keys.processing_prefix, q->worker_id, "10000"};
+    periodic(q, "recovery", 10, argv);
+}
+
+static void on_quiet_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    conn_t *c = privdata;
+    redisReply *r = reply;
+    if (r == NULL || c->ac != ac)
+        return;
+    conn_replied(c);
+    if (reply_is_error(r))
+        log_warn("redis.command", "%s refused: %s", c->name, r->str);
+}
+
+/* Whether the worker registered with `info` (see queue_new) ran on this host, in this
+ * pid namespace, and its process is gone: no such pid, or the pid is this very process
+ * (a restart that got the same pid). A pid running as anything else counts as alive. */
+static bool predecessor_gone(const queue_t *q, const char *info)
+{
+    const char *own_pid = strrchr(q->info, ' ');
+    const char *its_pid = strrchr(info, ' ');
+    if (own_pid == NULL || its_pid == NULL || own_pid - q->info != its_pid - info ||
+        memcmp(q->info, info, (size_t)(own_pid - q->info)) != 0)
+        return false;
+    char *end;
+    errno = 0;
+    long pid = strtol(its_pid + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || pid <= 0 || (long)(pid_t)pid != pid)
+        return false;
+    if ((pid_t)pid == getpid())
+        return true;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+static void on_workerinfo_reply(void *arg, const redisReply *r)
+{
+    queue_t *q = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || q->closing)
+        return;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *id = r->element[i], *info = r->element[i + 1];
+        if (id->type != REDIS_REPLY_STRING || info->type != REDIS_REPLY_STRING ||
+            strcmp(id->str, q->worker_id) == 0 || !predecessor_gone(q, info->str))
+            continue;
+        log_info("redis.reclaim", "worker %s ran on this host (%s) and its process is gone: "
+                 "recovering its list now instead of after its lease", id->str, info->str);
+        const char *argv[] = {"EVAL", LUA_RECLAIM, "3", q->keys.workers, q->keys.pending,
+                              q->workerinfo, q->keys.processing_prefix, id->str, info->str};
+        periodic(q, "reclaim", 9, argv);
+    }
+}
+
+/* The command connection is (again) ready: heartbeat first, so that peers recovering
+ * leases see this worker alive; hold back this worker's own lease recovery until its
+ * peers have had the time to reconnect and do the same (their reconnect backoff is at
+ * most BACKOFF_MAX_MS, plus a heartbeat); register where this worker runs; and, once,
+ * recover the lists of dead workers of this host at once. */
+static void on_recovery_start(queue_t *q)
+{
+    if (q->leaving)
+        return;
+    q->recover_after_ms = clock_mono_ms() + q->cfg.heartbeat_ms + BACKOFF_MAX_MS;
+    if (q->had_cmd_connection)
+        queue_heartbeat(q); /* the first one comes from the worker once it runs */
+    if (q->info[0] != '\0' && q->cmd.state == CONN_READY) {
+        const char *argv[] = {"HSET", q->workerinfo, q->worker_id, q->info};
+        if (conn_send(&q->cmd, on_quiet_reply, &q->cmd, 4, argv, NULL) && !q->host_checked) {
+            const char *all[] = {"HGETALL", q->workerinfo};
+            q->host_checked = true;
+            ask(q, 2, all, NULL, on_workerinfo_reply, q);
+        }
+    }
+    q->had_cmd_connection = true;
 }
 
 void queue_promote(queue_t *q)
@@ -1040,11 +1451,39 @@ void queue_promote(queue_t *q)
     periodic(q, "delayed.promote", 5, argv);
 }
 
+/*
+ * A blocking pop that is still out when the worker leaves could move a job pushed after
+ * the LEAVE into a list nobody watches any more. So the LEAVE waits for the pop's reply
+ * (hurried by CLIENT UNBLOCK from the command connection, which makes the pop answer
+ * nil at once); a job that pop brings is not started and the LEAVE hands it back.
+ */
 void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg)
 {
-    const char *argv[] = {"EVAL", LUA_LEAVE, "3", q->processing, q->keys.pending,
-                          q->keys.workers, q->worker_id};
-    op_push(q, 7, argv, NULL, done, arg);
+    q->leaving = true;
+    q->check_due = false;
+    q->leave_done = done;
+    q->leave_arg = arg;
+    evtimer_del(q->pop_retry);
+    if (q->popping && q->pop.state == CONN_READY) {
+        if (q->pop_client_id > 0 && q->cmd.state == CONN_READY) {
+            char id[24];
+            snprintf(id, sizeof id, "%lld", q->pop_client_id);
+            const char *argv[] = {"CLIENT", "UNBLOCK", id};
+            conn_send(&q->cmd, on_quiet_reply, &q->cmd, 3, argv, NULL);
+        }
+        return; /* the pop's reply (or the loss of its connection) sends the LEAVE */
+    }
+    send_leave(q);
+}
+
+static void send_leave(queue_t *q)
+{
+    if (!q->leaving || q->leave_sent)
+        return;
+    q->leave_sent = true;
+    const char *argv[] = {"EVAL", LUA_LEAVE, "4", q->processing, q->keys.pending,
+                          q->keys.workers, q->workerinfo, q->worker_id};
+    op_push(q, 8, argv, NULL, -1, q->leave_done, q->leave_arg);
 }
 
 void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool empty), void *arg)
@@ -1053,10 +1492,30 @@ void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool 
     snprintf(suspect, sizeof suspect, "%d", suspect_ms);
     const char *argv[] = {"EVAL", LUA_COUNT, "3", q->keys.pending, q->keys.delayed,
                           q->keys.workers, q->keys.processing_prefix, q->worker_id, suspect};
-    op_push(q, 9, argv, NULL, done, arg);
+    op_push(q, 9, argv, NULL, -1, done, arg);
 }
 
 /* -------------------------------------------------------------------- lifecycle */
+
+/* Where this process runs, recorded in {Q}:workerinfo so that a worker started later on
+ * the same host can prove this one dead: the kernel's boot id, the pid namespace and the
+ * pid. Left empty (no fast recovery, leases only) when /proc does not tell. */
+static void read_host_info(queue_t *q)
+{
+    char boot[64] = "", ns[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f != NULL) {
+        if (fgets(boot, sizeof boot, f) == NULL)
+            boot[0] = '\0';
+        fclose(f);
+    }
+    boot[strcspn(boot, " \r\n")] = '\0';
+    ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    ns[n > 0 ? n : 0] = '\0';
+    q->info[0] = '\0';
+    if (boot[0] != '\0' && ns[0] != '\0' && strchr(ns, ' ') == NULL)
+        snprintf(q->info, sizeof q->info, "%s %s %ld", boot, ns, (long)getpid());
+}
 
 static void conn_init(queue_t *q, conn_t *c, const char *name)
 {
@@ -1091,16 +1550,24 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
     }
     if (getrandom(&q->rng, sizeof q->rng, 0) != sizeof q->rng || q->rng == 0)
         q->rng = (uint64_t)clock_mono_us() | 1;
+    snprintf(q->workerinfo, sizeof q->workerinfo, "{%s}:workerinfo", q->keys.pending);
+    read_host_info(q);
     conn_init(q, &q->pop, "pop");
     conn_init(q, &q->cmd, "command");
     q->watchdog = event_new(base, -1, EV_PERSIST, watchdog_cb, q);
-    if (q->pop.timer == NULL || q->cmd.timer == NULL || q->watchdog == NULL) {
+    q->pop_retry = evtimer_new(base, pop_retry_cb, q);
+    if (q->pop.timer == NULL || q->cmd.timer == NULL || q->watchdog == NULL ||
+        q->pop_retry == NULL) {
         snprintf(err, errcap, "out of memory");
         queue_free(q);
         return NULL;
     }
     struct timeval tv = clock_tv_ms(WATCHDOG_MS);
-    evtimer_add(q->watchdog, &tv);
+    if (evtimer_add(q->watchdog, &tv) < 0) {
+        snprintf(err, errcap, "could not arm the Redis reply watchdog");
+        queue_free(q);
+        return NULL;
+    }
     conn_connect(&q->cmd);
     conn_connect(&q->pop);
     return q;
@@ -1124,6 +1591,8 @@ void queue_free(queue_t *q)
     }
     if (q->watchdog != NULL)
         event_free(q->watchdog);
+    if (q->pop_retry != NULL)
+        event_free(q->pop_retry);
     while (q->ops_head != NULL) {
         op_t *op = q->ops_head;
         op_unlink(q, op);

@@ -44,6 +44,8 @@ typedef struct queue_config {
     int block_ms;             /* how long one blocking pop waits, e.g. 1000 */
     int batch;                /* jobs moved per Lua batch pop, e.g. 64 */
     int dead_max;             /* cap of the dead list */
+    int heartbeat_ms;         /* lease recovery waits this (+ the reconnect backoff cap)
+                                 after each (re)connect, so live peers re-announce first */
 } queue_config_t;
 
 queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
@@ -71,8 +73,14 @@ void queue_requeue(queue_t *q, const char *payload, size_t len);
 void queue_heartbeat(queue_t *q);
 void queue_recover(queue_t *q, int lease_ms);
 void queue_promote(queue_t *q);
+/* Compares one page of this worker's processing list with the jobs in flight (the job
+ * callback with rescan = true, at most the room there is) so that a job left there by a
+ * dropped write is taken again; call it periodically (each heartbeat). */
+void queue_self_check(queue_t *q);
 /* At a graceful exit: move what is left in this worker's list to the head of the queue
- * and leave {Q}:workers. */
+ * and leave {Q}:workers (and {Q}:workerinfo). Waits for a blocking pop still out (made to
+ * answer at once with CLIENT UNBLOCK), so that no job lands in the list after the worker
+ * has left; takes nothing and sends no heartbeat afterwards. */
 void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
 /* Asks whether no work is left anywhere but in this worker: queue, delayed set, other
  * workers' lists, and no other worker silent for longer than suspect_ms (a dead one not yet
@@ -113,6 +121,11 @@ void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_
  * reconnect does not reset this (only a pop reply does), so pops that hang across
  * reconnects (e.g. writes paused on the server) still show. */
 int64_t queue_pop_stalled_ms(const queue_t *q);
+
+/* How long pops have been refused in a row by a live connection (OOM, WRONGTYPE...; ms,
+ * 0 when the last pop was accepted); they are retried with backoff meanwhile. */
+int64_t queue_pop_failing_ms(const queue_t *q);
+const char *queue_pop_error(const queue_t *q);   /* the last refusal */
 
 bool queue_ready(const queue_t *q);           /* both connections up */
 size_t queue_unsent(const queue_t *q);        /* operations not yet answered */

@@ -153,6 +153,8 @@ static void on_queue_job(void *arg, const char *payload, size_t len, bool rescan
 {
     worker_t *w = arg;
     job_start(w, payload, len, rescan);
+    if (w->inflight > w->inflight_max)
+        w->inflight_max = w->inflight;
     update_room(w);
 }
 
@@ -194,6 +196,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
         return;
     queue_heartbeat(w->queue);
     queue_recover(w->queue, w->cfg.lease_ms);
+    queue_self_check(w->queue);
 }
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -285,6 +288,7 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         .block_ms = cfg->exit_when_idle ? 200 : 1000,
         .batch = 64,
         .dead_max = cfg->dead_max,
+        .heartbeat_ms = cfg->heartbeat_ms,
     };
     queue_callbacks_t qcb = {
         .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};

@@ -74,6 +74,7 @@ typedef struct worker {
 
     job_t *jobs;             /* in-flight jobs (doubly linked) */
     size_t inflight;
+    size_t inflight_max;     /* high-water mark of inflight (retry_inflight_max) */
     struct job_ctx *jobctx;  /* batches and indexes of the jobs (job.c) */
 
     struct event *sigint;

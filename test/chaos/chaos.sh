@@ -5,13 +5,16 @@
 #   - every execution is terminal (none left 'retrying'): nothing lost;
 #   - exactly one outcome entry per execution in retry_history: recorded once;
 #   - the queue, delayed set, dead list, processing lists and worker set are empty;
-# and prints the counts it checked.
+# and prints the counts it checked. In the outage scenarios the worker that lived through
+# the outage must finish the work itself before anything else runs.
 #
 #   chaos.sh kill9 | multi | redis_restart | redis_kill | pg_restart | sigterm | router_down
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
 source "$here/../support/lib.sh"
+# shellcheck source=test/chaos/seed.sh
+source "$here/seed.sh"
 need_env RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 scenario=${1:?usage: chaos.sh SCENARIO}
 N=${CHAOS_JOBS:-2000}
@@ -28,16 +31,7 @@ export RETRYQ_ROUTER_URL=$ROUTER_URL
 
 # ---- seed: N executions already 'retrying' (as the API leaves them) and N jobs queued
 job=$(insert_job '{"id":"chaos","questions":["identity_basic","math_basic","geography_basic"]}')
-sql -v job="$job" -v n="$N" <<'SQL' >/dev/null
-INSERT INTO executions (job_id, provider_id, region, status, question_id, model_id, retry_count,
-                        last_retry_at, retry_history, original_error)
-SELECT :job, 'router', (ARRAY['us-east','eu-west','asia-pacific'])[1 + i % 3], 'retrying',
-       (ARRAY['identity_basic','math_basic','geography_basic'])[1 + i % 3], 'llama3.2-1b', 1, now(),
-       jsonb_build_array(jsonb_build_object('attempt', 1, 'status', 'retrying',
-                                            'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))),
-       'provider unavailable'
-FROM generate_series(0, :n - 1) AS i;
-SQL
+seed_executions "$job" "$N"
 sql -c "SELECT 'LPUSH $Q ''' || json_build_object('execution_id', id, 'region', region,
           'question_index', (id - 1) % 3, 'retry_attempt', 1)::text || ''''
         FROM executions WHERE job_id = $job ORDER BY id" | rcli >/dev/null
@@ -53,8 +47,15 @@ rand_ms() { echo $((RANDOM % ($2 - $1) + $1)); }
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 # Waits (deadline) until at least n executions are finished.
 wait_finished() { wait_for "${2:-120}" bash -c "(( \$(psql '$DB' -XAtc \"SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'\") >= $1 ))"; }
+# The worker that lived through the fault must finish the work itself (a fresh worker
+# started afterwards would hide a worker that never recovers); then it is stopped.
+lived_through() { # <what>
+  check "the worker that lived through $1 finished every job" wait_finished "$N" 180
+  check "and it is still running" kill -0 "$WPID"
+  kill -TERM "$WPID"; wait "$WPID" 2>/dev/null || true
+}
 finish_run() { # run one worker until the queue is drained
-  timeout 300 "$RETRYQ_WORKER_BIN" --exit-when-idle "$@" >>"$t_tmp/worker.log" 2>&1
+  timeout 300 "$RETRYQ_WORKER_BIN" --exit-when-idle >>"$t_tmp/worker.log" 2>&1
 }
 
 start=$SECONDS
@@ -100,8 +101,7 @@ case $scenario in
       "$here/../support/services.sh" start-redis "$svc"
     fi
     echo "Redis restarted at $before finished"
-    wait_finished "$N" 180 || true
-    kill -TERM "$WPID"; wait "$WPID" 2>/dev/null || true
+    lived_through "the Redis restart"
     finish_run
     check "the worker reconnected to Redis" grep -q "redis.ready\|redis.disconnected\|redis.connect" "$t_tmp/worker.log"
     ;;
@@ -111,8 +111,7 @@ case $scenario in
     before=$(finished)
     "$here/../support/services.sh" restart-pg "$svc"
     echo "PostgreSQL restarted at $before finished"
-    wait_finished "$N" 180 || true
-    kill -TERM "$WPID"; wait "$WPID" 2>/dev/null || true
+    lived_through "the PostgreSQL restart"
     finish_run
     ;;
   sigterm)
@@ -135,8 +134,7 @@ case $scenario in
     curl -fsS -X POST -d '{"mode":"ok"}' "$ROUTER_URL/config" >/dev/null
     delayed=$(rcli ZCARD "{$Q}:delayed")
     echo "router back at $(finished) finished, $delayed delayed"
-    wait_finished "$N" 180 || true
-    kill -TERM "$WPID"; wait "$WPID" 2>/dev/null || true
+    lived_through "the router outage"
     finish_run
     check "transient failures went through the delayed set" test "$delayed" -gt 0
     ;;

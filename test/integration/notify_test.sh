@@ -21,16 +21,7 @@ export RETRYQ_ROUTER_URL=$ROUTER_URL RETRYQ_HTTP_ADDR=off
 listen() {
   local sock="$t_tmp/$1.sock" log="$t_tmp/$1.log"
   : >"$log"
-  python3 - "$sock" "$log" <<'PY' &
-import json, socket, sys, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "a") as out:
-    while True:
-        data = s.recv(65536)
-        out.write(json.dumps({"t": time.monotonic(), "msg": data.decode("utf-8", "replace")}) + "\n")
-        out.flush()
-PY
+  python3 "$here/../support/notify_listen.py" "$sock" "$log" &
   t_pids+=($!)
   wait_for 10 test -S "$sock"
 }

@@ -108,7 +108,13 @@ load_env() { # <dir>: sources DIR/env
   source "$1/env"
 }
 
-pg_data() { echo "$1/pg"; }
+# The cluster's data directory. When the pg user cannot reach DIR (a checkout under /root,
+# or in a 0700 `mktemp -d` dir) the cluster lives in a traversable dir under /tmp owned by
+# that user (DIR/pg-outside names it; DIR/pg is only a symlink for people): every command
+# run as that user must get the real path, since it cannot resolve the symlink itself.
+pg_data() {
+  if [[ -f $1/pg-outside ]]; then echo "$(cat "$1/pg-outside")/pg"; else echo "$1/pg"; fi
+}
 
 pg_ctl_() { as_pg "$pg_bin/pg_ctl" "$@"; }
 
@@ -175,12 +181,16 @@ pg_init() { # <dir>
     if ! as_pg test -w "$data"; then
       rmdir "$data"
       local alt
-      alt=$(mktemp -d "${TMPDIR:-/tmp}/retryq-pg.XXXXXX")
+      # Not $TMPDIR: it may sit inside the unreachable tree too.
+      alt=$(mktemp -d /tmp/retryq-pg.XXXXXX)
       chmod 755 "$alt"
       mkdir "$alt/pg"
       chown "$pg_user:" "$alt/pg"
       ln -s "$alt/pg" "$data"
       echo "$alt" >"$dir/pg-outside"
+      data=$alt/pg
+      as_pg test -w "$data" || die "the cluster owner ($pg_user) cannot write $data"
+      log "the $pg_user user cannot reach $dir: the cluster lives in $alt"
     fi
   fi
   chmod 700 "$data"
