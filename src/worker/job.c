@@ -1286,7 +1286,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
         return;
     }
     log_event(LOG_LEVEL_DEBUG, job->job.execution_id, job->job.retry_attempt, "job.taken",
-              "[RETRY] job taken%s (delivery %d)", rescan ? " again after a reconnect" : "",
+              "[RETRY] job taken%s (delivery %d)", rescan ? " again (rescan of its processing list)" : "",
               job->job.delivery);
     if (twin(w, job) != NULL) {
         w->count.stale++;
