@@ -960,6 +960,12 @@ void queue_missing(queue_t *q, const char *const *ids, size_t n,
     free(argv);
 }
 
+void queue_command(queue_t *q, int argc, const char **argv,
+                   void (*done)(void *arg, const redisReply *reply), void *arg)
+{
+    ask(q, argc, argv, NULL, done, arg);
+}
+
 typedef struct depths_ask {
     void (*done)(void *arg, const queue_depths_t *d);
     void *arg;

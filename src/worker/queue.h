@@ -91,6 +91,12 @@ void queue_missing(queue_t *q, const char *const *ids, size_t n,
                    void (*done)(void *arg, char **missing, size_t n), void *arg);
 /* LPUSH one job as an operation (kept and resent until Redis answers). */
 void queue_push(queue_t *q, const char *payload, size_t len);
+/* Sends one command on the command connection (not resent when lost): `done` gets the
+ * reply, or NULL when the command could not be sent or answered, was refused, or the
+ * queue is being freed. May call `done` before returning. (The sweep's paged scripts.) */
+struct redisReply;
+void queue_command(queue_t *q, int argc, const char **argv,
+                   void (*done)(void *arg, const struct redisReply *reply), void *arg);
 
 /* ---- for /metrics and the status page ---- */
 typedef struct queue_depths {

@@ -89,6 +89,7 @@ typedef struct worker {
     bool sweeping;           /* an orphan sweep is running */
     struct sweep *sweep_state; /* its state while a database query is out (freed at teardown) */
     struct event *sweep;     /* orphan sweep timer */
+    int64_t sweep_cursor;    /* the last execution id the previous sweep read (0: start) */
     bool ready_announced;
 
     worker_counters_t count;
