@@ -960,7 +960,9 @@ static void print_help(FILE *out)
                  "        print this help and exit\n"
                  "  --version\n"
                  "        print the version and exit\n\n"
-                 "Exit codes: 0 stopped normally, 1 runtime failure, 2 bad configuration.\n");
+                 "Exit codes: 0 stopped normally; 78 configuration (a bad setting, a database the\n"
+                 "worker cannot use, an unsafe Redis refused); 69 a resource unavailable at start\n"
+                 "(the HTTP address); 70 internal failure.\n");
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -39,6 +39,8 @@
 
 #include <event2/event.h>
 
+#include "log.h"
+
 #define STORE_POOL_MAX 64
 #define STORE_PARAMS_MAX 65535
 #define STORE_BACKOFF_FIRST_MS 100
@@ -114,6 +116,9 @@ struct store {
     int depth;  /* callbacks on the stack */
     bool freed; /* store_free ran inside a callback: free the rest when it returns */
     char last_error[STORE_ERROR_CAP];
+    char logged_error[STORE_ERROR_CAP]; /* the last error logged; "" once a connection is ready */
+    void (*state_fn)(void *arg);        /* store_connected() changed */
+    void *state_arg;
 };
 
 static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_status_t status);
@@ -189,11 +194,27 @@ static void mask_quoted(char *text)
     }
 }
 
+/* Records the error for /readyz and logs it at error level when it differs from the last
+ * one logged: a pool that keeps failing the same way logs one line, not one per attempt. */
 static void set_last_error(store_t *s, const char *why)
 {
     clean_message(s->last_error, sizeof s->last_error, why, s->password);
     if (s->last_error[0] == '\0')
         snprintf(s->last_error, sizeof s->last_error, "connection lost");
+    if (strcmp(s->last_error, s->logged_error) != 0) {
+        snprintf(s->logged_error, sizeof s->logged_error, "%s", s->last_error);
+        log_error("db.error", "database: %s", s->last_error);
+    }
+}
+
+/* Tells the owner that store_connected() changed; the callback must not free the store. */
+static void state_changed(store_t *s)
+{
+    if (s->state_fn != NULL) {
+        s->depth++;
+        s->state_fn(s->state_arg);
+        s->depth--;
+    }
 }
 
 static void ignore_notice(void *arg, const char *message)
@@ -327,8 +348,10 @@ static void conn_schedule_reconnect(conn_t *c)
     struct timeval tv = {.tv_sec = (time_t)(delay / 1000),
                          .tv_usec = (suseconds_t)(delay % 1000) * 1000};
     c->state = CONN_DOWN;
-    /* If even the timer cannot be armed the connection stays down; nothing better to do. */
-    (void)evtimer_add(c->timer, &tv);
+    /* Without its timer the connection stays down (the others of the pool still work). */
+    if (evtimer_add(c->timer, &tv) != 0)
+        log_error("db.timer", "could not arm a database reconnect timer: one pool connection "
+                              "stays closed");
 }
 
 /* Takes a connection out of service: closes it, arms the reconnect, and answers the query
@@ -340,7 +363,8 @@ static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_st
     set_last_error(s, why);
     if (c->state == CONN_IDLE)
         idle_remove(s, c);
-    if (c->state == CONN_IDLE || c->state == CONN_BUSY)
+    bool was_ready = c->state == CONN_IDLE || c->state == CONN_BUSY;
+    if (was_ready)
         s->nready--;
     request_t *req = c->req;
     s->nrunning -= (size_t)c->inflight;
@@ -350,6 +374,8 @@ static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_st
     conn_close(c);
     (void)evtimer_del(c->timer);
     conn_schedule_reconnect(c);
+    if (was_ready && s->nready == 0)
+        state_changed(s);
     char message[STORE_ERROR_CAP];
     snprintf(message, sizeof message, "%s", s->last_error);
     /* The oldest query gets `status`; the ones pipelined behind it were cut off by the
@@ -416,7 +442,8 @@ static void conn_start(conn_t *c)
     }
     struct timeval tv = {.tv_sec = c->store->connect_timeout_ms / 1000,
                          .tv_usec = (suseconds_t)(c->store->connect_timeout_ms % 1000) * 1000};
-    (void)evtimer_add(c->timer, &tv);
+    if (evtimer_add(c->timer, &tv) != 0)
+        (void)conn_broken(c, "could not arm the connect deadline", "");
 }
 
 /* Sends whatever libpq still buffers; waits for EV_WRITE while PQflush returns 1. */
@@ -447,6 +474,12 @@ static void conn_ready(conn_t *c)
     c->pipeline = PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF;
     s->nready++;
     idle_push(s, c);
+    if (s->logged_error[0] != '\0') {
+        log_info("db.ready", "database connection ready again (last error: %s)", s->logged_error);
+        s->logged_error[0] = '\0';
+    }
+    if (s->nready == 1)
+        state_changed(s);
     (void)dispatch(s);
 }
 
@@ -873,7 +906,10 @@ int store_register(store_t *store, const char *sql, int nparams)
         c->pipeline = false;
         struct timeval tv = {.tv_sec = store->connect_timeout_ms / 1000,
                              .tv_usec = (suseconds_t)(store->connect_timeout_ms % 1000) * 1000};
-        (void)evtimer_add(c->timer, &tv);
+        if (evtimer_add(c->timer, &tv) != 0) {
+            (void)conn_broken(c, "could not arm the connect deadline", "");
+            continue;
+        }
         (void)conn_prepare_next(c); /* no query on it: no callback can run */
     }
     return id;
@@ -922,6 +958,12 @@ void store_free(store_t *store)
 }
 
 /* ------------------------------------------------------------------ state */
+
+void store_set_state_callback(store_t *store, void (*fn)(void *arg), void *arg)
+{
+    store->state_fn = fn;
+    store->state_arg = arg;
+}
 
 bool store_connected(const store_t *store)
 {

@@ -48,6 +48,10 @@ int store_exec(store_t *store, int statement, int nparams, const char *const *pa
                store_done_fn done, void *arg);
 
 bool store_connected(const store_t *store);  /* at least one connection ready */
+/* `fn` runs (from the loop) whenever store_connected() changes; it must not free the store.
+ * Errors are logged by the store itself (event db.error, at error level, once per change
+ * of the text; db.ready when a connection is ready again). */
+void store_set_state_callback(store_t *store, void (*fn)(void *arg), void *arg);
 size_t store_pending(const store_t *store);  /* queued + running queries */
 /* A short description of the last connection error ("" when none), for /readyz and logs. */
 const char *store_last_error(const store_t *store);
