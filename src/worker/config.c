@@ -132,6 +132,18 @@ static const setting_t settings[] = {
      "file whose first line is the PostgreSQL password (put into the database URL)"},
     {"db_pool_size", "db-pool", "RETRYQ_DB_POOL", NUM(T_INT, "4", 1, 64, db_pool_size), "N",
      G_CONNECT, "PostgreSQL connections"},
+    {"db_query_timeout_ms", "db-query-timeout-ms", "RETRYQ_DB_QUERY_TIMEOUT_MS",
+     NUM(T_MS, "30s", 0, 3600000, db_query_timeout_ms), "DURATION", G_CONNECT,
+     "PostgreSQL statement_timeout; a connection silent for this plus up to 5 s more is "
+     "dropped (0: none)"},
+    {"db_lock_timeout_ms", "db-lock-timeout-ms", "RETRYQ_DB_LOCK_TIMEOUT_MS",
+     NUM(T_MS, "5s", 0, 3600000, db_lock_timeout_ms), "DURATION", G_CONNECT,
+     "PostgreSQL lock_timeout: a write waiting this long for a locked row is retried later, "
+     "so it does not hold up other jobs (0: none)"},
+    {"db_tcp_timeout_ms", "db-tcp-timeout-ms", "RETRYQ_DB_TCP_TIMEOUT_MS",
+     NUM(T_MS, "30s", 0, 3600000, db_tcp_timeout_ms), "DURATION", G_CONNECT,
+     "TCP keepalives and tcp_user_timeout of the PostgreSQL connections: a vanished host is "
+     "noticed within about this (0: libpq defaults; keywords in the URL win)"},
     {"router_url", "router-url", "RETRYQ_ROUTER_URL", TEXT(T_SECRET_URL, NULL, router_url), "URL",
      G_CONNECT, "inference router base URL, required: http(s)://host[:port][/base]"},
     {"connect_timeout_ms", "connect-timeout-ms", "RETRYQ_CONNECT_TIMEOUT_MS",

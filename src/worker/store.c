@@ -48,6 +48,8 @@
 #define STORE_CONNECT_TIMEOUT_MS 10000 /* when the conninfo sets no connect_timeout */
 #define STORE_ERROR_CAP 512
 #define STORE_PIPELINE_DEPTH 8         /* queries in flight on one pipelined connection */
+#define STORE_KEYWORDS_MAX 10
+#define STORE_GRACE_MAX_MS 5000        /* client deadline = query timeout + this (or less) */
 
 typedef struct request {
     struct request *next;
@@ -62,6 +64,7 @@ typedef struct statement {
     char name[16]; /* "rq_<id>" */
     char *sql;
     int nparams;
+    unsigned flags; /* STORE_* flags of store_register_flags */
 } statement_t;
 
 typedef enum conn_state {
@@ -82,6 +85,7 @@ typedef struct conn {
     struct event *timer;    /* backoff (DOWN) or connect deadline (CONNECTING, PREPARING) */
     bool want_write;        /* `out` is pending */
     int prepared;           /* statements prepared on this connection */
+    bool configured;        /* the session settings (deadlines) were sent and accepted */
     int64_t backoff_ms;     /* 0 after a success */
     request_t *req;         /* the oldest query in flight (BUSY); the others follow on ->next */
     request_t *req_tail;    /* the newest query in flight */
@@ -96,8 +100,11 @@ struct store {
     char *conninfo;
     char *password; /* for redacting error texts; NULL when the conninfo has none */
     int connect_timeout_ms;
-    const char *keywords[3];
-    const char *values[3];
+    store_options_t opts;
+    char *setup_sql;       /* SET statement_timeout / lock_timeout, or NULL */
+    char keepalive_text[4][16];
+    const char *keywords[STORE_KEYWORDS_MAX];
+    const char *values[STORE_KEYWORDS_MAX];
 
     statement_t *stmts;
     int nstmts, stmts_cap;
@@ -424,6 +431,7 @@ static void conn_start(conn_t *c)
 {
     store_t *s = c->store;
     c->prepared = 0;
+    c->configured = false;
     c->pg = PQconnectStartParams(s->keywords, s->values, 1);
     if (c->pg == NULL) {
         set_last_error(s, "out of memory starting a database connection");
@@ -444,6 +452,28 @@ static void conn_start(conn_t *c)
                          .tv_usec = (suseconds_t)(c->store->connect_timeout_ms % 1000) * 1000};
     if (evtimer_add(c->timer, &tv) != 0)
         (void)conn_broken(c, "could not arm the connect deadline", "");
+}
+
+/* How long a connection may go without any answer while queries are in flight: the
+ * server's own statement_timeout answers first; past this the host has gone silent (no
+ * RST, no FIN), and the connection is dropped rather than cancelled (PQcancel blocks). */
+static int client_deadline_ms(const store_t *s)
+{
+    int t = s->opts.query_timeout_ms;
+    return t + (t < STORE_GRACE_MAX_MS ? t : STORE_GRACE_MAX_MS);
+}
+
+/* (Re)arms the client-side deadline of a busy connection. When the timer cannot be armed
+ * the queries still run, only without that deadline (logged). */
+static void conn_arm_deadline(conn_t *c)
+{
+    if (c->store->opts.query_timeout_ms <= 0)
+        return;
+    int ms = client_deadline_ms(c->store);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (evtimer_add(c->timer, &tv) != 0)
+        log_error("db.timer", "could not arm a query deadline: a silent database host would "
+                              "hold this connection's queries until TCP gives up");
 }
 
 /* Sends whatever libpq still buffers; waits for EV_WRITE while PQflush returns 1. */
@@ -487,6 +517,15 @@ static void conn_ready(conn_t *c)
 static bool conn_prepare_next(conn_t *c)
 {
     store_t *s = c->store;
+    if (!c->configured && s->setup_sql != NULL) {
+        /* The session's deadlines first (a SET, not startup "options", which poolers
+         * such as PgBouncer refuse). */
+        c->state = CONN_PREPARING;
+        if (!PQsendQuery(c->pg, s->setup_sql))
+            return conn_lost(c);
+        return conn_flush(c);
+    }
+    c->configured = true;
     if (c->prepared >= s->nstmts) {
         conn_ready(c);
         return true;
@@ -540,6 +579,12 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_start(c);
     else if (c->state == CONN_CONNECTING || c->state == CONN_PREPARING)
         (void)conn_broken(c, "timed out connecting to the database", "");
+    else if (c->state == CONN_BUSY) {
+        char why[160];
+        snprintf(why, sizeof why, "no answer from the database for %d ms (host gone silent?): "
+                                  "connection dropped", client_deadline_ms(c->store));
+        (void)conn_broken(c, why, "");
+    }
 }
 
 /* All results of the current command are in (PQgetResult returned NULL). Returns true
@@ -563,14 +608,22 @@ static bool conn_command_done(conn_t *c)
     if (c->state == CONN_PREPARING) {
         if (!ok) {
             char why[STORE_ERROR_CAP];
-            snprintf(why, sizeof why, "preparing statement %s failed: %s", s->stmts[c->prepared].name,
-                     res != NULL ? PQresultErrorMessage(res) : "no result");
+            if (!c->configured)
+                snprintf(why, sizeof why, "setting the session deadlines failed: %s",
+                         res != NULL ? PQresultErrorMessage(res) : "no result");
+            else
+                snprintf(why, sizeof why, "preparing statement %s failed: %s",
+                         s->stmts[c->prepared].name,
+                         res != NULL ? PQresultErrorMessage(res) : "no result");
             PQclear(res);
             (void)conn_broken(c, why, "");
             return false;
         }
         PQclear(res);
-        c->prepared++;
+        if (c->configured)
+            c->prepared++;
+        else
+            c->configured = true;
         (void)conn_prepare_next(c);
         return false;
     }
@@ -584,8 +637,12 @@ static bool conn_command_done(conn_t *c)
     req->next = NULL;
     c->inflight--;
     s->nrunning--;
-    if (c->inflight == 0)
+    if (c->inflight == 0) {
+        (void)evtimer_del(c->timer);
         idle_push(s, c);
+    } else {
+        conn_arm_deadline(c);
+    }
     if (!dispatch(s)) {
         free(req);
         PQclear(res);
@@ -600,7 +657,14 @@ static bool conn_command_done(conn_t *c)
             message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
         if (message == NULL)
             message = res != NULL ? PQresultErrorMessage(res) : "the server returned no result";
-        alive = deliver(s, req, STORE_ERR_QUERY, NULL, sqlstate, message);
+        /* A statement stopped by its deadline changed nothing; for statements that may be
+         * sent again it is an outage of that row, not a refusal (store.h). */
+        bool deadline = strcmp(sqlstate, "57014") == 0 || strcmp(sqlstate, "55P03") == 0;
+        alive = deliver(s, req,
+                        deadline && (s->stmts[req->statement].flags & STORE_DEADLINE_IS_TRANSIENT)
+                            ? STORE_ERR_CONNECTION
+                            : STORE_ERR_QUERY,
+                        NULL, sqlstate, message);
     }
     PQclear(res);
     return alive && c->pg != NULL && c->req != NULL;
@@ -708,6 +772,8 @@ static bool conn_send(conn_t *c, request_t *req)
     c->req_tail = req;
     c->inflight++;
     s->nrunning++;
+    if (c->inflight == 1)
+        conn_arm_deadline(c);
     if (c->pipeline && !PQpipelineSync(c->pg))
         return conn_lost(c);
     return conn_flush(c);
@@ -789,8 +855,28 @@ int store_exec(store_t *store, int statement, int nparams, const char *const *pa
 
 /* ------------------------------------------------------------------ setup and teardown */
 
+/* Adds keyword=value after the conninfo (so it wins) unless the conninfo set it. */
+static void add_keyword(store_t *s, int *n, const PQconninfoOption *options, const char *key,
+                        const char *value)
+{
+    for (const PQconninfoOption *o = options; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, key) == 0 && o->val != NULL && o->val[0] != '\0')
+            return;
+    if (*n + 1 < STORE_KEYWORDS_MAX) {
+        s->keywords[*n] = key;
+        s->values[*n] = value;
+        (*n)++;
+    }
+}
+
 store_t *store_new(struct event_base *base, const char *conninfo, int pool_size, char *err,
                    size_t errcap)
+{
+    return store_new_opts(base, conninfo, pool_size, NULL, err, errcap);
+}
+
+store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_size,
+                        const store_options_t *opts, char *err, size_t errcap)
 {
     store_t *s = NULL;
     char *parse_error = NULL;
@@ -819,6 +905,8 @@ store_t *store_new(struct event_base *base, const char *conninfo, int pool_size,
     if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL)
         goto oom;
     s->base = base;
+    if (opts != NULL)
+        s->opts = *opts;
     s->connect_timeout_ms = STORE_CONNECT_TIMEOUT_MS;
     for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
         if (o->val == NULL || o->val[0] == '\0')
@@ -836,8 +924,33 @@ store_t *store_new(struct event_base *base, const char *conninfo, int pool_size,
     s->values[0] = "retryq-worker";
     s->keywords[1] = "dbname";
     s->values[1] = s->conninfo;
-    s->keywords[2] = NULL;
-    s->values[2] = NULL;
+    int nk = 2;
+    if (s->opts.tcp_timeout_ms > 0) {
+        /* A peer that vanished is noticed within about tcp_timeout: unacknowledged data
+         * (tcp_user_timeout), or an idle link that stops answering probes. */
+        int t = s->opts.tcp_timeout_ms;
+        int idle = t / 3000 > 0 ? t / 3000 : 1;
+        int interval = t / 9000 > 0 ? t / 9000 : 1;
+        snprintf(s->keepalive_text[0], sizeof s->keepalive_text[0], "%d", idle);
+        snprintf(s->keepalive_text[1], sizeof s->keepalive_text[1], "%d", interval);
+        snprintf(s->keepalive_text[2], sizeof s->keepalive_text[2], "%d", 3);
+        snprintf(s->keepalive_text[3], sizeof s->keepalive_text[3], "%d", t);
+        add_keyword(s, &nk, options, "keepalives", "1");
+        add_keyword(s, &nk, options, "keepalives_idle", s->keepalive_text[0]);
+        add_keyword(s, &nk, options, "keepalives_interval", s->keepalive_text[1]);
+        add_keyword(s, &nk, options, "keepalives_count", s->keepalive_text[2]);
+        add_keyword(s, &nk, options, "tcp_user_timeout", s->keepalive_text[3]);
+    }
+    s->keywords[nk] = NULL;
+    s->values[nk] = NULL;
+    if (s->opts.query_timeout_ms > 0 || s->opts.lock_timeout_ms > 0) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET lock_timeout = %d",
+                 s->opts.query_timeout_ms > 0 ? s->opts.query_timeout_ms : 0,
+                 s->opts.lock_timeout_ms > 0 ? s->opts.lock_timeout_ms : 0);
+        if ((s->setup_sql = strdup(sql)) == NULL)
+            goto oom;
+    }
     s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
         s->rng = 0x9e3779b97f4a7c15ULL;
@@ -873,6 +986,11 @@ fail:
 
 int store_register(store_t *store, const char *sql, int nparams)
 {
+    return store_register_flags(store, sql, nparams, 0);
+}
+
+int store_register_flags(store_t *store, const char *sql, int nparams, unsigned flags)
+{
     if (store == NULL || sql == NULL || nparams < 0 || nparams > STORE_PARAMS_MAX ||
         store->exec_started)
         return -1;
@@ -889,6 +1007,7 @@ int store_register(store_t *store, const char *sql, int nparams)
     if (st->sql == NULL)
         return -1;
     st->nparams = nparams;
+    st->flags = flags;
     snprintf(st->name, sizeof st->name, "rq_%d", store->nstmts);
     int id = store->nstmts++;
     /* Connections already ready (the loop ran before registration) prepare it now; no
@@ -953,6 +1072,7 @@ void store_free(store_t *store)
     free(store->stmts);
     free(store->conns);
     free(store->password);
+    free(store->setup_sql);
     free(store->conninfo);
     free(store);
 }

@@ -364,11 +364,14 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     w->bank = question_bank_load(cfg->question_bank, err, errcap);
     if (w->bank == NULL)
         return WORKER_EXIT_CONFIG;
-    w->store = store_new(w->base, cfg->database_url, cfg->db_pool_size, err, errcap);
+    store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
+                             .lock_timeout_ms = cfg->db_lock_timeout_ms,
+                             .tcp_timeout_ms = cfg->db_tcp_timeout_ms};
+    w->store = store_new_opts(w->base, cfg->database_url, cfg->db_pool_size, &sopts, err, errcap);
     if (w->store == NULL)
         return WORKER_EXIT_CONFIG;
     store_set_state_callback(w->store, on_store_state, w);
-    w->schema_probe = store_new(w->base, cfg->database_url, 1, err, errcap);
+    w->schema_probe = store_new_opts(w->base, cfg->database_url, 1, &sopts, err, errcap);
     if (w->schema_probe == NULL)
         return WORKER_EXIT_CONFIG;
     if (store_register(w->schema_probe, SCHEMA_SQL, 0) != 0 ||
@@ -376,9 +379,12 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return WORKER_EXIT_SOFTWARE;
     }
-    w->sql.load = store_register(w->store, JOB_SQL_LOAD, 1);
+    /* Single-row statements wait and retry when a deadline stops them (a locked row); the
+     * batches see the error and are split (job.c), so one row cannot hold up 64 jobs. */
+    w->sql.load = store_register_flags(w->store, JOB_SQL_LOAD, 1, STORE_DEADLINE_IS_TRANSIENT);
     w->sql.load_many = store_register(w->store, JOB_SQL_LOAD_MANY, 1);
-    w->sql.record = store_register(w->store, JOB_SQL_RECORD, 7);
+    w->sql.record =
+        store_register_flags(w->store, JOB_SQL_RECORD, 7, STORE_DEADLINE_IS_TRANSIENT);
     w->sql.record_many = store_register(w->store, JOB_SQL_RECORD_MANY, 7);
     w->sql.orphans = store_register(w->store, JANITOR_SQL_ORPHANS, 2);
     if (w->sql.load < 0 || w->sql.load_many < 0 || w->sql.record < 0 || w->sql.record_many < 0 ||
