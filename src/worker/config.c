@@ -149,6 +149,10 @@ static const setting_t settings[] = {
     {"connect_timeout_ms", "connect-timeout-ms", "RETRYQ_CONNECT_TIMEOUT_MS",
      NUM(T_MS, "5000", 50, 600000, connect_timeout_ms), "DURATION", G_CONNECT,
      "connect timeout (router, Redis)"},
+    {"hosts_file", "hosts-file", "RETRYQ_HOSTS_FILE", TEXT(T_STRING, NULL, hosts_file), "PATH",
+     G_CONNECT,
+     "extra hosts(5) file for the worker's own resolver, read after /etc/hosts (host names "
+     "are resolved on the event loop, never by a blocking lookup)"},
     {"require_safe_redis", "require-safe-redis", "RETRYQ_REQUIRE_SAFE_REDIS",
      TEXT(T_BOOL, "false", require_safe_redis), "BOOL", G_CONNECT,
      "refuse to run on Redis without AOF or with an evicting maxmemory-policy"},

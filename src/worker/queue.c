@@ -1138,6 +1138,12 @@ void queue_free(queue_t *q)
     free(q);
 }
 
+void queue_set_host(queue_t *q, const char *addr)
+{
+    if (!q->url.is_unix)
+        rq_copy(q->url.host, sizeof q->url.host, addr);
+}
+
 bool queue_ready(const queue_t *q)
 {
     return q->pop.state == CONN_READY && q->cmd.state == CONN_READY;

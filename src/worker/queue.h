@@ -120,6 +120,10 @@ void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_
  * reconnects (e.g. writes paused on the server) still show. */
 int64_t queue_pop_stalled_ms(const queue_t *q);
 
+/* The address the next (re)connects use instead of the URL's host (the worker resolves
+ * the name with evdns: hiredis would look it up blocking). Ignored for unix:// URLs. */
+void queue_set_host(queue_t *q, const char *addr);
+
 bool queue_ready(const queue_t *q);           /* both connections up */
 size_t queue_unsent(const queue_t *q);        /* operations not yet answered */
 const char *queue_last_error(const queue_t *q);

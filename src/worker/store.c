@@ -23,9 +23,14 @@
  * so a callback may queue more queries or even free the store; connection objects live as
  * long as the store, so none is freed under its own callback.
  *
- * Note: libpq resolves a host *name* with a blocking DNS lookup inside PQconnectStart,
- * which stalls the whole loop while the resolver waits. In production give IP addresses
- * (host=10.0.0.5) or hostaddr= next to host= so no lookup happens.
+ * Host names: libpq would resolve a host *name* with a blocking lookup inside
+ * PQconnectStart, stalling the whole loop. With a resolver (store_options_t) a single host
+ * name is looked up with evdns before every connect (state RESOLVING) and given to libpq
+ * as hostaddr=, host= kept for TLS and .pgpass. A list of hosts ("h1,h2") is still left
+ * to libpq. Deadlines: statement_timeout and lock_timeout are SET on each connection
+ * before its statements are prepared; a connection with queries in flight that hears
+ * nothing for the query timeout plus a grace is dropped (a silent host); TCP keepalives
+ * and tcp_user_timeout are added unless the conninfo sets them.
  */
 #include "store.h"
 
@@ -40,6 +45,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "resolve.h"
 
 #define STORE_POOL_MAX 64
 #define STORE_PARAMS_MAX 65535
@@ -69,6 +75,7 @@ typedef struct statement {
 
 typedef enum conn_state {
     CONN_DOWN,       /* closed; the timer reopens it */
+    CONN_RESOLVING,  /* evdns is looking up the host name; the timer is the deadline */
     CONN_CONNECTING, /* PQconnectPoll in progress; the timer is the connect deadline */
     CONN_PREPARING,  /* preparing statement `prepared`; the timer is still the deadline */
     CONN_IDLE,       /* ready, on the idle list */
@@ -86,6 +93,7 @@ typedef struct conn {
     bool want_write;        /* `out` is pending */
     int prepared;           /* statements prepared on this connection */
     bool configured;        /* the session settings (deadlines) were sent and accepted */
+    resolve_request_t *dns; /* the lookup of CONN_RESOLVING */
     int64_t backoff_ms;     /* 0 after a success */
     request_t *req;         /* the oldest query in flight (BUSY); the others follow on ->next */
     request_t *req_tail;    /* the newest query in flight */
@@ -103,6 +111,10 @@ struct store {
     store_options_t opts;
     char *setup_sql;       /* SET statement_timeout / lock_timeout, or NULL */
     char keepalive_text[4][16];
+    char *resolve_host;    /* the conninfo's host name, resolved before each connect; NULL
+                              when it is an address, a socket path or several hosts */
+    char hostaddr[64];     /* its address, given to libpq as hostaddr (host kept for TLS
+                              and .pgpass) */
     const char *keywords[STORE_KEYWORDS_MAX];
     const char *values[STORE_KEYWORDS_MAX];
 
@@ -317,6 +329,9 @@ static void conn_drop_events(conn_t *c)
 /* Closes the libpq connection and its socket events; the timer stays. */
 static void conn_close(conn_t *c)
 {
+    if (c->dns != NULL)
+        resolve_cancel(c->dns);
+    c->dns = NULL;
     conn_drop_events(c);
     if (c->result != NULL)
         PQclear(c->result);
@@ -427,7 +442,46 @@ static bool conn_lost(conn_t *c)
     return conn_broken(c, copy, state);
 }
 
+static void conn_open(conn_t *c);
+
+static void on_resolved(void *arg, const char *addr, const char *error)
+{
+    conn_t *c = arg;
+    store_t *s = c->store;
+    c->dns = NULL;
+    if (addr == NULL) {
+        char why[STORE_ERROR_CAP];
+        snprintf(why, sizeof why, "could not resolve the database host %s: %s", s->resolve_host,
+                 error);
+        (void)conn_broken(c, why, "");
+        return;
+    }
+    snprintf(s->hostaddr, sizeof s->hostaddr, "%s", addr);
+    conn_open(c);
+}
+
+/* Resolves the host name first (evdns, on the loop) when there is one: libpq's own lookup
+ * inside PQconnectStart would block the loop. */
 static void conn_start(conn_t *c)
+{
+    store_t *s = c->store;
+    if (s->resolve_host == NULL || s->opts.resolver == NULL) {
+        conn_open(c);
+        return;
+    }
+    c->state = CONN_RESOLVING;
+    struct timeval tv = {.tv_sec = s->connect_timeout_ms / 1000,
+                         .tv_usec = (suseconds_t)(s->connect_timeout_ms % 1000) * 1000};
+    if (evtimer_add(c->timer, &tv) != 0) {
+        (void)conn_broken(c, "could not arm the connect deadline", "");
+        return;
+    }
+    c->dns = resolve_start(s->opts.resolver, s->resolve_host, on_resolved, c);
+    if (c->dns == NULL)
+        (void)conn_broken(c, "out of memory resolving the database host", "");
+}
+
+static void conn_open(conn_t *c)
 {
     store_t *s = c->store;
     c->prepared = 0;
@@ -577,6 +631,8 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->state == CONN_DOWN)
         conn_start(c);
+    else if (c->state == CONN_RESOLVING)
+        (void)conn_broken(c, "timed out resolving the database host", "");
     else if (c->state == CONN_CONNECTING || c->state == CONN_PREPARING)
         (void)conn_broken(c, "timed out connecting to the database", "");
     else if (c->state == CONN_BUSY) {
@@ -747,6 +803,7 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
             conn_read(c);
         return;
     case CONN_DOWN:
+    case CONN_RESOLVING:
         return;
     }
 }
@@ -941,6 +998,23 @@ store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_
         add_keyword(s, &nk, options, "keepalives_count", s->keepalive_text[2]);
         add_keyword(s, &nk, options, "tcp_user_timeout", s->keepalive_text[3]);
     }
+    const char *host = NULL, *hostaddr = NULL;
+    for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    /* One host name and no hostaddr: resolve it ourselves. (Several hosts, "h1,h2", are
+     * left to libpq, which would look them up blocking; see docs/operations.md.) */
+    if (host != NULL && (hostaddr == NULL || hostaddr[0] == '\0') && strchr(host, ',') == NULL &&
+        resolve_is_name(host) && s->opts.resolver != NULL) {
+        if ((s->resolve_host = strdup(host)) == NULL)
+            goto oom;
+        s->keywords[nk] = "hostaddr";
+        s->values[nk] = s->hostaddr;
+        nk++;
+    }
     s->keywords[nk] = NULL;
     s->values[nk] = NULL;
     if (s->opts.query_timeout_ms > 0 || s->opts.lock_timeout_ms > 0) {
@@ -1073,6 +1147,7 @@ void store_free(store_t *store)
     free(store->conns);
     free(store->password);
     free(store->setup_sql);
+    free(store->resolve_host);
     free(store->conninfo);
     free(store);
 }

@@ -41,6 +41,9 @@ typedef struct store_options {
                              (55P03), so one locked row cannot hold a pipelined connection */
     int tcp_timeout_ms;   /* keepalives (idle t/3, interval t/9, 3 probes) and
                              tcp_user_timeout = t, unless the conninfo sets them itself */
+    struct resolver *resolver; /* resolves a host name on the loop before each connect
+                                  (hostaddr= then, host= kept); NULL: libpq looks it up,
+                                  blocking. Must outlive the store. */
 } store_options_t;
 
 /* conninfo: a libpq connection string or URI. pool_size: 1..64. Connections are opened at

@@ -29,9 +29,11 @@
 #include "job.h"
 #include "log.h"
 #include "notify.h"
+#include "resolve.h"
 #include "worker.h"
 
 #define TICK_MS 1000
+#define REDIS_DNS_REFRESH_MS 30000 /* how often the Redis host name is looked up again */
 #define STOP_FLUSH_MS 5000
 
 uint64_t worker_random(worker_t *w)
@@ -47,6 +49,8 @@ uint64_t worker_random(worker_t *w)
  * prepare on) would only wait in this worker's list, out of reach of healthy peers. */
 static void update_room(worker_t *w)
 {
+    if (w->queue == NULL) /* still resolving the Redis host at start */
+        return;
     size_t limit = (size_t)w->cfg.concurrency;
     size_t room = w->state == WORKER_RUNNING && store_connected(w->store) && w->inflight < limit
                       ? limit - w->inflight
@@ -263,7 +267,8 @@ static void on_schema(void *arg, store_status_t status, const PGresult *res, con
 
 static void maybe_start(worker_t *w)
 {
-    if (w->state != WORKER_STARTING || !w->schema_ok || !queue_ready(w->queue))
+    if (w->state != WORKER_STARTING || !w->schema_ok || w->queue == NULL ||
+        !queue_ready(w->queue))
         return;
     if (w->cfg.require_safe_redis && queue_unsafe(w->queue)[0] != '\0') {
         log_error("worker.unsafe_redis", "refusing to run (--require-safe-redis): %s",
@@ -315,9 +320,76 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     janitor_sweep(arg);
 }
 
+/* The Redis host's address: looked up with evdns at start and every 30 s, so a reconnect
+ * (after a failover that moved the name, too) connects to an address and never waits
+ * for DNS on the loop. */
+static void on_redis_resolved(void *arg, const char *addr, const char *error)
+{
+    worker_t *w = arg;
+    w->redis_dns = NULL;
+    w->redis_dns_done = true;
+    if (addr == NULL) {
+        log_warn("redis.resolve", "could not resolve the Redis host %s: %s%s", w->redis_name,
+                 error, w->queue != NULL ? " (keeping the last address)" : "");
+        return;
+    }
+    if (strcmp(w->redis_url.host, addr) != 0) {
+        log_info("redis.resolve", "Redis host %s is %s", w->redis_name, addr);
+        rq_copy(w->redis_url.host, sizeof w->redis_url.host, addr);
+    }
+    if (w->queue != NULL)
+        queue_set_host(w->queue, addr);
+}
+
+static void resolve_redis(worker_t *w)
+{
+    if (w->redis_name[0] == '\0' || w->redis_dns != NULL)
+        return;
+    w->redis_dns_ms = clock_mono_ms();
+    w->redis_dns = resolve_start(w->resolver, w->redis_name, on_redis_resolved, w);
+}
+
+static void dns_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    *(bool *)arg = true;
+}
+
+/* The first lookup of the Redis host, before the queue connects: the loop runs (the
+ * database connections start meanwhile) until the answer or the connect timeout. */
+static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
+{
+    if (w->redis_url.is_unix || !resolve_is_name(w->redis_url.host))
+        return 0;
+    rq_copy(w->redis_name, sizeof w->redis_name, w->redis_url.host);
+    bool expired = false;
+    struct event *deadline = evtimer_new(w->base, dns_deadline_cb, &expired);
+    struct timeval tv = clock_tv_ms(w->cfg.connect_timeout_ms);
+    if (deadline == NULL || evtimer_add(deadline, &tv) != 0) {
+        if (deadline != NULL)
+            event_free(deadline);
+        snprintf(err, errcap, "could not arm the DNS deadline");
+        return WORKER_EXIT_SOFTWARE;
+    }
+    resolve_redis(w);
+    while (!w->redis_dns_done && !expired && w->redis_dns != NULL)
+        event_base_loop(w->base, EVLOOP_ONCE);
+    event_free(deadline);
+    if (w->redis_dns != NULL) {
+        resolve_cancel(w->redis_dns);
+        w->redis_dns = NULL;
+    }
+    if (!resolve_is_name(w->redis_url.host)) /* replaced by the address */
+        return 0;
+    snprintf(err, errcap, "could not resolve the Redis host %s within %d ms", w->redis_name,
+             w->cfg.connect_timeout_ms);
+    return WORKER_EXIT_UNAVAILABLE;
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
+    if (w->redis_name[0] != '\0' && clock_mono_ms() - w->redis_dns_ms > REDIS_DNS_REFRESH_MS)
+        resolve_redis(w);
     queue_promote(w->queue);
     notify_tick(w);
 }
@@ -361,12 +433,16 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "could not create the event loop");
         return WORKER_EXIT_SOFTWARE;
     }
+    w->resolver = resolver_new(w->base, cfg->hosts_file, err, errcap);
+    if (w->resolver == NULL)
+        return WORKER_EXIT_CONFIG;
     w->bank = question_bank_load(cfg->question_bank, err, errcap);
     if (w->bank == NULL)
         return WORKER_EXIT_CONFIG;
     store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
                              .lock_timeout_ms = cfg->db_lock_timeout_ms,
-                             .tcp_timeout_ms = cfg->db_tcp_timeout_ms};
+                             .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
+                             .resolver = w->resolver};
     w->store = store_new_opts(w->base, cfg->database_url, cfg->db_pool_size, &sopts, err, errcap);
     if (w->store == NULL)
         return WORKER_EXIT_CONFIG;
@@ -405,6 +481,9 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     w->router = router_new(w->base, &rcfg, err, errcap);
     if (w->router == NULL)
         return WORKER_EXIT_CONFIG;
+    int rc = resolve_redis_first(w, err, errcap);
+    if (rc != 0)
+        return rc;
     queue_config_t qcfg = {
         .url = &w->redis_url,
         .keys = &w->keys,
@@ -452,6 +531,8 @@ int worker_run(worker_t *w)
 {
     log_info("worker.start", "[RETRY] retryq-worker %s starting: queue=%s", RETRYQ_VERSION_STRING,
              w->keys.pending);
+    if (w->state == WORKER_STOPPED) /* refused while starting (the schema check) */
+        return w->exit_code;
     if (event_base_dispatch(w->base) < 0) {
         log_error("worker.loop", "the event loop failed");
         return WORKER_EXIT_SOFTWARE;
@@ -477,6 +558,10 @@ void worker_destroy(worker_t *w)
         store_free(w->store);
     if (w->schema_probe != NULL)
         store_free(w->schema_probe);
+    if (w->redis_dns != NULL)
+        resolve_cancel(w->redis_dns);
+    if (w->resolver != NULL)
+        resolver_free(w->resolver); /* after the store: its lookups are cancelled by then */
     janitor_free(w);
     job_free_all(w);
     if (w->bank != NULL)

@@ -74,6 +74,11 @@ typedef struct worker {
     retryq_redis_url_t redis_url;
     queue_t *queue;
     store_t *store;
+    struct resolver *resolver; /* evdns: host names of the Redis and database URLs */
+    struct resolve_request *redis_dns; /* a lookup of the Redis host in progress */
+    char redis_name[256];    /* the Redis URL's host name ("" when an address or a socket) */
+    bool redis_dns_done;     /* the first lookup answered */
+    int64_t redis_dns_ms;    /* monotonic time of the last lookup */
     store_t *schema_probe;   /* the start-up schema check's own connection, until it answered */
     bool schema_ok;          /* the schema check passed */
     router_t *router;

@@ -40,6 +40,7 @@ static const char *const all_env[] = {
     "RETRYQ_DB_QUERY_TIMEOUT_MS",
     "RETRYQ_DB_LOCK_TIMEOUT_MS",
     "RETRYQ_DB_TCP_TIMEOUT_MS",
+    "RETRYQ_HOSTS_FILE",
     "RETRYQ_ROUTER_URL",
     "RETRYQ_CONNECT_TIMEOUT_MS",
     "RETRYQ_QUEUE",
