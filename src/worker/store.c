@@ -444,6 +444,18 @@ static bool conn_lost(conn_t *c)
 
 static void conn_open(conn_t *c);
 
+/* Arms the connect deadline (resolving, connecting, preparing); false when it could not
+ * be armed and the connection was taken down. */
+static bool conn_arm_connect_deadline(conn_t *c)
+{
+    int ms = c->store->connect_timeout_ms;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (evtimer_add(c->timer, &tv) == 0)
+        return true;
+    (void)conn_broken(c, "could not arm the connect deadline", "");
+    return false;
+}
+
 static void on_resolved(void *arg, const char *addr, const char *error)
 {
     conn_t *c = arg;
@@ -470,12 +482,8 @@ static void conn_start(conn_t *c)
         return;
     }
     c->state = CONN_RESOLVING;
-    struct timeval tv = {.tv_sec = s->connect_timeout_ms / 1000,
-                         .tv_usec = (suseconds_t)(s->connect_timeout_ms % 1000) * 1000};
-    if (evtimer_add(c->timer, &tv) != 0) {
-        (void)conn_broken(c, "could not arm the connect deadline", "");
+    if (!conn_arm_connect_deadline(c))
         return;
-    }
     c->dns = resolve_start(s->opts.resolver, s->resolve_host, on_resolved, c);
     if (c->dns == NULL)
         (void)conn_broken(c, "out of memory resolving the database host", "");
@@ -502,10 +510,7 @@ static void conn_open(conn_t *c)
         (void)conn_broken(c, "could not watch the database socket", "");
         return;
     }
-    struct timeval tv = {.tv_sec = c->store->connect_timeout_ms / 1000,
-                         .tv_usec = (suseconds_t)(c->store->connect_timeout_ms % 1000) * 1000};
-    if (evtimer_add(c->timer, &tv) != 0)
-        (void)conn_broken(c, "could not arm the connect deadline", "");
+    (void)conn_arm_connect_deadline(c);
 }
 
 /* How long a connection may go without any answer while queries are in flight: the
@@ -1097,12 +1102,8 @@ int store_register_flags(store_t *store, const char *sql, int nparams, unsigned 
             continue;
         }
         c->pipeline = false;
-        struct timeval tv = {.tv_sec = store->connect_timeout_ms / 1000,
-                             .tv_usec = (suseconds_t)(store->connect_timeout_ms % 1000) * 1000};
-        if (evtimer_add(c->timer, &tv) != 0) {
-            (void)conn_broken(c, "could not arm the connect deadline", "");
+        if (!conn_arm_connect_deadline(c))
             continue;
-        }
         (void)conn_prepare_next(c); /* no query on it: no callback can run */
     }
     return id;
