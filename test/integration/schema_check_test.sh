@@ -15,7 +15,11 @@ source "$here/../support/lib.sh"
 need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
 Q="schema_$$"
-export RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q RETRYQ_HTTP_ADDR=off
+# A Redis database of its own (7), so that CLIENT LIST below sees only this test's worker
+# even when other tests run at the same time.
+REDIS7="${RETRYQ_TEST_REDIS_URL%/}/7"
+rcli() { redis-cli -u "$REDIS7" --no-auth-warning "$@"; }
+export RETRYQ_REDIS_URL=$REDIS7 RETRYQ_QUEUE=$Q RETRYQ_HTTP_ADDR=off
 start_router --latency-ms 5
 export RETRYQ_ROUTER_URL=$ROUTER_URL
 payload='{"execution_id":1,"region":"us-east","question_index":0,"retry_attempt":1}'
@@ -85,12 +89,12 @@ check "live: the first jobs complete" wait_for 30 bash -c "[[ \$(psql '$DB' -XAt
 more=()
 for ((i = 0; i < 3; i++)); do more+=("$(insert_execution "$job" us-east failed math_basic)"); done
 sql -c "ALTER TABLE executions RENAME COLUMN model_id TO model_id_gone"
-sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'retryq-worker'" >/dev/null
+sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'retryq-worker' AND datname = current_database()" >/dev/null
 check "live: the broken statement is logged at error level" \
   wait_for 30 grep -q "level=error .*event=db.error.*model_id" "$t_tmp/live.log"
 # A blocking pop already waiting when the store went down still ends (block_ms, 1 s): wait
 # until the worker's pop connection is no longer blocked, then push.
-pop_blocked() { rcli CLIENT LIST | grep 'name=retryq-worker-pop' | grep -q 'flags=b'; }
+pop_blocked() { rcli CLIENT LIST | grep ' db=7 ' | grep 'name=retryq-worker-pop' | grep -q 'flags=b'; }
 pop_idle() { ! pop_blocked; }
 check "live: the worker stops popping (no blocking pop outstanding)" wait_for 10 pop_idle
 for id in "${more[@]}"; do
