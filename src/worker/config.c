@@ -132,11 +132,27 @@ static const setting_t settings[] = {
      "file whose first line is the PostgreSQL password (put into the database URL)"},
     {"db_pool_size", "db-pool", "RETRYQ_DB_POOL", NUM(T_INT, "4", 1, 64, db_pool_size), "N",
      G_CONNECT, "PostgreSQL connections"},
+    {"db_query_timeout_ms", "db-query-timeout-ms", "RETRYQ_DB_QUERY_TIMEOUT_MS",
+     NUM(T_MS, "30s", 0, 3600000, db_query_timeout_ms), "DURATION", G_CONNECT,
+     "PostgreSQL statement_timeout; a connection silent for this plus up to 5 s more is "
+     "dropped (0: none)"},
+    {"db_lock_timeout_ms", "db-lock-timeout-ms", "RETRYQ_DB_LOCK_TIMEOUT_MS",
+     NUM(T_MS, "5s", 0, 3600000, db_lock_timeout_ms), "DURATION", G_CONNECT,
+     "PostgreSQL lock_timeout: a write waiting this long for a locked row is retried later, "
+     "so it does not hold up other jobs (0: none)"},
+    {"db_tcp_timeout_ms", "db-tcp-timeout-ms", "RETRYQ_DB_TCP_TIMEOUT_MS",
+     NUM(T_MS, "30s", 0, 3600000, db_tcp_timeout_ms), "DURATION", G_CONNECT,
+     "TCP keepalives and tcp_user_timeout of the PostgreSQL connections: a vanished host is "
+     "noticed within about this (0: libpq defaults; keywords in the URL win)"},
     {"router_url", "router-url", "RETRYQ_ROUTER_URL", TEXT(T_SECRET_URL, NULL, router_url), "URL",
      G_CONNECT, "inference router base URL, required: http(s)://host[:port][/base]"},
     {"connect_timeout_ms", "connect-timeout-ms", "RETRYQ_CONNECT_TIMEOUT_MS",
      NUM(T_MS, "5000", 50, 600000, connect_timeout_ms), "DURATION", G_CONNECT,
      "connect timeout (router, Redis)"},
+    {"hosts_file", "hosts-file", "RETRYQ_HOSTS_FILE", TEXT(T_STRING, NULL, hosts_file), "PATH",
+     G_CONNECT,
+     "extra hosts(5) file for the worker's own resolver, read after /etc/hosts (host names "
+     "are resolved on the event loop, never by a blocking lookup)"},
     {"require_safe_redis", "require-safe-redis", "RETRYQ_REQUIRE_SAFE_REDIS",
      TEXT(T_BOOL, "false", require_safe_redis), "BOOL", G_CONNECT,
      "refuse to run on Redis without AOF or with an evicting maxmemory-policy"},
@@ -961,7 +977,9 @@ static void print_help(FILE *out)
                  "        print this help and exit\n"
                  "  --version\n"
                  "        print the version and exit\n\n"
-                 "Exit codes: 0 stopped normally, 1 runtime failure, 2 bad configuration.\n");
+                 "Exit codes: 0 stopped normally; 78 configuration (a bad setting, a database the\n"
+                 "worker cannot use, an unsafe Redis refused); 69 a resource unavailable at start\n"
+                 "(the HTTP address); 70 internal failure.\n");
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -31,6 +31,10 @@ typedef struct config {
     int64_t max_response_bytes;/* --max-response-bytes RETRYQ_MAX_RESPONSE_BYTES, default 4 MiB */
     int max_retries;           /* --max-retries RETRYQ_MAX_RETRIES: ignored, the row's max_retries decides */
     int db_pool_size;          /* --db-pool RETRYQ_DB_POOL, 1..64, default 4 */
+    char *hosts_file;          /* --hosts-file RETRYQ_HOSTS_FILE, extra hosts file for evdns, default none */
+    int db_query_timeout_ms;   /* --db-query-timeout-ms RETRYQ_DB_QUERY_TIMEOUT_MS, default 30 s, 0 = none */
+    int db_lock_timeout_ms;    /* --db-lock-timeout-ms RETRYQ_DB_LOCK_TIMEOUT_MS, default 5 s, 0 = none */
+    int db_tcp_timeout_ms;     /* --db-tcp-timeout-ms RETRYQ_DB_TCP_TIMEOUT_MS, default 30 s, 0 = libpq's */
     char *http_addr;           /* --http-addr RETRYQ_HTTP_ADDR, default 127.0.0.1:9464, "" or "off" disables */
     char *question_bank;       /* --question-bank RETRYQ_QUESTION_BANK, path or NULL for the built-in bank */
     request_mode_t request_mode; /* --request-mode RETRYQ_REQUEST_MODE runner|seed, default runner */

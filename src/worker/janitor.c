@@ -1,20 +1,51 @@
 /*
  * The orphan sweep (see janitor.h):
- *   lock {Q}:lock:sweep ─► query candidates ─► ask Redis which have no job ─► push jobs.
- * The re-created job's question_index is the position of the row's question_id in the
- * job spec's "questions" (0 when the row has no question_id: the worker then resolves by
- * index, which is the best that can be done for such old rows).
+ *
+ *   lock {Q}:lock:sweep
+ *     ─► candidates: pages of 500 rows by id (keyset: id > cursor), up to SWEEP_MAX_ROWS
+ *     ─► presence: which candidates have a job in Redis, read in bounded pages
+ *     ─► push a job for each candidate found nowhere (twice: see below).
+ *
+ * Rows. The rows are read in id order from a cursor, so a backlog of old rows that all
+ * have their job cannot hide an orphan behind them (the old "500 oldest" query read the
+ * same rows every time). A sweep reads at most SWEEP_MAX_ROWS rows; the next sweep of this
+ * worker continues after the last one, and starts again from the beginning once the end
+ * was reached. The retry bound is each row's own max_retries (sanity ceiling 1000), not
+ * the worker's RETRYQ_MAX_RETRIES.
+ *
+ * Presence. No Redis call reads more than SWEEP_PAGE entries, so the sweep cannot stall
+ * Redis on a long queue (the old script read the whole queue in one call). A job pushed
+ * by the runner with a plain LPUSH carries nothing but its JSON, so there is no index to
+ * ask: the sweep reads execution ids page by page (a small Lua script extracts them, so
+ * only ids travel) and strikes the candidates it sees. Because the pages are separate
+ * calls, a job can move between two reads; the order of the reads is chosen so that the
+ * moves the worker makes are still seen:
+ *   processing lists ─► delayed set ─► queue ─► processing lists again
+ * a job popped while the queue is read is in a processing list on the second read; one
+ * promoted from the delayed set was seen there; one handed back from a processing list
+ * was seen in the first read. The queue is read from the head (index 0, where producers
+ * push) toward the tail, so a push only shifts entries already read and a pop only
+ * shortens the part still to read; the delayed set is read by score (a cursor on score
+ * and rank), so promotions of due jobs do not shift it. Only a job making two moves
+ * during one pass (popped, failed and delayed within it) can be missed, so a candidate
+ * missing after one pass is only a suspect: a second full pass must miss it too before
+ * a job is pushed. A duplicate would still be harmless (the guard acks it as stale).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
 #include "internal.h"
 #include "janitor.h"
 #include "log.h"
 
-#define SWEEP_BATCH 500
+#define SWEEP_BATCH 500      /* rows per query (also in the SQL) */
+#define SWEEP_MAX_ROWS 5000  /* rows per sweep; the cursor continues next time */
+#define SWEEP_PAGE 1000      /* Redis entries read per call */
+#define SWEEP_PASSES 2       /* a candidate must be missing in this many passes */
 
 const char JANITOR_SQL_ORPHANS[] =
     "SELECT e.id, e.region, e.retry_count, COALESCE((SELECT t.i - 1 FROM jsonb_array_elements("
@@ -22,91 +53,367 @@ const char JANITOR_SQL_ORPHANS[] =
     "THEN j.jobspec_data->'questions' ELSE '[]'::jsonb END) WITH ORDINALITY AS t(q, i) "
     "WHERE t.q = to_jsonb(e.question_id) LIMIT 1), 0) "
     "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id "
-    "WHERE e.status = 'retrying' AND e.retry_count BETWEEN 1 AND $2 "
+    "WHERE e.status = 'retrying' AND e.retry_count BETWEEN 1 AND LEAST(e.max_retries, 1000) "
     "AND (e.last_retry_at IS NULL OR e.last_retry_at < now() - $1::bigint * interval '1 millisecond') "
-    "ORDER BY e.last_retry_at NULLS FIRST LIMIT 500";
+    "AND e.id > $2::bigint "
+    "ORDER BY e.id LIMIT 500";
+
+/* KEYS[1]: a list. ARGV: start, stop. The execution id of each entry ('' when none). */
+static const char LUA_LIST_PAGE[] =
+    "local items = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])\n"
+    "local out = {}\n"
+    "for i, v in ipairs(items) do\n"
+    "  out[i] = string.match(v, '\"execution_id\"%s*:%s*\"?(%d+)') or ''\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS[1]: a sorted set. ARGV: min score, offset, count. Pairs of (execution id, score). */
+static const char LUA_ZSET_PAGE[] =
+    "local items = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES',\n"
+    "                         'LIMIT', ARGV[2], ARGV[3])\n"
+    "local out = {}\n"
+    "for i = 1, #items, 2 do\n"
+    "  out[#out + 1] = string.match(items[i], '\"execution_id\"%s*:%s*\"?(%d+)') or ''\n"
+    "  out[#out + 1] = items[i + 1]\n"
+    "end\n"
+    "return out\n";
 
 typedef struct candidate {
-    char id[24];
+    int64_t id;
+    int missing; /* passes in which it was not seen */
+    bool seen;   /* seen in the current pass */
     retryq_job_t job;
 } candidate_t;
 
+typedef enum phase {
+    PHASE_WORKERS,     /* reading {Q}:workers (before each processing-list read) */
+    PHASE_PROCESSING,  /* the workers' lists, one after the other */
+    PHASE_DELAYED,
+    PHASE_QUEUE,
+    PHASE_DONE,
+} phase_t;
+
 typedef struct sweep {
     worker_t *w;
-    candidate_t *items;
-    size_t count;
+    candidate_t *items; /* sorted by id (the query's order) */
+    size_t count, cap;
+    int64_t cursor;     /* last id read */
+    bool rows_ended;    /* the query returned fewer rows than a page */
+    int pass;           /* 1..SWEEP_PASSES */
+    int step;           /* 0: processing, 1: delayed, 2: queue, 3: processing again */
+    phase_t phase;
+    char **workers;
+    size_t nworkers, worker;
+    long long offset;   /* list index, or rank among entries of score `score` */
+    char score[48];     /* delayed set: score cursor ("-inf" first) */
+    size_t unseen;      /* candidates not seen in this pass */
+    uint64_t pages;     /* Redis calls made */
 } sweep_t;
+
+static void scan_next(sweep_t *s);
+static void query_rows(sweep_t *s);
+
+static void free_workers(sweep_t *s)
+{
+    for (size_t i = 0; i < s->nworkers; i++)
+        free(s->workers[i]);
+    free(s->workers);
+    s->workers = NULL;
+    s->nworkers = s->worker = 0;
+}
 
 static void sweep_end(sweep_t *s)
 {
     s->w->sweeping = false;
     s->w->sweep_state = NULL;
+    free_workers(s);
     free(s->items);
     free(s);
 }
 
-static void on_missing(void *arg, char **missing, size_t n)
+static candidate_t *find(sweep_t *s, int64_t id)
 {
-    sweep_t *s = arg;
+    size_t lo = 0, hi = s->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->items[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < s->count && s->items[lo].id == id ? &s->items[lo] : NULL;
+}
+
+/* Strikes the candidate named by an id text (as the scripts return it). */
+static void strike(sweep_t *s, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 19)
+        return;
+    candidate_t *c = find(s, strtoll(r->str, NULL, 10));
+    if (c != NULL && !c->seen) {
+        c->seen = true;
+        s->unseen--;
+    }
+}
+
+/* ------------------------------------------------------------------ the end */
+
+static void push_missing(sweep_t *s)
+{
     worker_t *w = s->w;
     size_t pushed = 0;
-    for (size_t i = 0; i < n && w->queue != NULL; i++) {
-        for (size_t k = 0; k < s->count; k++) {
-            if (strcmp(s->items[k].id, missing[i]) != 0)
-                continue;
-            char payload[1024];
-            if (retryq_job_encode(&s->items[k].job, payload, sizeof payload) < 0)
-                break;
-            log_event(LOG_LEVEL_WARN, s->items[k].job.execution_id, s->items[k].job.retry_attempt,
-                      "sweep.orphan", "[RETRY] execution retrying with no job anywhere: enqueued again");
-            queue_push(w->queue, payload, strlen(payload));
-            pushed++;
-            break;
-        }
+    for (size_t k = 0; k < s->count && w->queue != NULL; k++) {
+        candidate_t *c = &s->items[k];
+        if (c->missing < SWEEP_PASSES)
+            continue;
+        char payload[1024];
+        if (retryq_job_encode(&c->job, payload, sizeof payload) < 0)
+            continue;
+        log_event(LOG_LEVEL_WARN, c->job.execution_id, c->job.retry_attempt, "sweep.orphan",
+                  "[RETRY] execution retrying with no job anywhere: enqueued again");
+        queue_push(w->queue, payload, strlen(payload));
+        pushed++;
     }
     w->count.orphans += pushed;
-    if (pushed > 0 || s->count > 0)
-        log_info("sweep.done", "orphan sweep: %zu candidate(s), %zu re-enqueued", s->count, pushed);
+    /* The next sweep continues after these rows, or starts over once the end was seen. */
+    w->sweep_cursor = s->rows_ended ? 0 : s->cursor;
+    log_event(s->count > 0 ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, 0, "sweep.done",
+             "orphan sweep: %zu candidate(s), %zu re-enqueued, %" PRIu64 " Redis page(s)%s",
+             s->count, pushed, s->pages, s->rows_ended ? "" : "; continuing next time");
     sweep_end(s);
 }
+
+/* One pass over Redis has ended: count the candidates it did not see. */
+static void pass_done(sweep_t *s)
+{
+    size_t suspects = 0;
+    for (size_t k = 0; k < s->count; k++) {
+        candidate_t *c = &s->items[k];
+        if (!c->seen && c->missing == s->pass - 1)
+            c->missing++;
+        if (c->missing == s->pass)
+            suspects++;
+        c->seen = false;
+    }
+    if (suspects == 0 || s->pass == SWEEP_PASSES) {
+        push_missing(s);
+        return;
+    }
+    s->pass++;
+    s->step = 0;
+    s->phase = PHASE_WORKERS;
+    /* Only the suspects still need to be looked for. */
+    s->unseen = 0;
+    for (size_t k = 0; k < s->count; k++) {
+        if (s->items[k].missing == s->pass - 1)
+            s->unseen++;
+        else
+            s->items[k].seen = true;
+    }
+    scan_next(s);
+}
+
+/* ------------------------------------------------------------------ Redis pages */
+
+static void next_step(sweep_t *s)
+{
+    static const phase_t order[] = {PHASE_WORKERS, PHASE_DELAYED, PHASE_QUEUE, PHASE_WORKERS};
+    free_workers(s);
+    s->offset = 0;
+    s->step++;
+    s->phase = s->step < 4 ? order[s->step] : PHASE_DONE;
+    snprintf(s->score, sizeof s->score, "-inf");
+}
+
+static void on_list_page(void *arg, const redisReply *r)
+{
+    sweep_t *s = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        log_warn("sweep.redis", "orphan sweep: Redis did not answer a page; trying next time");
+        sweep_end(s);
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        strike(s, r->element[i]);
+    s->offset += (long long)r->elements;
+    if (r->elements < SWEEP_PAGE) {
+        if (s->phase == PHASE_PROCESSING && ++s->worker < s->nworkers)
+            s->offset = 0;
+        else
+            next_step(s);
+    }
+    scan_next(s);
+}
+
+static void on_zset_page(void *arg, const redisReply *r)
+{
+    sweep_t *s = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+        log_warn("sweep.redis", "orphan sweep: Redis did not answer a page; trying next time");
+        sweep_end(s);
+        return;
+    }
+    size_t n = r->elements / 2;
+    for (size_t i = 0; i < n; i++)
+        strike(s, r->element[2 * i]);
+    if (n < SWEEP_PAGE) {
+        next_step(s);
+    } else {
+        /* Next page: from the last score, skipping the entries of that score already read. */
+        const redisReply *last = r->element[r->elements - 1];
+        size_t same = 0;
+        for (size_t i = n; i > 0; i--) {
+            const redisReply *sc = r->element[2 * i - 1];
+            if (sc->len != last->len || memcmp(sc->str, last->str, last->len) != 0)
+                break;
+            same++;
+        }
+        if (last->len < sizeof s->score && strcmp(s->score, last->str) == 0) {
+            s->offset += (long long)same;
+        } else {
+            snprintf(s->score, sizeof s->score, "%.*s", (int)last->len, last->str);
+            s->offset = (long long)same;
+        }
+    }
+    scan_next(s);
+}
+
+static void on_workers(void *arg, const redisReply *r)
+{
+    sweep_t *s = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        log_warn("sweep.redis", "orphan sweep: Redis did not list the workers; trying next time");
+        sweep_end(s);
+        return;
+    }
+    free_workers(s);
+    s->workers = calloc(r->elements + 1, sizeof *s->workers);
+    if (s->workers == NULL) {
+        sweep_end(s);
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            (s->workers[s->nworkers] = strdup(r->element[i]->str)) != NULL)
+            s->nworkers++;
+    s->phase = PHASE_PROCESSING;
+    if (s->nworkers == 0)
+        next_step(s);
+    scan_next(s);
+}
+
+/* Sends the next Redis read of the pass, or ends the pass. */
+static void scan_next(sweep_t *s)
+{
+    worker_t *w = s->w;
+    if (s->unseen == 0 || s->phase == PHASE_DONE) {
+        pass_done(s);
+        return;
+    }
+    if (w->queue == NULL || w->state != WORKER_RUNNING) {
+        sweep_end(s);
+        return;
+    }
+    s->pages++;
+    char a[48], b[48];
+    switch (s->phase) {
+    case PHASE_WORKERS: {
+        const char *argv[] = {"ZRANGE", w->keys.workers, "0", "-1"};
+        queue_command(w->queue, 4, argv, on_workers, s);
+        return;
+    }
+    case PHASE_PROCESSING:
+    case PHASE_QUEUE: {
+        char key[RETRYQ_MAX_QUEUE_NAME + 600];
+        if (s->phase == PHASE_PROCESSING)
+            snprintf(key, sizeof key, "%s%s", w->keys.processing_prefix, s->workers[s->worker]);
+        else
+            snprintf(key, sizeof key, "%s", w->keys.pending);
+        snprintf(a, sizeof a, "%lld", s->offset);
+        snprintf(b, sizeof b, "%lld", s->offset + SWEEP_PAGE - 1);
+        const char *argv[] = {"EVAL", LUA_LIST_PAGE, "1", key, a, b};
+        queue_command(w->queue, 6, argv, on_list_page, s);
+        return;
+    }
+    case PHASE_DELAYED: {
+        snprintf(a, sizeof a, "%lld", s->offset);
+        snprintf(b, sizeof b, "%d", SWEEP_PAGE);
+        const char *argv[] = {"EVAL", LUA_ZSET_PAGE, "1", w->keys.delayed, s->score, a, b};
+        queue_command(w->queue, 7, argv, on_zset_page, s);
+        return;
+    }
+    case PHASE_DONE:
+        break;
+    }
+}
+
+static void scan_start(sweep_t *s)
+{
+    if (s->count == 0) {
+        push_missing(s);
+        return;
+    }
+    s->pass = 1;
+    s->step = 0;
+    s->phase = PHASE_WORKERS;
+    s->unseen = s->count;
+    snprintf(s->score, sizeof s->score, "-inf");
+    scan_next(s);
+}
+
+/* ------------------------------------------------------------------ rows */
 
 static void on_candidates(void *arg, store_status_t status, const PGresult *res,
                           const char *sqlstate, const char *message)
 {
     sweep_t *s = arg;
-    worker_t *w = s->w;
     if (status != STORE_OK) {
         log_warn("sweep.query", "orphan sweep query failed (%s): %s", sqlstate, message);
         sweep_end(s);
         return;
     }
     int rows = PQntuples(res);
-    if (rows == 0) {
-        sweep_end(s);
-        return;
-    }
-    s->items = calloc((size_t)rows, sizeof *s->items);
-    const char **ids = calloc((size_t)rows, sizeof *ids);
-    if (s->items == NULL || ids == NULL) {
-        free(ids);
-        sweep_end(s);
-        return;
+    if (s->count + (size_t)rows > s->cap) {
+        size_t cap = s->count + (size_t)rows;
+        candidate_t *grown = realloc(s->items, cap * sizeof *grown);
+        if (grown == NULL) {
+            sweep_end(s);
+            return;
+        }
+        s->items = grown;
+        s->cap = cap;
     }
     for (int r = 0; r < rows; r++) {
         candidate_t *c = &s->items[s->count];
         retryq_error_t err;
         int64_t id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+        s->cursor = id;
+        memset(c, 0, sizeof *c);
         if (retryq_job_init(&c->job, id, PQgetvalue(res, r, 1),
                             strtoll(PQgetvalue(res, r, 3), NULL, 10),
                             (int32_t)strtol(PQgetvalue(res, r, 2), NULL, 10), &err) != RETRYQ_OK) {
             log_warn("sweep.skip", "execution %" PRId64 " cannot be re-enqueued: %s", id, err.message);
             continue;
         }
-        snprintf(c->id, sizeof c->id, "%" PRId64, id);
-        ids[s->count++] = c->id;
+        c->id = id;
+        s->count++;
     }
-    queue_missing(w->queue, ids, s->count, on_missing, s);
-    free(ids);
+    s->rows_ended = rows < SWEEP_BATCH;
+    if (!s->rows_ended && s->count < SWEEP_MAX_ROWS)
+        query_rows(s);
+    else
+        scan_start(s);
+}
+
+static void query_rows(sweep_t *s)
+{
+    worker_t *w = s->w;
+    char age[24], cursor[24];
+    snprintf(age, sizeof age, "%d", w->cfg.orphan_age_ms);
+    snprintf(cursor, sizeof cursor, "%" PRId64, s->cursor);
+    const char *params[] = {age, cursor};
+    if (store_exec(w->store, w->sql.orphans, 2, params, on_candidates, s) < 0)
+        sweep_end(s);
 }
 
 static void on_lock(void *arg, bool got)
@@ -122,13 +429,9 @@ static void on_lock(void *arg, bool got)
         return;
     }
     s->w = w;
+    s->cursor = w->sweep_cursor;
     w->sweep_state = s;
-    char age[24], max[16];
-    snprintf(age, sizeof age, "%d", w->cfg.orphan_age_ms);
-    snprintf(max, sizeof max, "%d", w->cfg.max_retries);
-    const char *params[] = {age, max};
-    if (store_exec(w->store, w->sql.orphans, 2, params, on_candidates, s) < 0)
-        sweep_end(s);
+    query_rows(s);
 }
 
 void janitor_sweep(worker_t *w)

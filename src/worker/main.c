@@ -1,7 +1,9 @@
 /*
  * retryq-worker: reads the configuration, builds the worker and runs its loop.
- * Exit codes: 0 stopped normally (also after --help/--version), 1 runtime failure,
- * 2 bad configuration.
+ * Exit codes (sysexits.h, see worker.h and docs/operations.md): 0 stopped normally (also
+ * after --help/--version), 78 configuration (a bad setting, a database the worker cannot
+ * use, an unsafe Redis refused), 69 a resource unavailable at start (the HTTP address),
+ * 70 internal failure.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -25,22 +27,23 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "retryq-worker: %s\n", err);
         config_free(&cfg);
-        return 2;
+        return WORKER_EXIT_CONFIG;
     }
     log_setup((log_level_t)cfg.log_level, cfg.log_json, stderr);
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "retryq-worker: libcurl failed to initialise\n");
         config_free(&cfg);
-        return 1;
+        return WORKER_EXIT_SOFTWARE;
     }
     worker_t w;
-    if (worker_init(&w, &cfg, err, sizeof err) < 0) {
+    rc = worker_init(&w, &cfg, err, sizeof err);
+    if (rc != 0) {
         /* worker_init took ownership of cfg: worker_destroy frees it. */
         fprintf(stderr, "retryq-worker: %s\n", err);
         worker_destroy(&w);
         curl_global_cleanup();
-        return 2;
+        return rc;
     }
     rc = worker_run(&w);
     worker_destroy(&w);

@@ -1281,6 +1281,12 @@ void queue_missing(queue_t *q, const char *const *ids, size_t n,
     free(argv);
 }
 
+void queue_command(queue_t *q, int argc, const char **argv,
+                   void (*done)(void *arg, const redisReply *reply), void *arg)
+{
+    ask(q, argc, argv, NULL, done, arg);
+}
+
 typedef struct depths_ask {
     void (*done)(void *arg, const queue_depths_t *d);
     void *arg;
@@ -1599,6 +1605,12 @@ void queue_free(queue_t *q)
         op_free(op);
     }
     free(q);
+}
+
+void queue_set_host(queue_t *q, const char *addr)
+{
+    if (!q->url.is_unix)
+        rq_copy(q->url.host, sizeof q->url.host, addr);
 }
 
 bool queue_ready(const queue_t *q)

@@ -99,6 +99,12 @@ void queue_missing(queue_t *q, const char *const *ids, size_t n,
                    void (*done)(void *arg, char **missing, size_t n), void *arg);
 /* LPUSH one job as an operation (kept and resent until Redis answers). */
 void queue_push(queue_t *q, const char *payload, size_t len);
+/* Sends one command on the command connection (not resent when lost): `done` gets the
+ * reply, or NULL when the command could not be sent or answered, was refused, or the
+ * queue is being freed. May call `done` before returning. (The sweep's paged scripts.) */
+struct redisReply;
+void queue_command(queue_t *q, int argc, const char **argv,
+                   void (*done)(void *arg, const struct redisReply *reply), void *arg);
 
 /* ---- for /metrics and the status page ---- */
 typedef struct queue_depths {
@@ -126,6 +132,10 @@ int64_t queue_pop_stalled_ms(const queue_t *q);
  * 0 when the last pop was accepted); they are retried with backoff meanwhile. */
 int64_t queue_pop_failing_ms(const queue_t *q);
 const char *queue_pop_error(const queue_t *q);   /* the last refusal */
+
+/* The address the next (re)connects use instead of the URL's host (the worker resolves
+ * the name with evdns: hiredis would look it up blocking). Ignored for unix:// URLs. */
+void queue_set_host(queue_t *q, const char *addr);
 
 bool queue_ready(const queue_t *q);           /* both connections up */
 size_t queue_unsent(const queue_t *q);        /* operations not yet answered */

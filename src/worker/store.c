@@ -23,9 +23,14 @@
  * so a callback may queue more queries or even free the store; connection objects live as
  * long as the store, so none is freed under its own callback.
  *
- * Note: libpq resolves a host *name* with a blocking DNS lookup inside PQconnectStart,
- * which stalls the whole loop while the resolver waits. In production give IP addresses
- * (host=10.0.0.5) or hostaddr= next to host= so no lookup happens.
+ * Host names: libpq would resolve a host *name* with a blocking lookup inside
+ * PQconnectStart, stalling the whole loop. With a resolver (store_options_t) a single host
+ * name is looked up with evdns before every connect (state RESOLVING) and given to libpq
+ * as hostaddr=, host= kept for TLS and .pgpass. A list of hosts ("h1,h2") is still left
+ * to libpq. Deadlines: statement_timeout and lock_timeout are SET on each connection
+ * before its statements are prepared; a connection with queries in flight that hears
+ * nothing for the query timeout plus a grace is dropped (a silent host); TCP keepalives
+ * and tcp_user_timeout are added unless the conninfo sets them.
  */
 #include "store.h"
 
@@ -39,6 +44,9 @@
 
 #include <event2/event.h>
 
+#include "log.h"
+#include "resolve.h"
+
 #define STORE_POOL_MAX 64
 #define STORE_PARAMS_MAX 65535
 #define STORE_BACKOFF_FIRST_MS 100
@@ -46,6 +54,8 @@
 #define STORE_CONNECT_TIMEOUT_MS 10000 /* when the conninfo sets no connect_timeout */
 #define STORE_ERROR_CAP 512
 #define STORE_PIPELINE_DEPTH 8         /* queries in flight on one pipelined connection */
+#define STORE_KEYWORDS_MAX 10
+#define STORE_GRACE_MAX_MS 5000        /* client deadline = query timeout + this (or less) */
 
 typedef struct request {
     struct request *next;
@@ -60,10 +70,12 @@ typedef struct statement {
     char name[16]; /* "rq_<id>" */
     char *sql;
     int nparams;
+    unsigned flags; /* STORE_* flags of store_register_flags */
 } statement_t;
 
 typedef enum conn_state {
     CONN_DOWN,       /* closed; the timer reopens it */
+    CONN_RESOLVING,  /* evdns is looking up the host name; the timer is the deadline */
     CONN_CONNECTING, /* PQconnectPoll in progress; the timer is the connect deadline */
     CONN_PREPARING,  /* preparing statement `prepared`; the timer is still the deadline */
     CONN_IDLE,       /* ready, on the idle list */
@@ -80,6 +92,8 @@ typedef struct conn {
     struct event *timer;    /* backoff (DOWN) or connect deadline (CONNECTING, PREPARING) */
     bool want_write;        /* `out` is pending */
     int prepared;           /* statements prepared on this connection */
+    bool configured;        /* the session settings (deadlines) were sent and accepted */
+    resolve_request_t *dns; /* the lookup of CONN_RESOLVING */
     int64_t backoff_ms;     /* 0 after a success */
     request_t *req;         /* the oldest query in flight (BUSY); the others follow on ->next */
     request_t *req_tail;    /* the newest query in flight */
@@ -94,8 +108,15 @@ struct store {
     char *conninfo;
     char *password; /* for redacting error texts; NULL when the conninfo has none */
     int connect_timeout_ms;
-    const char *keywords[3];
-    const char *values[3];
+    store_options_t opts;
+    char *setup_sql;       /* SET statement_timeout / lock_timeout, or NULL */
+    char keepalive_text[4][16];
+    char *resolve_host;    /* the conninfo's host name, resolved before each connect; NULL
+                              when it is an address, a socket path or several hosts */
+    char hostaddr[64];     /* its address, given to libpq as hostaddr (host kept for TLS
+                              and .pgpass) */
+    const char *keywords[STORE_KEYWORDS_MAX];
+    const char *values[STORE_KEYWORDS_MAX];
 
     statement_t *stmts;
     int nstmts, stmts_cap;
@@ -114,6 +135,9 @@ struct store {
     int depth;  /* callbacks on the stack */
     bool freed; /* store_free ran inside a callback: free the rest when it returns */
     char last_error[STORE_ERROR_CAP];
+    char logged_error[STORE_ERROR_CAP]; /* the last error logged; "" once a connection is ready */
+    void (*state_fn)(void *arg);        /* store_connected() changed */
+    void *state_arg;
 };
 
 static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_status_t status);
@@ -189,11 +213,27 @@ static void mask_quoted(char *text)
     }
 }
 
+/* Records the error for /readyz and logs it at error level when it differs from the last
+ * one logged: a pool that keeps failing the same way logs one line, not one per attempt. */
 static void set_last_error(store_t *s, const char *why)
 {
     clean_message(s->last_error, sizeof s->last_error, why, s->password);
     if (s->last_error[0] == '\0')
         snprintf(s->last_error, sizeof s->last_error, "connection lost");
+    if (strcmp(s->last_error, s->logged_error) != 0) {
+        snprintf(s->logged_error, sizeof s->logged_error, "%s", s->last_error);
+        log_error("db.error", "database: %s", s->last_error);
+    }
+}
+
+/* Tells the owner that store_connected() changed; the callback must not free the store. */
+static void state_changed(store_t *s)
+{
+    if (s->state_fn != NULL) {
+        s->depth++;
+        s->state_fn(s->state_arg);
+        s->depth--;
+    }
 }
 
 static void ignore_notice(void *arg, const char *message)
@@ -289,6 +329,9 @@ static void conn_drop_events(conn_t *c)
 /* Closes the libpq connection and its socket events; the timer stays. */
 static void conn_close(conn_t *c)
 {
+    if (c->dns != NULL)
+        resolve_cancel(c->dns);
+    c->dns = NULL;
     conn_drop_events(c);
     if (c->result != NULL)
         PQclear(c->result);
@@ -327,8 +370,10 @@ static void conn_schedule_reconnect(conn_t *c)
     struct timeval tv = {.tv_sec = (time_t)(delay / 1000),
                          .tv_usec = (suseconds_t)(delay % 1000) * 1000};
     c->state = CONN_DOWN;
-    /* If even the timer cannot be armed the connection stays down; nothing better to do. */
-    (void)evtimer_add(c->timer, &tv);
+    /* Without its timer the connection stays down (the others of the pool still work). */
+    if (evtimer_add(c->timer, &tv) != 0)
+        log_error("db.timer", "could not arm a database reconnect timer: one pool connection "
+                              "stays closed");
 }
 
 /* Takes a connection out of service: closes it, arms the reconnect, and answers the query
@@ -340,7 +385,8 @@ static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_st
     set_last_error(s, why);
     if (c->state == CONN_IDLE)
         idle_remove(s, c);
-    if (c->state == CONN_IDLE || c->state == CONN_BUSY)
+    bool was_ready = c->state == CONN_IDLE || c->state == CONN_BUSY;
+    if (was_ready)
         s->nready--;
     request_t *req = c->req;
     s->nrunning -= (size_t)c->inflight;
@@ -350,6 +396,8 @@ static bool conn_fail(conn_t *c, const char *why, const char *sqlstate, store_st
     conn_close(c);
     (void)evtimer_del(c->timer);
     conn_schedule_reconnect(c);
+    if (was_ready && s->nready == 0)
+        state_changed(s);
     char message[STORE_ERROR_CAP];
     snprintf(message, sizeof message, "%s", s->last_error);
     /* The oldest query gets `status`; the ones pipelined behind it were cut off by the
@@ -394,10 +442,58 @@ static bool conn_lost(conn_t *c)
     return conn_broken(c, copy, state);
 }
 
+static void conn_open(conn_t *c);
+
+/* Arms the connect deadline (resolving, connecting, preparing); false when it could not
+ * be armed and the connection was taken down. */
+static bool conn_arm_connect_deadline(conn_t *c)
+{
+    int ms = c->store->connect_timeout_ms;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (evtimer_add(c->timer, &tv) == 0)
+        return true;
+    (void)conn_broken(c, "could not arm the connect deadline", "");
+    return false;
+}
+
+static void on_resolved(void *arg, const char *addr, const char *error)
+{
+    conn_t *c = arg;
+    store_t *s = c->store;
+    c->dns = NULL;
+    if (addr == NULL) {
+        char why[STORE_ERROR_CAP];
+        snprintf(why, sizeof why, "could not resolve the database host %s: %s", s->resolve_host,
+                 error);
+        (void)conn_broken(c, why, "");
+        return;
+    }
+    snprintf(s->hostaddr, sizeof s->hostaddr, "%s", addr);
+    conn_open(c);
+}
+
+/* Resolves the host name first (evdns, on the loop) when there is one: libpq's own lookup
+ * inside PQconnectStart would block the loop. */
 static void conn_start(conn_t *c)
 {
     store_t *s = c->store;
+    if (s->resolve_host == NULL || s->opts.resolver == NULL) {
+        conn_open(c);
+        return;
+    }
+    c->state = CONN_RESOLVING;
+    if (!conn_arm_connect_deadline(c))
+        return;
+    c->dns = resolve_start(s->opts.resolver, s->resolve_host, on_resolved, c);
+    if (c->dns == NULL)
+        (void)conn_broken(c, "out of memory resolving the database host", "");
+}
+
+static void conn_open(conn_t *c)
+{
+    store_t *s = c->store;
     c->prepared = 0;
+    c->configured = false;
     c->pg = PQconnectStartParams(s->keywords, s->values, 1);
     if (c->pg == NULL) {
         set_last_error(s, "out of memory starting a database connection");
@@ -414,9 +510,29 @@ static void conn_start(conn_t *c)
         (void)conn_broken(c, "could not watch the database socket", "");
         return;
     }
-    struct timeval tv = {.tv_sec = c->store->connect_timeout_ms / 1000,
-                         .tv_usec = (suseconds_t)(c->store->connect_timeout_ms % 1000) * 1000};
-    (void)evtimer_add(c->timer, &tv);
+    (void)conn_arm_connect_deadline(c);
+}
+
+/* How long a connection may go without any answer while queries are in flight: the
+ * server's own statement_timeout answers first; past this the host has gone silent (no
+ * RST, no FIN), and the connection is dropped rather than cancelled (PQcancel blocks). */
+static int client_deadline_ms(const store_t *s)
+{
+    int t = s->opts.query_timeout_ms;
+    return t + (t < STORE_GRACE_MAX_MS ? t : STORE_GRACE_MAX_MS);
+}
+
+/* (Re)arms the client-side deadline of a busy connection. When the timer cannot be armed
+ * the queries still run, only without that deadline (logged). */
+static void conn_arm_deadline(conn_t *c)
+{
+    if (c->store->opts.query_timeout_ms <= 0)
+        return;
+    int ms = client_deadline_ms(c->store);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (evtimer_add(c->timer, &tv) != 0)
+        log_error("db.timer", "could not arm a query deadline: a silent database host would "
+                              "hold this connection's queries until TCP gives up");
 }
 
 /* Sends whatever libpq still buffers; waits for EV_WRITE while PQflush returns 1. */
@@ -447,6 +563,12 @@ static void conn_ready(conn_t *c)
     c->pipeline = PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF;
     s->nready++;
     idle_push(s, c);
+    if (s->logged_error[0] != '\0') {
+        log_info("db.ready", "database connection ready again (last error: %s)", s->logged_error);
+        s->logged_error[0] = '\0';
+    }
+    if (s->nready == 1)
+        state_changed(s);
     (void)dispatch(s);
 }
 
@@ -454,6 +576,15 @@ static void conn_ready(conn_t *c)
 static bool conn_prepare_next(conn_t *c)
 {
     store_t *s = c->store;
+    if (!c->configured && s->setup_sql != NULL) {
+        /* The session's deadlines first (a SET, not startup "options", which poolers
+         * such as PgBouncer refuse). */
+        c->state = CONN_PREPARING;
+        if (!PQsendQuery(c->pg, s->setup_sql))
+            return conn_lost(c);
+        return conn_flush(c);
+    }
+    c->configured = true;
     if (c->prepared >= s->nstmts) {
         conn_ready(c);
         return true;
@@ -505,8 +636,16 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->state == CONN_DOWN)
         conn_start(c);
+    else if (c->state == CONN_RESOLVING)
+        (void)conn_broken(c, "timed out resolving the database host", "");
     else if (c->state == CONN_CONNECTING || c->state == CONN_PREPARING)
         (void)conn_broken(c, "timed out connecting to the database", "");
+    else if (c->state == CONN_BUSY) {
+        char why[160];
+        snprintf(why, sizeof why, "no answer from the database for %d ms (host gone silent?): "
+                                  "connection dropped", client_deadline_ms(c->store));
+        (void)conn_broken(c, why, "");
+    }
 }
 
 /* All results of the current command are in (PQgetResult returned NULL). Returns true
@@ -530,14 +669,22 @@ static bool conn_command_done(conn_t *c)
     if (c->state == CONN_PREPARING) {
         if (!ok) {
             char why[STORE_ERROR_CAP];
-            snprintf(why, sizeof why, "preparing statement %s failed: %s", s->stmts[c->prepared].name,
-                     res != NULL ? PQresultErrorMessage(res) : "no result");
+            if (!c->configured)
+                snprintf(why, sizeof why, "setting the session deadlines failed: %s",
+                         res != NULL ? PQresultErrorMessage(res) : "no result");
+            else
+                snprintf(why, sizeof why, "preparing statement %s failed: %s",
+                         s->stmts[c->prepared].name,
+                         res != NULL ? PQresultErrorMessage(res) : "no result");
             PQclear(res);
             (void)conn_broken(c, why, "");
             return false;
         }
         PQclear(res);
-        c->prepared++;
+        if (c->configured)
+            c->prepared++;
+        else
+            c->configured = true;
         (void)conn_prepare_next(c);
         return false;
     }
@@ -551,8 +698,12 @@ static bool conn_command_done(conn_t *c)
     req->next = NULL;
     c->inflight--;
     s->nrunning--;
-    if (c->inflight == 0)
+    if (c->inflight == 0) {
+        (void)evtimer_del(c->timer);
         idle_push(s, c);
+    } else {
+        conn_arm_deadline(c);
+    }
     if (!dispatch(s)) {
         free(req);
         PQclear(res);
@@ -567,7 +718,14 @@ static bool conn_command_done(conn_t *c)
             message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
         if (message == NULL)
             message = res != NULL ? PQresultErrorMessage(res) : "the server returned no result";
-        alive = deliver(s, req, STORE_ERR_QUERY, NULL, sqlstate, message);
+        /* A statement stopped by its deadline changed nothing; for statements that may be
+         * sent again it is an outage of that row, not a refusal (store.h). */
+        bool deadline = strcmp(sqlstate, "57014") == 0 || strcmp(sqlstate, "55P03") == 0;
+        alive = deliver(s, req,
+                        deadline && (s->stmts[req->statement].flags & STORE_DEADLINE_IS_TRANSIENT)
+                            ? STORE_ERR_CONNECTION
+                            : STORE_ERR_QUERY,
+                        NULL, sqlstate, message);
     }
     PQclear(res);
     return alive && c->pg != NULL && c->req != NULL;
@@ -650,6 +808,7 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
             conn_read(c);
         return;
     case CONN_DOWN:
+    case CONN_RESOLVING:
         return;
     }
 }
@@ -675,6 +834,8 @@ static bool conn_send(conn_t *c, request_t *req)
     c->req_tail = req;
     c->inflight++;
     s->nrunning++;
+    if (c->inflight == 1)
+        conn_arm_deadline(c);
     if (c->pipeline && !PQpipelineSync(c->pg))
         return conn_lost(c);
     return conn_flush(c);
@@ -756,8 +917,28 @@ int store_exec(store_t *store, int statement, int nparams, const char *const *pa
 
 /* ------------------------------------------------------------------ setup and teardown */
 
+/* Adds keyword=value after the conninfo (so it wins) unless the conninfo set it. */
+static void add_keyword(store_t *s, int *n, const PQconninfoOption *options, const char *key,
+                        const char *value)
+{
+    for (const PQconninfoOption *o = options; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, key) == 0 && o->val != NULL && o->val[0] != '\0')
+            return;
+    if (*n + 1 < STORE_KEYWORDS_MAX) {
+        s->keywords[*n] = key;
+        s->values[*n] = value;
+        (*n)++;
+    }
+}
+
 store_t *store_new(struct event_base *base, const char *conninfo, int pool_size, char *err,
                    size_t errcap)
+{
+    return store_new_opts(base, conninfo, pool_size, NULL, err, errcap);
+}
+
+store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_size,
+                        const store_options_t *opts, char *err, size_t errcap)
 {
     store_t *s = NULL;
     char *parse_error = NULL;
@@ -786,6 +967,8 @@ store_t *store_new(struct event_base *base, const char *conninfo, int pool_size,
     if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL)
         goto oom;
     s->base = base;
+    if (opts != NULL)
+        s->opts = *opts;
     s->connect_timeout_ms = STORE_CONNECT_TIMEOUT_MS;
     for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
         if (o->val == NULL || o->val[0] == '\0')
@@ -803,8 +986,50 @@ store_t *store_new(struct event_base *base, const char *conninfo, int pool_size,
     s->values[0] = "retryq-worker";
     s->keywords[1] = "dbname";
     s->values[1] = s->conninfo;
-    s->keywords[2] = NULL;
-    s->values[2] = NULL;
+    int nk = 2;
+    if (s->opts.tcp_timeout_ms > 0) {
+        /* A peer that vanished is noticed within about tcp_timeout: unacknowledged data
+         * (tcp_user_timeout), or an idle link that stops answering probes. */
+        int t = s->opts.tcp_timeout_ms;
+        int idle = t / 3000 > 0 ? t / 3000 : 1;
+        int interval = t / 9000 > 0 ? t / 9000 : 1;
+        snprintf(s->keepalive_text[0], sizeof s->keepalive_text[0], "%d", idle);
+        snprintf(s->keepalive_text[1], sizeof s->keepalive_text[1], "%d", interval);
+        snprintf(s->keepalive_text[2], sizeof s->keepalive_text[2], "%d", 3);
+        snprintf(s->keepalive_text[3], sizeof s->keepalive_text[3], "%d", t);
+        add_keyword(s, &nk, options, "keepalives", "1");
+        add_keyword(s, &nk, options, "keepalives_idle", s->keepalive_text[0]);
+        add_keyword(s, &nk, options, "keepalives_interval", s->keepalive_text[1]);
+        add_keyword(s, &nk, options, "keepalives_count", s->keepalive_text[2]);
+        add_keyword(s, &nk, options, "tcp_user_timeout", s->keepalive_text[3]);
+    }
+    const char *host = NULL, *hostaddr = NULL;
+    for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    /* One host name and no hostaddr: resolve it ourselves. (Several hosts, "h1,h2", are
+     * left to libpq, which would look them up blocking; see docs/operations.md.) */
+    if (host != NULL && (hostaddr == NULL || hostaddr[0] == '\0') && strchr(host, ',') == NULL &&
+        resolve_is_name(host) && s->opts.resolver != NULL) {
+        if ((s->resolve_host = strdup(host)) == NULL)
+            goto oom;
+        s->keywords[nk] = "hostaddr";
+        s->values[nk] = s->hostaddr;
+        nk++;
+    }
+    s->keywords[nk] = NULL;
+    s->values[nk] = NULL;
+    if (s->opts.query_timeout_ms > 0 || s->opts.lock_timeout_ms > 0) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET lock_timeout = %d",
+                 s->opts.query_timeout_ms > 0 ? s->opts.query_timeout_ms : 0,
+                 s->opts.lock_timeout_ms > 0 ? s->opts.lock_timeout_ms : 0);
+        if ((s->setup_sql = strdup(sql)) == NULL)
+            goto oom;
+    }
     s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
         s->rng = 0x9e3779b97f4a7c15ULL;
@@ -840,6 +1065,11 @@ fail:
 
 int store_register(store_t *store, const char *sql, int nparams)
 {
+    return store_register_flags(store, sql, nparams, 0);
+}
+
+int store_register_flags(store_t *store, const char *sql, int nparams, unsigned flags)
+{
     if (store == NULL || sql == NULL || nparams < 0 || nparams > STORE_PARAMS_MAX ||
         store->exec_started)
         return -1;
@@ -856,6 +1086,7 @@ int store_register(store_t *store, const char *sql, int nparams)
     if (st->sql == NULL)
         return -1;
     st->nparams = nparams;
+    st->flags = flags;
     snprintf(st->name, sizeof st->name, "rq_%d", store->nstmts);
     int id = store->nstmts++;
     /* Connections already ready (the loop ran before registration) prepare it now; no
@@ -871,9 +1102,8 @@ int store_register(store_t *store, const char *sql, int nparams)
             continue;
         }
         c->pipeline = false;
-        struct timeval tv = {.tv_sec = store->connect_timeout_ms / 1000,
-                             .tv_usec = (suseconds_t)(store->connect_timeout_ms % 1000) * 1000};
-        (void)evtimer_add(c->timer, &tv);
+        if (!conn_arm_connect_deadline(c))
+            continue;
         (void)conn_prepare_next(c); /* no query on it: no callback can run */
     }
     return id;
@@ -917,11 +1147,19 @@ void store_free(store_t *store)
     free(store->stmts);
     free(store->conns);
     free(store->password);
+    free(store->setup_sql);
+    free(store->resolve_host);
     free(store->conninfo);
     free(store);
 }
 
 /* ------------------------------------------------------------------ state */
+
+void store_set_state_callback(store_t *store, void (*fn)(void *arg), void *arg)
+{
+    store->state_fn = fn;
+    store->state_arg = arg;
+}
 
 bool store_connected(const store_t *store)
 {

@@ -20,8 +20,10 @@ typedef struct store store_t;
 
 typedef enum store_status {
     STORE_OK = 0,           /* res holds the result (PGRES_TUPLES_OK or PGRES_COMMAND_OK) */
-    STORE_ERR_CONNECTION,   /* the connection broke while the query was sent or running:
-                               for a write the outcome is unknown; the caller decides to retry */
+    STORE_ERR_CONNECTION,   /* the connection broke while the query was sent or running, or
+                               it was dropped by the client-side deadline (for a write the
+                               outcome is unknown), or a STORE_DEADLINE_IS_TRANSIENT
+                               statement hit its deadline: the caller waits and retries */
     STORE_ERR_QUERY,        /* the server refused the statement; sqlstate and message set */
 } store_status_t;
 
@@ -30,8 +32,25 @@ typedef enum store_status {
 typedef void (*store_done_fn)(void *arg, store_status_t status, const PGresult *res,
                               const char *sqlstate, const char *message);
 
+/* Deadlines (0 = none). */
+typedef struct store_options {
+    int query_timeout_ms; /* statement_timeout of every connection; also the client-side
+                             deadline: a connection with queries in flight and no answer for
+                             this + min(this, 5 s) is dropped (a host gone silent) */
+    int lock_timeout_ms;  /* lock_timeout: a statement waiting this long for a row lock fails
+                             (55P03), so one locked row cannot hold a pipelined connection */
+    int tcp_timeout_ms;   /* keepalives (idle t/3, interval t/9, 3 probes) and
+                             tcp_user_timeout = t, unless the conninfo sets them itself */
+    struct resolver *resolver; /* resolves a host name on the loop before each connect
+                                  (hostaddr= then, host= kept); NULL: libpq looks it up,
+                                  blocking. Must outlive the store. */
+} store_options_t;
+
 /* conninfo: a libpq connection string or URI. pool_size: 1..64. Connections are opened at
- * once (asynchronously); failures are retried with backoff forever. */
+ * once (asynchronously); failures are retried with backoff forever. opts may be NULL. */
+store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_size,
+                        const store_options_t *opts, char *err, size_t errcap);
+/* store_new_opts without deadlines. */
 store_t *store_new(struct event_base *base, const char *conninfo, int pool_size, char *err,
                    size_t errcap);
 /* Closes connections; callbacks of queued or running queries are NOT called. */
@@ -40,6 +59,12 @@ void store_free(store_t *store);
 /* Registers a statement to prepare on every connection; only before the first query. Returns
  * a statement id >= 0, or -1. */
 int store_register(store_t *store, const char *sql, int nparams);
+/* STORE_DEADLINE_IS_TRANSIENT: when the statement is stopped by a deadline (57014
+ * statement_timeout, 55P03 lock_timeout) it changed nothing; answer STORE_ERR_CONNECTION
+ * (sqlstate still set) so the caller waits and sends it again, as after a lost connection.
+ * For single-row statements; a batch should see STORE_ERR_QUERY and split itself. */
+#define STORE_DEADLINE_IS_TRANSIENT 1u
+int store_register_flags(store_t *store, const char *sql, int nparams, unsigned flags);
 
 /* Queues one execution of a registered statement. Parameters are text (NULL = SQL NULL) and
  * are copied. Returns 0, or -1 when out of memory. The callback runs exactly once, from the
@@ -48,6 +73,10 @@ int store_exec(store_t *store, int statement, int nparams, const char *const *pa
                store_done_fn done, void *arg);
 
 bool store_connected(const store_t *store);  /* at least one connection ready */
+/* `fn` runs (from the loop) whenever store_connected() changes; it must not free the store.
+ * Errors are logged by the store itself (event db.error, at error level, once per change
+ * of the text; db.ready when a connection is ready again). */
+void store_set_state_callback(store_t *store, void (*fn)(void *arg), void *arg);
 size_t store_pending(const store_t *store);  /* queued + running queries */
 /* A short description of the last connection error ("" when none), for /readyz and logs. */
 const char *store_last_error(const store_t *store);

@@ -29,9 +29,11 @@
 #include "job.h"
 #include "log.h"
 #include "notify.h"
+#include "resolve.h"
 #include "worker.h"
 
 #define TICK_MS 1000
+#define REDIS_DNS_REFRESH_MS 30000 /* how often the Redis host name is looked up again */
 #define STOP_FLUSH_MS 5000
 
 uint64_t worker_random(worker_t *w)
@@ -42,10 +44,17 @@ uint64_t worker_random(worker_t *w)
     return w->rng;
 }
 
+/* The worker takes jobs only while running and while the database can run its
+ * statements: a job taken during an outage (or on a schema the statements no longer
+ * prepare on) would only wait in this worker's list, out of reach of healthy peers. */
 static void update_room(worker_t *w)
 {
+    if (w->queue == NULL) /* still resolving the Redis host at start */
+        return;
     size_t limit = (size_t)w->cfg.concurrency;
-    size_t room = w->state == WORKER_RUNNING && w->inflight < limit ? limit - w->inflight : 0;
+    size_t room = w->state == WORKER_RUNNING && store_connected(w->store) && w->inflight < limit
+                      ? limit - w->inflight
+                      : 0;
     queue_set_room(w->queue, room);
 }
 
@@ -92,7 +101,12 @@ static void begin_stopping(worker_t *w)
                                  "back to the head of the queue", w->inflight);
     queue_leave(w->queue, on_left, w);
     struct timeval tv = clock_tv_ms(STOP_FLUSH_MS);
-    event_add(w->stop_deadline, &tv);
+    if (event_add(w->stop_deadline, &tv) != 0) {
+        /* Without a deadline the stop could wait for Redis forever: stop now; what is
+         * left in the processing list is recovered by lease. */
+        log_error("worker.stop", "could not arm the stop deadline: stopping at once");
+        stop_loop(w);
+    }
 }
 
 static void drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -115,7 +129,11 @@ void worker_request_stop(worker_t *w, const char *why)
         return;
     }
     struct timeval tv = clock_tv_ms(w->cfg.drain_timeout_ms);
-    event_add(w->drain_deadline, &tv);
+    if (event_add(w->drain_deadline, &tv) != 0) {
+        log_error("worker.drain", "could not arm the drain deadline: handing the jobs in "
+                                  "flight back now");
+        begin_stopping(w);
+    }
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -129,6 +147,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     worker_request_stop(w, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* SIGHUP is a reload request by convention; a reload must never kill jobs in flight, and
+ * logs go to stderr (nothing to reopen), so it is logged and ignored (docs/operations.md). */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    worker_t *w = arg;
+    log_info("worker.signal", "SIGHUP ignored (%zu job(s) in flight): settings are read at "
+                              "start only; restart the worker to change them", w->inflight);
 }
 
 static void on_queue_empty(void *arg, bool empty)
@@ -158,26 +185,118 @@ static void on_queue_job(void *arg, const char *payload, size_t len, bool rescan
     update_room(w);
 }
 
+/* Stops the loop at start-up with an exit code (worker.h: WORKER_EXIT_*). */
+static void refuse_start(worker_t *w, int code)
+{
+    w->exit_code = code;
+    w->state = WORKER_STOPPED;
+    event_base_loopbreak(w->base);
+}
+
+/*
+ * The schema check, run once at start on a connection of its own (a pool of one that
+ * prepares nothing else, so it runs even where the worker's statements would not prepare):
+ * the tables and columns the worker's statements use, and a status check on executions
+ * that names 'retrying', 'timeout' and 'error'. One row: problems as text, NULL when none.
+ */
+static const char SCHEMA_SQL[] =
+    "WITH need(tbl, col) AS (VALUES ('executions', 'id'), ('executions', 'job_id'), "
+    "('executions', 'region'), ('executions', 'status'), ('executions', 'retry_count'), "
+    "('executions', 'max_retries'), ('executions', 'last_retry_at'), "
+    "('executions', 'question_id'), ('executions', 'model_id'), ('executions', 'output_data'), "
+    "('executions', 'receipt_data'), ('executions', 'provider_id'), "
+    "('executions', 'completed_at'), ('executions', 'original_error'), "
+    "('executions', 'retry_history'), ('jobs', 'id'), ('jobs', 'jobspec_data')) "
+    "SELECT (SELECT string_agg('no ' || t || ' table', ', ' ORDER BY t) FROM "
+    "(SELECT DISTINCT tbl AS t FROM need) x WHERE to_regclass(t) IS NULL), "
+    "(SELECT string_agg(n.tbl || '.' || n.col, ', ' ORDER BY n.tbl, n.col) FROM need n "
+    "WHERE to_regclass(n.tbl) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute a "
+    "WHERE a.attrelid = to_regclass(n.tbl) AND a.attname = n.col AND a.attnum > 0 "
+    "AND NOT a.attisdropped)), "
+    "(SELECT string_agg(c.conname || ' does not admit ' || m.missing, '; ' ORDER BY c.conname) "
+    "FROM pg_constraint c CROSS JOIN LATERAL (SELECT string_agg(st, ', ') AS missing FROM "
+    "unnest(ARRAY['retrying', 'timeout', 'error']) st "
+    "WHERE position(quote_literal(st) IN pg_get_constraintdef(c.oid)) = 0) m "
+    "WHERE c.conrelid = to_regclass('executions') AND c.contype = 'c' "
+    "AND pg_get_constraintdef(c.oid) ~ '\\mstatus\\M' AND m.missing IS NOT NULL)";
+
+static void maybe_start(worker_t *w);
+
+static void on_schema(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
+                      const char *message)
+{
+    worker_t *w = arg;
+    if (status == STORE_ERR_CONNECTION) {
+        /* The database went away under the check: ask again once it is back. */
+        if (store_exec(w->schema_probe, 0, 0, NULL, on_schema, w) < 0)
+            refuse_start(w, WORKER_EXIT_SOFTWARE);
+        return;
+    }
+    if (status == STORE_ERR_QUERY || PQntuples(res) != 1) {
+        log_error("db.schema", "could not check the database schema (%s): %s", sqlstate, message);
+        refuse_start(w, WORKER_EXIT_CONFIG);
+        return;
+    }
+    char problems[2048] = "";
+    size_t o = 0;
+    static const char *const fixes[] = {
+        "is RETRYQ_DATABASE_URL the wrong database? It must name the runner's database, "
+        "migrated with `retryq migrate`",
+        "the worker needs these columns: run the runner's migrations and `retryq migrate`, or "
+        "point RETRYQ_DATABASE_URL at the right database",
+        "run `retryq migrate` (retryq's migration widens the status check)",
+    };
+    static const char *const leads[] = {"", "missing column(s) ", ""};
+    for (int k = 0; k < 3; k++) {
+        if (PQgetisnull(res, 0, k))
+            continue;
+        int n = snprintf(problems + o, sizeof problems - o, "%s%s%s: %s", o > 0 ? "; " : "",
+                         leads[k], PQgetvalue(res, 0, k), fixes[k]);
+        if (n > 0)
+            o = o + (size_t)n < sizeof problems ? o + (size_t)n : sizeof problems - 1;
+    }
+    /* The probe is done either way (freeing it from its own callback is allowed). */
+    store_free(w->schema_probe);
+    w->schema_probe = NULL;
+    if (problems[0] != '\0') {
+        log_error("db.schema", "refusing to start, the database cannot be used: %s", problems);
+        refuse_start(w, WORKER_EXIT_CONFIG);
+        return;
+    }
+    w->schema_ok = true;
+    maybe_start(w);
+}
+
+static void maybe_start(worker_t *w)
+{
+    if (w->state != WORKER_STARTING || !w->schema_ok || w->queue == NULL ||
+        !queue_ready(w->queue))
+        return;
+    if (w->cfg.require_safe_redis && queue_unsafe(w->queue)[0] != '\0') {
+        log_error("worker.unsafe_redis", "refusing to run (--require-safe-redis): %s",
+                  queue_unsafe(w->queue));
+        refuse_start(w, WORKER_EXIT_CONFIG);
+        return;
+    }
+    w->state = WORKER_RUNNING;
+    queue_heartbeat(w->queue);
+    notify_ready(w);
+    char router[512]; /* the URL may carry basic-auth credentials */
+    config_redact_url(w->cfg.router_url, router, sizeof router);
+    log_info("worker.ready", "[RETRY] worker ready: queue=%s concurrency=%d router=%s",
+             w->keys.pending, w->cfg.concurrency, router);
+    update_room(w);
+}
+
+static void on_store_state(void *arg)
+{
+    update_room(arg);
+}
+
 static void on_queue_state(void *arg)
 {
     worker_t *w = arg;
-    if (w->state == WORKER_STARTING && queue_ready(w->queue)) {
-        if (w->cfg.require_safe_redis && queue_unsafe(w->queue)[0] != '\0') {
-            log_error("worker.unsafe_redis", "refusing to run (--require-safe-redis): %s",
-                      queue_unsafe(w->queue));
-            w->exit_code = 1;
-            w->state = WORKER_STOPPED;
-            event_base_loopbreak(w->base);
-            return;
-        }
-        w->state = WORKER_RUNNING;
-        queue_heartbeat(w->queue);
-        notify_ready(w);
-        char router[512]; /* the URL may carry basic-auth credentials */
-        config_redact_url(w->cfg.router_url, router, sizeof router);
-        log_info("worker.ready", "[RETRY] worker ready: queue=%s concurrency=%d router=%s",
-                 w->keys.pending, w->cfg.concurrency, router);
-    }
+    maybe_start(w);
     update_room(w);
 }
 
@@ -204,9 +323,76 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     janitor_sweep(arg);
 }
 
+/* The Redis host's address: looked up with evdns at start and every 30 s, so a reconnect
+ * (after a failover that moved the name, too) connects to an address and never waits
+ * for DNS on the loop. */
+static void on_redis_resolved(void *arg, const char *addr, const char *error)
+{
+    worker_t *w = arg;
+    w->redis_dns = NULL;
+    w->redis_dns_done = true;
+    if (addr == NULL) {
+        log_warn("redis.resolve", "could not resolve the Redis host %s: %s%s", w->redis_name,
+                 error, w->queue != NULL ? " (keeping the last address)" : "");
+        return;
+    }
+    if (strcmp(w->redis_url.host, addr) != 0) {
+        log_info("redis.resolve", "Redis host %s is %s", w->redis_name, addr);
+        rq_copy(w->redis_url.host, sizeof w->redis_url.host, addr);
+    }
+    if (w->queue != NULL)
+        queue_set_host(w->queue, addr);
+}
+
+static void resolve_redis(worker_t *w)
+{
+    if (w->redis_name[0] == '\0' || w->redis_dns != NULL)
+        return;
+    w->redis_dns_ms = clock_mono_ms();
+    w->redis_dns = resolve_start(w->resolver, w->redis_name, on_redis_resolved, w);
+}
+
+static void dns_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    *(bool *)arg = true;
+}
+
+/* The first lookup of the Redis host, before the queue connects: the loop runs (the
+ * database connections start meanwhile) until the answer or the connect timeout. */
+static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
+{
+    if (w->redis_url.is_unix || !resolve_is_name(w->redis_url.host))
+        return 0;
+    rq_copy(w->redis_name, sizeof w->redis_name, w->redis_url.host);
+    bool expired = false;
+    struct event *deadline = evtimer_new(w->base, dns_deadline_cb, &expired);
+    struct timeval tv = clock_tv_ms(w->cfg.connect_timeout_ms);
+    if (deadline == NULL || evtimer_add(deadline, &tv) != 0) {
+        if (deadline != NULL)
+            event_free(deadline);
+        snprintf(err, errcap, "could not arm the DNS deadline");
+        return WORKER_EXIT_SOFTWARE;
+    }
+    resolve_redis(w);
+    while (!w->redis_dns_done && !expired && w->redis_dns != NULL)
+        event_base_loop(w->base, EVLOOP_ONCE);
+    event_free(deadline);
+    if (w->redis_dns != NULL) {
+        resolve_cancel(w->redis_dns);
+        w->redis_dns = NULL;
+    }
+    if (!resolve_is_name(w->redis_url.host)) /* replaced by the address */
+        return 0;
+    snprintf(err, errcap, "could not resolve the Redis host %s within %d ms", w->redis_name,
+             w->cfg.connect_timeout_ms);
+    return WORKER_EXIT_UNAVAILABLE;
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
+    if (w->redis_name[0] != '\0' && clock_mono_ms() - w->redis_dns_ms > REDIS_DNS_REFRESH_MS)
+        resolve_redis(w);
     queue_promote(w->queue);
     notify_tick(w);
 }
@@ -238,37 +424,56 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     if (getrandom(&w->rng, sizeof w->rng, 0) != sizeof w->rng || w->rng == 0)
         w->rng = (uint64_t)clock_mono_us() | 1;
     if (make_id(w, err, errcap) < 0)
-        return -1;
+        return WORKER_EXIT_CONFIG;
     log_set_worker(w->id);
     if (retryq_keys_init(&w->keys, cfg->queue, &rerr) != RETRYQ_OK ||
         retryq_redis_url_parse(cfg->redis_url, &w->redis_url, &rerr) != RETRYQ_OK) {
         snprintf(err, errcap, "%s", rerr.message);
-        return -1;
+        return WORKER_EXIT_CONFIG;
     }
     w->base = event_base_new();
     if (w->base == NULL) {
         snprintf(err, errcap, "could not create the event loop");
-        return -1;
+        return WORKER_EXIT_SOFTWARE;
     }
+    w->resolver = resolver_new(w->base, cfg->hosts_file, err, errcap);
+    if (w->resolver == NULL)
+        return WORKER_EXIT_CONFIG;
     w->bank = question_bank_load(cfg->question_bank, err, errcap);
     if (w->bank == NULL)
-        return -1;
-    w->store = store_new(w->base, cfg->database_url, cfg->db_pool_size, err, errcap);
+        return WORKER_EXIT_CONFIG;
+    store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
+                             .lock_timeout_ms = cfg->db_lock_timeout_ms,
+                             .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
+                             .resolver = w->resolver};
+    w->store = store_new_opts(w->base, cfg->database_url, cfg->db_pool_size, &sopts, err, errcap);
     if (w->store == NULL)
-        return -1;
-    w->sql.load = store_register(w->store, JOB_SQL_LOAD, 1);
+        return WORKER_EXIT_CONFIG;
+    store_set_state_callback(w->store, on_store_state, w);
+    w->schema_probe = store_new_opts(w->base, cfg->database_url, 1, &sopts, err, errcap);
+    if (w->schema_probe == NULL)
+        return WORKER_EXIT_CONFIG;
+    if (store_register(w->schema_probe, SCHEMA_SQL, 0) != 0 ||
+        store_exec(w->schema_probe, 0, 0, NULL, on_schema, w) < 0) {
+        snprintf(err, errcap, "out of memory");
+        return WORKER_EXIT_SOFTWARE;
+    }
+    /* Single-row statements wait and retry when a deadline stops them (a locked row); the
+     * batches see the error and are split (job.c), so one row cannot hold up 64 jobs. */
+    w->sql.load = store_register_flags(w->store, JOB_SQL_LOAD, 1, STORE_DEADLINE_IS_TRANSIENT);
     w->sql.load_many = store_register(w->store, JOB_SQL_LOAD_MANY, 1);
-    w->sql.record = store_register(w->store, JOB_SQL_RECORD, JOB_RECORD_PARAMS);
+    w->sql.record = store_register_flags(w->store, JOB_SQL_RECORD, JOB_RECORD_PARAMS,
+                                         STORE_DEADLINE_IS_TRANSIENT);
     w->sql.record_many = store_register(w->store, JOB_SQL_RECORD_MANY, JOB_RECORD_PARAMS);
     w->sql.orphans = store_register(w->store, JANITOR_SQL_ORPHANS, 2);
     if (w->sql.load < 0 || w->sql.load_many < 0 || w->sql.record < 0 || w->sql.record_many < 0 ||
         w->sql.orphans < 0) {
         snprintf(err, errcap, "could not register SQL statements");
-        return -1;
+        return WORKER_EXIT_SOFTWARE;
     }
     if (job_init(w) < 0) {
         snprintf(err, errcap, "out of memory");
-        return -1;
+        return WORKER_EXIT_SOFTWARE;
     }
     router_config_t rcfg = {
         .base_url = cfg->router_url,
@@ -278,7 +483,10 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     };
     w->router = router_new(w->base, &rcfg, err, errcap);
     if (w->router == NULL)
-        return -1;
+        return WORKER_EXIT_CONFIG;
+    int rc = resolve_redis_first(w, err, errcap);
+    if (rc != 0)
+        return rc;
     queue_config_t qcfg = {
         .url = &w->redis_url,
         .keys = &w->keys,
@@ -294,30 +502,32 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};
     w->queue = queue_new(w->base, &qcfg, &qcb, err, errcap);
     if (w->queue == NULL)
-        return -1;
+        return WORKER_EXIT_SOFTWARE;
     w->sigint = evsignal_new(w->base, SIGINT, on_signal, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, on_signal, w);
+    w->sighup = evsignal_new(w->base, SIGHUP, on_sighup, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     w->heartbeat = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
     w->sweep = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
     w->drain_deadline = evtimer_new(w->base, drain_deadline_cb, w);
     w->stop_deadline = evtimer_new(w->base, stop_deadline_cb, w);
-    if (w->sigint == NULL || w->sigterm == NULL || w->tick == NULL || w->heartbeat == NULL ||
-        w->sweep == NULL ||
+    if (w->sigint == NULL || w->sigterm == NULL || w->sighup == NULL || w->tick == NULL ||
+        w->heartbeat == NULL || w->sweep == NULL ||
         w->drain_deadline == NULL || w->stop_deadline == NULL) {
         snprintf(err, errcap, "could not create timers");
-        return -1;
+        return WORKER_EXIT_SOFTWARE;
     }
     struct timeval tick = clock_tv_ms(TICK_MS), beat = clock_tv_ms(cfg->heartbeat_ms);
     struct timeval sweep = clock_tv_ms(cfg->orphan_interval_ms);
     if (event_add(w->sigint, NULL) < 0 || event_add(w->sigterm, NULL) < 0 ||
+        event_add(w->sighup, NULL) < 0 ||
         event_add(w->tick, &tick) < 0 || event_add(w->heartbeat, &beat) < 0 ||
         event_add(w->sweep, &sweep) < 0) {
         snprintf(err, errcap, "could not arm signals and timers");
-        return -1;
+        return WORKER_EXIT_SOFTWARE;
     }
     if (http_start(w, err, errcap) < 0)
-        return -1;
+        return WORKER_EXIT_UNAVAILABLE;
     return 0;
 }
 
@@ -325,16 +535,19 @@ int worker_run(worker_t *w)
 {
     log_info("worker.start", "[RETRY] retryq-worker %s starting: queue=%s", RETRYQ_VERSION_STRING,
              w->keys.pending);
+    if (w->state == WORKER_STOPPED) /* refused while starting (the schema check) */
+        return w->exit_code;
     if (event_base_dispatch(w->base) < 0) {
         log_error("worker.loop", "the event loop failed");
-        return 1;
+        return WORKER_EXIT_SOFTWARE;
     }
     return w->exit_code;
 }
 
 void worker_destroy(worker_t *w)
 {
-    struct event **events[] = {&w->sigint, &w->sigterm, &w->tick, &w->heartbeat, &w->sweep,
+    struct event **events[] = {&w->sigint, &w->sigterm, &w->sighup, &w->tick, &w->heartbeat,
+                               &w->sweep,
                                &w->drain_deadline, &w->stop_deadline};
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
         if (*events[i] != NULL)
@@ -347,6 +560,12 @@ void worker_destroy(worker_t *w)
     queue_free(w->queue);
     if (w->store != NULL)
         store_free(w->store);
+    if (w->schema_probe != NULL)
+        store_free(w->schema_probe);
+    if (w->redis_dns != NULL)
+        resolve_cancel(w->redis_dns);
+    if (w->resolver != NULL)
+        resolver_free(w->resolver); /* after the store: its lookups are cancelled by then */
     janitor_free(w);
     job_free_all(w);
     if (w->bank != NULL)

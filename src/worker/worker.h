@@ -31,6 +31,15 @@ typedef enum worker_state {
     WORKER_STOPPED,
 } worker_state_t;
 
+/* Exit codes (sysexits.h): why a worker stopped, for systemd and scripts. */
+#define WORKER_EXIT_OK 0            /* stopped normally (also --help, --version) */
+#define WORKER_EXIT_UNAVAILABLE 69  /* a resource it needs at start is not available (the
+                                       HTTP address cannot be bound) */
+#define WORKER_EXIT_SOFTWARE 70     /* internal failure: out of memory, the event loop failed */
+#define WORKER_EXIT_CONFIG 78       /* configuration: a bad setting, a database it cannot use
+                                       (not migrated, wrong database), an unsafe Redis
+                                       refused with --require-safe-redis */
+
 /* Statement ids registered with the store. */
 typedef struct worker_statements {
     int load;
@@ -65,6 +74,13 @@ typedef struct worker {
     retryq_redis_url_t redis_url;
     queue_t *queue;
     store_t *store;
+    struct resolver *resolver; /* evdns: host names of the Redis and database URLs */
+    struct resolve_request *redis_dns; /* a lookup of the Redis host in progress */
+    char redis_name[256];    /* the Redis URL's host name ("" when an address or a socket) */
+    bool redis_dns_done;     /* the first lookup answered */
+    int64_t redis_dns_ms;    /* monotonic time of the last lookup */
+    store_t *schema_probe;   /* the start-up schema check's own connection, until it answered */
+    bool schema_ok;          /* the schema check passed */
     router_t *router;
     question_bank_t *bank;
     http_server_t *http;
@@ -79,6 +95,7 @@ typedef struct worker {
 
     struct event *sigint;
     struct event *sigterm;
+    struct event *sighup;    /* logged and ignored */
     struct event *tick;      /* once a second: promotion, idle checks, status */
     struct event *heartbeat; /* heartbeat + lease recovery */
     struct event *drain_deadline;
@@ -90,6 +107,7 @@ typedef struct worker {
     bool sweeping;           /* an orphan sweep is running */
     struct sweep *sweep_state; /* its state while a database query is out (freed at teardown) */
     struct event *sweep;     /* orphan sweep timer */
+    int64_t sweep_cursor;    /* the last execution id the previous sweep read (0: start) */
     bool ready_announced;
 
     worker_counters_t count;
@@ -97,7 +115,8 @@ typedef struct worker {
     uint64_t rng;
 } worker_t;
 
-/* Builds everything from the configuration; on failure returns -1 with err filled. */
+/* Builds everything from the configuration; returns 0, or on failure a WORKER_EXIT_* code
+ * with err filled. */
 int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap);
 /* Runs the loop until the worker stops; returns the process exit code. */
 int worker_run(worker_t *w);

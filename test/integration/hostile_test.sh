@@ -289,7 +289,7 @@ timeout 10 "$RETRYQ_WORKER_BIN" --database-url "$DB_PW_URL" --router-url "$MOCK_
   --redis-url "redis://u:${REDIS_PW}/x@127.0.0.1:6379" >"$t_tmp/refuse4.txt" 2>&1
 rc4=$?
 set -e
-check_eq "bad settings are refused with status 2" "2 2 2 2" "$rc1 $rc2 $rc3 $rc4"
+check_eq "bad settings are refused with status 78 (EX_CONFIG)" "78 78 78 78" "$rc1 $rc2 $rc3 $rc4"
 cat "$t_tmp"/refuse*.txt >"$t_tmp/refusals.txt"
 check_eq "refusals hold no secret" "" "$(leaks "$t_tmp/refusals.txt")"
 check_eq "refusals are one line each" 4 "$(wc -l <"$t_tmp/refusals.txt")"

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -538,6 +539,104 @@ static void test_terminated_backend_fails_the_query_and_the_pool_reconnects(void
     store_free(s);
 }
 
+/* ------------------------------------------------------------------ (11) deadlines */
+
+/* A host that goes silent mid-query (its backend frozen with SIGSTOP: the socket stays
+ * open, nothing answers, statement_timeout cannot fire) is given up on by the client-side
+ * deadline; the query answers STORE_ERR_CONNECTION and the pool reconnects. */
+static void test_silent_host_is_dropped_by_the_query_deadline(void **state)
+{
+    fixture_t *fx = *state;
+    const char *app = app_name("silent");
+    char *conninfo = conninfo_for(app);
+    char err[256] = "";
+    store_options_t opts = {.query_timeout_ms = 300, .lock_timeout_ms = 0, .tcp_timeout_ms = 2000};
+    store_t *s = store_new_opts(fx->base, conninfo, 1, &opts, err, sizeof err);
+    free(conninfo);
+    assert_non_null(s);
+    int pid_stmt = store_register(s, "SELECT pg_backend_pid(), current_setting('statement_timeout')", 0);
+    assert_true(pid_stmt >= 0);
+    outcome_t first = {0};
+    exec_ok(s, pid_stmt, 0, NULL, record, &first);
+    RUN_UNTIL(fx, first.calls > 0, 10000);
+    assert_int_equal(first.status, STORE_OK);
+    assert_string_equal(first.values[1], "300ms");
+    pid_t backend = (pid_t)strtol(first.values[0], NULL, 10);
+    assert_int_equal(kill(backend, SIGSTOP), 0);
+
+    outcome_t frozen = {0};
+    int64_t start = monotonic_ms();
+    exec_ok(s, pid_stmt, 0, NULL, record, &frozen);
+    RUN_UNTIL(fx, frozen.calls > 0, 5000);
+    int64_t took = monotonic_ms() - start;
+    assert_int_equal(kill(backend, SIGCONT), 0);
+    print_message("silent host: answered after %lld ms: %s\n", (long long)took, frozen.message);
+    assert_int_equal(frozen.status, STORE_ERR_CONNECTION);
+    assert_true(took >= 550 && took < 3000); /* 300 ms + 300 ms grace */
+
+    outcome_t later = {0};
+    exec_ok(s, pid_stmt, 0, NULL, record, &later);
+    RUN_UNTIL(fx, later.calls > 0, 15000);
+    assert_int_equal(later.status, STORE_OK);
+    assert_int_not_equal(strtol(later.values[0], NULL, 10), backend);
+    store_free(s);
+}
+
+/* A row locked by another session: a statement marked STORE_DEADLINE_IS_TRANSIENT waits at
+ * most lock_timeout and answers STORE_ERR_CONNECTION (sqlstate 55P03); a query pipelined
+ * behind it on the same (only) connection completes; after the release the write works. */
+static void test_locked_row_does_not_hold_up_the_connection(void **state)
+{
+    fixture_t *fx = *state;
+    PGconn *locker = connect_test_database();
+    db_command(locker, "DROP TABLE IF EXISTS retryq_store_test_lock");
+    db_command(locker, "CREATE TABLE retryq_store_test_lock (id int PRIMARY KEY, v int)");
+    db_command(locker, "INSERT INTO retryq_store_test_lock VALUES (1, 0)");
+    db_command(locker, "BEGIN");
+    PGresult *held = PQexec(locker, "SELECT v FROM retryq_store_test_lock WHERE id = 1 FOR UPDATE");
+    assert_int_equal(PQresultStatus(held), PGRES_TUPLES_OK);
+    PQclear(held);
+
+    const char *app = app_name("lock");
+    char *conninfo = conninfo_for(app);
+    char err[256] = "";
+    store_options_t opts = {.query_timeout_ms = 10000, .lock_timeout_ms = 300};
+    store_t *s = store_new_opts(fx->base, conninfo, 1, &opts, err, sizeof err);
+    free(conninfo);
+    assert_non_null(s);
+    int update = store_register_flags(s, "UPDATE retryq_store_test_lock SET v = v + 1 WHERE id = 1",
+                                      0, STORE_DEADLINE_IS_TRANSIENT);
+    int plain = store_register(s, "UPDATE retryq_store_test_lock SET v = v + 1 WHERE id = 1", 0);
+    int fast = store_register(s, "SELECT 42", 0);
+    assert_true(update >= 0 && plain >= 0 && fast >= 0);
+    RUN_UNTIL(fx, store_connected(s), 10000);
+
+    outcome_t blocked = {0}, refused = {0}, behind = {0};
+    int64_t start = monotonic_ms();
+    exec_ok(s, update, 0, NULL, record, &blocked);
+    exec_ok(s, plain, 0, NULL, record, &refused);
+    exec_ok(s, fast, 0, NULL, record, &behind);
+    RUN_UNTIL(fx, behind.calls > 0, 5000);
+    int64_t took = monotonic_ms() - start;
+    print_message("locked row: the query behind answered after %lld ms\n", (long long)took);
+    assert_int_equal(behind.status, STORE_OK);
+    assert_string_equal(behind.values[0], "42");
+    assert_int_equal(blocked.status, STORE_ERR_CONNECTION);
+    assert_string_equal(blocked.sqlstate, "55P03");
+    assert_int_equal(refused.status, STORE_ERR_QUERY); /* without the flag: the error itself */
+    assert_string_equal(refused.sqlstate, "55P03");
+    assert_true(took < 3000);
+
+    db_command(locker, "COMMIT");
+    outcome_t after = {0};
+    exec_ok(s, update, 0, NULL, record, &after);
+    RUN_UNTIL(fx, after.calls > 0, 5000);
+    assert_int_equal(after.status, STORE_OK);
+    store_free(s);
+    db_command(locker, "DROP TABLE retryq_store_test_lock");
+    PQfinish(locker);
+}
+
 /* ------------------------------------------------------------------ (5) server down */
 
 static int closed_port(void)
@@ -773,6 +872,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_terminated_backend_fails_the_query_and_the_pool_reconnects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_host_is_dropped_by_the_query_deadline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_locked_row_does_not_hold_up_the_connection, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_server_keeps_queries_waiting, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments_are_refused_without_secrets, setup,

@@ -118,7 +118,7 @@ set +e
 timeout 30 "$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --require-safe-redis >"$t_tmp/unsafe.log" 2>&1
 rc=$?
 set -e
-check_eq "unsafe Redis refused with --require-safe-redis: exit 1" 1 "$rc"
+check_eq "unsafe Redis refused with --require-safe-redis: exit 78 (configuration)" 78 "$rc"
 check "the refusal names the reason" grep -q "without AOF" "$t_tmp/unsafe.log"
 timeout 30 "$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --exit-when-idle >"$t_tmp/unsafe2.log" 2>&1
 check "without the flag it warns and runs" grep -q "redis.unsafe" "$t_tmp/unsafe2.log"
