@@ -211,26 +211,6 @@ static const char LUA_LEAVE[] =
     "redis.call('HDEL', KEYS[4], ARGV[1])\n"
     "return n\n";
 
-/* KEYS: queue, delayed, workers. ARGV: processing prefix, then candidate execution ids.
- * Returns the candidates found in no list. */
-static const char LUA_MISSING[] =
-    "local want = {}\n"
-    "for i = 2, #ARGV do want[ARGV[i]] = true end\n"
-    "local function scan(items)\n"
-    "  for _, v in ipairs(items) do\n"
-    "    local id = string.match(v, '\"execution_id\"%s*:%s*\"?(%d+)')\n"
-    "    if id then want[id] = nil end\n"
-    "  end\n"
-    "end\n"
-    "scan(redis.call('LRANGE', KEYS[1], 0, -1))\n"
-    "scan(redis.call('ZRANGE', KEYS[2], 0, -1))\n"
-    "for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do\n"
-    "  scan(redis.call('LRANGE', ARGV[1] .. w, 0, -1))\n"
-    "end\n"
-    "local out = {}\n"
-    "for i = 2, #ARGV do if want[ARGV[i]] then out[#out + 1] = ARGV[i] end end\n"
-    "return out\n";
-
 /* KEYS: queue, delayed, workers. ARGV: processing prefix, own id, suspect ms. Counts every
  * job not held by this worker, including other workers' lists, and counts a silent worker
  * (no heartbeat for ARGV[3] ms) as work until lease recovery has removed it, so
@@ -1229,56 +1209,6 @@ void queue_try_lock(queue_t *q, const char *name, int ttl_ms,
     snprintf(ttl, sizeof ttl, "%d", ttl_ms);
     const char *argv[] = {"SET", key, q->worker_id, "NX", "PX", ttl};
     ask(q, 6, argv, NULL, on_lock_reply, l);
-}
-
-typedef struct missing_ask {
-    void (*done)(void *arg, char **missing, size_t n);
-    void *arg;
-} missing_ask_t;
-
-static void on_missing_reply(void *arg, const redisReply *r)
-{
-    missing_ask_t *m = arg;
-    char **ids = NULL;
-    size_t n = 0;
-    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-        (ids = calloc(r->elements, sizeof *ids)) != NULL) {
-        for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_STRING &&
-                (ids[n] = strdup(r->element[i]->str)) != NULL)
-                n++;
-    }
-    m->done(m->arg, ids, n);
-    for (size_t i = 0; i < n; i++)
-        free(ids[i]);
-    free(ids);
-    free(m);
-}
-
-void queue_missing(queue_t *q, const char *const *ids, size_t n,
-                   void (*done)(void *arg, char **missing, size_t n), void *arg)
-{
-    const char **argv = calloc(n + 7, sizeof *argv);
-    missing_ask_t *m = malloc(sizeof *m);
-    if (argv == NULL || m == NULL) {
-        free(argv);
-        free(m);
-        done(arg, NULL, 0);
-        return;
-    }
-    m->done = done;
-    m->arg = arg;
-    argv[0] = "EVAL";
-    argv[1] = LUA_MISSING;
-    argv[2] = "3";
-    argv[3] = q->keys.pending;
-    argv[4] = q->keys.delayed;
-    argv[5] = q->keys.workers;
-    argv[6] = q->keys.processing_prefix;
-    for (size_t i = 0; i < n; i++)
-        argv[7 + i] = ids[i];
-    ask(q, (int)(n + 7), argv, NULL, on_missing_reply, m);
-    free(argv);
 }
 
 void queue_command(queue_t *q, int argc, const char **argv,

@@ -92,11 +92,6 @@ void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool 
  * ("{Q}:lock:<name>"). Not called when the connection is lost or the queue freed. */
 void queue_try_lock(queue_t *q, const char *name, int ttl_ms,
                     void (*done)(void *arg, bool got), void *arg);
-/* Which of these execution ids have no job anywhere: not in the queue, the delayed set
- * or any live worker's processing list. `done` gets the missing ids (NULL, 0 when the
- * question could not be asked). */
-void queue_missing(queue_t *q, const char *const *ids, size_t n,
-                   void (*done)(void *arg, char **missing, size_t n), void *arg);
 /* LPUSH one job as an operation (kept and resent until Redis answers). */
 void queue_push(queue_t *q, const char *payload, size_t len);
 /* Sends one command on the command connection (not resent when lost): `done` gets the

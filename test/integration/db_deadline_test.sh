@@ -39,7 +39,7 @@ others_done() { [[ $(sql -c "SELECT count(*) FROM executions WHERE id IN ($other
 check "the 9 other jobs complete while the row is locked" wait_for 30 others_done
 check_eq "the locked execution is still retrying (not failed)" retrying \
   "$(sql -c "SELECT status FROM executions WHERE id = $locked")"
-check "the lock wait was seen and retried" grep -q "55P03\|lock timeout" "$t_tmp/worker.log"
+check "the lock wait was seen and retried" wait_for 10 grep -q "55P03\|lock timeout" "$t_tmp/worker.log"
 echo "COMMIT;" >&3
 exec 3>&-
 locked_done() { [[ $(sql -c "SELECT status FROM executions WHERE id = $locked") == completed ]]; }

@@ -84,7 +84,7 @@ pid=$!
 t_pids+=("$pid")
 done_count() { sql -c "SELECT count(*) FROM executions WHERE status = 'completed'"; }
 check "live: the first jobs complete" wait_for 30 bash -c "[[ \$(psql '$DB' -XAtc \"SELECT count(*) FROM executions WHERE status='completed'\") == 3 ]]"
-# Three more rows, made before the column goes (the CLI's submit does not use model_id);
+# Three more rows, made before the column goes;
 # their jobs are pushed once the statements are broken.
 more=()
 for ((i = 0; i < 3; i++)); do more+=("$(insert_execution "$job" us-east failed math_basic)"); done
@@ -98,7 +98,9 @@ pop_blocked() { rcli CLIENT LIST | grep ' db=7 ' | grep 'name=retryq-worker-pop'
 pop_idle() { ! pop_blocked; }
 check "live: the worker stops popping (no blocking pop outstanding)" wait_for 10 pop_idle
 for id in "${more[@]}"; do
-  "$RETRYQ_CLI" --database-url "$DB" retry --execution-id "$id" --region us-east --question-index 0 >/dev/null
+  # the runner's own form (submit reads model_id, which is gone): the row retrying, the job pushed
+  sql -c "UPDATE executions SET status = 'retrying', retry_count = 1 WHERE id = $id"
+  rcli LPUSH "$Q" "{\"execution_id\":$id,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}" >/dev/null
 done
 # Nothing may happen for 3 s (several reconnect rounds: the backoff starts at 100 ms).
 queue_moved() { [[ $(rcli LLEN "$Q") != 3 ]]; }
