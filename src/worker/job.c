@@ -398,9 +398,11 @@ static void job_requeue(job_t *job, const char *why)
 
 /* ------------------------------------------------------------------ outcomes */
 
-static char *print_json(cJSON *obj)
+/* The text of a document built with every addition checked (`complete`); NULL when one
+ * failed (out of memory): a document with a field missing is never stored. */
+static char *checked_json(cJSON *obj, bool complete)
 {
-    char *text = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
+    char *text = obj != NULL && complete ? cJSON_PrintUnformatted(obj) : NULL;
     cJSON_Delete(obj);
     return text;
 }
@@ -411,26 +413,25 @@ static char *history_entry(const job_t *job, int64_t duration_ms)
     char ts[48];
     rq_format_rfc3339(rq_now_ms(), ts, sizeof ts);
     cJSON *e = cJSON_CreateObject();
-    if (e == NULL)
-        return NULL;
-    cJSON_AddNumberToObject(e, "attempt", job->job.retry_attempt);
-    cJSON_AddStringToObject(e, "status", job->history_status);
-    cJSON_AddStringToObject(e, "timestamp", ts);
-    cJSON_AddStringToObject(e, "worker", job->w->id);
+    bool ok = e != NULL;
+    ok = ok && cJSON_AddNumberToObject(e, "attempt", job->job.retry_attempt) != NULL;
+    ok = ok && cJSON_AddStringToObject(e, "status", job->history_status) != NULL;
+    ok = ok && cJSON_AddStringToObject(e, "timestamp", ts) != NULL;
+    ok = ok && cJSON_AddStringToObject(e, "worker", job->w->id) != NULL;
     if (job->provider != NULL)
-        cJSON_AddStringToObject(e, "provider", job->provider);
+        ok = ok && cJSON_AddStringToObject(e, "provider", job->provider) != NULL;
     else
-        cJSON_AddNullToObject(e, "provider");
-    cJSON_AddNumberToObject(e, "duration_ms", (double)duration_ms);
+        ok = ok && cJSON_AddNullToObject(e, "provider") != NULL;
+    ok = ok && cJSON_AddNumberToObject(e, "duration_ms", (double)duration_ms) != NULL;
     if (job->error != NULL)
-        cJSON_AddStringToObject(e, "error", job->error);
+        ok = ok && cJSON_AddStringToObject(e, "error", job->error) != NULL;
     else
-        cJSON_AddNullToObject(e, "error");
+        ok = ok && cJSON_AddNullToObject(e, "error") != NULL;
     if (job->job.delivery > 0)
-        cJSON_AddNumberToObject(e, "delivery", job->job.delivery);
+        ok = ok && cJSON_AddNumberToObject(e, "delivery", job->job.delivery) != NULL;
     if (job->have_question && job->question.note != NULL)
-        cJSON_AddStringToObject(e, "note", job->question.note);
-    return print_json(e);
+        ok = ok && cJSON_AddStringToObject(e, "note", job->question.note) != NULL;
+    return checked_json(e, ok);
 }
 
 /* {"error", "error_code", "failure": {stage, component, subcomponent, code, type, region,
@@ -446,17 +447,22 @@ static cJSON *failure_frame(const job_t *job, const char *error, const char *cod
         cJSON_Delete(f);
         return NULL;
     }
-    cJSON_AddStringToObject(o, "error", error);
-    cJSON_AddStringToObject(o, "error_code", code);
-    cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt);
-    cJSON_AddStringToObject(f, "stage", stage);
-    cJSON_AddStringToObject(f, "component", component);
-    cJSON_AddStringToObject(f, "subcomponent", subcomponent);
-    cJSON_AddStringToObject(f, "code", code);
-    cJSON_AddStringToObject(f, "type", type);
-    cJSON_AddStringToObject(f, "region", region);
-    cJSON_AddStringToObject(f, "model", job->model != NULL ? job->model : "");
-    cJSON_AddStringToObject(f, "message", message);
+    bool ok = true;
+    ok = ok && cJSON_AddStringToObject(o, "error", error) != NULL;
+    ok = ok && cJSON_AddStringToObject(o, "error_code", code) != NULL;
+    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "stage", stage) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "component", component) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "subcomponent", subcomponent) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "code", code) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "type", type) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "region", region) != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "model", job->model != NULL ? job->model : "") != NULL;
+    ok = ok && cJSON_AddStringToObject(f, "message", message) != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     *failure = f;
     return o;
 }
@@ -471,8 +477,7 @@ static char *input_failure_output(const job_t *job, const char *code, const char
                              error, &f);
     if (o == NULL)
         return NULL;
-    cJSON_AddBoolToObject(f, "transient", false);
-    return print_json(o);
+    return checked_json(o, cJSON_AddBoolToObject(f, "transient", false) != NULL);
 }
 
 /*
@@ -504,25 +509,28 @@ static char *router_failure_output(const job_t *job, const router_outcome_t *out
         cJSON_Delete(meta);
         return NULL;
     }
+    bool ok = true;
     if (out->http_status > 0 && out->failure == ROUTER_FAILURE_HTTP)
-        cJSON_AddNumberToObject(f, "http_status", (double)out->http_status);
+        ok = ok && cJSON_AddNumberToObject(f, "http_status", (double)out->http_status) != NULL;
     if (path != NULL && out->failure == ROUTER_FAILURE_HTTP)
-        cJSON_AddStringToObject(f, "url", path);
+        ok = ok && cJSON_AddStringToObject(f, "url", path) != NULL;
     if (out->error_code != NULL) /* retryq's finer reason: too_large, rate_limited, ... */
-        cJSON_AddStringToObject(f, "retryq_reason", out->error_code);
+        ok = ok && cJSON_AddStringToObject(f, "retryq_reason", out->error_code) != NULL;
     if (out->provider != NULL)
-        cJSON_AddStringToObject(f, "provider", out->provider);
+        ok = ok && cJSON_AddStringToObject(f, "provider", out->provider) != NULL;
     static const char *const copied[][2] = {{"provider_type", "provider_type"}, {"failure", "router_failure"}};
     for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++) {
         cJSON *item = cJSON_DetachItemFromObjectCaseSensitive(meta, copied[i][0]);
-        if (item != NULL && !cJSON_AddItemToObject(f, copied[i][1], item))
+        if (item != NULL && !cJSON_AddItemToObject(f, copied[i][1], item)) {
             cJSON_Delete(item);
+            ok = false;
+        }
     }
-    cJSON_AddBoolToObject(f, "transient", transient);
+    ok = ok && cJSON_AddBoolToObject(f, "transient", transient) != NULL;
     if (out->failure == ROUTER_FAILURE_ROUTER && out->error != NULL)
-        cJSON_AddStringToObject(o, "router_error", out->error);
+        ok = ok && cJSON_AddStringToObject(o, "router_error", out->error) != NULL;
     cJSON_Delete(meta);
-    return print_json(o);
+    return checked_json(o, ok);
 }
 
 /* "hybrid error: <message>", the runner's error text of a router failure. */
@@ -541,20 +549,24 @@ static char *success_output(const job_t *job, const router_outcome_t *out)
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)
         return NULL;
-    cJSON_AddStringToObject(o, "response", out->response != NULL ? out->response : "");
+    bool ok = true;
+    ok = ok && cJSON_AddStringToObject(o, "response", out->response != NULL ? out->response : "") != NULL;
     if (out->provider != NULL) {
-        cJSON_AddStringToObject(o, "provider", out->provider);
-        cJSON_AddStringToObject(o, "provider_used", out->provider);
+        ok = ok && cJSON_AddStringToObject(o, "provider", out->provider) != NULL;
+        ok = ok && cJSON_AddStringToObject(o, "provider_used", out->provider) != NULL;
     }
-    cJSON_AddNumberToObject(o, "inference_sec", out->inference_sec);
+    ok = ok && cJSON_AddNumberToObject(o, "inference_sec", out->inference_sec) != NULL;
     cJSON *meta = out->metadata_json != NULL ? cJSON_Parse(out->metadata_json) : NULL;
     if (meta == NULL)
         meta = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "metadata", meta);
-    cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt);
+    if (meta == NULL || !cJSON_AddItemToObject(o, "metadata", meta)) {
+        cJSON_Delete(meta);
+        ok = false;
+    }
+    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt) != NULL;
     if (job->have_question && job->question.id != NULL)
-        cJSON_AddStringToObject(o, "question_id", job->question.id);
-    return print_json(o);
+        ok = ok && cJSON_AddStringToObject(o, "question_id", job->question.id) != NULL;
+    return checked_json(o, ok);
 }
 
 static bool set_text(char **slot, const char *text)

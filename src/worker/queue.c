@@ -427,7 +427,8 @@ static void conn_schedule(conn_t *c)
     int64_t delay = (int64_t)(rng_next(q) % (uint64_t)(c->backoff_ms + 1));
     struct timeval tv = clock_tv_ms(delay);
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
-    evtimer_add(c->timer, &tv);
+    if (evtimer_add(c->timer, &tv) < 0) /* then /readyz and the watchdog show the stall */
+        log_error("redis.timer", "could not arm the %s connection's reconnect timer", c->name);
 }
 
 /* False when the command could not be queued (the connection is dropped then, and the
@@ -682,7 +683,8 @@ static void conn_connect(conn_t *c)
     c->outstanding = 0;
     c->allowance_ms = q->cfg.command_timeout_ms;
     struct timeval tv = clock_tv_ms(q->cfg.connect_timeout_ms);
-    evtimer_add(c->timer, &tv);
+    if (evtimer_add(c->timer, &tv) < 0)
+        log_error("redis.timer", "could not arm the %s connection's connect deadline", c->name);
 }
 
 /* Drops a connection whose oldest reply is overdue: a hung or partitioned server. */
