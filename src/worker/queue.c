@@ -291,6 +291,7 @@ struct queue {
     void (*leave_done)(void *arg, bool empty);
     void *leave_arg;
     long long pop_client_id; /* CLIENT ID of the pop connection (0 = unknown) */
+    bool unblock_sent;       /* CLIENT UNBLOCK sent for the pop that is out */
     bool adopted;            /* the own list left by a predecessor has been handed back */
     bool had_cmd_connection;
     bool host_checked;       /* the dead workers of this host were looked for (once) */
@@ -591,6 +592,7 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
             const char *argv[] = {"EVAL", LUA_RECLAIM, "3", q->keys.workers, q->keys.pending,
                                   q->workerinfo, q->keys.processing_prefix, q->worker_id, ""};
             q->popping = true;
+            q->unblock_sent = false;
             conn_send(c, on_adopt_reply, q, 9, argv, NULL);
         } else if (q->had_pop_connection) {
             /* A pop answer lost with the old connection may have moved jobs into this
@@ -598,6 +600,7 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
              * dies, so read the list and let the worker adopt what it does not hold. */
             const char *argv[] = {"LRANGE", q->processing, "0", "-1"};
             q->popping = true;
+            q->unblock_sent = false;
             conn_send(c, on_rescan_reply, q, 4, argv, NULL);
         }
         q->had_pop_connection = true;
@@ -811,6 +814,7 @@ static void maybe_pop(queue_t *q)
         return;
     }
     q->popping = true;
+    q->unblock_sent = false;
     if (!q->batch_empty) {
         char n[24];
         size_t batch = q->room < (size_t)q->cfg.batch ? q->room : (size_t)q->cfg.batch;
@@ -1403,15 +1407,23 @@ void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg)
     q->leave_arg = arg;
     evtimer_del(q->pop_retry);
     if (q->popping && q->pop.state == CONN_READY) {
-        if (q->pop_client_id > 0 && q->cmd.state == CONN_READY) {
-            char id[24];
-            snprintf(id, sizeof id, "%lld", q->pop_client_id);
-            const char *argv[] = {"CLIENT", "UNBLOCK", id};
-            conn_send(&q->cmd, on_quiet_reply, &q->cmd, 3, argv, NULL);
-        }
+        q->unblock_sent = false; /* whatever was sent before, hurry this pop too */
+        queue_cancel_pop(q);
         return; /* the pop's reply (or the loss of its connection) sends the LEAVE */
     }
     send_leave(q);
+}
+
+void queue_cancel_pop(queue_t *q)
+{
+    if (!q->popping || q->unblock_sent || q->pop.state != CONN_READY || q->pop_client_id <= 0 ||
+        q->cmd.state != CONN_READY)
+        return;
+    char id[24];
+    snprintf(id, sizeof id, "%lld", q->pop_client_id);
+    const char *argv[] = {"CLIENT", "UNBLOCK", id};
+    conn_send(&q->cmd, on_quiet_reply, &q->cmd, 3, argv, NULL);
+    q->unblock_sent = true;
 }
 
 static void send_leave(queue_t *q)

@@ -55,6 +55,9 @@ void queue_free(queue_t *q);
 
 /* Tells the queue how many more jobs the worker can take now (0 stops taking). */
 void queue_set_room(queue_t *q, size_t room);
+/* Makes a pop that is out answer at once (CLIENT UNBLOCK from the command connection),
+ * so it brings no job the worker could not start (the store went down); once per pop. */
+void queue_cancel_pop(queue_t *q);
 
 /* Removes one job from this worker's processing list (LREM). */
 void queue_ack(queue_t *q, const char *payload, size_t len);

@@ -290,7 +290,12 @@ static void maybe_start(worker_t *w)
 
 static void on_store_state(void *arg)
 {
-    update_room(arg);
+    worker_t *w = arg;
+    update_room(w);
+    /* No room now, and a blocking pop still out would bring a job the store cannot load:
+     * make it answer at once (issue 12 item 10: take no jobs while the store is down). */
+    if (w->queue != NULL && !store_connected(w->store))
+        queue_cancel_pop(w->queue);
 }
 
 static void on_queue_state(void *arg)

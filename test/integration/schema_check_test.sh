@@ -84,24 +84,24 @@ pid=$!
 t_pids+=("$pid")
 done_count() { sql -c "SELECT count(*) FROM executions WHERE status = 'completed'"; }
 check "live: the first jobs complete" wait_for 30 bash -c "[[ \$(psql '$DB' -XAtc \"SELECT count(*) FROM executions WHERE status='completed'\") == 3 ]]"
-# Three more rows, made before the column goes;
-# their jobs are pushed once the statements are broken.
+# Three more rows, made before the column goes; their jobs are pushed once the
+# statements are broken.
 more=()
 for ((i = 0; i < 3; i++)); do more+=("$(insert_execution "$job" us-east failed math_basic)"); done
+# as the runner's API leaves them (submit itself reads model_id, which is about to go)
+sql -c "UPDATE executions SET status = 'retrying', retry_count = 1 WHERE id IN ($(IFS=,; echo "${more[*]}"))"
 sql -c "ALTER TABLE executions RENAME COLUMN model_id TO model_id_gone"
 sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'retryq-worker' AND datname = current_database()" >/dev/null
 check "live: the broken statement is logged at error level" \
   wait_for 30 grep -q "level=error .*event=db.error.*model_id" "$t_tmp/live.log"
-# A blocking pop already waiting when the store went down still ends (block_ms, 1 s): wait
-# until the worker's pop connection is no longer blocked, then push.
+# The pushes come at once: a blocking pop still out when the store went down is made to
+# answer (CLIENT UNBLOCK), so it cannot bring them in.
 pop_blocked() { rcli CLIENT LIST | grep ' db=7 ' | grep 'name=retryq-worker-pop' | grep -q 'flags=b'; }
 pop_idle() { ! pop_blocked; }
+jobs=()
+for id in "${more[@]}"; do jobs+=("{\"execution_id\":$id,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}"); done
+rcli LPUSH "$Q" "${jobs[@]}" >/dev/null
 check "live: the worker stops popping (no blocking pop outstanding)" wait_for 10 pop_idle
-for id in "${more[@]}"; do
-  # the runner's own form (submit reads model_id, which is gone): the row retrying, the job pushed
-  sql -c "UPDATE executions SET status = 'retrying', retry_count = 1 WHERE id = $id"
-  rcli LPUSH "$Q" "{\"execution_id\":$id,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}" >/dev/null
-done
 # Nothing may happen for 3 s (several reconnect rounds: the backoff starts at 100 ms).
 queue_moved() { [[ $(rcli LLEN "$Q") != 3 ]]; }
 queue_stays() { ! wait_for 3 queue_moved; }
