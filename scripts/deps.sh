@@ -9,7 +9,8 @@ packages=(
   build-essential cmake pkg-config git ca-certificates
   libhiredis-dev libpq-dev libcurl4-openssl-dev libcjson-dev libevent-dev
   libcmocka-dev libsystemd-dev
-  redis-server redis-tools postgresql postgresql-client postgresql-contrib
+  redis-server redis-tools redis-sentinel stunnel4 openssl  # Sentinel, Cluster and TLS tests
+  postgresql postgresql-client postgresql-contrib
   curl python3 python3-yaml procps util-linux iproute2
   golang-go golang-github-lib-pq-dev  # the Go package (src/go/retryq) and its test-only driver
   chromium  # the status page test renders the page headless
