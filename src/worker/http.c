@@ -2,8 +2,9 @@
  * The worker's HTTP endpoint (see http.h) on the worker's own event_base (evhttp).
  * Requests are answered from the worker's memory: nothing here waits for Redis or
  * PostgreSQL, so a scrape is never slower than building the text. The queue figures come
- * from a timer that asks Redis (one Lua call) every METRICS_SLOT_MS — every second until
- * the first answer — and never has two questions out.
+ * from http_refresh, which the worker's periodic schedule runs every HTTP_REFRESH_MS: it
+ * asks Redis (one Lua call) every METRICS_SLOT_MS — every second until the first answer —
+ * and never has two questions out.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +25,9 @@
 #define HTTP_TIMEOUT_SEC 5
 #define HTTP_MAX_HEADERS 8192
 #define HTTP_MAX_BODY 1024
-#define REFRESH_TICK_MS 1000
 
 struct http_server {
     struct evhttp *http;
-    struct event *refresh;   /* every REFRESH_TICK_MS */
     int64_t last_roll_ms;    /* monotonic time the last throughput slot closed */
 };
 
@@ -75,14 +74,14 @@ static void on_depths(void *arg, const queue_depths_t *d)
         metrics_set_depths(&w->metrics, d, clock_mono_ms());
 }
 
-static void refresh_cb(evutil_socket_t fd, short what, void *arg)
+void http_refresh(worker_t *w, int64_t now_ms)
 {
-    worker_t *w = arg;
     struct http_server *s = w->http;
-    int64_t now = clock_mono_ms();
-    bool slot_done = now - s->last_roll_ms >= METRICS_SLOT_MS;
+    if (s == NULL)
+        return;
+    bool slot_done = now_ms - s->last_roll_ms >= METRICS_SLOT_MS;
     if (slot_done) {
-        s->last_roll_ms = now;
+        s->last_roll_ms = now_ms;
         metrics_roll(&w->metrics);
     }
     if ((slot_done || !w->metrics.depths_known) && !w->metrics.depths_asking &&
@@ -224,8 +223,7 @@ int http_start(worker_t *w, char *err, size_t errcap)
     }
     w->http = s;
     s->http = evhttp_new(w->base);
-    s->refresh = event_new(w->base, -1, EV_PERSIST, refresh_cb, w);
-    if (s->http == NULL || s->refresh == NULL) {
+    if (s->http == NULL) {
         snprintf(err, errcap, "out of memory");
         return -1;
     }
@@ -244,11 +242,6 @@ int http_start(worker_t *w, char *err, size_t errcap)
         return -1;
     }
     s->last_roll_ms = clock_mono_ms();
-    struct timeval tv = clock_tv_ms(REFRESH_TICK_MS);
-    if (event_add(s->refresh, &tv) < 0) {
-        snprintf(err, errcap, "could not arm the metrics timer");
-        return -1;
-    }
     log_info("http.listen", "serving / /metrics /healthz /readyz on %s", addr);
     return 0;
 }
@@ -258,8 +251,6 @@ void http_stop(worker_t *w)
     struct http_server *s = w->http;
     if (s == NULL)
         return;
-    if (s->refresh != NULL)
-        event_free(s->refresh);
     if (s->http != NULL)
         evhttp_free(s->http);
     free(s);

@@ -5,8 +5,9 @@
  *   /readyz    200 when Redis and PostgreSQL are connected, the worker is taking jobs and
  *              the pop connection makes progress; else 503 with the reason
  *   /metrics   Prometheus text format 0.0.4 (metrics.c)
- * GET and HEAD only (405 otherwise), small request limits. It also owns the timer that
- * reads the queue depths from Redis and closes a throughput slot every 5 s.
+ * GET and HEAD only (405 otherwise), small request limits. It also keeps the figures the
+ * pages show fresh (http_refresh): the queue depths from Redis, a throughput slot closed
+ * every 5 s.
  */
 #ifndef RETRYQ_WORKER_HTTP_H
 #define RETRYQ_WORKER_HTTP_H
@@ -18,6 +19,12 @@
 /* Binds cfg.http_addr unless it is "" or "off"; -1 with err on a bind failure. */
 int http_start(worker_t *w, char *err, size_t errcap);
 void http_stop(worker_t *w);
+
+/* Closes a throughput slot when METRICS_SLOT_MS has passed and then asks Redis for the
+ * queue depths (at once while none are known), one question at a time. The worker's
+ * periodic schedule runs it every HTTP_REFRESH_MS while the endpoint listens. */
+#define HTTP_REFRESH_MS 1000
+void http_refresh(worker_t *w, int64_t now_ms);
 
 /* A pop connection silent this long while the worker has room is not ready. */
 #define HTTP_POP_STALL_MS 15000

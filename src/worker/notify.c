@@ -1,17 +1,13 @@
 /*
  * sd_notify messages for systemd (see notify.h).
  *
- * The watchdog ping runs on its own one-shot timer on the worker's loop, re-armed after
- * each ping at a third of WATCHDOG_USEC (sd_watchdog_enabled also checks WATCHDOG_PID),
- * so a loop that stops turning stops pinging and systemd restarts the worker. The timer
- * is an event_base_once event: the loop frees it when it is torn down, so the worker
- * needs no teardown call for it. The chain starts with READY=1.
+ * The watchdog ping is a row of the worker's periodic schedule (worker.c): the first ping
+ * goes with READY=1, then one every third of WATCHDOG_USEC (sd_watchdog_enabled also
+ * checks WATCHDOG_PID) on a timer of the worker's loop, so a loop that stops turning stops
+ * pinging and systemd restarts the worker. This file owns no timer.
  */
 #include <stdio.h>
 
-#include <event2/event.h>
-
-#include "clock.h"
 #include "http.h"
 #include "notify.h"
 
@@ -47,27 +43,29 @@ static void send_status(worker_t *w, const char *head)
     sd_notify(0, msg);
 }
 
-/* Pings (when the watchdog is ours) and schedules the next ping. */
-static void watchdog_ping(evutil_socket_t fd, short what, void *arg)
+int64_t notify_watchdog_ms(void)
 {
-    worker_t *w = arg;
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return 0;
+    int64_t ms = (int64_t)(usec / 3000);
+    return ms < WATCHDOG_MIN_MS ? WATCHDOG_MIN_MS : ms;
+}
+
+void notify_watchdog(worker_t *w)
+{
+    if (notify_watchdog_ms() == 0)
         return;
     /* A worker whose pops Redis keeps refusing takes nothing though its loop turns: let
      * systemd see it (an outage, with the connections down, is not this case). */
     if (queue_pop_failing_ms(w->queue) <= HTTP_POP_STALL_MS)
         sd_notify(0, "WATCHDOG=1");
-    int64_t ms = (int64_t)(usec / 3000);
-    struct timeval tv = clock_tv_ms(ms < WATCHDOG_MIN_MS ? WATCHDOG_MIN_MS : ms);
-    if (event_base_once(w->base, -1, EV_TIMEOUT, watchdog_ping, w, &tv) < 0)
-        sd_notify(0, "STATUS=could not arm the watchdog timer");
 }
 
 void notify_ready(worker_t *w)
 {
     send_status(w, "READY=1\n");
-    watchdog_ping(-1, 0, w);
+    notify_watchdog(w);
 }
 
 void notify_stopping(worker_t *w)
@@ -80,6 +78,16 @@ void notify_tick(worker_t *w)
     send_status(w, "");
 }
 #else
+int64_t notify_watchdog_ms(void)
+{
+    return 0;
+}
+
+void notify_watchdog(worker_t *w)
+{
+    (void)w;
+}
+
 void notify_ready(worker_t *w)
 {
     (void)w;

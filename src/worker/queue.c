@@ -10,8 +10,9 @@
  * Operations (ack, dead, delay, requeue) live in a FIFO until Redis answers them; after
  * a reconnect the unanswered ones are sent again. Every operation is a Lua script (or
  * LREM) that only acts while the job is still in this worker's processing list, so a
- * resend after a lost reply changes nothing. A watchdog drops a connection whose reply
- * is overdue (hiredis 0.14 has no command timeout of its own).
+ * resend after a lost reply changes nothing. The watchdog (queue_watchdog, run by the
+ * worker's periodic schedule) drops a connection whose reply is overdue (hiredis 0.14 has
+ * no command timeout of its own).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,7 +35,6 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define WATCHDOG_MS 500
 /* Jobs of the own processing list read per self-check (LRANGE page). */
 #define SELF_CHECK_PAGE 100
 
@@ -280,7 +280,6 @@ struct queue {
     queue_callbacks_t cb;
     conn_t pop;
     conn_t cmd;
-    struct event *watchdog;
     size_t room;
     bool popping;            /* a reply on the pop connection is awaited (pop or rescan) */
     bool checking;           /* a self-check of the own list is out on the command conn */
@@ -691,15 +690,13 @@ static void conn_connect(conn_t *c)
 }
 
 /* Drops a connection whose oldest reply is overdue: a hung or partitioned server. */
-static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
+void queue_watchdog(queue_t *q, int64_t now_ms)
 {
-    queue_t *q = arg;
-    int64_t now = clock_mono_ms();
     conn_t *conns[] = {&q->pop, &q->cmd};
     for (size_t i = 0; i < 2; i++) {
         conn_t *c = conns[i];
         if (c->ac != NULL && c->state != CONN_CONNECTING && c->outstanding > 0 &&
-            now - c->progress_ms > c->allowance_ms)
+            now_ms - c->progress_ms > c->allowance_ms)
             conn_drop(c, "reply overdue");
     }
 }
@@ -1504,17 +1501,9 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
     read_host_info(q);
     conn_init(q, &q->pop, "pop");
     conn_init(q, &q->cmd, "command");
-    q->watchdog = event_new(base, -1, EV_PERSIST, watchdog_cb, q);
     q->pop_retry = evtimer_new(base, pop_retry_cb, q);
-    if (q->pop.timer == NULL || q->cmd.timer == NULL || q->watchdog == NULL ||
-        q->pop_retry == NULL) {
+    if (q->pop.timer == NULL || q->cmd.timer == NULL || q->pop_retry == NULL) {
         snprintf(err, errcap, "out of memory");
-        queue_free(q);
-        return NULL;
-    }
-    struct timeval tv = clock_tv_ms(WATCHDOG_MS);
-    if (evtimer_add(q->watchdog, &tv) < 0) {
-        snprintf(err, errcap, "could not arm the Redis reply watchdog");
         queue_free(q);
         return NULL;
     }
@@ -1539,8 +1528,6 @@ void queue_free(queue_t *q)
         if (c->timer != NULL)
             event_free(c->timer);
     }
-    if (q->watchdog != NULL)
-        event_free(q->watchdog);
     if (q->pop_retry != NULL)
         event_free(q->pop_retry);
     while (q->ops_head != NULL) {

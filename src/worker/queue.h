@@ -80,6 +80,11 @@ void queue_promote(queue_t *q);
  * callback with rescan = true, at most the room there is) so that a job left there by a
  * dropped write is taken again; call it periodically (each heartbeat). */
 void queue_self_check(queue_t *q);
+/* Drops a connection whose oldest reply is overdue by more than command_timeout_ms (a hung
+ * or partitioned server: hiredis 0.14 has no command timeout); the worker's periodic
+ * schedule runs it every QUEUE_WATCHDOG_MS, from start to teardown. */
+#define QUEUE_WATCHDOG_MS 500
+void queue_watchdog(queue_t *q, int64_t now_ms);
 /* At a graceful exit: move what is left in this worker's list to the head of the queue
  * and leave {Q}:workers (and {Q}:workerinfo). Waits for a blocking pop still out (made to
  * answer at once with CLIENT UNBLOCK), so that no job lands in the list after the worker

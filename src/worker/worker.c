@@ -1,7 +1,8 @@
 /*
  * The worker's life: build the modules on one event_base, take jobs while there is
- * room, run the periodic work (heartbeat + lease recovery, promotion of due delayed
- * jobs, idle checks), and stop in order:
+ * room, run the periodic schedule (one table of the work repeated on timers: heartbeat
+ * and lease recovery, promotion of due delayed jobs, the orphan sweep, ...; see
+ * "periodic schedule" below), and stop in order:
  *
  *   RUNNING ──SIGTERM──► DRAINING (take nothing, finish in-flight jobs, up to the drain
  *   deadline) ──► STOPPING (hand what is left in the processing list back to the head of
@@ -221,6 +222,7 @@ static const char SCHEMA_SQL[] =
     "AND pg_get_constraintdef(c.oid) ~ '\\mstatus\\M' AND m.missing IS NOT NULL)";
 
 static void maybe_start(worker_t *w);
+static void schedule_start_at_ready(worker_t *w);
 
 static void on_schema(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
                       const char *message)
@@ -281,6 +283,7 @@ static void maybe_start(worker_t *w)
     w->state = WORKER_RUNNING;
     queue_heartbeat(w->queue);
     notify_ready(w);
+    schedule_start_at_ready(w);
     char router[512]; /* the URL may carry basic-auth credentials */
     config_redact_url(w->cfg.router_url, router, sizeof router);
     log_info("worker.ready", "[RETRY] worker ready: queue=%s concurrency=%d router=%s",
@@ -310,22 +313,6 @@ void worker_job_finished(worker_t *w)
     update_room(w);
     if (w->state == WORKER_DRAINING && w->inflight == 0)
         begin_stopping(w);
-}
-
-static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
-{
-    worker_t *w = arg;
-    /* Once the worker has left {Q}:workers, a late heartbeat would put it back. */
-    if (w->state == WORKER_STOPPING || w->state == WORKER_STOPPED)
-        return;
-    queue_heartbeat(w->queue);
-    queue_recover(w->queue, w->cfg.lease_ms);
-    queue_self_check(w->queue);
-}
-
-static void sweep_cb(evutil_socket_t fd, short what, void *arg)
-{
-    janitor_sweep(arg);
 }
 
 /* The Redis host's address: looked up with evdns at start and every 30 s, so a reconnect
@@ -393,13 +380,195 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
     return WORKER_EXIT_UNAVAILABLE;
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+/* ------------------------------------------------------------------ periodic schedule */
+
+/*
+ * The periodic schedule: everything the worker does again and again by itself, in one
+ * table (schedule_table). Each row is one persistent libevent timer (EV_PERSIST), armed
+ * in table order: the first run comes one period after it is armed — at the end of
+ * worker_init, or when the worker starts running (READY=1) for the systemd watchdog — and
+ * the next ones every period, counted from when a run was due, not from when it ran. Every
+ * row runs until the loop exits (through DRAINING and STOPPING) except the heartbeat,
+ * which stops at STOPPING: once the worker has left {Q}:workers, a late heartbeat would
+ * put it back.
+ *
+ *   task              period                        steps, in this order
+ *   redis.watchdog    500 ms (QUEUE_WATCHDOG_MS)    queue_watchdog: drop a Redis
+ *                                                   connection whose reply is overdue
+ *   tick              1 s (TICK_MS)                 resolve_redis when 30 s have passed
+ *                                                   since the last lookup; queue_promote
+ *                                                   (due delayed jobs); notify_tick (STATUS=)
+ *   heartbeat         heartbeat_ms                  queue_heartbeat; queue_recover
+ *                                                   (lease_ms); queue_self_check
+ *   orphan.sweep      orphan_interval_ms            janitor_sweep (starts a sweep only while
+ *                                                   RUNNING with Redis and PostgreSQL up)
+ *   metrics.refresh   1 s (HTTP_REFRESH_MS), with   http_refresh: throughput slots, queue
+ *                     the HTTP endpoint only        depths for /metrics and the status page
+ *   systemd.watchdog  WATCHDOG_USEC / 3 from        notify_watchdog (WATCHDOG=1)
+ *                     READY=1, when it is ours
+ *
+ * The steps of one row run in one callback, in order (the heartbeat goes out before the
+ * lease recovery): as separate timers their order would depend on how libevent orders
+ * timers that fall due in the same turn, which it does not promise.
+ *
+ * Not in the schedule: one-shot timers that belong to one object and are armed by what
+ * happens to it — a job's backoff and deadlines (job.c), a Redis connection's connect
+ * deadline and reconnect backoff and the pop retry (queue.c), a database connection's
+ * timers (store.c), curl's timer (router.c), the drain and stop deadlines and the DNS
+ * deadline at start (this file). They live and die with their object.
+ */
+#define SCHEDULE_ROWS 6
+
+typedef enum periodic_from {
+    FROM_INIT,  /* armed at the end of worker_init */
+    FROM_READY, /* armed when the worker starts running (READY=1) */
+} periodic_from_t;
+
+typedef enum periodic_span {
+    UNTIL_EXIT,     /* runs in every state until the loop exits */
+    UNTIL_STOPPING, /* does nothing once the worker is STOPPING or STOPPED */
+} periodic_span_t;
+
+typedef struct periodic_task {
+    const char *name;
+    int64_t period_ms;       /* 0: not scheduled (its module is off) */
+    periodic_from_t from;
+    periodic_span_t span;
+    void (*run)(worker_t *w, int64_t now_ms);
+} periodic_task_t;
+
+/* One row of w->schedule. */
+struct periodic {
+    periodic_task_t task;
+    worker_t *w;
+    struct event *timer;     /* NULL when not scheduled */
+};
+
+static void run_redis_watchdog(worker_t *w, int64_t now_ms)
 {
-    worker_t *w = arg;
-    if (w->redis_name[0] != '\0' && clock_mono_ms() - w->redis_dns_ms > REDIS_DNS_REFRESH_MS)
+    queue_watchdog(w->queue, now_ms);
+}
+
+static void run_tick(worker_t *w, int64_t now_ms)
+{
+    if (w->redis_name[0] != '\0' && now_ms - w->redis_dns_ms > REDIS_DNS_REFRESH_MS)
         resolve_redis(w);
     queue_promote(w->queue);
     notify_tick(w);
+}
+
+static void run_heartbeat(worker_t *w, int64_t now_ms)
+{
+    queue_heartbeat(w->queue);
+    queue_recover(w->queue, w->cfg.lease_ms);
+    queue_self_check(w->queue);
+}
+
+static void run_orphan_sweep(worker_t *w, int64_t now_ms)
+{
+    janitor_sweep(w);
+}
+
+static void run_metrics_refresh(worker_t *w, int64_t now_ms)
+{
+    http_refresh(w, now_ms);
+}
+
+static void run_systemd_watchdog(worker_t *w, int64_t now_ms)
+{
+    notify_watchdog(w);
+}
+
+/* The table described above; a period of 0 leaves its row out. */
+static void schedule_table(const worker_t *w, periodic_task_t tasks[SCHEDULE_ROWS])
+{
+    const periodic_task_t table[SCHEDULE_ROWS] = {
+        /* task              period (ms)                           from        runs */
+        {"redis.watchdog",   QUEUE_WATCHDOG_MS,                    FROM_INIT,  UNTIL_EXIT,
+         run_redis_watchdog},
+        {"tick",             TICK_MS,                              FROM_INIT,  UNTIL_EXIT,
+         run_tick},
+        {"heartbeat",        w->cfg.heartbeat_ms,                  FROM_INIT,  UNTIL_STOPPING,
+         run_heartbeat},
+        {"orphan.sweep",     w->cfg.orphan_interval_ms,            FROM_INIT,  UNTIL_EXIT,
+         run_orphan_sweep},
+        {"metrics.refresh",  w->http != NULL ? HTTP_REFRESH_MS : 0, FROM_INIT, UNTIL_EXIT,
+         run_metrics_refresh},
+        {"systemd.watchdog", notify_watchdog_ms(),                 FROM_READY, UNTIL_EXIT,
+         run_systemd_watchdog},
+    };
+    memcpy(tasks, table, sizeof table);
+}
+
+static void periodic_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct periodic *p = arg;
+    worker_t *w = p->w;
+    if (p->task.span == UNTIL_STOPPING &&
+        (w->state == WORKER_STOPPING || w->state == WORKER_STOPPED))
+        return;
+    p->task.run(w, clock_mono_ms());
+}
+
+/* Arms the scheduled rows that start `from` now, in table order; returns the task whose
+ * timer could not be armed, or NULL. */
+static const char *schedule_start(worker_t *w, periodic_from_t from)
+{
+    for (size_t i = 0; w->schedule != NULL && i < SCHEDULE_ROWS; i++) {
+        struct periodic *p = &w->schedule[i];
+        if (p->task.from != from || p->timer == NULL)
+            continue;
+        struct timeval tv = clock_tv_ms(p->task.period_ms);
+        if (event_add(p->timer, &tv) < 0)
+            return p->task.name;
+    }
+    return NULL;
+}
+
+static void schedule_start_at_ready(worker_t *w)
+{
+    const char *failed = schedule_start(w, FROM_READY);
+    if (failed != NULL)
+        log_error("worker.schedule", "could not arm the %s timer", failed);
+}
+
+/* The last step of worker_init: every module the rows call exists by now. */
+static int schedule_init(worker_t *w, char *err, size_t errcap)
+{
+    w->schedule = calloc(SCHEDULE_ROWS, sizeof *w->schedule);
+    if (w->schedule == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return WORKER_EXIT_SOFTWARE;
+    }
+    periodic_task_t tasks[SCHEDULE_ROWS];
+    schedule_table(w, tasks);
+    for (size_t i = 0; i < SCHEDULE_ROWS; i++) {
+        struct periodic *p = &w->schedule[i];
+        p->task = tasks[i];
+        p->w = w;
+        if (p->task.period_ms <= 0)
+            continue;
+        p->timer = event_new(w->base, -1, EV_PERSIST, periodic_cb, p);
+        if (p->timer == NULL) {
+            snprintf(err, errcap, "could not create timers");
+            return WORKER_EXIT_SOFTWARE;
+        }
+    }
+    const char *failed = schedule_start(w, FROM_INIT);
+    if (failed != NULL) {
+        snprintf(err, errcap, "could not arm the %s timer", failed);
+        return WORKER_EXIT_SOFTWARE;
+    }
+    return 0;
+}
+
+static void schedule_free(worker_t *w)
+{
+    for (size_t i = 0; w->schedule != NULL && i < SCHEDULE_ROWS; i++)
+        if (w->schedule[i].timer != NULL)
+            event_free(w->schedule[i].timer);
+    free(w->schedule);
+    w->schedule = NULL;
 }
 
 static int make_id(worker_t *w, char *err, size_t errcap)
@@ -511,29 +680,21 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
     w->sigint = evsignal_new(w->base, SIGINT, on_signal, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, on_signal, w);
     w->sighup = evsignal_new(w->base, SIGHUP, on_sighup, w);
-    w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
-    w->heartbeat = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
-    w->sweep = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
     w->drain_deadline = evtimer_new(w->base, drain_deadline_cb, w);
     w->stop_deadline = evtimer_new(w->base, stop_deadline_cb, w);
-    if (w->sigint == NULL || w->sigterm == NULL || w->sighup == NULL || w->tick == NULL ||
-        w->heartbeat == NULL || w->sweep == NULL ||
+    if (w->sigint == NULL || w->sigterm == NULL || w->sighup == NULL ||
         w->drain_deadline == NULL || w->stop_deadline == NULL) {
         snprintf(err, errcap, "could not create timers");
         return WORKER_EXIT_SOFTWARE;
     }
-    struct timeval tick = clock_tv_ms(TICK_MS), beat = clock_tv_ms(cfg->heartbeat_ms);
-    struct timeval sweep = clock_tv_ms(cfg->orphan_interval_ms);
     if (event_add(w->sigint, NULL) < 0 || event_add(w->sigterm, NULL) < 0 ||
-        event_add(w->sighup, NULL) < 0 ||
-        event_add(w->tick, &tick) < 0 || event_add(w->heartbeat, &beat) < 0 ||
-        event_add(w->sweep, &sweep) < 0) {
+        event_add(w->sighup, NULL) < 0) {
         snprintf(err, errcap, "could not arm signals and timers");
         return WORKER_EXIT_SOFTWARE;
     }
     if (http_start(w, err, errcap) < 0)
         return WORKER_EXIT_UNAVAILABLE;
-    return 0;
+    return schedule_init(w, err, errcap);
 }
 
 int worker_run(worker_t *w)
@@ -551,14 +712,14 @@ int worker_run(worker_t *w)
 
 void worker_destroy(worker_t *w)
 {
-    struct event **events[] = {&w->sigint, &w->sigterm, &w->sighup, &w->tick, &w->heartbeat,
-                               &w->sweep,
-                               &w->drain_deadline, &w->stop_deadline};
+    struct event **events[] = {&w->sigint, &w->sigterm, &w->sighup, &w->drain_deadline,
+                               &w->stop_deadline};
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
         if (*events[i] != NULL)
             event_free(*events[i]);
         *events[i] = NULL;
     }
+    schedule_free(w);
     http_stop(w);
     if (w->router != NULL)
         router_free(w->router);

@@ -1,7 +1,8 @@
 /*
  * The worker: one event_base, one thread, one `worker_t` that every module is handed
- * (nothing global). worker.c owns start-up, timers, signals, draining and teardown;
- * job.c owns the life of one job. The counters here feed logs, stats and /metrics.
+ * (nothing global). worker.c owns start-up, the periodic schedule (every timer that
+ * repeats), signals, draining and teardown; job.c owns the life of one job. The counters
+ * here feed logs, stats and /metrics.
  */
 #ifndef RETRYQ_WORKER_WORKER_H
 #define RETRYQ_WORKER_WORKER_H
@@ -96,8 +97,7 @@ typedef struct worker {
     struct event *sigint;
     struct event *sigterm;
     struct event *sighup;    /* logged and ignored */
-    struct event *tick;      /* once a second: promotion, idle checks, status */
-    struct event *heartbeat; /* heartbeat + lease recovery */
+    struct periodic *schedule; /* the periodic schedule: one timer per row (worker.c) */
     struct event *drain_deadline;
     struct event *stop_deadline;
     int64_t started_ms;      /* monotonic */
@@ -106,7 +106,6 @@ typedef struct worker {
     bool idle_check_pending;
     bool sweeping;           /* an orphan sweep is running */
     struct sweep *sweep_state; /* its state while a database query is out (freed at teardown) */
-    struct event *sweep;     /* orphan sweep timer */
     int64_t sweep_cursor;    /* the last execution id the previous sweep read (0: start) */
     bool ready_announced;
 
