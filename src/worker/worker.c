@@ -589,7 +589,11 @@ static int make_id(worker_t *w, char *err, size_t errcap)
     return 0;
 }
 
-int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
+/* ------------------------------------------------------------------ start-up */
+
+/* The first step of worker_init: the settings, the worker id, the key names and the Redis
+ * URL, none of which needs the event loop. */
+static int init_identity(worker_t *w, const config_t *cfg, char *err, size_t errcap)
 {
     retryq_error_t rerr;
     memset(w, 0, sizeof *w);
@@ -605,17 +609,31 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "%s", rerr.message);
         return WORKER_EXIT_CONFIG;
     }
+    return 0;
+}
+
+/* The event loop, the evdns resolver on it, and the question bank. */
+static int init_loop(worker_t *w, char *err, size_t errcap)
+{
     w->base = event_base_new();
     if (w->base == NULL) {
         snprintf(err, errcap, "could not create the event loop");
         return WORKER_EXIT_SOFTWARE;
     }
-    w->resolver = resolver_new(w->base, cfg->hosts_file, err, errcap);
+    w->resolver = resolver_new(w->base, w->cfg.hosts_file, err, errcap);
     if (w->resolver == NULL)
         return WORKER_EXIT_CONFIG;
-    w->bank = question_bank_load(cfg->question_bank, err, errcap);
+    w->bank = question_bank_load(w->cfg.question_bank, err, errcap);
     if (w->bank == NULL)
         return WORKER_EXIT_CONFIG;
+    return 0;
+}
+
+/* The database: the worker's pool, and the schema check on a connection of its own (sent
+ * now, answered once the loop runs). */
+static int init_database(worker_t *w, char *err, size_t errcap)
+{
+    const config_t *cfg = &w->cfg;
     store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
                              .lock_timeout_ms = cfg->db_lock_timeout_ms,
                              .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
@@ -632,6 +650,12 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return WORKER_EXIT_SOFTWARE;
     }
+    return 0;
+}
+
+/* The statements the jobs and the orphan sweep run, prepared on every pool connection. */
+static int init_statements(worker_t *w, char *err, size_t errcap)
+{
     /* Single-row statements wait and retry when a deadline stops them (a locked row); the
      * batches see the error and are split (job.c), so one row cannot hold up 64 jobs. */
     w->sql.load = store_register_flags(w->store, JOB_SQL_LOAD, 1, STORE_DEADLINE_IS_TRANSIENT);
@@ -645,19 +669,32 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "could not register SQL statements");
         return WORKER_EXIT_SOFTWARE;
     }
+    return 0;
+}
+
+/* What a job needs besides the stores: its batches and indexes (job.c) and the router. */
+static int init_jobs(worker_t *w, char *err, size_t errcap)
+{
     if (job_init(w) < 0) {
         snprintf(err, errcap, "out of memory");
         return WORKER_EXIT_SOFTWARE;
     }
     router_config_t rcfg = {
-        .base_url = cfg->router_url,
-        .timeout_ms = cfg->timeout_ms,
-        .connect_timeout_ms = cfg->connect_timeout_ms,
-        .max_body = (size_t)cfg->max_response_bytes,
+        .base_url = w->cfg.router_url,
+        .timeout_ms = w->cfg.timeout_ms,
+        .connect_timeout_ms = w->cfg.connect_timeout_ms,
+        .max_body = (size_t)w->cfg.max_response_bytes,
     };
     w->router = router_new(w->base, &rcfg, err, errcap);
     if (w->router == NULL)
         return WORKER_EXIT_CONFIG;
+    return 0;
+}
+
+/* Redis: the host name looked up first (the loop turns meanwhile), then the queue's two
+ * connections started. */
+static int init_queue(worker_t *w, char *err, size_t errcap)
+{
     int rc = resolve_redis_first(w, err, errcap);
     if (rc != 0)
         return rc;
@@ -665,18 +702,24 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         .url = &w->redis_url,
         .keys = &w->keys,
         .worker_id = w->id,
-        .connect_timeout_ms = cfg->connect_timeout_ms,
+        .connect_timeout_ms = w->cfg.connect_timeout_ms,
         .command_timeout_ms = 5000,
-        .block_ms = cfg->exit_when_idle ? 200 : 1000,
+        .block_ms = w->cfg.exit_when_idle ? 200 : 1000,
         .batch = 64,
-        .dead_max = cfg->dead_max,
-        .heartbeat_ms = cfg->heartbeat_ms,
+        .dead_max = w->cfg.dead_max,
+        .heartbeat_ms = w->cfg.heartbeat_ms,
     };
     queue_callbacks_t qcb = {
         .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};
     w->queue = queue_new(w->base, &qcfg, &qcb, err, errcap);
     if (w->queue == NULL)
         return WORKER_EXIT_SOFTWARE;
+    return 0;
+}
+
+/* The signals (armed now) and the drain and stop deadlines (armed by a stop). */
+static int init_signals(worker_t *w, char *err, size_t errcap)
+{
     w->sigint = evsignal_new(w->base, SIGINT, on_signal, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, on_signal, w);
     w->sighup = evsignal_new(w->base, SIGHUP, on_sighup, w);
@@ -692,9 +735,26 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "could not arm signals and timers");
         return WORKER_EXIT_SOFTWARE;
     }
-    if (http_start(w, err, errcap) < 0)
-        return WORKER_EXIT_UNAVAILABLE;
-    return schedule_init(w, err, errcap);
+    return 0;
+}
+
+static int init_http(worker_t *w, char *err, size_t errcap)
+{
+    return http_start(w, err, errcap) < 0 ? WORKER_EXIT_UNAVAILABLE : 0;
+}
+
+/* In this order: what a step builds, the later ones use; the schedule comes last so that
+ * every module its rows call exists. */
+int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
+{
+    static int (*const steps[])(worker_t *w, char *err, size_t errcap) = {
+        init_loop, init_database, init_statements, init_jobs,
+        init_queue, init_signals, init_http, schedule_init,
+    };
+    int rc = init_identity(w, cfg, err, errcap);
+    for (size_t i = 0; rc == 0 && i < sizeof steps / sizeof steps[0]; i++)
+        rc = steps[i](w, err, errcap);
+    return rc;
 }
 
 int worker_run(worker_t *w)
