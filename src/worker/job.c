@@ -101,7 +101,7 @@ struct job {
     job_t *prev, *next;
     char *payload;
     size_t len;
-    retryq_job_t job;
+    retryq_job_t req;          /* the retry request: the decoded payload */
     job_stage_t stage;
     int64_t taken_ms;
     int64_t call_started_ms;
@@ -360,8 +360,8 @@ static void job_dead(job_t *job, metrics_dead_t why, const char *reason)
 {
     worker_t *w = job->w;
     w->count.dead++;
-    metrics_dead_letter(&w->metrics, job->job.execution_id, job->job.retry_attempt, why, reason);
-    log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.dead",
+    metrics_dead_letter(&w->metrics, job->req.execution_id, job->req.retry_attempt, why, reason);
+    log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.dead",
               "[RETRY] job moved to the dead list: %s", reason);
     queue_dead(w->queue, job->payload, job->len, reason);
     job_end(job);
@@ -371,16 +371,16 @@ static void job_dead(job_t *job, metrics_dead_t why, const char *reason)
 static void job_delay(job_t *job, int64_t delay_ms, const char *why)
 {
     worker_t *w = job->w;
-    retryq_job_t next = job->job;
+    retryq_job_t next = job->req;
     char buf[1024]; /* the longest valid job encodes to about 600 bytes */
-    next.delivery = job->job.delivery + 1;
+    next.delivery = job->req.delivery + 1;
     if (retryq_job_encode(&next, buf, sizeof buf) < 0) {
         job_dead(job, METRICS_DEAD_OTHER, "could not re-encode the job for a delayed retry");
         return;
     }
     w->count.delayed++;
-    metrics_note_error(&w->metrics, job->job.execution_id, job->job.retry_attempt, "delayed", why);
-    log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.delayed",
+    metrics_note_error(&w->metrics, job->req.execution_id, job->req.retry_attempt, "delayed", why);
+    log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.delayed",
               "[RETRY] transient failure, trying again in %" PRId64 " ms (delivery %d): %s",
               delay_ms, next.delivery, why);
     queue_delay(w->queue, job->payload, job->len, buf, delay_ms);
@@ -390,7 +390,7 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
 static void job_requeue(job_t *job, const char *why)
 {
     job->w->count.requeued++;
-    log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.requeued",
+    log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.requeued",
               "[RETRY] handing the job back to the queue: %s", why);
     queue_requeue(job->w->queue, job->payload, job->len);
     job_end(job);
@@ -414,7 +414,7 @@ static char *history_entry(const job_t *job, int64_t duration_ms)
     rq_format_rfc3339(rq_now_ms(), ts, sizeof ts);
     cJSON *e = cJSON_CreateObject();
     bool ok = e != NULL;
-    ok = ok && cJSON_AddNumberToObject(e, "attempt", job->job.retry_attempt) != NULL;
+    ok = ok && cJSON_AddNumberToObject(e, "attempt", job->req.retry_attempt) != NULL;
     ok = ok && cJSON_AddStringToObject(e, "status", job->history_status) != NULL;
     ok = ok && cJSON_AddStringToObject(e, "timestamp", ts) != NULL;
     ok = ok && cJSON_AddStringToObject(e, "worker", job->w->id) != NULL;
@@ -427,8 +427,8 @@ static char *history_entry(const job_t *job, int64_t duration_ms)
         ok = ok && cJSON_AddStringToObject(e, "error", job->error) != NULL;
     else
         ok = ok && cJSON_AddNullToObject(e, "error") != NULL;
-    if (job->job.delivery > 0)
-        ok = ok && cJSON_AddNumberToObject(e, "delivery", job->job.delivery) != NULL;
+    if (job->req.delivery > 0)
+        ok = ok && cJSON_AddNumberToObject(e, "delivery", job->req.delivery) != NULL;
     if (job->have_question && job->question.note != NULL)
         ok = ok && cJSON_AddStringToObject(e, "note", job->question.note) != NULL;
     return checked_json(e, ok);
@@ -450,7 +450,7 @@ static cJSON *failure_frame(const job_t *job, const char *error, const char *cod
     bool ok = true;
     ok = ok && cJSON_AddStringToObject(o, "error", error) != NULL;
     ok = ok && cJSON_AddStringToObject(o, "error_code", code) != NULL;
-    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt) != NULL;
+    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->req.retry_attempt) != NULL;
     ok = ok && cJSON_AddStringToObject(f, "stage", stage) != NULL;
     ok = ok && cJSON_AddStringToObject(f, "component", component) != NULL;
     ok = ok && cJSON_AddStringToObject(f, "subcomponent", subcomponent) != NULL;
@@ -473,7 +473,7 @@ static char *input_failure_output(const job_t *job, const char *code, const char
 {
     const char *error = job->error != NULL ? job->error : "unknown error";
     cJSON *f = NULL;
-    cJSON *o = failure_frame(job, error, code, "retry", "retryq", "worker", type, job->job.region,
+    cJSON *o = failure_frame(job, error, code, "retry", "retryq", "worker", type, job->req.region,
                              error, &f);
     if (o == NULL)
         return NULL;
@@ -563,7 +563,7 @@ static char *success_output(const job_t *job, const router_outcome_t *out)
         cJSON_Delete(meta);
         ok = false;
     }
-    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->job.retry_attempt) != NULL;
+    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->req.retry_attempt) != NULL;
     if (job->have_question && job->question.id != NULL)
         ok = ok && cJSON_AddStringToObject(o, "question_id", job->question.id) != NULL;
     return checked_json(o, ok);
@@ -601,7 +601,7 @@ static void job_fail_delivery(job_t *job, const char *why)
     retry_decision_t d = decide(job, RETRY_EV_JOB_FAILED, -1);
     if (d.action == RETRY_POISON) {
         char reason[600];
-        snprintf(reason, sizeof reason, "poison: failed %d deliveries: %s", job->job.delivery + 1, why);
+        snprintf(reason, sizeof reason, "poison: failed %d deliveries: %s", job->req.delivery + 1, why);
         job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
         return;
     }
@@ -632,7 +632,7 @@ static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why)
     job->backoff_ms = d.next_wait_ms;
     int64_t delay = d.delay_ms;
     w->count.store_retries++;
-    log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.wait",
+    log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.wait",
               "[RETRY] the database could not run the %s now, trying again in %" PRId64 " ms: %s",
               job->stage == STAGE_LOAD ? "load" : "record", delay, why);
     struct timeval tv = clock_tv_ms(delay);
@@ -675,7 +675,7 @@ static void job_recorded(job_t *job, bool updated)
     worker_t *w = job->w;
     if (!updated) {
         w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.stale",
+        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
                   "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
         if (job->dead_reason != NULL) {
             job_dead(job, job->dead_class, job->dead_reason);
@@ -690,15 +690,15 @@ static void job_recorded(job_t *job, bool updated)
         w->count.timeouts++;
     else
         w->count.failed++;
-    metrics_outcome(&w->metrics, job->job.execution_id, job->job.retry_attempt,
+    metrics_outcome(&w->metrics, job->req.execution_id, job->req.retry_attempt,
                     strcmp(job->exec_status, "completed") == 0, job->failure, job->dead_reason != NULL,
                     job->error != NULL ? job->error : job->exec_status,
                     job->call_started_ms > 0 ? job->call_sec : -1.0);
     log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
-              job->job.execution_id, job->job.retry_attempt, "job.recorded",
+              job->req.execution_id, job->req.retry_attempt, "job.recorded",
               "[RETRY] Completed retry for execution %" PRId64 ": status %s, inference %" PRId64
               " ms (%" PRId64 " ms from pop)%s%s",
-              job->job.execution_id, job->exec_status,
+              job->req.execution_id, job->exec_status,
               job->call_started_ms > 0 ? (int64_t)(job->call_sec * 1000.0 + 0.5) : (int64_t)0,
               clock_mono_ms() - job->taken_ms, job->error ? ": " : "", job->error ? job->error : "");
     if (job->dead_reason != NULL) {
@@ -766,8 +766,8 @@ typedef struct record_params {
 static void record_params(const job_t *job, record_params_t *p)
 {
     memset(p, 0, sizeof *p);
-    snprintf(p->id, sizeof p->id, "%" PRId64, job->job.execution_id);
-    snprintf(p->attempt, sizeof p->attempt, "%d", job->job.retry_attempt);
+    snprintf(p->id, sizeof p->id, "%" PRId64, job->req.execution_id);
+    snprintf(p->attempt, sizeof p->attempt, "%d", job->req.retry_attempt);
     bool is_error = strcmp(job->exec_status, "completed") != 0;
     const char *v[] = {p->id,           p->attempt,
                        job->exec_status, job->output_json,
@@ -813,7 +813,7 @@ static void on_router_done(void *arg, const router_result_t *result)
     metrics_router_request(&w->metrics, result);
     router_outcome_t out;
     router_classify(result, &out);
-    log_event(LOG_LEVEL_DEBUG, job->job.execution_id, job->job.retry_attempt, "router.done",
+    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "router.done",
               "router answered %s (HTTP %ld) in %.3f s", router_verdict_name(out.verdict),
               out.http_status, result->total_sec);
 
@@ -827,7 +827,7 @@ static void on_router_done(void *arg, const router_result_t *result)
             return;
         }
         char error[2600];
-        snprintf(error, sizeof error, "gave up after %d tries: %s", job->job.delivery + 1, why);
+        snprintf(error, sizeof error, "gave up after %d tries: %s", job->req.delivery + 1, why);
         job->exec_status = "failed";
         job->history_status = "failed";
         job->failure = METRICS_FAIL_TRANSIENT_EXHAUSTED;
@@ -865,12 +865,12 @@ static void job_call(job_t *job)
         return;
     }
     job->stage = STAGE_CALL;
-    log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.started",
+    log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.started",
               "[RETRY] Starting retry for execution %" PRId64 " (region %s, question %" PRId64
               ", attempt %d)",
-              job->job.execution_id, job->job.region, job->job.question_index, job->job.retry_attempt);
+              job->req.execution_id, job->req.region, job->req.question_index, job->req.retry_attempt);
     job->call_started_ms = clock_mono_ms();
-    job->call = router_call(w->router, body, len, job->job.execution_id, job->job.retry_attempt,
+    job->call = router_call(w->router, body, len, job->req.execution_id, job->req.retry_attempt,
                             on_router_done, job);
     free(body);
     if (job->call == NULL) {
@@ -932,7 +932,7 @@ static int resolve_question(job_t *job, const PGresult *res, int row, spec_cache
             return 2;
     }
     return question_resolve_spec(job->w->bank, cache->parsed[carrier], question_id,
-                                 job->job.question_index, &job->question, err, errcap);
+                                 job->req.question_index, &job->question, err, errcap);
 }
 
 /* The guard and the question, from the job's row (row < 0: not found). */
@@ -947,17 +947,17 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
     const char *region = field(res, row, 1), *exec_status = field(res, row, 2);
     const char *count = field(res, row, 3), *question_id = field(res, row, 4);
     const char *model = field(res, row, 5), *max_retries = field(res, row, 9);
-    if (region == NULL || strcmp(region, job->job.region) != 0) {
+    if (region == NULL || strcmp(region, job->req.region) != 0) {
         char reason[400];
         snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
-                 job->job.region, region != NULL ? region : "");
+                 job->req.region, region != NULL ? region : "");
         job_dead(job, METRICS_DEAD_REGION_MISMATCH, reason);
         return;
     }
     if (exec_status == NULL || strcmp(exec_status, "retrying") != 0 || count == NULL ||
-        strtol(count, NULL, 10) != job->job.retry_attempt) {
+        strtol(count, NULL, 10) != job->req.retry_attempt) {
         w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.stale",
+        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
                   "[RETRY] stale job acknowledged: execution status=%s retry_count=%s",
                   exec_status ? exec_status : "null", count ? count : "null");
         job_ack(job);
@@ -971,10 +971,10 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
     /* The row's max_retries is the truth (the payload's bound is only a sanity ceiling). A
      * job past it would otherwise leave the row 'retrying' with nothing to finish it. */
     long row_max = max_retries != NULL ? strtol(max_retries, NULL, 10) : 0;
-    if (job->job.retry_attempt > row_max) {
+    if (job->req.retry_attempt > row_max) {
         char error[200];
         snprintf(error, sizeof error, "retry attempt %d exceeds the execution's max_retries (%ld)",
-                 job->job.retry_attempt, row_max);
+                 job->req.retry_attempt, row_max);
         job_fail_input(job, error, "attempt_over_max_retries", error, METRICS_FAIL_BAD_JOB,
                        METRICS_DEAD_OVER_MAX_RETRIES);
         return;
@@ -1003,7 +1003,7 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
     }
     job->have_question = true;
     if (job->question.note != NULL)
-        log_event(LOG_LEVEL_WARN, job->job.execution_id, job->job.retry_attempt, "job.question",
+        log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.question",
                   "[RETRY] %s", job->question.note);
     job_call(job);
 }
@@ -1011,7 +1011,7 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
 static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms)
 {
     retry_policy_t policy = policy_of(job->w);
-    retry_facts_t facts = {.delivery = job->job.delivery,
+    retry_facts_t facts = {.delivery = job->req.delivery,
                            .retry_after_ms = retry_after_ms,
                            .waited_ms = job->backoff_ms,
                            .writing_ms = job->received_ms > 0 ? clock_mono_ms() - job->received_ms : 0,
@@ -1044,7 +1044,7 @@ static void on_loaded(void *arg, store_status_t status, const PGresult *res, con
 static void job_load_one(job_t *job)
 {
     char id[24];
-    snprintf(id, sizeof id, "%" PRId64, job->job.execution_id);
+    snprintf(id, sizeof id, "%" PRId64, job->req.execution_id);
     const char *params[] = {id};
     if (store_exec(job->w->store, job->w->sql.load, 1, params, on_loaded, job) < 0)
         job_requeue(job, "out of memory queueing the load");
@@ -1106,8 +1106,8 @@ static void batch_answered(job_batch_t *b, const PGresult *res)
         job_t *job = b->jobs[i];
         int found = -1;
         for (int r = 0; r < n && found < 0; r++)
-            if (ids[r] == job->job.execution_id &&
-                (b->kind == BATCH_LOAD || attempts[r] == job->job.retry_attempt))
+            if (ids[r] == job->req.execution_id &&
+                (b->kind == BATCH_LOAD || attempts[r] == job->req.retry_attempt))
                 found = r;
         if (b->kind == BATCH_LOAD)
             job_loaded(job, res, found, &cache);
@@ -1162,11 +1162,11 @@ static bool batch_params(const job_batch_t *b, char **params, int nparams)
         sqlarray_init(&arrays[k]);
     for (size_t i = 0; i < b->n; i++) {
         const job_t *job = b->jobs[i];
-        sqlarray_int(&arrays[0], job->job.execution_id);
+        sqlarray_int(&arrays[0], job->req.execution_id);
         if (b->kind == BATCH_RECORD) {
             record_params_t p;
             record_params(job, &p);
-            sqlarray_int(&arrays[1], job->job.retry_attempt);
+            sqlarray_int(&arrays[1], job->req.retry_attempt);
             for (int k = 2; k < JOB_RECORD_PARAMS; k++)
                 sqlarray_text(&arrays[k], p.v[k]);
         }
@@ -1254,11 +1254,11 @@ static bool held(const worker_t *w, const char *payload, size_t len)
 
 static const job_t *twin(const worker_t *w, const job_t *job)
 {
-    uint64_t h = key_hash(job->job.execution_id, job->job.retry_attempt);
+    uint64_t h = key_hash(job->req.execution_id, job->req.retry_attempt);
     for (const job_t *j = index_bucket(w, IX_KEY, h); j != NULL; j = j->chain[IX_KEY])
-        if (j != job && j->job.execution_id == job->job.execution_id &&
-            j->job.retry_attempt == job->job.retry_attempt &&
-            strcmp(j->job.region, job->job.region) == 0)
+        if (j != job && j->req.execution_id == job->req.execution_id &&
+            j->req.retry_attempt == job->req.retry_attempt &&
+            strcmp(j->req.region, job->req.region) == 0)
             return j;
     return NULL;
 }
@@ -1290,28 +1290,28 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
     index_add(job, IX_PAYLOAD, payload_hash(payload, len));
 
     retryq_error_t err;
-    if (retryq_job_decode(payload, len, RETRYQ_MAX_ATTEMPT, &job->job, &err) != RETRYQ_OK) {
-        memset(&job->job, 0, sizeof job->job);
+    if (retryq_job_decode(payload, len, RETRYQ_MAX_ATTEMPT, &job->req, &err) != RETRYQ_OK) {
+        memset(&job->req, 0, sizeof job->req);
         char reason[600];
         snprintf(reason, sizeof reason, "invalid job: %s", err.message);
         job_dead(job, METRICS_DEAD_INVALID_PAYLOAD, reason);
         return;
     }
-    log_event(LOG_LEVEL_DEBUG, job->job.execution_id, job->job.retry_attempt, "job.taken",
+    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "job.taken",
               "[RETRY] job taken%s (delivery %d)", rescan ? " again (rescan of its processing list)" : "",
-              job->job.delivery);
+              job->req.delivery);
     if (twin(w, job) != NULL) {
         w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->job.execution_id, job->job.retry_attempt, "job.duplicate",
+        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.duplicate",
                   "[RETRY] duplicate of a job in flight acknowledged");
         job_ack(job);
         return;
     }
-    index_add(job, IX_KEY, key_hash(job->job.execution_id, job->job.retry_attempt));
+    index_add(job, IX_KEY, key_hash(job->req.execution_id, job->req.retry_attempt));
     if (decide(job, RETRY_EV_TAKEN, -1).action == RETRY_POISON) {
         char reason[200];
         snprintf(reason, sizeof reason, "poison: delivered %d times without an outcome",
-                 job->job.delivery);
+                 job->req.delivery);
         job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
         return;
     }
