@@ -20,13 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
 #include <event2/event.h>
 
 #include "clock.h"
 #include "internal.h"
 #include "job.h"
 #include "log.h"
+#include "outcome.h"
 #include "policy.h"
 #include "sqlarray.h"
 
@@ -398,175 +398,31 @@ static void job_requeue(job_t *job, const char *why)
 
 /* ------------------------------------------------------------------ outcomes */
 
-/* The text of a document built with every addition checked (`complete`); NULL when one
- * failed (out of memory): a document with a field missing is never stored. */
-static char *checked_json(cJSON *obj, bool complete)
+/* What the outcome documents (outcome.h) say about this job. */
+static outcome_job_t outcome_job(const job_t *job)
 {
-    char *text = obj != NULL && complete ? cJSON_PrintUnformatted(obj) : NULL;
-    cJSON_Delete(obj);
-    return text;
-}
-
-/* The history entry appended by the record statement. */
-static char *history_entry(const job_t *job, int64_t duration_ms)
-{
-    char ts[48];
-    rq_format_rfc3339(rq_now_ms(), ts, sizeof ts);
-    cJSON *e = cJSON_CreateObject();
-    bool ok = e != NULL;
-    ok = ok && cJSON_AddNumberToObject(e, "attempt", job->req.retry_attempt) != NULL;
-    ok = ok && cJSON_AddStringToObject(e, "status", job->history_status) != NULL;
-    ok = ok && cJSON_AddStringToObject(e, "timestamp", ts) != NULL;
-    ok = ok && cJSON_AddStringToObject(e, "worker", job->w->id) != NULL;
-    if (job->provider != NULL)
-        ok = ok && cJSON_AddStringToObject(e, "provider", job->provider) != NULL;
-    else
-        ok = ok && cJSON_AddNullToObject(e, "provider") != NULL;
-    ok = ok && cJSON_AddNumberToObject(e, "duration_ms", (double)duration_ms) != NULL;
-    if (job->error != NULL)
-        ok = ok && cJSON_AddStringToObject(e, "error", job->error) != NULL;
-    else
-        ok = ok && cJSON_AddNullToObject(e, "error") != NULL;
-    if (job->req.delivery > 0)
-        ok = ok && cJSON_AddNumberToObject(e, "delivery", job->req.delivery) != NULL;
-    if (job->have_question && job->question.note != NULL)
-        ok = ok && cJSON_AddStringToObject(e, "note", job->question.note) != NULL;
-    return checked_json(e, ok);
-}
-
-/* {"error", "error_code", "failure": {stage, component, subcomponent, code, type, region,
- * model, message}} with retry_attempt: the frame of every failure document. */
-static cJSON *failure_frame(const job_t *job, const char *error, const char *code, const char *stage,
-                            const char *component, const char *subcomponent, const char *type,
-                            const char *region, const char *message, cJSON **failure)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON *f = cJSON_CreateObject();
-    if (o == NULL || f == NULL || !cJSON_AddItemToObject(o, "failure", f)) {
-        cJSON_Delete(o);
-        cJSON_Delete(f);
-        return NULL;
-    }
-    bool ok = true;
-    ok = ok && cJSON_AddStringToObject(o, "error", error) != NULL;
-    ok = ok && cJSON_AddStringToObject(o, "error_code", code) != NULL;
-    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->req.retry_attempt) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "stage", stage) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "component", component) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "subcomponent", subcomponent) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "code", code) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "type", type) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "region", region) != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "model", job->model != NULL ? job->model : "") != NULL;
-    ok = ok && cJSON_AddStringToObject(f, "message", message) != NULL;
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    *failure = f;
+    outcome_job_t o = {.worker = job->w->id,
+                       .attempt = job->req.retry_attempt,
+                       .delivery = job->req.delivery,
+                       .region = job->req.region,
+                       .router_region = job->router_region,
+                       .model = job->model,
+                       .history_status = job->history_status,
+                       .provider = job->provider,
+                       .error = job->error,
+                       .question = job->have_question ? &job->question : NULL};
     return o;
 }
 
-/* output_data of a failure that is retryq's own (bad spec, bad index, poison, an answer
- * the database refused): the runner's frame under component "retryq" and retryq's codes. */
-static char *input_failure_output(const job_t *job, const char *code, const char *type)
-{
-    const char *error = job->error != NULL ? job->error : "unknown error";
-    cJSON *f = NULL;
-    cJSON *o = failure_frame(job, error, code, "retry", "retryq", "worker", type, job->req.region,
-                             error, &f);
-    if (o == NULL)
-        return NULL;
-    return checked_json(o, cJSON_AddBoolToObject(f, "transient", false) != NULL);
-}
-
-/*
- * output_data of a router failure in the runner's exact vocabulary (its HybridExecutor):
- * error "hybrid error: <message>", error_code ROUTER_*, and a failure document whose
- * stage, type and code follow the kind of failure, with the router-form region (or the
- * router's metadata.region), http_status and url for HTTP errors, the provider, its
- * metadata's provider_type and failure, and whether the failure is transient.
- */
-static char *router_failure_output(const job_t *job, const router_outcome_t *out, const char *path)
-{
-    char code_buf[32];
-    const char *code = router_failure_code(out->failure, out->http_status, code_buf, sizeof code_buf);
-    const char *message = out->error != NULL ? out->error : "router call failed";
-    cJSON *meta = out->metadata_json != NULL ? cJSON_Parse(out->metadata_json) : NULL;
-    const cJSON *meta_region = cJSON_GetObjectItemCaseSensitive(meta, "region");
-    const char *region = cJSON_IsString(meta_region) && meta_region->valuestring[0] != '\0'
-                             ? meta_region->valuestring
-                             : job->router_region;
-    bool transient = out->verdict == ROUTER_TRANSIENT || out->failure == ROUTER_FAILURE_TIMEOUT ||
-                     out->failure == ROUTER_FAILURE_NETWORK ||
-                     (out->failure == ROUTER_FAILURE_HTTP && out->http_status >= 500);
-    cJSON *f = NULL;
-    cJSON *o = failure_frame(job, job->error != NULL ? job->error : message, code,
-                             router_failure_stage(out->failure), "hybrid_router", "inference",
-                             router_failure_type(out->failure), region != NULL ? region : "",
-                             message, &f);
-    if (o == NULL) {
-        cJSON_Delete(meta);
-        return NULL;
-    }
-    bool ok = true;
-    if (out->http_status > 0 && out->failure == ROUTER_FAILURE_HTTP)
-        ok = ok && cJSON_AddNumberToObject(f, "http_status", (double)out->http_status) != NULL;
-    if (path != NULL && out->failure == ROUTER_FAILURE_HTTP)
-        ok = ok && cJSON_AddStringToObject(f, "url", path) != NULL;
-    if (out->error_code != NULL) /* retryq's finer reason: too_large, rate_limited, ... */
-        ok = ok && cJSON_AddStringToObject(f, "retryq_reason", out->error_code) != NULL;
-    if (out->provider != NULL)
-        ok = ok && cJSON_AddStringToObject(f, "provider", out->provider) != NULL;
-    static const char *const copied[][2] = {{"provider_type", "provider_type"}, {"failure", "router_failure"}};
-    for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++) {
-        cJSON *item = cJSON_DetachItemFromObjectCaseSensitive(meta, copied[i][0]);
-        if (item != NULL && !cJSON_AddItemToObject(f, copied[i][1], item)) {
-            cJSON_Delete(item);
-            ok = false;
-        }
-    }
-    ok = ok && cJSON_AddBoolToObject(f, "transient", transient) != NULL;
-    if (out->failure == ROUTER_FAILURE_ROUTER && out->error != NULL)
-        ok = ok && cJSON_AddStringToObject(o, "router_error", out->error) != NULL;
-    cJSON_Delete(meta);
-    return checked_json(o, ok);
-}
-
-/* "hybrid error: <message>", the runner's error text of a router failure. */
+/* "hybrid error: <message>" becomes the job's error. */
 static bool set_hybrid_error(job_t *job, const char *message)
 {
-    char *text = NULL;
-    if (asprintf(&text, "hybrid error: %s", message) < 0)
+    char *text = outcome_hybrid_error(message);
+    if (text == NULL)
         return false;
     free(job->error);
     job->error = text;
     return true;
-}
-
-static char *success_output(const job_t *job, const router_outcome_t *out)
-{
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL)
-        return NULL;
-    bool ok = true;
-    ok = ok && cJSON_AddStringToObject(o, "response", out->response != NULL ? out->response : "") != NULL;
-    if (out->provider != NULL) {
-        ok = ok && cJSON_AddStringToObject(o, "provider", out->provider) != NULL;
-        ok = ok && cJSON_AddStringToObject(o, "provider_used", out->provider) != NULL;
-    }
-    ok = ok && cJSON_AddNumberToObject(o, "inference_sec", out->inference_sec) != NULL;
-    cJSON *meta = out->metadata_json != NULL ? cJSON_Parse(out->metadata_json) : NULL;
-    if (meta == NULL)
-        meta = cJSON_CreateObject();
-    if (meta == NULL || !cJSON_AddItemToObject(o, "metadata", meta)) {
-        cJSON_Delete(meta);
-        ok = false;
-    }
-    ok = ok && cJSON_AddNumberToObject(o, "retry_attempt", job->req.retry_attempt) != NULL;
-    if (job->have_question && job->question.id != NULL)
-        ok = ok && cJSON_AddStringToObject(o, "question_id", job->question.id) != NULL;
-    return checked_json(o, ok);
 }
 
 static bool set_text(char **slot, const char *text)
@@ -590,7 +446,8 @@ static void job_fail_input(job_t *job, const char *error, const char *code, cons
         return;
     }
     free(job->output_json);
-    job->output_json = input_failure_output(job, code, "input");
+    outcome_job_t o = outcome_job(job);
+    job->output_json = outcome_input_failure(&o, code, "input");
     job_record(job);
 }
 
@@ -742,7 +599,8 @@ static void on_recorded(void *arg, store_status_t status, const PGresult *res, c
             set_text(&job->provider, NULL);
             set_text(&job->receipt_json, NULL);
             free(job->output_json);
-            job->output_json = input_failure_output(job, "unstorable_answer", "storage");
+            outcome_job_t o = outcome_job(job);
+            job->output_json = outcome_input_failure(&o, "unstorable_answer", "storage");
             job_record(job);
             return;
         }
@@ -794,7 +652,8 @@ static void job_record(job_t *job)
         job->received_ms = clock_mono_ms();
     int64_t duration = job->call_started_ms > 0 ? clock_mono_ms() - job->call_started_ms : 0;
     free(job->history_json);
-    job->history_json = history_entry(job, duration);
+    outcome_job_t o = outcome_job(job);
+    job->history_json = outcome_history_entry(&o, rq_now_ms(), duration);
     if (job->history_json == NULL || job->output_json == NULL) {
         job_requeue(job, "out of memory building the outcome");
         return;
@@ -836,7 +695,8 @@ static void on_router_done(void *arg, const router_result_t *result)
         job->exec_status = "completed";
         job->history_status = "success";
         ok = set_text(&job->provider, out.provider) && set_text(&job->receipt_json, out.receipt_json);
-        job->output_json = success_output(job, &out);
+        outcome_job_t o = outcome_job(job);
+        job->output_json = outcome_success(&o, &out);
     } else {
         bool timeout = out.verdict == ROUTER_TIMEOUT;
         job->failure = timeout ? METRICS_FAIL_TIMEOUT : METRICS_FAIL_FAILED;
@@ -844,8 +704,10 @@ static void on_router_done(void *arg, const router_result_t *result)
         job->history_status = timeout ? "timeout" : "failed";
         ok = set_hybrid_error(job, out.error != NULL ? out.error : "router call failed");
     }
-    if (ok && out.verdict != ROUTER_SUCCESS)
-        job->output_json = router_failure_output(job, &out, result->path);
+    if (ok && out.verdict != ROUTER_SUCCESS) {
+        outcome_job_t o = outcome_job(job);
+        job->output_json = outcome_router_failure(&o, &out, result->path);
+    }
     router_outcome_free(&out);
     if (!ok) {
         job_requeue(job, "out of memory keeping the router's answer");
