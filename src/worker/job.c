@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "inflight.h"
 #include "job.h"
 #include "log.h"
 #include "outcome.h"
@@ -131,19 +132,13 @@ struct job {
     metrics_failure_t failure; /* what kind of failure the outcome is (metrics) */
     metrics_dead_t dead_class; /* why the job goes to the dead list after the record */
 
-    /* The two indexes of jobs in flight (struct job_ctx): by (execution id, attempt) and by
-     * payload bytes. */
-    uint64_t hash[2];
-    job_t *chain[2];
-    bool indexed[2];
+    inflight_entry_t index_entry; /* its place in the in-flight indexes (inflight.h) */
 };
 
 /* ------------------------------------------------------------------ shared state */
 
 #define JOB_BATCH_MAX 64     /* jobs in one load or record statement */
-#define JOB_INDEX_FIRST 256  /* buckets of an index at start (doubles as jobs grow) */
 
-enum { IX_KEY = 0, IX_PAYLOAD = 1 };
 typedef enum batch_kind { BATCH_LOAD = 0, BATCH_RECORD = 1 } batch_kind_t;
 
 /* One load or record statement for many jobs, while it runs. */
@@ -154,12 +149,6 @@ typedef struct job_batch {
     size_t n;
     job_t *jobs[JOB_BATCH_MAX];
 } job_batch_t;
-
-/* A chained hash index of jobs; the chain runs through job->chain[which]. */
-typedef struct job_index {
-    job_t **slots;
-    size_t cap, n;
-} job_index_t;
 
 /*
  * What the jobs of one worker share. Loads and records are gathered and sent as one
@@ -176,97 +165,12 @@ struct job_ctx {
     job_batch_t *sent;  /* batches sent and not answered: freed at teardown */
     struct event *flush;
     bool flush_armed;
-    job_index_t index[2];
+    inflight_t *index;   /* the jobs in flight by key and by payload (inflight.h) */
 };
 
 static void job_load(job_t *job);
 static void job_record(job_t *job);
 static void job_flush_cb(evutil_socket_t fd, short what, void *arg);
-
-/* ------------------------------------------------------------------ indexes */
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static uint64_t key_hash(int64_t execution_id, int attempt)
-{
-    return mix64((uint64_t)execution_id * 64 + (uint64_t)(unsigned)attempt);
-}
-
-static uint64_t payload_hash(const char *p, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ULL;
-    }
-    return mix64(h);
-}
-
-static bool index_alloc(job_index_t *ix, int which, size_t cap)
-{
-    job_t **slots = calloc(cap, sizeof *slots);
-    if (slots == NULL)
-        return false;
-    for (size_t i = 0; i < ix->cap; i++) {
-        job_t *j = ix->slots[i];
-        while (j != NULL) {
-            job_t *next = j->chain[which];
-            size_t slot = (size_t)(j->hash[which] & (cap - 1));
-            j->chain[which] = slots[slot];
-            slots[slot] = j;
-            j = next;
-        }
-    }
-    free(ix->slots);
-    ix->slots = slots;
-    ix->cap = cap;
-    return true;
-}
-
-/* Never fails: when the index cannot grow, its chains get longer. */
-static void index_add(job_t *job, int which, uint64_t hash)
-{
-    job_index_t *ix = &job->w->jobctx->index[which];
-    if (ix->n >= ix->cap && ix->cap <= SIZE_MAX / 4)
-        index_alloc(ix, which, ix->cap * 2);
-    size_t slot = (size_t)(hash & (ix->cap - 1));
-    job->hash[which] = hash;
-    job->chain[which] = ix->slots[slot];
-    ix->slots[slot] = job;
-    job->indexed[which] = true;
-    ix->n++;
-}
-
-static void index_remove(job_t *job, int which)
-{
-    if (!job->indexed[which])
-        return;
-    job_index_t *ix = &job->w->jobctx->index[which];
-    for (job_t **p = &ix->slots[job->hash[which] & (ix->cap - 1)]; *p != NULL;
-         p = &(*p)->chain[which]) {
-        if (*p == job) {
-            *p = job->chain[which];
-            break;
-        }
-    }
-    job->chain[which] = NULL;
-    job->indexed[which] = false;
-    ix->n--;
-}
-
-static job_t *index_bucket(const worker_t *w, int which, uint64_t hash)
-{
-    const job_index_t *ix = &w->jobctx->index[which];
-    return ix->slots[hash & (ix->cap - 1)];
-}
 
 int job_init(worker_t *w)
 {
@@ -275,8 +179,8 @@ int job_init(worker_t *w)
         return -1;
     w->jobctx = ctx;
     ctx->flush = event_new(w->base, -1, 0, job_flush_cb, w);
-    if (ctx->flush == NULL || !index_alloc(&ctx->index[IX_KEY], IX_KEY, JOB_INDEX_FIRST) ||
-        !index_alloc(&ctx->index[IX_PAYLOAD], IX_PAYLOAD, JOB_INDEX_FIRST))
+    ctx->index = inflight_new();
+    if (ctx->flush == NULL || ctx->index == NULL)
         return -1; /* job_free_all frees what was made */
     return 0;
 }
@@ -286,8 +190,7 @@ int job_init(worker_t *w)
 static void job_unlink(job_t *job)
 {
     worker_t *w = job->w;
-    index_remove(job, IX_KEY);
-    index_remove(job, IX_PAYLOAD);
+    inflight_remove(w->jobctx->index, &job->index_entry);
     if (job->prev != NULL)
         job->prev->next = job->next;
     else
@@ -335,8 +238,7 @@ void job_free_all(worker_t *w)
     }
     if (ctx->flush != NULL)
         event_free(ctx->flush);
-    free(ctx->index[IX_KEY].slots);
-    free(ctx->index[IX_PAYLOAD].slots);
+    inflight_free(ctx->index);
     free(ctx);
     w->jobctx = NULL;
 }
@@ -1105,29 +1007,9 @@ static void job_batch_add(job_t *job, batch_kind_t kind)
 
 /* ------------------------------------------------------------------ start */
 
-static bool held(const worker_t *w, const char *payload, size_t len)
-{
-    uint64_t h = payload_hash(payload, len);
-    for (const job_t *j = index_bucket(w, IX_PAYLOAD, h); j != NULL; j = j->chain[IX_PAYLOAD])
-        if (j->hash[IX_PAYLOAD] == h && j->len == len && memcmp(j->payload, payload, len) == 0)
-            return true;
-    return false;
-}
-
-static const job_t *twin(const worker_t *w, const job_t *job)
-{
-    uint64_t h = key_hash(job->req.execution_id, job->req.retry_attempt);
-    for (const job_t *j = index_bucket(w, IX_KEY, h); j != NULL; j = j->chain[IX_KEY])
-        if (j != job && j->req.execution_id == job->req.execution_id &&
-            j->req.retry_attempt == job->req.retry_attempt &&
-            strcmp(j->req.region, job->req.region) == 0)
-            return j;
-    return NULL;
-}
-
 void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
 {
-    if (rescan && held(w, payload, len))
+    if (rescan && inflight_held(w->jobctx->index, payload, len))
         return;
     job_t *job = calloc(1, sizeof *job);
     if (job != NULL)
@@ -1149,7 +1031,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
     w->jobs = job;
     w->inflight++;
     w->count.taken++;
-    index_add(job, IX_PAYLOAD, payload_hash(payload, len));
+    inflight_add_payload(w->jobctx->index, &job->index_entry, job->payload, len);
 
     retryq_error_t err;
     if (retryq_job_decode(payload, len, RETRYQ_MAX_ATTEMPT, &job->req, &err) != RETRYQ_OK) {
@@ -1162,14 +1044,14 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
     log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "job.taken",
               "[RETRY] job taken%s (delivery %d)", rescan ? " again (rescan of its processing list)" : "",
               job->req.delivery);
-    if (twin(w, job) != NULL) {
+    if (inflight_twin(w->jobctx->index, &job->req)) {
         w->count.stale++;
         log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.duplicate",
                   "[RETRY] duplicate of a job in flight acknowledged");
         job_ack(job);
         return;
     }
-    index_add(job, IX_KEY, key_hash(job->req.execution_id, job->req.retry_attempt));
+    inflight_add_key(w->jobctx->index, &job->index_entry, &job->req);
     if (decide(job, RETRY_EV_TAKEN, -1).action == RETRY_POISON) {
         char reason[200];
         snprintf(reason, sizeof reason, "poison: delivered %d times without an outcome",
