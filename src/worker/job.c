@@ -24,12 +24,12 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "batch.h"
 #include "inflight.h"
 #include "job.h"
 #include "log.h"
 #include "outcome.h"
 #include "policy.h"
-#include "sqlarray.h"
 
 #define DEFAULT_MODEL "llama3.2-1b"
 #define STORE_BACKOFF_MIN_MS 200
@@ -49,51 +49,6 @@ static retry_policy_t policy_of(const worker_t *w)
 }
 
 static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms);
-
-/* Both load statements return the same columns:
- *   0 id, 1 region, 2 status, 3 retry_count, 4 question_id, 5 model_id, 6 job spec text,
- *   7 job_id, 8 spec_here, 9 max_retries.
- * The batch form sends a job's spec once per batch (on its lowest execution id; spec_here
- * says which row carries it), so PostgreSQL converts each spec to text once. */
-const char JOB_SQL_LOAD[] =
-    "SELECT e.id, e.region, e.status, e.retry_count, e.question_id, e.model_id, "
-    "j.jobspec_data::text, e.job_id, true, e.max_retries "
-    "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = $1::bigint";
-
-const char JOB_SQL_LOAD_MANY[] =
-    "SELECT e.id, e.region, e.status, e.retry_count, e.question_id, e.model_id, "
-    "CASE WHEN e.id = min(e.id) OVER w THEN j.jobspec_data::text END, e.job_id, "
-    "e.id = min(e.id) OVER w, e.max_retries "
-    "FROM executions e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.id = ANY($1::bigint[]) "
-    "WINDOW w AS (PARTITION BY e.job_id)";
-
-/* The only statements that write an outcome. The guard makes a redelivered, superseded
- * or cancelled job change nothing. original_error keeps the first error: the runner
- * never fills it (its failure lives in output_data.error), so the row's own
- * output_data->>'error' as it was before this write comes first, then this attempt's
- * error; on success too, so a completed row still says what first went wrong (every
- * expression of SET reads the row as it was). receipt_data takes metadata.receipt on
- * success, as the runner's own success path does. The batch form is the same UPDATE
- * over unnest()ed arrays, one transaction for many outcomes; it returns (id, attempt)
- * of every row it changed. */
-const char JOB_SQL_RECORD[] =
-    "UPDATE executions SET status = $3, output_data = $4::jsonb, "
-    "provider_id = COALESCE($5, provider_id), completed_at = now(), "
-    "original_error = COALESCE(original_error, output_data->>'error', $6), "
-    "receipt_data = COALESCE($8::jsonb, receipt_data), "
-    "retry_history = COALESCE(retry_history, '[]'::jsonb) || jsonb_build_array($7::jsonb) "
-    "WHERE id = $1::bigint AND status = 'retrying' AND retry_count = $2 RETURNING id";
-
-const char JOB_SQL_RECORD_MANY[] =
-    "UPDATE executions e SET status = v.status, output_data = v.output::jsonb, "
-    "provider_id = COALESCE(v.provider, e.provider_id), completed_at = now(), "
-    "original_error = COALESCE(e.original_error, e.output_data->>'error', v.error), "
-    "receipt_data = COALESCE(v.receipt::jsonb, e.receipt_data), "
-    "retry_history = COALESCE(e.retry_history, '[]'::jsonb) || jsonb_build_array(v.history::jsonb) "
-    "FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], "
-    "$7::text[], $8::text[]) AS v(id, attempt, status, output, provider, error, history, receipt) "
-    "WHERE e.id = v.id AND e.status = 'retrying' AND e.retry_count = v.attempt "
-    "RETURNING e.id, v.attempt";
 
 typedef enum job_stage { STAGE_LOAD, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
@@ -137,40 +92,14 @@ struct job {
 
 /* ------------------------------------------------------------------ shared state */
 
-#define JOB_BATCH_MAX 64     /* jobs in one load or record statement */
-
-typedef enum batch_kind { BATCH_LOAD = 0, BATCH_RECORD = 1 } batch_kind_t;
-
-/* One load or record statement for many jobs, while it runs. */
-typedef struct job_batch {
-    struct job_batch *prev, *next;
-    worker_t *w;
-    batch_kind_t kind;
-    size_t n;
-    job_t *jobs[JOB_BATCH_MAX];
-} job_batch_t;
-
-/*
- * What the jobs of one worker share. Loads and records are gathered and sent as one
- * statement per batch: a batch leaves when it is full, or at the end of the loop
- * iteration in which its first job joined, as long as fewer than `pool size` batches of
- * its kind are already out; otherwise it keeps growing until one comes back. So a quiet
- * worker sends each job at once and a busy one sends a few large statements instead of
- * many small ones (one transaction, one round trip, one plan for up to 64 rows).
- */
+/* What the jobs of one worker share. */
 struct job_ctx {
-    job_t *waiting[2][JOB_BATCH_MAX];
-    size_t nwaiting[2];
-    int nsent[2];
-    job_batch_t *sent;  /* batches sent and not answered: freed at teardown */
-    struct event *flush;
-    bool flush_armed;
-    inflight_t *index;   /* the jobs in flight by key and by payload (inflight.h) */
+    batcher_t *batches; /* the loads and outcome writes, gathered into batches (batch.h) */
+    inflight_t *index;  /* the jobs in flight by key and by payload (inflight.h) */
 };
 
 static void job_load(job_t *job);
 static void job_record(job_t *job);
-static void job_flush_cb(evutil_socket_t fd, short what, void *arg);
 
 int job_init(worker_t *w)
 {
@@ -178,9 +107,9 @@ int job_init(worker_t *w)
     if (ctx == NULL)
         return -1;
     w->jobctx = ctx;
-    ctx->flush = event_new(w->base, -1, 0, job_flush_cb, w);
+    ctx->batches = batch_new(w);
     ctx->index = inflight_new();
-    if (ctx->flush == NULL || ctx->index == NULL)
+    if (ctx->batches == NULL || ctx->index == NULL)
         return -1; /* job_free_all frees what was made */
     return 0;
 }
@@ -231,13 +160,7 @@ void job_free_all(worker_t *w)
         job_unlink(job);
         job_free(job);
     }
-    while (ctx->sent != NULL) {
-        job_batch_t *b = ctx->sent;
-        ctx->sent = b->next;
-        free(b);
-    }
-    if (ctx->flush != NULL)
-        event_free(ctx->flush);
+    batch_free(ctx->batches);
     inflight_free(ctx->index);
     free(ctx);
     w->jobctx = NULL;
@@ -400,7 +323,7 @@ static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why)
 }
 
 /* The database could not run the load: wait and load again. */
-static void job_load_unreachable(job_t *job, const char *message)
+void job_load_unreachable(job_t *job, const char *message)
 {
     job_wait_and_redo(job, decide(job, RETRY_EV_STORE_DOWN, -1), message);
 }
@@ -419,7 +342,7 @@ static bool sql_state_retryable(const char *sqlstate)
 }
 
 /* The database could not be reached while the outcome was being written. */
-static void job_record_unreachable(job_t *job, const char *message)
+void job_record_unreachable(job_t *job, const char *message)
 {
     retry_decision_t d = decide(job, RETRY_EV_WRITE_DOWN, -1);
     if (d.action == RETRY_REQUEUE)
@@ -429,7 +352,7 @@ static void job_record_unreachable(job_t *job, const char *message)
 }
 
 /* The record statement ran; `updated` says whether the guard let it change the row. */
-static void job_recorded(job_t *job, bool updated)
+void job_recorded(job_t *job, bool updated)
 {
     worker_t *w = job->w;
     if (!updated) {
@@ -467,85 +390,67 @@ static void job_recorded(job_t *job, bool updated)
     }
 }
 
-static void on_recorded(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
-                        const char *message)
+/* The router's text could not be stored (NUL, bad UTF-8, bad JSON): record a clear
+ * failure instead, so the job cannot loop on it. */
+static void job_record_unstorable(job_t *job, const char *message)
 {
-    job_t *job = arg;
-    if (status == STORE_ERR_CONNECTION) {
-        job_record_unreachable(job, message);
-        return;
-    }
-    if (status == STORE_ERR_QUERY && sql_state_retryable(sqlstate)) {
+    job->sanitised_retry = true;
+    char error[600];
+    snprintf(error, sizeof error, "router answer could not be stored: %s", message);
+    job->exec_status = "failed";
+    job->history_status = "failed";
+    job->failure = METRICS_FAIL_FAILED;
+    set_text(&job->error, error);
+    set_text(&job->provider, NULL);
+    set_text(&job->receipt_json, NULL);
+    free(job->output_json);
+    outcome_job_t o = outcome_job(job);
+    job->output_json = outcome_input_failure(&o, "unstorable_answer", "storage");
+    job_record(job);
+}
+
+void job_record_refused(job_t *job, const char *sqlstate, const char *message)
+{
+    if (sql_state_retryable(sqlstate)) {
         /* The write itself may succeed if sent again: keep the router's answer and redo
          * the write, as for a lost connection (never call the router again for it). */
         job_record_unreachable(job, message);
         return;
     }
-    if (status == STORE_ERR_QUERY && job->dead_reason != NULL) {
+    if (job->dead_reason != NULL) {
         /* Already giving up on this job: do not loop on a row the database refuses. */
         job_dead(job, job->dead_class, job->dead_reason);
         return;
     }
-    if (status == STORE_ERR_QUERY) {
-        if ((strcmp(sqlstate, "22P05") == 0 || strcmp(sqlstate, "22021") == 0 ||
-             strcmp(sqlstate, "22P02") == 0) && !job->sanitised_retry) {
-            /* The router's text could not be stored: record a clear failure instead so the
-             * job cannot loop on it. */
-            job->sanitised_retry = true;
-            char error[600];
-            snprintf(error, sizeof error, "router answer could not be stored: %s", message);
-            job->exec_status = "failed";
-            job->history_status = "failed";
-            job->failure = METRICS_FAIL_FAILED;
-            set_text(&job->error, error);
-            set_text(&job->provider, NULL);
-            set_text(&job->receipt_json, NULL);
-            free(job->output_json);
-            outcome_job_t o = outcome_job(job);
-            job->output_json = outcome_input_failure(&o, "unstorable_answer", "storage");
-            job_record(job);
-            return;
-        }
-        if (strcmp(sqlstate, "23514") == 0)
-            log_error("db.schema", "the database refused status '%s' (check constraint): run "
-                                   "`retryq migrate`", job->exec_status);
-        char why[600];
-        snprintf(why, sizeof why, "database refused the outcome (%s): %s", sqlstate, message);
-        job_fail_delivery(job, why);
+    if ((strcmp(sqlstate, "22P05") == 0 || strcmp(sqlstate, "22021") == 0 ||
+         strcmp(sqlstate, "22P02") == 0) && !job->sanitised_retry) {
+        job_record_unstorable(job, message);
         return;
     }
-    job_recorded(job, PQntuples(res) > 0);
+    if (strcmp(sqlstate, "23514") == 0)
+        log_error("db.schema", "the database refused status '%s' (check constraint): run "
+                               "`retryq migrate`", job->exec_status);
+    char why[600];
+    snprintf(why, sizeof why, "database refused the outcome (%s): %s", sqlstate, message);
+    job_fail_delivery(job, why);
 }
 
-/* The parameters of JOB_SQL_RECORD for one job (texts valid while the job lives). */
-typedef struct record_params {
-    char id[24], attempt[16];
-    const char *v[JOB_RECORD_PARAMS];
-} record_params_t;
-
-static void record_params(const job_t *job, record_params_t *p)
+/* What the record statement writes: the error only for a failure, the receipt only for a
+ * success. */
+static batch_outcome_t outcome_row(const job_t *job)
 {
-    memset(p, 0, sizeof *p);
-    snprintf(p->id, sizeof p->id, "%" PRId64, job->req.execution_id);
-    snprintf(p->attempt, sizeof p->attempt, "%d", job->req.retry_attempt);
     bool is_error = strcmp(job->exec_status, "completed") != 0;
-    const char *v[] = {p->id,           p->attempt,
-                       job->exec_status, job->output_json,
-                       job->provider,   is_error ? job->error : NULL,
-                       job->history_json, is_error ? NULL : job->receipt_json};
-    memcpy(p->v, v, sizeof v);
+    batch_outcome_t o = {.execution_id = job->req.execution_id,
+                         .attempt = job->req.retry_attempt,
+                         .status = job->exec_status,
+                         .output = job->output_json,
+                         .provider = job->provider,
+                         .error = is_error ? job->error : NULL,
+                         .history = job->history_json,
+                         .receipt = is_error ? NULL : job->receipt_json};
+    return o;
 }
 
-/* One statement for this job alone (the batch was refused: find out which job it was). */
-static void job_record_one(job_t *job)
-{
-    record_params_t p;
-    record_params(job, &p);
-    if (store_exec(job->w->store, job->w->sql.record, JOB_RECORD_PARAMS, p.v, on_recorded, job) < 0)
-        job_requeue(job, "out of memory queueing the outcome");
-}
-
-static void job_batch_add(job_t *job, batch_kind_t kind);
 
 static void job_record(job_t *job)
 {
@@ -560,7 +465,8 @@ static void job_record(job_t *job)
         job_requeue(job, "out of memory building the outcome");
         return;
     }
-    job_batch_add(job, BATCH_RECORD);
+    batch_outcome_t row = outcome_row(job);
+    batch_record(job->w->jobctx->batches, job, &row);
 }
 
 /* ------------------------------------------------------------------ router */
@@ -646,71 +552,19 @@ static void job_call(job_t *job)
 
 /* ------------------------------------------------------------------ load + guard */
 
-static const char *field(const PGresult *res, int row, int col)
-{
-    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
-}
+static void job_resolve(job_t *job, const batch_row_t *row);
 
-/* The row that carries the job spec of `row`: the row itself, or (batch form) the row of
- * the same job that carries it; -1 when the execution has no job. */
-static int spec_row(const PGresult *res, int row)
-{
-    const char *here = field(res, row, 8), *job_id = field(res, row, 7);
-    if (here != NULL && here[0] == 't')
-        return row;
-    if (job_id == NULL)
-        return -1;
-    for (int r = 0, n = PQntuples(res); r < n; r++) {
-        const char *other = field(res, r, 7), *flag = field(res, r, 8);
-        if (r != row && other != NULL && flag != NULL && flag[0] == 't' && strcmp(other, job_id) == 0)
-            return r;
-    }
-    return -1;
-}
-
-/* Job specs parsed once per answer: parsed[r] belongs to carrier row r. */
-typedef struct spec_cache {
-    question_spec_t *parsed[JOB_BATCH_MAX];
-} spec_cache_t;
-
-static void spec_cache_clear(spec_cache_t *cache)
-{
-    for (size_t r = 0; r < JOB_BATCH_MAX; r++)
-        question_spec_free(cache->parsed[r]);
-}
-
-/* Resolves the job's question through the parsed spec of its row. Returns a
- * question_status_t, or 1 when the job has no spec, or 2 when out of memory. */
-static int resolve_question(job_t *job, const PGresult *res, int row, spec_cache_t *cache,
-                            const char *question_id, char *err, size_t errcap)
-{
-    int carrier = spec_row(res, row);
-    if (carrier < 0 || PQgetisnull(res, carrier, 6))
-        return 1;
-    if (carrier >= JOB_BATCH_MAX)
-        return 2; /* cannot happen: a batch asks for at most JOB_BATCH_MAX ids */
-    if (cache->parsed[carrier] == NULL) {
-        const char *text = PQgetvalue(res, carrier, 6);
-        cache->parsed[carrier] = question_spec_parse(text, (size_t)PQgetlength(res, carrier, 6));
-        if (cache->parsed[carrier] == NULL)
-            return 2;
-    }
-    return question_resolve_spec(job->w->bank, cache->parsed[carrier], question_id,
-                                 job->req.question_index, &job->question, err, errcap);
-}
-
-/* The guard and the question, from the job's row (row < 0: not found). */
-static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *cache)
+/* The guard, from the job's row (NULL: not found); then the question. */
+void job_loaded_row(job_t *job, const batch_row_t *row)
 {
     worker_t *w = job->w;
     job->backoff_ms = 0;
-    if (row < 0) {
+    if (row == NULL) {
         job_dead(job, METRICS_DEAD_NOT_FOUND, "execution not found");
         return;
     }
-    const char *region = field(res, row, 1), *exec_status = field(res, row, 2);
-    const char *count = field(res, row, 3), *question_id = field(res, row, 4);
-    const char *model = field(res, row, 5), *max_retries = field(res, row, 9);
+    const char *region = row->region, *exec_status = row->status, *count = row->retry_count;
+    const char *model = row->model, *max_retries = row->max_retries;
     if (region == NULL || strcmp(region, job->req.region) != 0) {
         char reason[400];
         snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
@@ -743,17 +597,26 @@ static void job_loaded(job_t *job, const PGresult *res, int row, spec_cache_t *c
                        METRICS_DEAD_OVER_MAX_RETRIES);
         return;
     }
-    char err[300];
-    int rc = resolve_question(job, res, row, cache, question_id, err, sizeof err);
-    if (rc == 1) {
+    job_resolve(job, row);
+}
+
+/* The question, through the job spec of the job's row; then the router call. */
+static void job_resolve(job_t *job, const batch_row_t *row)
+{
+    const question_spec_t *spec = NULL;
+    batch_spec_t found = batch_row_spec(row, &spec);
+    if (found == BATCH_SPEC_NONE) {
         job_fail_input(job, "bad job spec: the execution's job has no spec", "bad_job_spec",
                        "bad job spec", METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
         return;
     }
-    if (rc == 2) {
+    if (found == BATCH_SPEC_NOMEM) {
         job_requeue(job, "out of memory resolving the question");
         return;
     }
+    char err[300];
+    int rc = question_resolve_spec(job->w->bank, spec, row->question_id, job->req.question_index,
+                                   &job->question, err, sizeof err);
     if (rc == QUESTION_ERR_INDEX) {
         job_fail_input(job, err, "invalid_question_index", err, METRICS_FAIL_BAD_JOB,
                        METRICS_DEAD_INVALID_INDEX);
@@ -783,226 +646,23 @@ static retry_decision_t decide(const job_t *job, retry_event_t event, long retry
     return retry_decide(&policy, event, &facts);
 }
 
-static void job_load_failed(job_t *job, const char *sqlstate, const char *message)
+void job_load_refused(job_t *job, const char *sqlstate, const char *message)
 {
     char why[600];
     snprintf(why, sizeof why, "loading the execution failed (%s): %s", sqlstate, message);
     job_fail_delivery(job, why);
 }
 
-static void on_loaded(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
-                      const char *message)
-{
-    job_t *job = arg;
-    if (status == STORE_ERR_CONNECTION)
-        job_load_unreachable(job, message);
-    else if (status == STORE_ERR_QUERY)
-        job_load_failed(job, sqlstate, message);
-    else {
-        spec_cache_t cache = {{NULL}};
-        job_loaded(job, res, PQntuples(res) > 0 ? 0 : -1, &cache);
-        spec_cache_clear(&cache);
-    }
-}
-
-static void job_load_one(job_t *job)
-{
-    char id[24];
-    snprintf(id, sizeof id, "%" PRId64, job->req.execution_id);
-    const char *params[] = {id};
-    if (store_exec(job->w->store, job->w->sql.load, 1, params, on_loaded, job) < 0)
-        job_requeue(job, "out of memory queueing the load");
-}
-
 static void job_load(job_t *job)
 {
     job->stage = STAGE_LOAD;
-    job_batch_add(job, BATCH_LOAD);
+    batch_load(job->w->jobctx->batches, job, job->req.execution_id);
 }
 
-/* ------------------------------------------------------------------ batches */
-
-static int batch_limit(const worker_t *w)
+/* A statement of the job could not be queued at all: hand the job back. */
+void job_unsent(job_t *job, const char *why)
 {
-    return w->cfg.db_pool_size > 0 ? w->cfg.db_pool_size : 1;
-}
-
-static void job_flush_arm(worker_t *w)
-{
-    struct job_ctx *ctx = w->jobctx;
-    if (!ctx->flush_armed) {
-        ctx->flush_armed = true;
-        event_active(ctx->flush, EV_TIMEOUT, 1);
-    }
-}
-
-/* A batch the database refused as a whole (or that could not be sent): every job goes
- * again on its own, so each meets its own error, exactly as if it had never been batched. */
-static void batch_one_by_one(job_batch_t *b)
-{
-    for (size_t i = 0; i < b->n; i++) {
-        if (b->kind == BATCH_LOAD)
-            job_load_one(b->jobs[i]);
-        else
-            job_record_one(b->jobs[i]);
-    }
-}
-
-static int64_t row_int(const PGresult *res, int row, int col)
-{
-    const char *v = field(res, row, col);
-    return v != NULL ? strtoll(v, NULL, 10) : -1;
-}
-
-/* Hands every job of an answered batch its row: the loaded row, or "recorded" when the
- * UPDATE returned (id, attempt) for it. */
-static void batch_answered(job_batch_t *b, const PGresult *res)
-{
-    int nrows = PQntuples(res);
-    spec_cache_t cache = {{NULL}};
-    int64_t ids[JOB_BATCH_MAX], attempts[JOB_BATCH_MAX];
-    int n = nrows < JOB_BATCH_MAX ? nrows : JOB_BATCH_MAX;
-    for (int r = 0; r < n; r++) {
-        ids[r] = row_int(res, r, 0);
-        attempts[r] = b->kind == BATCH_RECORD ? row_int(res, r, 1) : 0;
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        job_t *job = b->jobs[i];
-        int found = -1;
-        for (int r = 0; r < n && found < 0; r++)
-            if (ids[r] == job->req.execution_id &&
-                (b->kind == BATCH_LOAD || attempts[r] == job->req.retry_attempt))
-                found = r;
-        if (b->kind == BATCH_LOAD)
-            job_loaded(job, res, found, &cache);
-        else
-            job_recorded(job, found >= 0);
-    }
-    spec_cache_clear(&cache);
-}
-
-static void on_batch(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
-                     const char *message)
-{
-    job_batch_t *b = arg;
-    worker_t *w = b->w;
-    struct job_ctx *ctx = w->jobctx;
-    if (b->prev != NULL)
-        b->prev->next = b->next;
-    else
-        ctx->sent = b->next;
-    if (b->next != NULL)
-        b->next->prev = b->prev;
-    ctx->nsent[b->kind]--;
-
-    if (status == STORE_ERR_CONNECTION) {
-        for (size_t i = 0; i < b->n; i++) {
-            if (b->kind == BATCH_LOAD)
-                job_load_unreachable(b->jobs[i], message);
-            else
-                job_record_unreachable(b->jobs[i], message);
-        }
-    } else if (status == STORE_ERR_QUERY) {
-        w->count.db_batches_refused++;
-        log_event(LOG_LEVEL_DEBUG, 0, 0, "db.batch",
-                  "a %s batch of %zu jobs was refused (%s: %s); sending them one by one",
-                  b->kind == BATCH_LOAD ? "load" : "record", b->n, sqlstate, message);
-        batch_one_by_one(b);
-    } else {
-        w->count.db_batches[b->kind]++;
-        w->count.db_batch_jobs[b->kind] += b->n;
-        batch_answered(b, res);
-    }
-    free(b);
-    if (ctx->nwaiting[BATCH_LOAD] > 0 || ctx->nwaiting[BATCH_RECORD] > 0)
-        job_flush_arm(w);
-}
-
-/* Builds the array parameters of one batch statement; false when out of memory. */
-static bool batch_params(const job_batch_t *b, char **params, int nparams)
-{
-    sqlarray_t arrays[JOB_RECORD_PARAMS];
-    for (int k = 0; k < nparams; k++)
-        sqlarray_init(&arrays[k]);
-    for (size_t i = 0; i < b->n; i++) {
-        const job_t *job = b->jobs[i];
-        sqlarray_int(&arrays[0], job->req.execution_id);
-        if (b->kind == BATCH_RECORD) {
-            record_params_t p;
-            record_params(job, &p);
-            sqlarray_int(&arrays[1], job->req.retry_attempt);
-            for (int k = 2; k < JOB_RECORD_PARAMS; k++)
-                sqlarray_text(&arrays[k], p.v[k]);
-        }
-    }
-    bool ok = true;
-    for (int k = 0; k < nparams; k++) {
-        params[k] = sqlarray_finish(&arrays[k]);
-        ok = ok && params[k] != NULL;
-    }
-    return ok;
-}
-
-/* Sends the jobs waiting for a statement of this kind as one batch. */
-static void batch_send(worker_t *w, batch_kind_t kind)
-{
-    struct job_ctx *ctx = w->jobctx;
-    size_t n = ctx->nwaiting[kind];
-    if (n == 0)
-        return;
-    job_batch_t *b = calloc(1, sizeof *b);
-    if (b == NULL) {
-        job_batch_t tmp = {.kind = kind, .n = n};
-        memcpy(tmp.jobs, ctx->waiting[kind], n * sizeof tmp.jobs[0]);
-        ctx->nwaiting[kind] = 0;
-        batch_one_by_one(&tmp);
-        return;
-    }
-    b->w = w;
-    b->kind = kind;
-    b->n = n;
-    memcpy(b->jobs, ctx->waiting[kind], n * sizeof b->jobs[0]);
-    ctx->nwaiting[kind] = 0;
-
-    int nparams = kind == BATCH_LOAD ? 1 : JOB_RECORD_PARAMS;
-    char *params[JOB_RECORD_PARAMS] = {NULL};
-    int rc = -1;
-    if (batch_params(b, params, nparams))
-        rc = store_exec(w->store, kind == BATCH_LOAD ? w->sql.load_many : w->sql.record_many,
-                        nparams, (const char *const *)params, on_batch, b);
-    for (int k = 0; k < nparams; k++)
-        free(params[k]);
-    if (rc < 0) {
-        batch_one_by_one(b);
-        free(b);
-        return;
-    }
-    b->next = ctx->sent;
-    if (ctx->sent != NULL)
-        ctx->sent->prev = b;
-    ctx->sent = b;
-    ctx->nsent[kind]++;
-}
-
-static void job_flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-    worker_t *w = arg;
-    struct job_ctx *ctx = w->jobctx;
-    ctx->flush_armed = false;
-    for (int kind = BATCH_LOAD; kind <= BATCH_RECORD; kind++)
-        if (ctx->nsent[kind] < batch_limit(w))
-            batch_send(w, (batch_kind_t)kind);
-}
-
-static void job_batch_add(job_t *job, batch_kind_t kind)
-{
-    worker_t *w = job->w;
-    struct job_ctx *ctx = w->jobctx;
-    ctx->waiting[kind][ctx->nwaiting[kind]++] = job;
-    if (ctx->nwaiting[kind] == JOB_BATCH_MAX)
-        batch_send(w, kind);
-    else
-        job_flush_arm(w);
+    job_requeue(job, why);
 }
 
 /* ------------------------------------------------------------------ start */

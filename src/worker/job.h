@@ -13,13 +13,6 @@
 
 #include "worker.h"
 
-/* The SQL the jobs use; registered with the store at start-up. */
-extern const char JOB_SQL_LOAD[];
-extern const char JOB_SQL_LOAD_MANY[];
-extern const char JOB_SQL_RECORD[];
-extern const char JOB_SQL_RECORD_MANY[];
-#define JOB_RECORD_PARAMS 8 /* parameters of JOB_SQL_RECORD and JOB_SQL_RECORD_MANY */
-
 /* Creates what the jobs of a worker share (batches, indexes) on w->base; -1 when out of
  * memory. job_free_all frees it. */
 int job_init(worker_t *w);

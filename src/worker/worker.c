@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "batch.h"
 #include "clock.h"
 #include "http.h"
 #include "internal.h"
@@ -464,7 +465,7 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
         return WORKER_EXIT_SOFTWARE;
     }
     /* Single-row statements wait and retry when a deadline stops them (a locked row); the
-     * batches see the error and are split (job.c), so one row cannot hold up 64 jobs. */
+     * batches see the error and are split (batch.c), so one row cannot hold up 64 jobs. */
     w->sql.load = store_register_flags(w->store, JOB_SQL_LOAD, 1, STORE_DEADLINE_IS_TRANSIENT);
     w->sql.load_many = store_register(w->store, JOB_SQL_LOAD_MANY, 1);
     w->sql.record = store_register_flags(w->store, JOB_SQL_RECORD, JOB_RECORD_PARAMS,
