@@ -1,19 +1,25 @@
 /*
- * One job, step by step (DESIGN §1 and §5):
+ * One job's life, from payload to ack (DESIGN §1 and §5). The steps, in the order of this
+ * file, and where the work of each is done:
  *
- *   decode ─bad─► dead list                    (execution untouched)
- *   load: one query by execution id            (status, retry_count, question, model, spec)
- *   guard: status = 'retrying' AND retry_count = retry_attempt ─no─► ack as stale
- *   resolve the question ─bad─► record failed, dead list
- *   router call (libcurl multi, 60 s)
+ *   1 decode the payload ─bad─► dead list         retryq_job_decode (src/lib/job.c)
+ *     a rescan of a payload held, a duplicate of a job in flight ─► ack   inflight.c
+ *   2 load the execution row by id                batch.c (one statement for many jobs)
+ *   3 guard: status = 'retrying' AND retry_count = retry_attempt ─no─► ack as stale;
+ *     region and max_retries checked too          here
+ *   4 resolve the question ─bad─► record failed, dead list               question.c
+ *   5 call the router (libcurl multi, 60 s)       router.c; the answer's meaning: classify.c
  *      transient (network, 5xx, 429, 408) ─► delayed set with delivery + 1, or failed
  *                                             after the last step of the backoff schedule
- *   record: one guarded UPDATE (status, output, history entry)
- *   ack (LREM) only after the record committed
+ *   6 record: one guarded UPDATE (status, output, history entry)
+ *                                                 documents: outcome.c; statement: batch.c
+ *   7 ack (LREM) only after the record committed  queue.c
  *
- * A database outage never fails a job: loads wait and retry; an outcome already received
- * is kept in memory and its write retried until a deadline, then the job is handed back
- * to the queue. Everything a job owns hangs off its struct and is freed by job_free.
+ * Every path off the happy one (delay, give up, poison, wait and redo, requeue) is decided
+ * by policy.c (`decide`). A database outage never fails a job: loads wait and retry; an
+ * outcome already received is kept in memory and its write retried until a deadline, then
+ * the job is handed back to the queue. Everything a job owns hangs off its struct and is
+ * freed by job_free.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,10 +28,10 @@
 
 #include <event2/event.h>
 
-#include "clock.h"
-#include "internal.h"
 #include "batch.h"
+#include "clock.h"
 #include "inflight.h"
+#include "internal.h"
 #include "job.h"
 #include "log.h"
 #include "outcome.h"
@@ -35,20 +41,6 @@
 #define STORE_BACKOFF_MIN_MS 200
 #define STORE_BACKOFF_MAX_MS 10000
 #define WRITE_DEADLINE_MS (5 * 60 * 1000)
-
-/* The worker's retry policy (policy.h), from its settings. */
-static retry_policy_t policy_of(const worker_t *w)
-{
-    retry_policy_t p = {.backoff_ms = w->cfg.backoff_ms,
-                        .backoff_count = w->cfg.backoff_count,
-                        .max_deliveries = w->cfg.max_deliveries,
-                        .wait_min_ms = STORE_BACKOFF_MIN_MS,
-                        .wait_max_ms = STORE_BACKOFF_MAX_MS,
-                        .write_deadline_ms = WRITE_DEADLINE_MS};
-    return p;
-}
-
-static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms);
 
 typedef enum job_stage { STAGE_LOAD, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
@@ -90,28 +82,546 @@ struct job {
     inflight_entry_t index_entry; /* its place in the in-flight indexes (inflight.h) */
 };
 
-/* ------------------------------------------------------------------ shared state */
-
 /* What the jobs of one worker share. */
 struct job_ctx {
     batcher_t *batches; /* the loads and outcome writes, gathered into batches (batch.h) */
     inflight_t *index;  /* the jobs in flight by key and by payload (inflight.h) */
 };
 
+/* The steps. */
 static void job_load(job_t *job);
+static void job_resolve(job_t *job, const batch_row_t *row);
+static void job_call(job_t *job);
 static void job_record(job_t *job);
+/* The endings: each frees the job. */
+static void job_ack(job_t *job);
+static void job_dead(job_t *job, metrics_dead_t why, const char *reason);
+static void job_delay(job_t *job, int64_t delay_ms, const char *why);
+static void job_requeue(job_t *job, const char *why);
+/* The ways off the happy path. */
+static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms);
+static void job_fail_input(job_t *job, const char *error, const char *code, const char *dead_reason,
+                           metrics_failure_t failure, metrics_dead_t dead_class);
+static void job_fail_delivery(job_t *job, const char *why);
+static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why);
+/* Helpers. */
+static bool set_text(char **slot, const char *text);
+static outcome_job_t outcome_job(const job_t *job);
 
-int job_init(worker_t *w)
+/* ------------------------------------------------------------------ 1 decode */
+
+/* A new job holding a copy of the payload, linked into the worker's jobs; NULL when out
+ * of memory. */
+static job_t *job_new(worker_t *w, const char *payload, size_t len)
 {
-    struct job_ctx *ctx = calloc(1, sizeof *ctx);
-    if (ctx == NULL)
-        return -1;
-    w->jobctx = ctx;
-    ctx->batches = batch_new(w);
-    ctx->index = inflight_new();
-    if (ctx->batches == NULL || ctx->index == NULL)
-        return -1; /* job_free_all frees what was made */
-    return 0;
+    job_t *job = calloc(1, sizeof *job);
+    if (job != NULL)
+        job->payload = malloc(len + 1);
+    if (job == NULL || job->payload == NULL) {
+        free(job);
+        return NULL;
+    }
+    memcpy(job->payload, payload, len);
+    job->payload[len] = '\0';
+    job->len = len;
+    job->w = w;
+    job->taken_ms = clock_mono_ms();
+    job->next = w->jobs;
+    if (w->jobs != NULL)
+        w->jobs->prev = job;
+    w->jobs = job;
+    w->inflight++;
+    w->count.taken++;
+    inflight_add_payload(w->jobctx->index, &job->index_entry, job->payload, len);
+    return job;
+}
+
+void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
+{
+    if (rescan && inflight_held(w->jobctx->index, payload, len))
+        return;
+    job_t *job = job_new(w, payload, len);
+    if (job == NULL) {
+        /* Left in the processing list: found again by the rescan or lease recovery. */
+        log_error("job.nomem", "out of memory taking a job");
+        return;
+    }
+    retryq_error_t err;
+    if (retryq_job_decode(payload, len, RETRYQ_MAX_ATTEMPT, &job->req, &err) != RETRYQ_OK) {
+        memset(&job->req, 0, sizeof job->req);
+        char reason[600];
+        snprintf(reason, sizeof reason, "invalid job: %s", err.message);
+        job_dead(job, METRICS_DEAD_INVALID_PAYLOAD, reason);
+        return;
+    }
+    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "job.taken",
+              "[RETRY] job taken%s (delivery %d)", rescan ? " again (rescan of its processing list)" : "",
+              job->req.delivery);
+    if (inflight_twin(w->jobctx->index, &job->req)) {
+        w->count.stale++;
+        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.duplicate",
+                  "[RETRY] duplicate of a job in flight acknowledged");
+        job_ack(job);
+        return;
+    }
+    inflight_add_key(w->jobctx->index, &job->index_entry, &job->req);
+    if (decide(job, RETRY_EV_TAKEN, -1).action == RETRY_POISON) {
+        char reason[200];
+        snprintf(reason, sizeof reason, "poison: delivered %d times without an outcome",
+                 job->req.delivery);
+        job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
+        return;
+    }
+    job_load(job);
+}
+
+/* ------------------------------------------------------------------ 2 load */
+
+static void job_load(job_t *job)
+{
+    job->stage = STAGE_LOAD;
+    batch_load(job->w->jobctx->batches, job, job->req.execution_id);
+}
+
+/* The database could not run the load: wait and load again. */
+void job_load_unreachable(job_t *job, const char *message)
+{
+    job_wait_and_redo(job, decide(job, RETRY_EV_STORE_DOWN, -1), message);
+}
+
+void job_load_refused(job_t *job, const char *sqlstate, const char *message)
+{
+    char why[600];
+    snprintf(why, sizeof why, "loading the execution failed (%s): %s", sqlstate, message);
+    job_fail_delivery(job, why);
+}
+
+/* A statement of the job could not be queued at all: hand the job back. */
+void job_unsent(job_t *job, const char *why)
+{
+    job_requeue(job, why);
+}
+
+/* ------------------------------------------------------------------ 3 guard */
+
+/* The guard, from the job's row (NULL: not found); then the question. */
+void job_loaded_row(job_t *job, const batch_row_t *row)
+{
+    worker_t *w = job->w;
+    job->backoff_ms = 0;
+    if (row == NULL) {
+        job_dead(job, METRICS_DEAD_NOT_FOUND, "execution not found");
+        return;
+    }
+    const char *region = row->region, *exec_status = row->status, *count = row->retry_count;
+    if (region == NULL || strcmp(region, job->req.region) != 0) {
+        char reason[400];
+        snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
+                 job->req.region, region != NULL ? region : "");
+        job_dead(job, METRICS_DEAD_REGION_MISMATCH, reason);
+        return;
+    }
+    if (exec_status == NULL || strcmp(exec_status, "retrying") != 0 || count == NULL ||
+        strtol(count, NULL, 10) != job->req.retry_attempt) {
+        w->count.stale++;
+        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
+                  "[RETRY] stale job acknowledged: execution status=%s retry_count=%s",
+                  exec_status ? exec_status : "null", count ? count : "null");
+        job_ack(job);
+        return;
+    }
+    if (!set_text(&job->region, region) ||
+        !set_text(&job->model, row->model ? row->model : DEFAULT_MODEL)) {
+        job_requeue(job, "out of memory");
+        return;
+    }
+    job->router_region = question_router_region(job->region);
+    /* The row's max_retries is the truth (the payload's bound is only a sanity ceiling). A
+     * job past it would otherwise leave the row 'retrying' with nothing to finish it. */
+    long row_max = row->max_retries != NULL ? strtol(row->max_retries, NULL, 10) : 0;
+    if (job->req.retry_attempt > row_max) {
+        char error[200];
+        snprintf(error, sizeof error, "retry attempt %d exceeds the execution's max_retries (%ld)",
+                 job->req.retry_attempt, row_max);
+        job_fail_input(job, error, "attempt_over_max_retries", error, METRICS_FAIL_BAD_JOB,
+                       METRICS_DEAD_OVER_MAX_RETRIES);
+        return;
+    }
+    job_resolve(job, row);
+}
+
+/* ------------------------------------------------------------------ 4 question */
+
+/* The question, through the job spec of the job's row; then the router call. */
+static void job_resolve(job_t *job, const batch_row_t *row)
+{
+    const question_spec_t *spec = NULL;
+    batch_spec_t found = batch_row_spec(row, &spec);
+    if (found == BATCH_SPEC_NONE) {
+        job_fail_input(job, "bad job spec: the execution's job has no spec", "bad_job_spec",
+                       "bad job spec", METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
+        return;
+    }
+    if (found == BATCH_SPEC_NOMEM) {
+        job_requeue(job, "out of memory resolving the question");
+        return;
+    }
+    char err[300];
+    int rc = question_resolve_spec(job->w->bank, spec, row->question_id, job->req.question_index,
+                                   &job->question, err, sizeof err);
+    if (rc == QUESTION_ERR_INDEX) {
+        job_fail_input(job, err, "invalid_question_index", err, METRICS_FAIL_BAD_JOB,
+                       METRICS_DEAD_INVALID_INDEX);
+        return;
+    }
+    if (rc != QUESTION_OK) {
+        char error[400];
+        snprintf(error, sizeof error, "bad job spec: %s", err);
+        job_fail_input(job, error, "bad_job_spec", error, METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
+        return;
+    }
+    job->have_question = true;
+    if (job->question.note != NULL)
+        log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.question",
+                  "[RETRY] %s", job->question.note);
+    job_call(job);
+}
+
+/* ------------------------------------------------------------------ 5 router */
+
+/* "hybrid error: <message>" becomes the job's error. */
+static bool set_hybrid_error(job_t *job, const char *message)
+{
+    char *text = outcome_hybrid_error(message);
+    if (text == NULL)
+        return false;
+    free(job->error);
+    job->error = text;
+    return true;
+}
+
+/* The router's answer becomes the outcome to record (a transient failure here is one
+ * past the last step of the backoff schedule). False when out of memory. */
+static bool job_keep_answer(job_t *job, const router_outcome_t *out, const char *path)
+{
+    bool ok;
+    if (out->verdict == ROUTER_SUCCESS) {
+        job->exec_status = "completed";
+        job->history_status = "success";
+        ok = set_text(&job->provider, out->provider) && set_text(&job->receipt_json, out->receipt_json);
+        outcome_job_t o = outcome_job(job);
+        job->output_json = outcome_success(&o, out);
+        return ok;
+    }
+    if (out->verdict == ROUTER_TRANSIENT) {
+        const char *why = out->error != NULL ? out->error : "transient router failure";
+        char error[2600];
+        snprintf(error, sizeof error, "gave up after %d tries: %s", job->req.delivery + 1, why);
+        job->exec_status = "failed";
+        job->history_status = "failed";
+        job->failure = METRICS_FAIL_TRANSIENT_EXHAUSTED;
+        ok = set_hybrid_error(job, error);
+    } else {
+        bool timeout = out->verdict == ROUTER_TIMEOUT;
+        job->failure = timeout ? METRICS_FAIL_TIMEOUT : METRICS_FAIL_FAILED;
+        job->exec_status = timeout ? "timeout" : "failed";
+        job->history_status = timeout ? "timeout" : "failed";
+        ok = set_hybrid_error(job, out->error != NULL ? out->error : "router call failed");
+    }
+    if (ok) {
+        outcome_job_t o = outcome_job(job);
+        job->output_json = outcome_router_failure(&o, out, path);
+    }
+    return ok;
+}
+
+static void on_router_done(void *arg, const router_result_t *result)
+{
+    job_t *job = arg;
+    worker_t *w = job->w;
+    job->call = NULL;
+    job->call_sec = result->total_sec;
+    metrics_router_request(&w->metrics, result);
+    router_outcome_t out;
+    router_classify(result, &out);
+    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "router.done",
+              "router answered %s (HTTP %ld) in %.3f s", router_verdict_name(out.verdict),
+              out.http_status, result->total_sec);
+    if (out.verdict == ROUTER_TRANSIENT) {
+        retry_decision_t d = decide(job, RETRY_EV_ROUTER_TRANSIENT, out.retry_after_ms);
+        if (d.action == RETRY_DELAY) {
+            job_delay(job, d.delay_ms, out.error != NULL ? out.error : "transient router failure");
+            router_outcome_free(&out);
+            return;
+        }
+    }
+    bool ok = job_keep_answer(job, &out, result->path);
+    router_outcome_free(&out);
+    if (!ok) {
+        job_requeue(job, "out of memory keeping the router's answer");
+        return;
+    }
+    job_record(job);
+}
+
+static void job_call(job_t *job)
+{
+    worker_t *w = job->w;
+    size_t len = 0;
+    char *body = question_build_request(&job->question, job->model, job->router_region,
+                                        w->cfg.request_mode, &len);
+    if (body == NULL) {
+        job_requeue(job, "out of memory building the router request");
+        return;
+    }
+    job->stage = STAGE_CALL;
+    log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.started",
+              "[RETRY] Starting retry for execution %" PRId64 " (region %s, question %" PRId64
+              ", attempt %d)",
+              job->req.execution_id, job->req.region, job->req.question_index, job->req.retry_attempt);
+    job->call_started_ms = clock_mono_ms();
+    job->call = router_call(w->router, body, len, job->req.execution_id, job->req.retry_attempt,
+                            on_router_done, job);
+    free(body);
+    if (job->call == NULL) {
+        job_requeue(job, "the router call could not be started");
+        return;
+    }
+    w->count.attempts++;
+}
+
+/* ------------------------------------------------------------------ 6 record */
+
+/* What the record statement writes: the error only for a failure, the receipt only for a
+ * success. */
+static batch_outcome_t outcome_row(const job_t *job)
+{
+    bool is_error = strcmp(job->exec_status, "completed") != 0;
+    batch_outcome_t o = {.execution_id = job->req.execution_id,
+                         .attempt = job->req.retry_attempt,
+                         .status = job->exec_status,
+                         .output = job->output_json,
+                         .provider = job->provider,
+                         .error = is_error ? job->error : NULL,
+                         .history = job->history_json,
+                         .receipt = is_error ? NULL : job->receipt_json};
+    return o;
+}
+
+static void job_record(job_t *job)
+{
+    job->stage = STAGE_RECORD;
+    if (job->received_ms == 0)
+        job->received_ms = clock_mono_ms();
+    int64_t duration = job->call_started_ms > 0 ? clock_mono_ms() - job->call_started_ms : 0;
+    free(job->history_json);
+    outcome_job_t o = outcome_job(job);
+    job->history_json = outcome_history_entry(&o, rq_now_ms(), duration);
+    if (job->history_json == NULL || job->output_json == NULL) {
+        job_requeue(job, "out of memory building the outcome");
+        return;
+    }
+    batch_outcome_t row = outcome_row(job);
+    batch_record(job->w->jobctx->batches, job, &row);
+}
+
+/* ------------------------------------------------------------------ 7 ack */
+
+/* The outcome is in the database (or the guard said it never will be): ack, or
+ * dead-letter a job given up on. */
+static void job_done(job_t *job)
+{
+    if (job->dead_reason != NULL)
+        job_dead(job, job->dead_class, job->dead_reason);
+    else
+        job_ack(job);
+}
+
+/* The record statement ran; `updated` says whether the guard let it change the row. */
+void job_recorded(job_t *job, bool updated)
+{
+    worker_t *w = job->w;
+    if (!updated) {
+        w->count.stale++;
+        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
+                  "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
+        job_done(job);
+        return;
+    }
+    if (strcmp(job->exec_status, "completed") == 0)
+        w->count.succeeded++;
+    else if (strcmp(job->exec_status, "timeout") == 0)
+        w->count.timeouts++;
+    else
+        w->count.failed++;
+    metrics_outcome(&w->metrics, job->req.execution_id, job->req.retry_attempt,
+                    strcmp(job->exec_status, "completed") == 0, job->failure, job->dead_reason != NULL,
+                    job->error != NULL ? job->error : job->exec_status,
+                    job->call_started_ms > 0 ? job->call_sec : -1.0);
+    log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
+              job->req.execution_id, job->req.retry_attempt, "job.recorded",
+              "[RETRY] Completed retry for execution %" PRId64 ": status %s, inference %" PRId64
+              " ms (%" PRId64 " ms from pop)%s%s",
+              job->req.execution_id, job->exec_status,
+              job->call_started_ms > 0 ? (int64_t)(job->call_sec * 1000.0 + 0.5) : (int64_t)0,
+              clock_mono_ms() - job->taken_ms, job->error ? ": " : "", job->error ? job->error : "");
+    job_done(job);
+}
+
+/* ------------------------------------------------------------------ when the record fails */
+
+/* The database could not be reached while the outcome was being written. */
+void job_record_unreachable(job_t *job, const char *message)
+{
+    retry_decision_t d = decide(job, RETRY_EV_WRITE_DOWN, -1);
+    if (d.action == RETRY_REQUEUE)
+        job_requeue(job, "the outcome could not be written before the write deadline");
+    else
+        job_wait_and_redo(job, d, message);
+}
+
+/* SQLSTATEs after which the same statement may well succeed: serialization failure,
+ * deadlock, lock not available, statement cancelled (a deadline). */
+static bool sql_state_retryable(const char *sqlstate)
+{
+    static const char *const states[] = {"40001", "40P01", "55P03", "57014"};
+    for (size_t i = 0; sqlstate != NULL && i < sizeof states / sizeof states[0]; i++)
+        if (strcmp(sqlstate, states[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The router's text could not be stored (NUL, bad UTF-8, bad JSON): record a clear
+ * failure instead, so the job cannot loop on it. */
+static void job_record_unstorable(job_t *job, const char *message)
+{
+    job->sanitised_retry = true;
+    char error[600];
+    snprintf(error, sizeof error, "router answer could not be stored: %s", message);
+    job->exec_status = "failed";
+    job->history_status = "failed";
+    job->failure = METRICS_FAIL_FAILED;
+    set_text(&job->error, error);
+    set_text(&job->provider, NULL);
+    set_text(&job->receipt_json, NULL);
+    free(job->output_json);
+    outcome_job_t o = outcome_job(job);
+    job->output_json = outcome_input_failure(&o, "unstorable_answer", "storage");
+    job_record(job);
+}
+
+void job_record_refused(job_t *job, const char *sqlstate, const char *message)
+{
+    if (sql_state_retryable(sqlstate)) {
+        /* The write itself may succeed if sent again: keep the router's answer and redo
+         * the write, as for a lost connection (never call the router again for it). */
+        job_record_unreachable(job, message);
+        return;
+    }
+    if (job->dead_reason != NULL) {
+        /* Already giving up on this job: do not loop on a row the database refuses. */
+        job_dead(job, job->dead_class, job->dead_reason);
+        return;
+    }
+    if ((strcmp(sqlstate, "22P05") == 0 || strcmp(sqlstate, "22021") == 0 ||
+         strcmp(sqlstate, "22P02") == 0) && !job->sanitised_retry) {
+        job_record_unstorable(job, message);
+        return;
+    }
+    if (strcmp(sqlstate, "23514") == 0)
+        log_error("db.schema", "the database refused status '%s' (check constraint): run "
+                               "`retryq migrate`", job->exec_status);
+    char why[600];
+    snprintf(why, sizeof why, "database refused the outcome (%s): %s", sqlstate, message);
+    job_fail_delivery(job, why);
+}
+
+/* ------------------------------------------------------------------ the policy */
+
+/* The worker's retry policy (policy.h), from its settings. */
+static retry_policy_t policy_of(const worker_t *w)
+{
+    retry_policy_t p = {.backoff_ms = w->cfg.backoff_ms,
+                        .backoff_count = w->cfg.backoff_count,
+                        .max_deliveries = w->cfg.max_deliveries,
+                        .wait_min_ms = STORE_BACKOFF_MIN_MS,
+                        .wait_max_ms = STORE_BACKOFF_MAX_MS,
+                        .write_deadline_ms = WRITE_DEADLINE_MS};
+    return p;
+}
+
+static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms)
+{
+    retry_policy_t policy = policy_of(job->w);
+    retry_facts_t facts = {.delivery = job->req.delivery,
+                           .retry_after_ms = retry_after_ms,
+                           .waited_ms = job->backoff_ms,
+                           .writing_ms = job->received_ms > 0 ? clock_mono_ms() - job->received_ms : 0,
+                           .random = worker_random(job->w)};
+    return retry_decide(&policy, event, &facts);
+}
+
+/* Records a failure that is not the router's answer (bad spec, bad index, poison), then
+ * dead-letters the job. */
+static void job_fail_input(job_t *job, const char *error, const char *code, const char *dead_reason,
+                           metrics_failure_t failure, metrics_dead_t dead_class)
+{
+    job->failure = failure;
+    job->dead_class = dead_class;
+    job->exec_status = "failed";
+    job->history_status = "error";
+    if (!set_text(&job->error, error) || !set_text(&job->dead_reason, dead_reason)) {
+        job_requeue(job, "out of memory");
+        return;
+    }
+    free(job->output_json);
+    outcome_job_t o = outcome_job(job);
+    job->output_json = outcome_input_failure(&o, code, "input");
+    job_record(job);
+}
+
+/* A processing failure that may go away (a database error on this row): try again later,
+ * counting a delivery; past the bound the job is poison. */
+static void job_fail_delivery(job_t *job, const char *why)
+{
+    retry_decision_t d = decide(job, RETRY_EV_JOB_FAILED, -1);
+    if (d.action == RETRY_POISON) {
+        char reason[600];
+        snprintf(reason, sizeof reason, "poison: failed %d deliveries: %s", job->req.delivery + 1, why);
+        job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
+        return;
+    }
+    job_delay(job, d.delay_ms, why);
+}
+
+static void job_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    job_t *job = arg;
+    if (job->stage == STAGE_LOAD)
+        job_load(job);
+    else
+        job_record(job);
+}
+
+/* RETRY_WAIT: keep the job and redo its current step after the decided delay. */
+static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why)
+{
+    worker_t *w = job->w;
+    if (job->timer == NULL)
+        job->timer = evtimer_new(w->base, job_timer_cb, job);
+    if (job->timer == NULL) {
+        job_requeue(job, "out of memory");
+        return;
+    }
+    job->backoff_ms = d.next_wait_ms;
+    int64_t delay = d.delay_ms;
+    w->count.store_retries++;
+    log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.wait",
+              "[RETRY] the database could not run the %s now, trying again in %" PRId64 " ms: %s",
+              job->stage == STAGE_LOAD ? "load" : "record", delay, why);
+    struct timeval tv = clock_tv_ms(delay);
+    if (evtimer_add(job->timer, &tv) != 0)
+        job_requeue(job, "could not arm the wait timer");
 }
 
 /* ------------------------------------------------------------------ endings */
@@ -128,42 +638,6 @@ static void job_unlink(job_t *job)
         job->next->prev = job->prev;
     job->prev = job->next = NULL;
     w->inflight--;
-}
-
-void job_free(job_t *job)
-{
-    if (job == NULL)
-        return;
-    if (job->timer != NULL)
-        event_free(job->timer);
-    if (job->have_question)
-        question_free(&job->question);
-    free(job->payload);
-    free(job->region);
-    free(job->model);
-    free(job->output_json);
-    free(job->history_json);
-    free(job->receipt_json);
-    free(job->provider);
-    free(job->error);
-    free(job->dead_reason);
-    free(job);
-}
-
-void job_free_all(worker_t *w)
-{
-    struct job_ctx *ctx = w->jobctx;
-    if (ctx == NULL)
-        return;
-    while (w->jobs != NULL) {
-        job_t *job = w->jobs;
-        job_unlink(job);
-        job_free(job);
-    }
-    batch_free(ctx->batches);
-    inflight_free(ctx->index);
-    free(ctx);
-    w->jobctx = NULL;
 }
 
 static void job_end(job_t *job)
@@ -221,7 +695,14 @@ static void job_requeue(job_t *job, const char *why)
     job_end(job);
 }
 
-/* ------------------------------------------------------------------ outcomes */
+/* ------------------------------------------------------------------ helpers, shared state */
+
+static bool set_text(char **slot, const char *text)
+{
+    free(*slot);
+    *slot = text != NULL ? strdup(text) : NULL;
+    return text == NULL || *slot != NULL;
+}
 
 /* What the outcome documents (outcome.h) say about this job. */
 static outcome_job_t outcome_job(const job_t *job)
@@ -239,485 +720,51 @@ static outcome_job_t outcome_job(const job_t *job)
     return o;
 }
 
-/* "hybrid error: <message>" becomes the job's error. */
-static bool set_hybrid_error(job_t *job, const char *message)
+int job_init(worker_t *w)
 {
-    char *text = outcome_hybrid_error(message);
-    if (text == NULL)
-        return false;
-    free(job->error);
-    job->error = text;
-    return true;
+    struct job_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return -1;
+    w->jobctx = ctx;
+    ctx->batches = batch_new(w);
+    ctx->index = inflight_new();
+    if (ctx->batches == NULL || ctx->index == NULL)
+        return -1; /* job_free_all frees what was made */
+    return 0;
 }
 
-static bool set_text(char **slot, const char *text)
+void job_free(job_t *job)
 {
-    free(*slot);
-    *slot = text != NULL ? strdup(text) : NULL;
-    return text == NULL || *slot != NULL;
-}
-
-/* Records a failure that is not the router's answer (bad spec, bad index, poison), then
- * dead-letters the job. */
-static void job_fail_input(job_t *job, const char *error, const char *code, const char *dead_reason,
-                           metrics_failure_t failure, metrics_dead_t dead_class)
-{
-    job->failure = failure;
-    job->dead_class = dead_class;
-    job->exec_status = "failed";
-    job->history_status = "error";
-    if (!set_text(&job->error, error) || !set_text(&job->dead_reason, dead_reason)) {
-        job_requeue(job, "out of memory");
+    if (job == NULL)
         return;
-    }
+    if (job->timer != NULL)
+        event_free(job->timer);
+    if (job->have_question)
+        question_free(&job->question);
+    free(job->payload);
+    free(job->region);
+    free(job->model);
     free(job->output_json);
-    outcome_job_t o = outcome_job(job);
-    job->output_json = outcome_input_failure(&o, code, "input");
-    job_record(job);
-}
-
-/* A processing failure that may go away (a database error on this row): try again later,
- * counting a delivery; past the bound the job is poison. */
-static void job_fail_delivery(job_t *job, const char *why)
-{
-    retry_decision_t d = decide(job, RETRY_EV_JOB_FAILED, -1);
-    if (d.action == RETRY_POISON) {
-        char reason[600];
-        snprintf(reason, sizeof reason, "poison: failed %d deliveries: %s", job->req.delivery + 1, why);
-        job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
-        return;
-    }
-    job_delay(job, d.delay_ms, why);
-}
-
-/* ------------------------------------------------------------------ waiting out an outage */
-
-static void job_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    job_t *job = arg;
-    if (job->stage == STAGE_LOAD)
-        job_load(job);
-    else
-        job_record(job);
-}
-
-/* RETRY_WAIT: keep the job and redo its current step after the decided delay. */
-static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why)
-{
-    worker_t *w = job->w;
-    if (job->timer == NULL)
-        job->timer = evtimer_new(w->base, job_timer_cb, job);
-    if (job->timer == NULL) {
-        job_requeue(job, "out of memory");
-        return;
-    }
-    job->backoff_ms = d.next_wait_ms;
-    int64_t delay = d.delay_ms;
-    w->count.store_retries++;
-    log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.wait",
-              "[RETRY] the database could not run the %s now, trying again in %" PRId64 " ms: %s",
-              job->stage == STAGE_LOAD ? "load" : "record", delay, why);
-    struct timeval tv = clock_tv_ms(delay);
-    if (evtimer_add(job->timer, &tv) != 0)
-        job_requeue(job, "could not arm the wait timer");
-}
-
-/* The database could not run the load: wait and load again. */
-void job_load_unreachable(job_t *job, const char *message)
-{
-    job_wait_and_redo(job, decide(job, RETRY_EV_STORE_DOWN, -1), message);
-}
-
-/* ------------------------------------------------------------------ record */
-
-/* SQLSTATEs after which the same statement may well succeed: serialization failure,
- * deadlock, lock not available, statement cancelled (a deadline). */
-static bool sql_state_retryable(const char *sqlstate)
-{
-    static const char *const states[] = {"40001", "40P01", "55P03", "57014"};
-    for (size_t i = 0; sqlstate != NULL && i < sizeof states / sizeof states[0]; i++)
-        if (strcmp(sqlstate, states[i]) == 0)
-            return true;
-    return false;
-}
-
-/* The database could not be reached while the outcome was being written. */
-void job_record_unreachable(job_t *job, const char *message)
-{
-    retry_decision_t d = decide(job, RETRY_EV_WRITE_DOWN, -1);
-    if (d.action == RETRY_REQUEUE)
-        job_requeue(job, "the outcome could not be written before the write deadline");
-    else
-        job_wait_and_redo(job, d, message);
-}
-
-/* The record statement ran; `updated` says whether the guard let it change the row. */
-void job_recorded(job_t *job, bool updated)
-{
-    worker_t *w = job->w;
-    if (!updated) {
-        w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
-                  "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
-        if (job->dead_reason != NULL) {
-            job_dead(job, job->dead_class, job->dead_reason);
-        } else {
-            job_ack(job);
-        }
-        return;
-    }
-    if (strcmp(job->exec_status, "completed") == 0)
-        w->count.succeeded++;
-    else if (strcmp(job->exec_status, "timeout") == 0)
-        w->count.timeouts++;
-    else
-        w->count.failed++;
-    metrics_outcome(&w->metrics, job->req.execution_id, job->req.retry_attempt,
-                    strcmp(job->exec_status, "completed") == 0, job->failure, job->dead_reason != NULL,
-                    job->error != NULL ? job->error : job->exec_status,
-                    job->call_started_ms > 0 ? job->call_sec : -1.0);
-    log_event(strcmp(job->exec_status, "completed") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
-              job->req.execution_id, job->req.retry_attempt, "job.recorded",
-              "[RETRY] Completed retry for execution %" PRId64 ": status %s, inference %" PRId64
-              " ms (%" PRId64 " ms from pop)%s%s",
-              job->req.execution_id, job->exec_status,
-              job->call_started_ms > 0 ? (int64_t)(job->call_sec * 1000.0 + 0.5) : (int64_t)0,
-              clock_mono_ms() - job->taken_ms, job->error ? ": " : "", job->error ? job->error : "");
-    if (job->dead_reason != NULL) {
-        job_dead(job, job->dead_class, job->dead_reason);
-    } else {
-        job_ack(job);
-    }
-}
-
-/* The router's text could not be stored (NUL, bad UTF-8, bad JSON): record a clear
- * failure instead, so the job cannot loop on it. */
-static void job_record_unstorable(job_t *job, const char *message)
-{
-    job->sanitised_retry = true;
-    char error[600];
-    snprintf(error, sizeof error, "router answer could not be stored: %s", message);
-    job->exec_status = "failed";
-    job->history_status = "failed";
-    job->failure = METRICS_FAIL_FAILED;
-    set_text(&job->error, error);
-    set_text(&job->provider, NULL);
-    set_text(&job->receipt_json, NULL);
-    free(job->output_json);
-    outcome_job_t o = outcome_job(job);
-    job->output_json = outcome_input_failure(&o, "unstorable_answer", "storage");
-    job_record(job);
-}
-
-void job_record_refused(job_t *job, const char *sqlstate, const char *message)
-{
-    if (sql_state_retryable(sqlstate)) {
-        /* The write itself may succeed if sent again: keep the router's answer and redo
-         * the write, as for a lost connection (never call the router again for it). */
-        job_record_unreachable(job, message);
-        return;
-    }
-    if (job->dead_reason != NULL) {
-        /* Already giving up on this job: do not loop on a row the database refuses. */
-        job_dead(job, job->dead_class, job->dead_reason);
-        return;
-    }
-    if ((strcmp(sqlstate, "22P05") == 0 || strcmp(sqlstate, "22021") == 0 ||
-         strcmp(sqlstate, "22P02") == 0) && !job->sanitised_retry) {
-        job_record_unstorable(job, message);
-        return;
-    }
-    if (strcmp(sqlstate, "23514") == 0)
-        log_error("db.schema", "the database refused status '%s' (check constraint): run "
-                               "`retryq migrate`", job->exec_status);
-    char why[600];
-    snprintf(why, sizeof why, "database refused the outcome (%s): %s", sqlstate, message);
-    job_fail_delivery(job, why);
-}
-
-/* What the record statement writes: the error only for a failure, the receipt only for a
- * success. */
-static batch_outcome_t outcome_row(const job_t *job)
-{
-    bool is_error = strcmp(job->exec_status, "completed") != 0;
-    batch_outcome_t o = {.execution_id = job->req.execution_id,
-                         .attempt = job->req.retry_attempt,
-                         .status = job->exec_status,
-                         .output = job->output_json,
-                         .provider = job->provider,
-                         .error = is_error ? job->error : NULL,
-                         .history = job->history_json,
-                         .receipt = is_error ? NULL : job->receipt_json};
-    return o;
-}
-
-
-static void job_record(job_t *job)
-{
-    job->stage = STAGE_RECORD;
-    if (job->received_ms == 0)
-        job->received_ms = clock_mono_ms();
-    int64_t duration = job->call_started_ms > 0 ? clock_mono_ms() - job->call_started_ms : 0;
     free(job->history_json);
-    outcome_job_t o = outcome_job(job);
-    job->history_json = outcome_history_entry(&o, rq_now_ms(), duration);
-    if (job->history_json == NULL || job->output_json == NULL) {
-        job_requeue(job, "out of memory building the outcome");
-        return;
-    }
-    batch_outcome_t row = outcome_row(job);
-    batch_record(job->w->jobctx->batches, job, &row);
+    free(job->receipt_json);
+    free(job->provider);
+    free(job->error);
+    free(job->dead_reason);
+    free(job);
 }
 
-/* ------------------------------------------------------------------ router */
-
-static void on_router_done(void *arg, const router_result_t *result)
+void job_free_all(worker_t *w)
 {
-    job_t *job = arg;
-    worker_t *w = job->w;
-    job->call = NULL;
-    job->call_sec = result->total_sec;
-    metrics_router_request(&w->metrics, result);
-    router_outcome_t out;
-    router_classify(result, &out);
-    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "router.done",
-              "router answered %s (HTTP %ld) in %.3f s", router_verdict_name(out.verdict),
-              out.http_status, result->total_sec);
-
-    bool ok = true;
-    if (out.verdict == ROUTER_TRANSIENT) {
-        const char *why = out.error != NULL ? out.error : "transient router failure";
-        retry_decision_t d = decide(job, RETRY_EV_ROUTER_TRANSIENT, out.retry_after_ms);
-        if (d.action == RETRY_DELAY) {
-            job_delay(job, d.delay_ms, why);
-            router_outcome_free(&out);
-            return;
-        }
-        char error[2600];
-        snprintf(error, sizeof error, "gave up after %d tries: %s", job->req.delivery + 1, why);
-        job->exec_status = "failed";
-        job->history_status = "failed";
-        job->failure = METRICS_FAIL_TRANSIENT_EXHAUSTED;
-        ok = set_hybrid_error(job, error);
-    } else if (out.verdict == ROUTER_SUCCESS) {
-        job->exec_status = "completed";
-        job->history_status = "success";
-        ok = set_text(&job->provider, out.provider) && set_text(&job->receipt_json, out.receipt_json);
-        outcome_job_t o = outcome_job(job);
-        job->output_json = outcome_success(&o, &out);
-    } else {
-        bool timeout = out.verdict == ROUTER_TIMEOUT;
-        job->failure = timeout ? METRICS_FAIL_TIMEOUT : METRICS_FAIL_FAILED;
-        job->exec_status = timeout ? "timeout" : "failed";
-        job->history_status = timeout ? "timeout" : "failed";
-        ok = set_hybrid_error(job, out.error != NULL ? out.error : "router call failed");
-    }
-    if (ok && out.verdict != ROUTER_SUCCESS) {
-        outcome_job_t o = outcome_job(job);
-        job->output_json = outcome_router_failure(&o, &out, result->path);
-    }
-    router_outcome_free(&out);
-    if (!ok) {
-        job_requeue(job, "out of memory keeping the router's answer");
+    struct job_ctx *ctx = w->jobctx;
+    if (ctx == NULL)
         return;
+    while (w->jobs != NULL) {
+        job_t *job = w->jobs;
+        job_unlink(job);
+        job_free(job);
     }
-    job_record(job);
-}
-
-static void job_call(job_t *job)
-{
-    worker_t *w = job->w;
-    size_t len = 0;
-    char *body = question_build_request(&job->question, job->model, job->router_region,
-                                        w->cfg.request_mode, &len);
-    if (body == NULL) {
-        job_requeue(job, "out of memory building the router request");
-        return;
-    }
-    job->stage = STAGE_CALL;
-    log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.started",
-              "[RETRY] Starting retry for execution %" PRId64 " (region %s, question %" PRId64
-              ", attempt %d)",
-              job->req.execution_id, job->req.region, job->req.question_index, job->req.retry_attempt);
-    job->call_started_ms = clock_mono_ms();
-    job->call = router_call(w->router, body, len, job->req.execution_id, job->req.retry_attempt,
-                            on_router_done, job);
-    free(body);
-    if (job->call == NULL) {
-        job_requeue(job, "the router call could not be started");
-        return;
-    }
-    w->count.attempts++;
-}
-
-/* ------------------------------------------------------------------ load + guard */
-
-static void job_resolve(job_t *job, const batch_row_t *row);
-
-/* The guard, from the job's row (NULL: not found); then the question. */
-void job_loaded_row(job_t *job, const batch_row_t *row)
-{
-    worker_t *w = job->w;
-    job->backoff_ms = 0;
-    if (row == NULL) {
-        job_dead(job, METRICS_DEAD_NOT_FOUND, "execution not found");
-        return;
-    }
-    const char *region = row->region, *exec_status = row->status, *count = row->retry_count;
-    const char *model = row->model, *max_retries = row->max_retries;
-    if (region == NULL || strcmp(region, job->req.region) != 0) {
-        char reason[400];
-        snprintf(reason, sizeof reason, "region mismatch: job has \"%s\", execution has \"%s\"",
-                 job->req.region, region != NULL ? region : "");
-        job_dead(job, METRICS_DEAD_REGION_MISMATCH, reason);
-        return;
-    }
-    if (exec_status == NULL || strcmp(exec_status, "retrying") != 0 || count == NULL ||
-        strtol(count, NULL, 10) != job->req.retry_attempt) {
-        w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
-                  "[RETRY] stale job acknowledged: execution status=%s retry_count=%s",
-                  exec_status ? exec_status : "null", count ? count : "null");
-        job_ack(job);
-        return;
-    }
-    if (!set_text(&job->region, region) || !set_text(&job->model, model ? model : DEFAULT_MODEL)) {
-        job_requeue(job, "out of memory");
-        return;
-    }
-    job->router_region = question_router_region(job->region);
-    /* The row's max_retries is the truth (the payload's bound is only a sanity ceiling). A
-     * job past it would otherwise leave the row 'retrying' with nothing to finish it. */
-    long row_max = max_retries != NULL ? strtol(max_retries, NULL, 10) : 0;
-    if (job->req.retry_attempt > row_max) {
-        char error[200];
-        snprintf(error, sizeof error, "retry attempt %d exceeds the execution's max_retries (%ld)",
-                 job->req.retry_attempt, row_max);
-        job_fail_input(job, error, "attempt_over_max_retries", error, METRICS_FAIL_BAD_JOB,
-                       METRICS_DEAD_OVER_MAX_RETRIES);
-        return;
-    }
-    job_resolve(job, row);
-}
-
-/* The question, through the job spec of the job's row; then the router call. */
-static void job_resolve(job_t *job, const batch_row_t *row)
-{
-    const question_spec_t *spec = NULL;
-    batch_spec_t found = batch_row_spec(row, &spec);
-    if (found == BATCH_SPEC_NONE) {
-        job_fail_input(job, "bad job spec: the execution's job has no spec", "bad_job_spec",
-                       "bad job spec", METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
-        return;
-    }
-    if (found == BATCH_SPEC_NOMEM) {
-        job_requeue(job, "out of memory resolving the question");
-        return;
-    }
-    char err[300];
-    int rc = question_resolve_spec(job->w->bank, spec, row->question_id, job->req.question_index,
-                                   &job->question, err, sizeof err);
-    if (rc == QUESTION_ERR_INDEX) {
-        job_fail_input(job, err, "invalid_question_index", err, METRICS_FAIL_BAD_JOB,
-                       METRICS_DEAD_INVALID_INDEX);
-        return;
-    }
-    if (rc != QUESTION_OK) {
-        char error[400];
-        snprintf(error, sizeof error, "bad job spec: %s", err);
-        job_fail_input(job, error, "bad_job_spec", error, METRICS_FAIL_BAD_JOB, METRICS_DEAD_BAD_SPEC);
-        return;
-    }
-    job->have_question = true;
-    if (job->question.note != NULL)
-        log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.question",
-                  "[RETRY] %s", job->question.note);
-    job_call(job);
-}
-
-static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms)
-{
-    retry_policy_t policy = policy_of(job->w);
-    retry_facts_t facts = {.delivery = job->req.delivery,
-                           .retry_after_ms = retry_after_ms,
-                           .waited_ms = job->backoff_ms,
-                           .writing_ms = job->received_ms > 0 ? clock_mono_ms() - job->received_ms : 0,
-                           .random = worker_random(job->w)};
-    return retry_decide(&policy, event, &facts);
-}
-
-void job_load_refused(job_t *job, const char *sqlstate, const char *message)
-{
-    char why[600];
-    snprintf(why, sizeof why, "loading the execution failed (%s): %s", sqlstate, message);
-    job_fail_delivery(job, why);
-}
-
-static void job_load(job_t *job)
-{
-    job->stage = STAGE_LOAD;
-    batch_load(job->w->jobctx->batches, job, job->req.execution_id);
-}
-
-/* A statement of the job could not be queued at all: hand the job back. */
-void job_unsent(job_t *job, const char *why)
-{
-    job_requeue(job, why);
-}
-
-/* ------------------------------------------------------------------ start */
-
-void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
-{
-    if (rescan && inflight_held(w->jobctx->index, payload, len))
-        return;
-    job_t *job = calloc(1, sizeof *job);
-    if (job != NULL)
-        job->payload = malloc(len + 1);
-    if (job == NULL || job->payload == NULL) {
-        /* Left in the processing list: found again by the rescan or lease recovery. */
-        log_error("job.nomem", "out of memory taking a job");
-        free(job);
-        return;
-    }
-    memcpy(job->payload, payload, len);
-    job->payload[len] = '\0';
-    job->len = len;
-    job->w = w;
-    job->taken_ms = clock_mono_ms();
-    job->next = w->jobs;
-    if (w->jobs != NULL)
-        w->jobs->prev = job;
-    w->jobs = job;
-    w->inflight++;
-    w->count.taken++;
-    inflight_add_payload(w->jobctx->index, &job->index_entry, job->payload, len);
-
-    retryq_error_t err;
-    if (retryq_job_decode(payload, len, RETRYQ_MAX_ATTEMPT, &job->req, &err) != RETRYQ_OK) {
-        memset(&job->req, 0, sizeof job->req);
-        char reason[600];
-        snprintf(reason, sizeof reason, "invalid job: %s", err.message);
-        job_dead(job, METRICS_DEAD_INVALID_PAYLOAD, reason);
-        return;
-    }
-    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "job.taken",
-              "[RETRY] job taken%s (delivery %d)", rescan ? " again (rescan of its processing list)" : "",
-              job->req.delivery);
-    if (inflight_twin(w->jobctx->index, &job->req)) {
-        w->count.stale++;
-        log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.duplicate",
-                  "[RETRY] duplicate of a job in flight acknowledged");
-        job_ack(job);
-        return;
-    }
-    inflight_add_key(w->jobctx->index, &job->index_entry, &job->req);
-    if (decide(job, RETRY_EV_TAKEN, -1).action == RETRY_POISON) {
-        char reason[200];
-        snprintf(reason, sizeof reason, "poison: delivered %d times without an outcome",
-                 job->req.delivery);
-        job_fail_input(job, reason, "poison", reason, METRICS_FAIL_POISON, METRICS_DEAD_POISON);
-        return;
-    }
-    job_load(job);
+    batch_free(ctx->batches);
+    inflight_free(ctx->index);
+    free(ctx);
+    w->jobctx = NULL;
 }
