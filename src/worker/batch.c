@@ -338,14 +338,14 @@ static void on_batch(void *arg, store_status_t status, const PGresult *res, cons
                 job_record_unreachable(batch->items[i].job, message);
         }
     } else if (status == STORE_ERR_QUERY) {
-        w->count.db_batches_refused++;
+        w->metrics.db_batches_refused_total++;
         log_event(LOG_LEVEL_DEBUG, 0, 0, "db.batch",
                   "a %s batch of %zu jobs was refused (%s: %s); sending them one by one",
                   batch->kind == BATCH_LOAD ? "load" : "record", batch->n, sqlstate, message);
         batch_one_by_one(b, batch);
     } else {
-        w->count.db_batches[batch->kind]++;
-        w->count.db_batch_jobs[batch->kind] += batch->n;
+        w->metrics.db_batches_total[batch->kind]++;
+        w->metrics.db_batch_jobs_total[batch->kind] += batch->n;
         batch_answered(batch, res);
     }
     free(batch);

@@ -131,7 +131,7 @@ static job_t *job_new(worker_t *w, const char *payload, size_t len)
         w->jobs->prev = job;
     w->jobs = job;
     w->inflight++;
-    w->count.taken++;
+    w->metrics.taken_total++;
     inflight_add_payload(w->jobctx->index, &job->index_entry, job->payload, len);
     return job;
 }
@@ -158,7 +158,7 @@ void job_start(worker_t *w, const char *payload, size_t len, bool rescan)
               "[RETRY] job taken%s (delivery %d)", rescan ? " again (rescan of its processing list)" : "",
               job->req.delivery);
     if (inflight_twin(w->jobctx->index, &job->req)) {
-        w->count.stale++;
+        w->metrics.stale_total++;
         log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.duplicate",
                   "[RETRY] duplicate of a job in flight acknowledged");
         job_ack(job);
@@ -223,7 +223,7 @@ void job_loaded_row(job_t *job, const batch_row_t *row)
     }
     if (exec_status == NULL || strcmp(exec_status, "retrying") != 0 || count == NULL ||
         strtol(count, NULL, 10) != job->req.retry_attempt) {
-        w->count.stale++;
+        w->metrics.stale_total++;
         log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
                   "[RETRY] stale job acknowledged: execution status=%s retry_count=%s",
                   exec_status ? exec_status : "null", count ? count : "null");
@@ -387,7 +387,7 @@ static void job_call(job_t *job)
         job_requeue(job, "the router call could not be started");
         return;
     }
-    w->count.attempts++;
+    w->metrics.attempts_total++;
 }
 
 /* ------------------------------------------------------------------ 6 record */
@@ -442,18 +442,12 @@ void job_recorded(job_t *job, bool updated)
 {
     worker_t *w = job->w;
     if (!updated) {
-        w->count.stale++;
+        w->metrics.stale_total++;
         log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.stale",
                   "[RETRY] outcome not recorded: the execution is no longer retrying at this attempt");
         job_done(job);
         return;
     }
-    if (strcmp(job->exec_status, "completed") == 0)
-        w->count.succeeded++;
-    else if (strcmp(job->exec_status, "timeout") == 0)
-        w->count.timeouts++;
-    else
-        w->count.failed++;
     metrics_outcome(&w->metrics, job->req.execution_id, job->req.retry_attempt,
                     strcmp(job->exec_status, "completed") == 0, job->failure, job->dead_reason != NULL,
                     job->error != NULL ? job->error : job->exec_status,
@@ -615,7 +609,7 @@ static void job_wait_and_redo(job_t *job, retry_decision_t d, const char *why)
     }
     job->backoff_ms = d.next_wait_ms;
     int64_t delay = d.delay_ms;
-    w->count.store_retries++;
+    w->metrics.store_retries_total++;
     log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.wait",
               "[RETRY] the database could not run the %s now, trying again in %" PRId64 " ms: %s",
               job->stage == STAGE_LOAD ? "load" : "record", delay, why);
@@ -658,7 +652,6 @@ static void job_ack(job_t *job)
 static void job_dead(job_t *job, metrics_dead_t why, const char *reason)
 {
     worker_t *w = job->w;
-    w->count.dead++;
     metrics_dead_letter(&w->metrics, job->req.execution_id, job->req.retry_attempt, why, reason);
     log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.dead",
               "[RETRY] job moved to the dead list: %s", reason);
@@ -677,7 +670,7 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
         job_dead(job, METRICS_DEAD_OTHER, "could not re-encode the job for a delayed retry");
         return;
     }
-    w->count.delayed++;
+    w->metrics.delayed_total++;
     metrics_note_error(&w->metrics, job->req.execution_id, job->req.retry_attempt, "delayed", why);
     log_event(LOG_LEVEL_INFO, job->req.execution_id, job->req.retry_attempt, "job.delayed",
               "[RETRY] transient failure, trying again in %" PRId64 " ms (delivery %d): %s",
@@ -688,7 +681,7 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
 
 static void job_requeue(job_t *job, const char *why)
 {
-    job->w->count.requeued++;
+    job->w->metrics.requeued_total++;
     log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.requeued",
               "[RETRY] handing the job back to the queue: %s", why);
     queue_requeue(job->w->queue, job->payload, job->len);

@@ -64,16 +64,18 @@ static void stop_loop(worker_t *w)
     if (w->state == WORKER_STOPPED)
         return;
     w->state = WORKER_STOPPED;
-    const worker_counters_t *c = &w->count;
+    const metrics_t *m = &w->metrics;
+    uint64_t timeouts = m->failures[METRICS_FAIL_TIMEOUT];
     log_info("worker.stopped",
              "stopped: %zu job(s) left in flight, %zu Redis write(s) unsent; jobs taken %" PRIu64
              ", completed %" PRIu64 ", failed %" PRIu64 ", timeout %" PRIu64 ", stale %" PRIu64
              ", dead %" PRIu64 ", delayed %" PRIu64 ", requeued %" PRIu64
              "; database batches: %" PRIu64 " loads of %" PRIu64 " jobs, %" PRIu64
              " records of %" PRIu64 " jobs, %" PRIu64 " refused",
-             w->inflight, queue_unsent(w->queue), c->taken, c->succeeded, c->failed, c->timeouts,
-             c->stale, c->dead, c->delayed, c->requeued, c->db_batches[0], c->db_batch_jobs[0],
-             c->db_batches[1], c->db_batch_jobs[1], c->db_batches_refused);
+             w->inflight, queue_unsent(w->queue), m->taken_total, m->success_total,
+             m->failure_total - timeouts, timeouts, m->stale_total, m->dead_total, m->delayed_total,
+             m->requeued_total, m->db_batches_total[0], m->db_batch_jobs_total[0],
+             m->db_batches_total[1], m->db_batch_jobs_total[1], m->db_batches_refused_total);
     event_base_loopbreak(w->base);
 }
 
