@@ -174,7 +174,7 @@ static void push_missing(sweep_t *s)
         queue_push(w->queue, payload, strlen(payload));
         pushed++;
     }
-    w->count.orphans += pushed;
+    w->metrics.orphans_total += pushed;
     /* The next sweep continues after these rows, or starts over once the end was seen. */
     w->sweep_cursor = s->rows_ended ? 0 : s->cursor;
     log_event(s->count > 0 ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, 0, "sweep.done",

@@ -3,7 +3,8 @@
  * router, record the outcome (one guarded statement), then ack. Each job is one struct
  * that owns all its buffers and is freed in one place (job_free). Every path ends in
  * exactly one of: ack, dead-letter, delay (transient failure), requeue or — at a fast
- * stop — nothing (the job stays in the processing list for recovery).
+ * stop — nothing (the job stays in the processing list for recovery). The functions of
+ * job.c that batch.c calls with a statement's answer are declared in batch.h.
  */
 #ifndef RETRYQ_WORKER_JOB_H
 #define RETRYQ_WORKER_JOB_H
@@ -12,13 +13,6 @@
 #include <stddef.h>
 
 #include "worker.h"
-
-/* The SQL the jobs use; registered with the store at start-up. */
-extern const char JOB_SQL_LOAD[];
-extern const char JOB_SQL_LOAD_MANY[];
-extern const char JOB_SQL_RECORD[];
-extern const char JOB_SQL_RECORD_MANY[];
-#define JOB_RECORD_PARAMS 8 /* parameters of JOB_SQL_RECORD and JOB_SQL_RECORD_MANY */
 
 /* Creates what the jobs of a worker share (batches, indexes) on w->base; -1 when out of
  * memory. job_free_all frees it. */

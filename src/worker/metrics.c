@@ -99,6 +99,7 @@ void metrics_dead_letter(metrics_t *m, int64_t execution_id, int32_t attempt, me
                          const char *reason)
 {
     m->dead[why < METRICS_DEAD_COUNT ? why : METRICS_DEAD_OTHER]++;
+    m->dead_total++;
     metrics_note_error(m, execution_id, attempt, "dead", reason);
 }
 
@@ -323,11 +324,10 @@ static void write_queue(struct evbuffer *out, const worker_t *w)
 
 void metrics_write(const worker_t *w, struct evbuffer *out)
 {
-    const worker_counters_t *c = &w->count;
     const metrics_t *m = &w->metrics;
 
-    counter(out, "retry_attempts_total", "Router calls started for retries.", c->attempts);
-    counter(out, "retry_success_total", "Retries recorded as completed.", c->succeeded);
+    counter(out, "retry_attempts_total", "Router calls started for retries.", m->attempts_total);
+    counter(out, "retry_success_total", "Retries recorded as completed.", m->success_total);
     family(out, "retry_failure_total", "counter", "Retries recorded as not successful, by reason.");
     for (size_t f = 0; f < METRICS_FAIL_COUNT; f++)
         sample1(out, "retry_failure_total", "reason", FAILURE_NAMES[f], (double)m->failures[f]);
@@ -340,28 +340,31 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
           (double)w->cfg.concurrency);
     write_router(out, m);
     counter(out, "retry_stale_total",
-            "Jobs acknowledged without effect (superseded, already recorded or duplicate).", c->stale);
+            "Jobs acknowledged without effect (superseded, already recorded or duplicate).",
+            m->stale_total);
     family(out, "retry_dead_letter_total", "counter", "Jobs moved to the dead list, by reason class.");
     for (size_t d = 0; d < METRICS_DEAD_COUNT; d++)
         sample1(out, "retry_dead_letter_total", "reason", DEAD_NAMES[d], (double)m->dead[d]);
-    counter(out, "retry_delayed_total", "Transient failures sent to the delayed set.", c->delayed);
-    counter(out, "retry_taken_total", "Jobs taken from the queue.", c->taken);
-    counter(out, "retry_requeued_total", "Jobs handed back to the queue unfinished.", c->requeued);
+    counter(out, "retry_delayed_total", "Transient failures sent to the delayed set.",
+            m->delayed_total);
+    counter(out, "retry_taken_total", "Jobs taken from the queue.", m->taken_total);
+    counter(out, "retry_requeued_total", "Jobs handed back to the queue unfinished.",
+            m->requeued_total);
     counter(out, "retry_store_retries_total", "Database steps retried after an outage.",
-            c->store_retries);
+            m->store_retries_total);
     counter(out, "retry_orphans_requeued_total",
-            "Executions found retrying with no job anywhere and enqueued again.", c->orphans);
+            "Executions found retrying with no job anywhere and enqueued again.", m->orphans_total);
     family(out, "retry_db_batches_total", "counter",
            "Batched load and record statements answered (jobs sent again one by one after a refusal are not counted).");
-    sample1(out, "retry_db_batches_total", "statement", "load", (double)c->db_batches[0]);
-    sample1(out, "retry_db_batches_total", "statement", "record", (double)c->db_batches[1]);
+    sample1(out, "retry_db_batches_total", "statement", "load", (double)m->db_batches_total[0]);
+    sample1(out, "retry_db_batches_total", "statement", "record", (double)m->db_batches_total[1]);
     family(out, "retry_db_batch_jobs_total", "counter",
            "Jobs carried by those statements (divide by retry_db_batches_total for the batch size).");
-    sample1(out, "retry_db_batch_jobs_total", "statement", "load", (double)c->db_batch_jobs[0]);
-    sample1(out, "retry_db_batch_jobs_total", "statement", "record", (double)c->db_batch_jobs[1]);
+    sample1(out, "retry_db_batch_jobs_total", "statement", "load", (double)m->db_batch_jobs_total[0]);
+    sample1(out, "retry_db_batch_jobs_total", "statement", "record", (double)m->db_batch_jobs_total[1]);
     counter(out, "retry_db_batches_refused_total",
             "Batches the database refused as a whole; their jobs were sent again one by one.",
-            c->db_batches_refused);
+            m->db_batches_refused_total);
     counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
             queue_reconnects(w->queue));
     gauge(out, "retry_redis_unsent_operations", "Redis writes (acks, moves) not yet confirmed.",

@@ -1,9 +1,10 @@
 /*
- * The worker's figures beyond its plain counters: failure and dead-letter reasons, the
- * router call histogram, router answers by code, the queue depths read from Redis every
- * few seconds, a throughput history for the status page and a ring of the last errors.
- * Everything is fixed-size inside `metrics_t` (one per worker, zeroed = empty), so
- * recording and serving never allocate. metrics.c also writes /metrics in the
+ * The worker's figures: its counters (the only set: /metrics, the status page, the
+ * sd_notify status and the stop summary all read them here), failure and dead-letter
+ * reasons, the router call histogram, router answers by code, the queue depths read from
+ * Redis every few seconds, a throughput history for the status page and a ring of the
+ * last errors. Everything is fixed-size inside `metrics_t` (one per worker, zeroed =
+ * empty), so recording and serving never allocate. metrics.c also writes /metrics in the
  * Prometheus text exposition format 0.0.4; status_page.c reads the same struct.
  */
 #ifndef RETRYQ_WORKER_METRICS_H
@@ -57,8 +58,24 @@ typedef struct metrics_error {
 } metrics_error_t;
 
 typedef struct metrics {
-    uint64_t failures[METRICS_FAIL_COUNT];
+    /* Outcomes recorded (metrics_outcome) and jobs dead-lettered (metrics_dead_letter). */
+    uint64_t success_total;   /* recorded as completed */
+    uint64_t failure_total;   /* recorded as not completed: the sum of failures[] */
+    uint64_t failures[METRICS_FAIL_COUNT]; /* by reason; [METRICS_FAIL_TIMEOUT]: as timeout */
+    uint64_t dead_total;      /* sent to the dead list: the sum of dead[] */
     uint64_t dead[METRICS_DEAD_COUNT];
+
+    /* The worker's other counters, counted where the worker decides. */
+    uint64_t taken_total;     /* jobs taken from the queue (incl. rescans) */
+    uint64_t attempts_total;  /* router calls started (retry_attempts_total) */
+    uint64_t stale_total;     /* guard said superseded or already recorded; duplicates */
+    uint64_t delayed_total;   /* transient failures sent to the delayed set */
+    uint64_t requeued_total;  /* jobs handed back to the queue (write deadline passed, ...) */
+    uint64_t store_retries_total; /* database steps retried after an outage */
+    uint64_t orphans_total;   /* executions re-enqueued by the orphan sweep */
+    uint64_t db_batches_total[2];     /* batch statements answered: [0] loads, [1] records */
+    uint64_t db_batch_jobs_total[2];  /* jobs those statements carried */
+    uint64_t db_batches_refused_total; /* refused as a whole and sent again one by one */
 
     /* Router call duration of each recorded outcome that made a router call. */
     uint64_t buckets[METRICS_BUCKETS]; /* per bucket, not cumulative */
@@ -86,10 +103,8 @@ typedef struct metrics {
     uint32_t slot_failure[METRICS_SLOTS];
     unsigned slot;            /* index of the newest complete slot */
     unsigned slots_used;      /* complete slots so far (<= METRICS_SLOTS) */
-    uint64_t rolled_success;  /* counter values at the last roll */
+    uint64_t rolled_success;  /* success_total and failure_total at the last roll */
     uint64_t rolled_failure;
-    uint64_t success_total;   /* outcomes recorded here (mirrors the worker's counters) */
-    uint64_t failure_total;
 
     int64_t start_wall_ms;    /* process start, ms since the epoch (set once by http.c) */
 

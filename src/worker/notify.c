@@ -37,9 +37,10 @@ static void send_status(worker_t *w, const char *head)
     snprintf(msg, sizeof msg,
              "%sSTATUS=%s%s%s: %zu in flight, %llu succeeded, %llu failed, %llu stale, %llu dead%s",
              head, state_name(w), why != NULL ? ", not ready: " : "", why != NULL ? why : "",
-             w->inflight, (unsigned long long)w->count.succeeded,
-             (unsigned long long)(w->count.failed + w->count.timeouts),
-             (unsigned long long)w->count.stale, (unsigned long long)w->count.dead, depth);
+             w->inflight, (unsigned long long)w->metrics.success_total,
+             (unsigned long long)w->metrics.failure_total,
+             (unsigned long long)w->metrics.stale_total, (unsigned long long)w->metrics.dead_total,
+             depth);
     sd_notify(0, msg);
 }
 

@@ -184,18 +184,15 @@ static void queue_table(struct evbuffer *out, const worker_t *w)
 
 static void worker_table(struct evbuffer *out, const worker_t *w)
 {
-    const worker_counters_t *c = &w->count;
     const metrics_t *m = &w->metrics;
     evbuffer_add_printf(out, "<section>\n<h2>This worker</h2>\n<table>\n");
     char note[64];
     snprintf(note, sizeof note, "of %d at most", w->cfg.concurrency);
     row(out, "in flight", "w-inflight", (uint64_t)w->inflight, note);
-    row(out, "router calls", "w-attempts", c->attempts, "retry_attempts_total");
-    row(out, "succeeded", "w-success", c->succeeded, "recorded as completed");
-    uint64_t failed = 0;
-    for (size_t f = 0; f < METRICS_FAIL_COUNT; f++)
-        failed += m->failures[f];
-    row(out, "not successful", "w-failures", failed, "recorded as failed or timeout, by reason:");
+    row(out, "router calls", "w-attempts", m->attempts_total, "retry_attempts_total");
+    row(out, "succeeded", "w-success", m->success_total, "recorded as completed");
+    row(out, "not successful", "w-failures", m->failure_total,
+        "recorded as failed or timeout, by reason:");
     char id[48], label[64];
     for (size_t f = 0; f < METRICS_FAIL_COUNT; f++) {
         const char *name = metrics_failure_name((metrics_failure_t)f);
@@ -203,9 +200,9 @@ static void worker_table(struct evbuffer *out, const worker_t *w)
         snprintf(label, sizeof label, "&nbsp;&nbsp;%s", name);
         row(out, label, id, m->failures[f], "");
     }
-    row(out, "stale", "w-stale", c->stale, "acknowledged without effect");
-    row(out, "dead-lettered", "w-dead", c->dead, "sent to the dead list");
-    row(out, "delayed", "w-delayed", c->delayed, "transient failures sent to the delayed set");
+    row(out, "stale", "w-stale", m->stale_total, "acknowledged without effect");
+    row(out, "dead-lettered", "w-dead", m->dead_total, "sent to the dead list");
+    row(out, "delayed", "w-delayed", m->delayed_total, "transient failures sent to the delayed set");
     evbuffer_add_printf(out, "</table>\n</section>\n");
 }
 

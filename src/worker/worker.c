@@ -23,6 +23,7 @@
 
 #include <event2/event.h>
 
+#include "batch.h"
 #include "clock.h"
 #include "http.h"
 #include "internal.h"
@@ -64,16 +65,18 @@ static void stop_loop(worker_t *w)
     if (w->state == WORKER_STOPPED)
         return;
     w->state = WORKER_STOPPED;
-    const worker_counters_t *c = &w->count;
+    const metrics_t *m = &w->metrics;
+    uint64_t timeouts = m->failures[METRICS_FAIL_TIMEOUT];
     log_info("worker.stopped",
              "stopped: %zu job(s) left in flight, %zu Redis write(s) unsent; jobs taken %" PRIu64
              ", completed %" PRIu64 ", failed %" PRIu64 ", timeout %" PRIu64 ", stale %" PRIu64
              ", dead %" PRIu64 ", delayed %" PRIu64 ", requeued %" PRIu64
              "; database batches: %" PRIu64 " loads of %" PRIu64 " jobs, %" PRIu64
              " records of %" PRIu64 " jobs, %" PRIu64 " refused",
-             w->inflight, queue_unsent(w->queue), c->taken, c->succeeded, c->failed, c->timeouts,
-             c->stale, c->dead, c->delayed, c->requeued, c->db_batches[0], c->db_batch_jobs[0],
-             c->db_batches[1], c->db_batch_jobs[1], c->db_batches_refused);
+             w->inflight, queue_unsent(w->queue), m->taken_total, m->success_total,
+             m->failure_total - timeouts, timeouts, m->stale_total, m->dead_total, m->delayed_total,
+             m->requeued_total, m->db_batches_total[0], m->db_batch_jobs_total[0],
+             m->db_batches_total[1], m->db_batch_jobs_total[1], m->db_batches_refused_total);
     event_base_loopbreak(w->base);
 }
 
@@ -657,7 +660,7 @@ static int init_database(worker_t *w, char *err, size_t errcap)
 static int init_statements(worker_t *w, char *err, size_t errcap)
 {
     /* Single-row statements wait and retry when a deadline stops them (a locked row); the
-     * batches see the error and are split (job.c), so one row cannot hold up 64 jobs. */
+     * batches see the error and are split (batch.c), so one row cannot hold up 64 jobs. */
     w->sql.load = store_register_flags(w->store, JOB_SQL_LOAD, 1, STORE_DEADLINE_IS_TRANSIENT);
     w->sql.load_many = store_register(w->store, JOB_SQL_LOAD_MANY, 1);
     w->sql.record = store_register_flags(w->store, JOB_SQL_RECORD, JOB_RECORD_PARAMS,

@@ -1,8 +1,8 @@
 /*
  * The worker: one event_base, one thread, one `worker_t` that every module is handed
  * (nothing global). worker.c owns start-up, the periodic schedule (every timer that
- * repeats), signals, draining and teardown; job.c owns the life of one job. The counters
- * here feed logs, stats and /metrics.
+ * repeats), signals, draining and teardown; job.c owns the life of one job. The worker's
+ * counters live in `metrics` (metrics.h).
  */
 #ifndef RETRYQ_WORKER_WORKER_H
 #define RETRYQ_WORKER_WORKER_H
@@ -50,23 +50,6 @@ typedef struct worker_statements {
     int orphans;
 } worker_statements_t;
 
-typedef struct worker_counters {
-    uint64_t taken;          /* jobs taken from the queue (incl. rescans) */
-    uint64_t attempts;       /* router calls started (retry_attempts_total) */
-    uint64_t succeeded;      /* outcomes recorded as completed */
-    uint64_t failed;         /* outcomes recorded as failed (router said no, bad spec, ...) */
-    uint64_t timeouts;       /* outcomes recorded as timeout */
-    uint64_t stale;          /* guard said the job was superseded or already recorded */
-    uint64_t dead;           /* jobs sent to the dead list */
-    uint64_t delayed;        /* transient failures sent to the delayed set */
-    uint64_t requeued;       /* jobs handed back to the queue (write deadline passed) */
-    uint64_t store_retries;  /* database steps retried after an outage */
-    uint64_t orphans;        /* executions re-enqueued by the orphan sweep */
-    uint64_t db_batches[2];  /* batch statements answered: [0] loads, [1] records */
-    uint64_t db_batch_jobs[2]; /* jobs those statements carried */
-    uint64_t db_batches_refused; /* batches refused as a whole and sent again one by one */
-} worker_counters_t;
-
 typedef struct worker {
     struct event_base *base;
     config_t cfg;
@@ -92,7 +75,7 @@ typedef struct worker {
     job_t *jobs;             /* in-flight jobs (doubly linked) */
     size_t inflight;
     size_t inflight_max;     /* high-water mark of inflight (retry_inflight_max) */
-    struct job_ctx *jobctx;  /* batches and indexes of the jobs (job.c) */
+    struct job_ctx *jobctx;  /* batches and indexes of the jobs (job.c, batch.c, inflight.c) */
 
     struct event *sigint;
     struct event *sigterm;
@@ -109,8 +92,7 @@ typedef struct worker {
     int64_t sweep_cursor;    /* the last execution id the previous sweep read (0: start) */
     bool ready_announced;
 
-    worker_counters_t count;
-    metrics_t metrics;       /* reasons, histogram, depths, recent errors (metrics.h) */
+    metrics_t metrics;       /* counters, reasons, histogram, depths, recent errors (metrics.h) */
     uint64_t rng;
 } worker_t;
 
