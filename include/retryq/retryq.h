@@ -190,6 +190,19 @@ RETRYQ_API int retryq_enqueue(retryq_client_t *client, const retryq_job_t *job,
 RETRYQ_API int retryq_enqueue_raw(retryq_client_t *client, const char *payload, size_t len,
                        retryq_error_t *err) RETRYQ_MUST_CHECK;
 
+/*
+ * Pushes `n` jobs with few round trips: valid jobs go 1,000 to one LPUSH, several LPUSHes
+ * pipelined; the jobs keep their order (the first given is taken first). `codes`
+ * (optional, n entries) receives each job's result: RETRYQ_OK when queued, its validation
+ * code when invalid (it is not sent), RETRYQ_ERR_REDIS when its batch was refused or the
+ * connection broke (with replies outstanding such a job may have been queued all the
+ * same; pushing it again is harmless: the worker records an attempt once). `queued`
+ * (optional) receives how many were queued. Returns RETRYQ_OK when all were queued, else
+ * the first failure's code, with err saying how many failed and why the first did.
+ */
+RETRYQ_API int retryq_enqueue_many(retryq_client_t *client, const retryq_job_t *jobs, size_t n,
+                                   int *codes, size_t *queued, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
 /* What a submit did. */
 typedef enum retryq_submit_status {
     RETRYQ_SUBMIT_QUEUED = 0,            /* committed and pushed */

@@ -9,6 +9,9 @@
   bench.py rusage OUT CMD...     runs CMD, writes "<wall s> <user s> <sys s> <max RSS KiB>" to OUT
                                  (like /usr/bin/time -f '%e %U %S %M'; CPU includes the
                                  descendants CMD waited for); exits with CMD's status
+  bench.py pingprobe HOST PORT OUT  sends PING and waits for PONG, one every millisecond,
+                                 until SIGTERM/SIGINT; then writes JSON to OUT: samples,
+                                 p50/p99/max round trip in microseconds
   bench.py median V...           the median of the numbers given
   bench.py pct A B               100 * A / B, one decimal
 """
@@ -154,6 +157,34 @@ def cmd_rusage(out, argv):
     sys.exit(code if code >= 0 else 128 - code)
 
 
+def cmd_pingprobe(host, port, out):
+    import socket
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, f: stop.append(s))
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rtts = []
+    while not stop:
+        t0 = time.perf_counter_ns()
+        try:
+            sock.sendall(b"PING\r\n")
+            got = b""
+            while not got.endswith(b"\r\n"):
+                chunk = sock.recv(64)
+                if not chunk:
+                    raise ConnectionError("Redis closed the connection")
+                got += chunk
+        except InterruptedError:
+            continue
+        rtts.append((time.perf_counter_ns() - t0) // 1000)
+        time.sleep(0.001)
+    rtts.sort()
+    with open(out, "w") as f:
+        json.dump({"samples": len(rtts), "p50_us": percentile(rtts, 50),
+                   "p99_us": percentile(rtts, 99), "max_us": rtts[-1] if rtts else None}, f)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -164,6 +195,8 @@ def main():
         cmd_rusage(args[0], args[1:])
     elif cmd == "logstats":
         cmd_logstats(args[0])
+    elif cmd == "pingprobe":
+        cmd_pingprobe(args[0], args[1], args[2])
     elif cmd == "median":
         vals = [float(a) for a in args if a not in ("", "-", "nan")]
         print("%.6g" % statistics.median(vals) if vals else "-")

@@ -214,11 +214,18 @@ services_cpu() {
 # retryq-worker --exit-when-idle at info level (each job.recorded line carries the job's
 # pop-to-ack time). Sets R_* results; returns 1 when a correctness check failed.
 run_retryq() {
-  local tag=$1 n=$2 conc=$3 log tf t0 t1 stats
+  local tag=$1 n=$2 conc=$3
   db_fresh "$tag"
   db_seed "$n"
   rcli FLUSHALL >/dev/null
   queue_fill retry_queue
+  run_worker "$tag" "$n" "$conc"
+}
+
+# run_worker <tag> <n> <concurrency>: the measured part of run_retryq on a database and a
+# queue already prepared with N jobs (R_* results as above).
+run_worker() {
+  local tag=$1 n=$2 conc=$3 log tf t0 t1 stats
   router_reset
   log="$bench_work/worker-$tag-$bench_db_seq.log"
   tf="$bench_work/worker-$tag-$bench_db_seq.time"

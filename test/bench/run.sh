@@ -4,6 +4,9 @@
 #   test/bench/run.sh                 overhead + ceiling + scale + idle, 3 rounds, medians
 #   test/bench/run.sh --quick         small N, 1 round (the ctest smoke test, < 60 s)
 #   test/bench/run.sh --peers         also BullMQ and RQ doing the same job (peers/run.sh)
+#   test/bench/run.sh --mode backlog [backlog.sh options]
+#                                     cost as the queue grows: 10k, 100k, 1M queued
+#                                     (backlog.sh --help)
 #
 # Options: --mode overhead|scale|idle|all   --runs K   --n N   --concurrency C
 #          --scale-n N   --scale-concurrency C   --scale-latency-ms MS   --idle-s S
@@ -23,6 +26,10 @@
 # (default build-release/). Every run is bounded (timeout) and every server is on
 # 127.0.0.1.
 set -euo pipefail
+if [[ ${1:-} == --mode && ${2:-} == backlog ]]; then
+  shift 2
+  exec bash "$(dirname "$0")/backlog.sh" "$@"
+fi
 # shellcheck source=test/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 

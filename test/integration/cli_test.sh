@@ -81,6 +81,36 @@ check "stats --json: oldest age known (enqueued_at)" test "$(json 'd["oldest_pen
 run --queue "$Q" stats
 check "stats: table shows pending 1" grep -qE '^pending +1$' <<<"$out"
 
+# ---- enqueue --from: bulk, in order, invalid lines reported and not pushed
+QF="cli_from_$$"
+{
+  echo '# runner jobs'
+  for i in $(seq 1 2500); do
+    printf '{"execution_id":%d,"region":"us-east","question_index":0,"retry_attempt":1}\n' "$i"
+    [[ $i == 1200 ]] && echo '{"execution_id":-4,"region":"us-east","question_index":0,"retry_attempt":1}'
+    [[ $i == 2000 ]] && echo ''
+  done
+} >"$t_tmp/jobs.jsonl"
+run --queue "$QF" enqueue --from "$t_tmp/jobs.jsonl" --json
+check_eq "enqueue --from: exit 1 (one invalid line)" 1 "$rc"
+check_eq "enqueue --from --json: counts" "2501 2500 1 0" \
+  "$(json '"%d %d %d %d" % (d["read"], d["queued"], d["invalid"], d["failed"])' <<<"$out")"
+check "enqueue --from: the invalid line by number and reason" has "$err" "line 1202: execution_id"
+check_eq "enqueue --from: 2500 jobs queued" 2500 "$(rcli LLEN "$QF")"
+check_eq "enqueue --from: first line taken first, with an id added" "1:1" \
+  "$(rcli RPOP "$QF" | json 'd["id"]')"
+check_eq "enqueue --from: last line taken last" 2500 "$(rcli LINDEX "$QF" 0 | json 'd["execution_id"]')"
+rcli DEL "$QF" >/dev/null
+run --queue "$QF" enqueue --from - <<<'{"execution_id":5,"region":"eu-west","question_index":2,"retry_attempt":3}'
+check_eq "enqueue --from -: exit 0" 0 "$rc"
+check "enqueue --from -: plain summary" has "$out" "queued 1 of 1 job(s) from -"
+rcli DEL "$QF" >/dev/null
+run --redis-url "$DOWN" --queue "$QF" enqueue --from "$t_tmp/jobs.jsonl"
+check_eq "enqueue --from, Redis away: exit 3" 3 "$rc"
+check "enqueue --from, Redis away: says what was not queued" has "$err" "2500 job(s) not queued, the first on line 2:"
+usage_error "enqueue --from with --raw" enqueue --from - --raw '{}'
+usage_error "enqueue --json without --from" enqueue --json --raw '{}'
+
 # ---- stats --watch
 run --queue "$Q" stats --watch --count 2 --interval 0.2
 check_eq "stats --watch --count 2: exit 0" 0 "$rc"

@@ -257,6 +257,50 @@ infer "$(req hello)"
 check_eq "fail_rate 1: every call gets the fail mode" 429 "$code"
 config '{"fail_rate":0,"mode":"ok"}'
 
+# ------------------------------------------------------------------ per-key rules (POST /keys)
+keys() { call -H 'Content-Type: application/json' --data-binary "$1" "$ROUTER_URL/keys"; }
+key_stat() { curl -sS "$ROUTER_URL/keys" -o "$t_tmp/body"; py "d['keys'].get('llama3.2-1b|$1', {}).get('$2', 0)"; }
+keys '{"rules":[{"model":"llama3.2-1b","region":"eu-west","mode":"http_429","retry_after":"20","ratelimit_reset_ms":20000,"for_ms":1500},
+               {"region":"asia-pacific","fail_rate":1,"fail_mode":"http_500"},
+               {"model":"*","region":"us-east","latency_ms":800}]}'
+check_eq "POST /keys: 200" 200 "$code"
+check_eq "GET /keys lists the three rules" 3 "$(py 'len(d["rules"])')"
+infer "$(req hello eu-west)"
+check_eq "a rule's mode for its key: 429" 429 "$code"
+check_eq "the rule's Retry-After replaces the mode's" 20 "$(header Retry-After)"
+check_eq "x-ratelimit-remaining-requests: 0" 0 "$(header x-ratelimit-remaining-requests)"
+check_eq "x-ratelimit-reset-requests from the rule" 20s "$(header x-ratelimit-reset-requests)"
+infer "$(req hello eu-west)" -H 'X-Mock-Mode: ok'
+check_eq "X-Mock-Mode still wins over a key rule" 200 "$code"
+infer "$(req hello asia-pacific)"
+check_eq "a key's fail rate picks its fail mode" 500 "$code"
+infer "$(req hello us-east)"
+check_eq "a key's latency: ok" 200 "$code"
+check "a key's latency delays its calls" at_least "$secs" 0.79
+eu_ok() { infer "$(req hello eu-west)"; [[ $code == 200 ]]; }
+check "the eu-west rule ends with its window" wait_for 10 eu_ok
+check "an expired rule shows 0 ms left" test "$(curl -sS "$ROUTER_URL/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rules"][0]["ms_left"])')" = 0
+check_eq "per-key counters: eu-west saw at least one 429" true \
+  "$(python3 -c 'import sys; print(str(int(sys.argv[1]) >= 1).lower())' "$(key_stat eu-west status_429)")"
+check_eq "per-key counters: asia-pacific 5xx" 1 "$(key_stat asia-pacific status_5xx)"
+# five calls of one key at once: the most in flight at once is recorded
+clients=()
+for i in 1 2 3 4 5; do
+  curl -sS -o /dev/null -H 'Content-Type: application/json' --data-binary "$(req "c$i" us-east)" "$ROUTER_URL/inference" &
+  clients+=($!)
+done
+wait "${clients[@]}"
+check_eq "max_in_flight of a key" 5 "$(key_stat us-east max_in_flight)"
+check_eq "in_flight of a key back to 0" 0 "$(key_stat us-east in_flight)"
+check_eq "/stats has the same per-key counters" 5 "$(stats 'd["by_key"]["llama3.2-1b|us-east"]["max_in_flight"]')"
+keys '{"rules":[{"region":"eu-west","mode":"nosuch"}]}'
+check_eq "an invalid rule: 400" 400 "$code"
+check_eq "an invalid rule changes nothing" 3 "$(curl -sS "$ROUTER_URL/keys" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["rules"]))')"
+keys '{"rules":[]}'
+check_eq "an empty list clears the rules" 0 "$(py 'len(d["rules"])')"
+curl -sS -X POST "$ROUTER_URL/reset" >/dev/null
+check_eq "/reset clears the per-key counters" 0 "$(key_stat us-east calls)"
+
 # ------------------------------------------------------------------ many slow requests at once
 concurrency=${RETRYQ_MOCK_TEST_CONCURRENCY:-10000}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

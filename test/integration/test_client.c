@@ -104,6 +104,19 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A listening socket that accepts connections (kernel backlog) and never answers. */
+static void silent_server(int *fd, char *url, size_t cap)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(*fd, 4), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    snprintf(url, cap, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+}
+
 /* ------------------------------------------------------------ enqueue */
 
 static void test_enqueue_writes_exact_payload_and_queue_is_fifo(void **state)
@@ -151,6 +164,91 @@ static void test_enqueue_refuses_invalid_job(void **state)
     assert_int_equal(retryq_enqueue(f->client, &job, &err), RETRYQ_ERR_INVALID);
     assert_string_equal(err.message, "region: must be a string of 1..128 bytes");
     assert_int_equal(integer_of(f->client, "LLEN %s", f->queue, NULL), 0);
+}
+
+/* ------------------------------------------------------------ enqueue_many */
+
+/* 2,500 jobs over three LPUSH batches, two of them invalid: each job gets its own code,
+ * the invalid ones are not sent, the rest are queued in the order given. */
+static void test_enqueue_many_codes_and_order(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 2500 };
+    static retryq_job_t jobs[N];
+    static int codes[N];
+    retryq_error_t err = {0};
+    size_t queued = 99;
+    for (int i = 0; i < N; i++)
+        assert_int_equal(retryq_job_init(&jobs[i], 1000 + i, "us-east", i % 7, 1, &err), RETRYQ_OK);
+    jobs[7].region[0] = '\0';
+    jobs[1500].retry_attempt = 0;
+    assert_int_equal(retryq_enqueue_many(f->client, jobs, N, codes, &queued, &err), RETRYQ_ERR_INVALID);
+    assert_int_equal(queued, N - 2);
+    assert_non_null(strstr(err.message, "2 of 2500 job(s) not queued; the first (job 7): region"));
+    for (int i = 0; i < N; i++)
+        assert_int_equal(codes[i], i == 7 || i == 1500 ? RETRYQ_ERR_INVALID : RETRYQ_OK);
+    assert_int_equal(integer_of(f->client, "LLEN %s", f->queue, NULL), N - 2);
+    char want[512];
+    for (int i = 0; i < N; i++) { /* the worker takes from the right: the first job first */
+        if (i == 7 || i == 1500)
+            continue;
+        assert_true(retryq_job_encode(&jobs[i], want, sizeof want) > 0);
+        redisReply *r = command(f->client, REDIS_REPLY_STRING, "RPOP %s", f->queue, NULL);
+        assert_string_equal(r->str, want);
+        freeReplyObject(r);
+    }
+    assert_int_equal(retryq_enqueue_many(f->client, jobs, 0, NULL, &queued, &err), RETRYQ_OK);
+    assert_int_equal(queued, 0);
+}
+
+/* Redis refuses every batch (the queue key holds a string): every job says so. */
+static void test_enqueue_many_refused_batch(void **state)
+{
+    fixture_t *f = *state;
+    retryq_job_t jobs[3];
+    int codes[3];
+    size_t queued = 99;
+    retryq_error_t err = {0};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(retryq_job_init(&jobs[i], 1 + i, "eu-west", 0, 1, &err), RETRYQ_OK);
+    freeReplyObject(command(f->client, REDIS_REPLY_STATUS, "SET %s %s", f->queue, "not a list"));
+    assert_int_equal(retryq_enqueue_many(f->client, jobs, 3, codes, &queued, &err), RETRYQ_ERR_REDIS);
+    assert_int_equal(queued, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(codes[i], RETRYQ_ERR_REDIS);
+    assert_non_null(strstr(err.message, "3 of 3 job(s) not queued; the first (job 0): Redis LPUSH failed: WRONGTYPE"));
+    assert_non_null(f->client->rc); /* an error reply is not a broken connection */
+}
+
+/* A Redis that never answers: the pipeline times out, every job is reported (as perhaps
+ * queued), the connection is dropped, and the call returns within the timeout. */
+static void test_enqueue_many_silent_redis(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 20000 };
+    static retryq_job_t jobs[N];
+    static int codes[N];
+    retryq_error_t err = {0};
+    size_t queued = 99;
+    int fd = -1;
+    char url[64];
+    silent_server(&fd, url, sizeof url);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(retryq_job_init(&jobs[i], 1 + i, "us-east", 0, 1, &err), RETRYQ_OK);
+    retryq_client_t *c = client_for(url, f->queue, 300);
+    int64_t start = monotonic_ms();
+    assert_int_equal(retryq_enqueue_many(c, jobs, N, codes, &queued, &err), RETRYQ_ERR_REDIS);
+    int64_t took = monotonic_ms() - start;
+    if (took > 2000)
+        fail_msg("enqueue_many took %lld ms with a 300 ms timeout", (long long)took);
+    assert_int_equal(queued, 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(codes[i], RETRYQ_ERR_REDIS);
+    assert_non_null(strstr(err.message, "20000 of 20000 job(s) not queued"));
+    assert_non_null(strstr(err.message, "may have been queued"));
+    assert_null(c->rc);
+    retryq_client_free(c);
+    close(fd);
 }
 
 /* ------------------------------------------------------------ stats */
@@ -374,16 +472,10 @@ static void test_unreachable_redis_fails_fast(void **state)
 static void test_silent_redis_times_out(void **state)
 {
     fixture_t *f = *state;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
     char url[64];
     retryq_error_t err = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 4), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    int fd = -1;
+    silent_server(&fd, url, sizeof url);
     retryq_client_t *c = client_for(url, f->queue, 300);
     for (int attempt = 0; attempt < 2; attempt++) { /* the second call reconnects */
         int64_t start = monotonic_ms();
@@ -458,6 +550,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_enqueue_writes_exact_payload_and_queue_is_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enqueue_raw_keeps_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enqueue_refuses_invalid_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_many_codes_and_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_many_refused_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_many_silent_redis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_count_every_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_of_an_empty_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oldest_age_unknown_for_runner_payload, setup, teardown),

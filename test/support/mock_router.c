@@ -253,7 +253,7 @@ static void print_help(FILE *out)
     fprintf(out, "\nPer request: header X-Mock-Mode: MODE, header X-Mock-Latency-Ms: N, or\n"
                  "\"[mock:MODE]\" / \"[mock-latency-ms:N]\" inside the prompt.\n"
                  "Endpoints: POST /inference (/api/v1/inference, /api/inference, /v1/inference),\n"
-                 "GET /health, GET /stats, POST /reset, GET|POST /config. See docs/mock-router.md.\n");
+                 "GET /health, GET /stats, POST /reset, GET|POST /config, GET|POST /keys. See docs/mock-router.md.\n");
 }
 
 /* Defaults, then environment, then flags. 0: run; 1: exit 0 (help/version); -1: usage error. */
@@ -344,6 +344,33 @@ static int inference_path_index(const char *path)
     return -1;
 }
 
+/*
+ * Per-key behaviour (POST /keys): a key is (model, routed region). A rule matches a key
+ * by model and region ("*" for any) and, while its window lasts, sets the mode, a fail
+ * rate, the latency, the Retry-After text and x-ratelimit-* headers of that key's calls.
+ * Every key that was called has counters, among them the most calls in flight at once.
+ */
+#define MOCK_RULES_MAX 32
+#define MOCK_KEYS_MAX 256
+
+typedef struct key_rule {
+    char model[128], region[32];  /* "*" matches any */
+    int mode;                     /* -1: not set */
+    double fail_rate;
+    mock_mode_t fail_mode;
+    long latency_ms;              /* -1: not set */
+    char retry_after[64];         /* "": the mode's own */
+    long ratelimit_reset_ms;      /* >= 0: x-ratelimit-remaining-requests: 0 + reset */
+    bool forever;
+    struct timespec until;        /* CLOCK_MONOTONIC end of the window */
+} key_rule_t;
+
+typedef struct key_stat {
+    char model[128], region[32];
+    uint64_t calls, in_flight, max_in_flight;
+    uint64_t status_2xx, status_429, status_5xx, status_other, gone;
+} key_stat_t;
+
 typedef struct mock_server {
     struct event_base *base;
     struct evhttp *http;
@@ -364,6 +391,10 @@ typedef struct mock_server {
     size_t in_flight;
     char *filler;               /* MOCK_CHUNK_BYTES of text for mode huge */
     struct timespec started;
+    key_rule_t rules[MOCK_RULES_MAX];
+    size_t nrules;
+    key_stat_t keys[MOCK_KEYS_MAX];
+    size_t nkeys;
 } mock_server_t;
 
 typedef enum pending_phase { PHASE_DELAY, PHASE_TRICKLE, PHASE_CLOSE } pending_phase_t;
@@ -388,6 +419,9 @@ struct pending {
     char *body;                 /* trickle / close_mid_body: the whole body; huge: the suffix */
     size_t body_len, sent;
     size_t filler_left;
+    int key;                    /* index in server->keys, -1 when not counted */
+    char retry_after[64];       /* from a key rule: replaces the mode's Retry-After ("": none) */
+    long ratelimit_reset_ms;    /* from a key rule: >= 0 adds x-ratelimit-* headers */
 };
 
 /* One logfmt line on stderr; with --quiet only warnings and errors (s may be NULL: always). */
@@ -541,6 +575,8 @@ static void pending_free(pending_t *p)
     if (p->next)
         p->next->prev = p->prev;
     s->in_flight--;
+    if (p->key >= 0)
+        s->keys[p->key].in_flight--;
     if (p->timer)
         event_free(p->timer);
     if (p->watch)
@@ -561,6 +597,17 @@ static struct evhttp_request *pending_release(pending_t *p, const char *event, i
     mlog(p->server, "info", "event=%s request_id=%" PRIu64 " execution=%s attempt=%ld mode=%s status=%d "
          "delay_ms=%ld elapsed_ms=%.0f", event, p->request_id, p->execution ? p->execution : "-",
          p->execution_attempt, mode_names[p->mode], status, p->delay_ms, elapsed_sec(&p->arrived) * 1000.0);
+    if (p->key >= 0) {
+        key_stat_t *k = &p->server->keys[p->key];
+        if (status >= 200 && status < 300)
+            k->status_2xx++;
+        else if (status == 429)
+            k->status_429++;
+        else if (status >= 500 && status < 600)
+            k->status_5xx++;
+        else
+            k->status_other++;
+    }
     evhttp_connection_set_closecb(p->evcon, NULL, NULL);
     pending_free(p);
     return req;
@@ -579,6 +626,8 @@ static void pending_closed_cb(struct evhttp_connection *evcon, void *arg)
          p->request_id, p->execution ? p->execution : "-", mode_names[p->mode],
          elapsed_sec(&p->arrived) * 1000.0);
     evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (p->key >= 0)
+        p->server->keys[p->key].gone++;
     pending_free(p);
     if (evhttp_request_get_connection(req) == NULL)
         evhttp_request_free(req);
@@ -757,8 +806,18 @@ static void close_mid_body_cb(struct evhttp_connection *evcon, void *arg)
 static void pending_reply(pending_t *p, int code, const char *reason, const char *ctype, const char *body,
                           size_t len, const char *retry_after)
 {
+    struct evkeyvalq *h = evhttp_request_get_output_headers(p->req);
+    if (p->retry_after[0] != '\0' && code != 200)
+        retry_after = p->retry_after;
     if (retry_after)
-        evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", retry_after);
+        evhttp_add_header(h, "Retry-After", retry_after);
+    if (p->ratelimit_reset_ms >= 0) {
+        char reset[32];
+        snprintf(reset, sizeof(reset), "%gs", (double)p->ratelimit_reset_ms / 1000.0);
+        evhttp_add_header(h, "x-ratelimit-limit-requests", "60");
+        evhttp_add_header(h, "x-ratelimit-remaining-requests", "0");
+        evhttp_add_header(h, "x-ratelimit-reset-requests", reset);
+    }
     evhttp_add_header(evhttp_request_get_output_headers(p->req), "X-Mock-Mode", mode_names[p->mode]);
     reply_text(pending_release(p, "response", code), code, reason, ctype, body, len);
 }
@@ -1061,6 +1120,225 @@ static char *body_text(struct evhttp_request *req, size_t *len)
     return text;
 }
 
+/* ------------------------------------------------------------------ keys */
+
+static bool rule_active(const key_rule_t *r)
+{
+    struct timespec now;
+    if (r->forever)
+        return true;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec < r->until.tv_sec || (now.tv_sec == r->until.tv_sec && now.tv_nsec < r->until.tv_nsec);
+}
+
+static bool key_part_matches(const char *pattern, const char *value)
+{
+    return strcmp(pattern, "*") == 0 || strcasecmp(pattern, value) == 0;
+}
+
+/* The first rule whose window is open and that matches (model, region); NULL if none. */
+static const key_rule_t *rule_match(const mock_server_t *s, const char *model, const char *region)
+{
+    for (size_t i = 0; i < s->nrules; i++)
+        if (key_part_matches(s->rules[i].model, model) && key_part_matches(s->rules[i].region, region) &&
+            rule_active(&s->rules[i]))
+            return &s->rules[i];
+    return NULL;
+}
+
+/* Counts one call of (model, region) now in flight; the key's index, -1 when the table is full. */
+static int key_call(mock_server_t *s, const char *model, const char *region)
+{
+    size_t i = 0;
+    while (i < s->nkeys && (strcmp(s->keys[i].model, model) != 0 || strcmp(s->keys[i].region, region) != 0))
+        i++;
+    if (i == s->nkeys) {
+        if (s->nkeys == MOCK_KEYS_MAX)
+            return -1;
+        memset(&s->keys[i], 0, sizeof(s->keys[i]));
+        snprintf(s->keys[i].model, sizeof(s->keys[i].model), "%s", model);
+        snprintf(s->keys[i].region, sizeof(s->keys[i].region), "%s", region);
+        s->nkeys++;
+    }
+    key_stat_t *k = &s->keys[i];
+    k->calls++;
+    if (++k->in_flight > k->max_in_flight)
+        k->max_in_flight = k->in_flight;
+    return (int)i;
+}
+
+static cJSON *keys_json(const mock_server_t *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < s->nkeys; i++) {
+        const key_stat_t *k = &s->keys[i];
+        char name[200];
+        snprintf(name, sizeof(name), "%s|%s", k->model, k->region);
+        cJSON *e = cJSON_AddObjectToObject(o, name);
+        if (!e)
+            continue;
+        cJSON_AddNumberToObject(e, "calls", (double)k->calls);
+        cJSON_AddNumberToObject(e, "in_flight", (double)k->in_flight);
+        cJSON_AddNumberToObject(e, "max_in_flight", (double)k->max_in_flight);
+        cJSON_AddNumberToObject(e, "status_2xx", (double)k->status_2xx);
+        cJSON_AddNumberToObject(e, "status_429", (double)k->status_429);
+        cJSON_AddNumberToObject(e, "status_5xx", (double)k->status_5xx);
+        cJSON_AddNumberToObject(e, "status_other", (double)k->status_other);
+        cJSON_AddNumberToObject(e, "gone", (double)k->gone);
+    }
+    return o;
+}
+
+static cJSON *rules_json(const mock_server_t *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    for (size_t i = 0; a && i < s->nrules; i++) {
+        const key_rule_t *r = &s->rules[i];
+        cJSON *e = cJSON_CreateObject();
+        if (!e || !cJSON_AddItemToArray(a, e)) {
+            cJSON_Delete(e);
+            continue;
+        }
+        cJSON_AddStringToObject(e, "model", r->model);
+        cJSON_AddStringToObject(e, "region", r->region);
+        if (r->mode >= 0)
+            cJSON_AddStringToObject(e, "mode", mode_names[r->mode]);
+        if (r->fail_rate > 0) {
+            cJSON_AddNumberToObject(e, "fail_rate", r->fail_rate);
+            cJSON_AddStringToObject(e, "fail_mode", mode_names[r->fail_mode]);
+        }
+        if (r->latency_ms >= 0)
+            cJSON_AddNumberToObject(e, "latency_ms", (double)r->latency_ms);
+        if (r->retry_after[0])
+            cJSON_AddStringToObject(e, "retry_after", r->retry_after);
+        if (r->ratelimit_reset_ms >= 0)
+            cJSON_AddNumberToObject(e, "ratelimit_reset_ms", (double)r->ratelimit_reset_ms);
+        double left = r->forever ? -1.0
+                                 : (double)(r->until.tv_sec - now.tv_sec) * 1000.0 +
+                                       (double)(r->until.tv_nsec - now.tv_nsec) / 1e6;
+        cJSON_AddNumberToObject(e, "ms_left", r->forever ? -1.0 : (left > 0 ? round(left) : 0.0));
+    }
+    return a;
+}
+
+/* A text member of a rule: absent -> `fallback`; present, it must be a string that fits. */
+static bool rule_text(const cJSON *o, const char *name, char *out, size_t cap, const char *fallback,
+                      char *err, size_t errcap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v) {
+        snprintf(out, cap, "%s", fallback);
+        return true;
+    }
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= cap) {
+        snprintf(err, errcap, "rule %s: a non-empty string of at most %zu bytes", name, cap - 1);
+        return false;
+    }
+    snprintf(out, cap, "%s", v->valuestring);
+    return true;
+}
+
+/* A number member in [lo, hi]: absent -> `fallback`. */
+static bool rule_number(const cJSON *o, const char *name, double lo, double hi, double fallback, double *out,
+                        char *err, size_t errcap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    *out = fallback;
+    if (!v)
+        return true;
+    if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi) {
+        snprintf(err, errcap, "rule %s: a number in %g..%g", name, lo, hi);
+        return false;
+    }
+    *out = v->valuedouble;
+    return true;
+}
+
+static bool rule_mode_of(const cJSON *o, const char *name, int *out, char *err, size_t errcap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v)
+        return true;
+    if (!cJSON_IsString(v) || (*out = mode_parse(v->valuestring, strlen(v->valuestring))) < 0) {
+        snprintf(err, errcap, "rule %s: unknown mode", name);
+        return false;
+    }
+    return true;
+}
+
+static bool rule_parse(const cJSON *o, key_rule_t *r, char *err, size_t errcap)
+{
+    double fail_rate, latency, reset, for_ms;
+    int fail_mode = MODE_HTTP_503;
+    memset(r, 0, sizeof(*r));
+    r->mode = -1;
+    if (!cJSON_IsObject(o)) {
+        snprintf(err, errcap, "a rule is a JSON object");
+        return false;
+    }
+    if (!rule_text(o, "model", r->model, sizeof(r->model), "*", err, errcap) ||
+        !rule_text(o, "region", r->region, sizeof(r->region), "*", err, errcap) ||
+        !rule_text(o, "retry_after", r->retry_after, sizeof(r->retry_after), "", err, errcap) ||
+        !rule_mode_of(o, "mode", &r->mode, err, errcap) || !rule_mode_of(o, "fail_mode", &fail_mode, err, errcap) ||
+        !rule_number(o, "fail_rate", 0, 1, 0, &fail_rate, err, errcap) ||
+        !rule_number(o, "latency_ms", 0, MOCK_MAX_DELAY_MS, -1, &latency, err, errcap) ||
+        !rule_number(o, "ratelimit_reset_ms", 0, MOCK_MAX_DELAY_MS, -1, &reset, err, errcap) ||
+        !rule_number(o, "for_ms", 0, MOCK_MAX_DELAY_MS, 0, &for_ms, err, errcap))
+        return false;
+    r->fail_rate = fail_rate;
+    r->fail_mode = (mock_mode_t)fail_mode;
+    r->latency_ms = (long)latency;
+    r->ratelimit_reset_ms = (long)reset;
+    r->forever = for_ms <= 0;
+    clock_gettime(CLOCK_MONOTONIC, &r->until);
+    long ms = (long)for_ms;
+    r->until.tv_sec += ms / 1000;
+    r->until.tv_nsec += (ms % 1000) * 1000000L;
+    if (r->until.tv_nsec >= 1000000000L) {
+        r->until.tv_sec++;
+        r->until.tv_nsec -= 1000000000L;
+    }
+    return true;
+}
+
+/* GET /keys: the rules and the per-key counters. POST /keys {"rules":[...]}: replaces
+ * every rule (an empty list clears them), or none when one is invalid. */
+static void handle_keys(mock_server_t *s, struct evhttp_request *req)
+{
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+        char err[256] = "";
+        size_t len = 0;
+        char *text = body_text(req, &len);
+        cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
+        const cJSON *list = root ? cJSON_GetObjectItemCaseSensitive(root, "rules") : NULL;
+        key_rule_t parsed[MOCK_RULES_MAX];
+        int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
+        if (n < 0)
+            snprintf(err, sizeof(err), "the body is {\"rules\":[...]}");
+        else if (n > MOCK_RULES_MAX)
+            snprintf(err, sizeof(err), "at most %d rules", MOCK_RULES_MAX);
+        for (int i = 0; !err[0] && i < n; i++)
+            rule_parse(cJSON_GetArrayItem(list, i), &parsed[i], err, sizeof(err));
+        cJSON_Delete(root);
+        free(text);
+        if (err[0]) {
+            reply_json_error(req, 400, "Bad Request", err);
+            return;
+        }
+        memcpy(s->rules, parsed, sizeof(parsed[0]) * (size_t)n);
+        s->nrules = (size_t)n;
+        mlog(s, "info", "event=keys rules=%d", n);
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddItemToObject(o, "rules", rules_json(s));
+        cJSON_AddItemToObject(o, "keys", keys_json(s));
+    }
+    reply_json(req, 200, "OK", o);
+}
+
 static void handle_inference(mock_server_t *s, struct evhttp_request *req)
 {
     char err[256];
@@ -1134,20 +1412,31 @@ static void handle_inference(mock_server_t *s, struct evhttp_request *req)
         cJSON_AddStringToObject(s->last_headers, "X-Retryq-Attempt", attempt ? attempt : "");
     }
 
+    const cJSON *pref = cJSON_GetObjectItemCaseSensitive(root, "region_preference");
+    const char *region = NULL, *provider = NULL;
+    region_route(cJSON_IsString(pref) ? pref->valuestring : NULL, &region, &provider);
+    const char *model = cJSON_GetObjectItemCaseSensitive(root, "model")->valuestring;
+    const key_rule_t *key_rule = rule_match(s, model, region);
     if (mode < 0)
         mode = rule_mode;
+    if (mode < 0 && key_rule && key_rule->mode >= 0)
+        mode = key_rule->mode;
     if (mode < 0) {
         /* Keyed by (seed, execution, call number) when the execution is known, so the fate of a
          * call does not depend on the order in which concurrent requests arrive. */
         uint64_t state = s->cfg.seed ^ (exec ? fnv1a(exec) ^ (callno * 0xD1B54A32D192ED03ULL) : 0);
         double draw = exec ? unit_draw(&state) : unit_draw(&s->rng);
-        mode = (s->cfg.fail_rate > 0.0 && draw < s->cfg.fail_rate) ? (int)s->cfg.fail_mode : (int)s->cfg.mode;
+        double rate = key_rule && key_rule->fail_rate > 0 ? key_rule->fail_rate : s->cfg.fail_rate;
+        mock_mode_t fail_mode = key_rule && key_rule->fail_rate > 0 ? key_rule->fail_mode : s->cfg.fail_mode;
+        mode = (rate > 0.0 && draw < rate) ? (int)fail_mode : (int)s->cfg.mode;
     }
     s->by_mode[mode]++;
     if (mode == MODE_FLAKY_ONCE)
         mode = callno > 1 ? MODE_OK : MODE_HTTP_503;
     if (delay < 0)
         delay = rule_latency;
+    if (delay < 0 && key_rule && key_rule->latency_ms >= 0)
+        delay = key_rule->latency_ms;
     if (delay < 0) {
         delay = s->cfg.latency_ms;
         if (s->cfg.jitter_ms > 0)
@@ -1167,10 +1456,11 @@ static void handle_inference(mock_server_t *s, struct evhttp_request *req)
     p->request_id = ++s->next_request_id;
     p->execution_attempt = attempt_no;
     clock_gettime(CLOCK_MONOTONIC, &p->arrived);
-    const cJSON *pref = cJSON_GetObjectItemCaseSensitive(root, "region_preference");
-    const char *region = NULL, *provider = NULL;
-    region_route(cJSON_IsString(pref) ? pref->valuestring : NULL, &region, &provider);
-    p->model = strdup(cJSON_GetObjectItemCaseSensitive(root, "model")->valuestring);
+    p->key = -1;
+    p->ratelimit_reset_ms = key_rule ? key_rule->ratelimit_reset_ms : -1;
+    if (key_rule)
+        snprintf(p->retry_after, sizeof(p->retry_after), "%s", key_rule->retry_after);
+    p->model = strdup(model);
     p->region = strdup(region);
     p->provider = strdup(provider);
     p->question = extract_question(prompt);
@@ -1199,6 +1489,7 @@ static void handle_inference(mock_server_t *s, struct evhttp_request *req)
         s->pending->prev = p;
     s->pending = p;
     s->in_flight++;
+    p->key = key_call(s, p->model, p->region);
     evhttp_connection_set_closecb(p->evcon, pending_closed_cb, p);
     /* Even a zero delay goes through the timer, so no mode acts inside evhttp's callback. */
     if (event_add(p->watch, NULL) < 0 || (mode != MODE_HANG && timer_start(p->timer, delay) < 0))
@@ -1278,6 +1569,7 @@ static void handle_stats(mock_server_t *s, struct evhttp_request *req)
         if (s->by_path[i])
             cJSON_AddNumberToObject(by_path, inference_paths[i], (double)s->by_path[i]);
     cJSON_AddItemToObject(o, "by_path", by_path);
+    cJSON_AddItemToObject(o, "by_key", keys_json(s));
     cJSON_AddItemToObject(o, "last_request",
                           s->last_request ? cJSON_Duplicate(s->last_request, true) : cJSON_CreateNull());
     cJSON_AddItemToObject(o, "last_headers",
@@ -1294,6 +1586,12 @@ static void stats_reset(mock_server_t *s)
     memset(s->by_mode, 0, sizeof(s->by_mode));
     memset(s->by_path, 0, sizeof(s->by_path));
     call_map_clear(&s->calls);
+    for (size_t i = 0; i < s->nkeys; i++) { /* calls still in flight keep their key */
+        key_stat_t *k = &s->keys[i];
+        uint64_t in_flight = k->in_flight;
+        memset(&k->calls, 0, sizeof(*k) - offsetof(key_stat_t, calls));
+        k->in_flight = k->max_in_flight = in_flight;
+    }
     cJSON_Delete(s->last_request);
     cJSON_Delete(s->last_headers);
     s->last_request = NULL;
@@ -1411,8 +1709,10 @@ static void http_cb(struct evhttp_request *req, void *arg)
         reply_json(req, 200, "OK", o);
     } else if (strcmp(path, "/config") == 0 && (get || cmd == EVHTTP_REQ_POST)) {
         handle_config(s, req);
+    } else if (strcmp(path, "/keys") == 0 && (get || cmd == EVHTTP_REQ_POST)) {
+        handle_keys(s, req);
     } else if (strcmp(path, "/health") == 0 || strcmp(path, "/stats") == 0 || strcmp(path, "/reset") == 0 ||
-               strcmp(path, "/config") == 0) {
+               strcmp(path, "/config") == 0 || strcmp(path, "/keys") == 0) {
         reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
     } else {
         static const char text[] = "404 page not found\n";

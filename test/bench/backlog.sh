@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The backlog benchmark (test/bench/run.sh --mode backlog): cost as the queue grows.
+#
+#   test/bench/backlog.sh [--sizes "10000 100000 1000000"] [--concurrency C]
+#                         [--inflight N] [--latency-ms MS] [--no-inflight]
+#
+# For each size N: PostgreSQL seeded with N 'retrying' rows (one INSERT ... SELECT
+# generate_series), the N jobs written to a file, then
+#   ceiling   redis-cli --pipe of the same payloads, 1,000 per LPUSH (Redis alone)
+#   enqueue   `retryq enqueue --from FILE` (retryq_enqueue_many): jobs/s, CLI peak RSS
+#   memory    Redis used_memory per queued job (after enqueue, before the drain)
+#   drain     retryq-worker --exit-when-idle, router answering at once, concurrency C
+#             (default 64): jobs/s, worker CPU us per job, worker peak RSS
+#   latency   a probe client PINGs Redis every millisecond: its p99 idle (2 s before the
+#             drain) and its p99 and max during the drain; SLOWLOG entries over 1 ms
+#             (slowlog-log-slower-than 1000) during enqueue + drain
+#   inflight  the same drain with N in flight at once capped by --inflight (default
+#             10,000) and a router answering after --latency-ms (default 2,000)
+# then one table, with the targets of docs/performance.md "Cost as the work grows".
+set -euo pipefail
+# shellcheck source=test/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+sizes="10000 100000 1000000" conc=64 inflight=10000 latency=2000 with_inflight=1
+while (($# > 0)); do
+  case $1 in
+    --sizes) sizes=$2; shift ;;
+    --concurrency) conc=$2; shift ;;
+    --inflight) inflight=$2; shift ;;
+    --latency-ms) latency=$2; shift ;;
+    --no-inflight) with_inflight=0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+
+bench_binaries
+bench_start_services
+echo "retryq backlog benchmark: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ), worker $("$RETRYQ_WORKER_BIN" --version 2>/dev/null | head -n1)"
+
+redis_info() { rcli INFO "$1" | tr -d '\r' | sed -n "s/^$2:\\([0-9.]*\\)$/\\1/p"; }
+probe_start() { # <out file>; sets probe_pid
+  "$PYTHON" "$BENCH_PY" pingprobe 127.0.0.1 "$RETRYQ_TEST_REDIS_PORT" "$1" &
+  probe_pid=$!
+}
+probe_stop() {
+  kill -TERM "$probe_pid"
+  wait "$probe_pid" || die "the latency probe failed"
+}
+slowlog_count() { rcli SLOWLOG LEN; }
+slowlog_top() { # the slowest entries' durations (us) and commands, one line
+  rcli --no-raw SLOWLOG GET 5 | awk '/^ *[0-9]+\) +[0-9]+\) \(integer\)/ {n++} {print}' |
+    tr -s ' \n' ' ' | cut -c1-200
+}
+
+declare -A T
+run_size() { # <n>
+  local n=$1 payloads="$bench_work/payloads.jsonl" t0 t1 tf out
+  db_fresh backlog
+  db_seed "$n"
+  rcli FLUSHALL >/dev/null
+  db_payloads >"$payloads"
+  [[ $(wc -l <"$payloads") == "$n" ]] || die "payload file has $(wc -l <"$payloads") lines, want $n"
+
+  # Redis alone: the same payloads, pipelined LPUSH of 1,000 (the commands written out
+  # first, so only redis-cli --pipe and Redis are timed).
+  "$PYTHON" "$BENCH_PY" lpush ceiling_queue 1000 <"$payloads" >"$bench_work/ceiling.resp"
+  t0=$(now_ns)
+  out=$(rcli --pipe <"$bench_work/ceiling.resp" 2>&1) || die "redis-cli --pipe failed: $out"
+  t1=$(now_ns)
+  rm -f "$bench_work/ceiling.resp"
+  [[ $out == *"errors: 0,"* ]] || die "redis-cli --pipe reported errors: $out"
+  T[$n, ceiling]=$(calc "$n / (($t1 - $t0) / 1e9)")
+  rcli DEL ceiling_queue >/dev/null
+
+  rcli CONFIG SET slowlog-log-slower-than 1000 >/dev/null
+  rcli SLOWLOG RESET >/dev/null
+  local mem0 mem1
+  mem0=$(redis_info memory used_memory)
+  tf="$bench_work/enqueue.time"
+  t0=$(now_ns)
+  out=$("$PYTHON" "$BENCH_PY" rusage "$tf" "$RETRYQ_CLI" --redis-url "$REDIS_URL" \
+    enqueue --from "$payloads" --json) || die "retryq enqueue --from failed: $out"
+  t1=$(now_ns)
+  [[ $out == *"\"queued\":$n,"* ]] || die "enqueue --from: $out"
+  T[$n, enqueue]=$(calc "$n / (($t1 - $t0) / 1e9)")
+  T[$n, cli_rss]=$(calc "$(cut -d' ' -f4 "$tf") / 1024")
+  mem1=$(redis_info memory used_memory)
+  T[$n, bytes_job]=$(calc "($mem1 - $mem0) / $n")
+  [[ $(rcli LLEN retry_queue) == "$n" ]] || die "queue holds $(rcli LLEN retry_queue), want $n"
+
+  probe_start "$bench_work/probe-idle.json"
+  sleep 2 # the probe's sampling window on an idle Redis
+  probe_stop
+  T[$n, idle_p99]=$(jq_get "$(cat "$bench_work/probe-idle.json")" p99_us)
+
+  probe_start "$bench_work/probe-drain.json"
+  run_worker backlog "$n" "$conc" || die "the drain of $n jobs failed a correctness check"
+  probe_stop
+  T[$n, drain]=$R_JOBS_S
+  T[$n, cpu_us]=$(calc "$R_CPU_WORKER * 1e6 / $n")
+  T[$n, rss]=$R_RSS_MB
+  local probe
+  probe=$(cat "$bench_work/probe-drain.json")
+  T[$n, p99]=$(jq_get "$probe" p99_us)
+  T[$n, max]=$(jq_get "$probe" max_us)
+  T[$n, slowlog]=$(slowlog_count)
+  if [[ ${T[$n, slowlog]} != 0 ]]; then note "SLOWLOG at N=$n: $(slowlog_top)"; fi
+
+  T[$n, inflight_s]=- T[$n, inflight_rss]=-
+  if [[ $with_inflight == 1 ]]; then
+    sql -c "UPDATE executions SET status = 'retrying', completed_at = NULL, retry_history = '[]'" >/dev/null
+    rcli FLUSHALL >/dev/null
+    router_stop
+    router_start "$latency"
+    queue_fill retry_queue
+    local c=$((inflight < n ? inflight : n))
+    run_worker backlog-inflight "$n" "$c" || die "the drain of $n jobs at $c in flight failed a correctness check"
+    T[$n, inflight_s]=$R_WALL_S
+    T[$n, inflight_x]=$(calc "$R_WALL_S / ($n / $c * $latency / 1000)")
+    T[$n, inflight_rss]=$R_RSS_MB
+    router_stop
+    router_start 0
+  fi
+  db_drop
+  rm -f "$payloads"
+}
+
+router_start 0
+for n in $sizes; do
+  echo "== N=$n" >&2
+  run_size "$n"
+done
+router_stop
+
+echo
+echo "== backlog: drain at concurrency $conc with the router answering at once; in flight: up to $inflight, router ${latency} ms"
+printf '%9s %11s %11s %7s %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s\n' N enqueue/s ceiling/s ratio B/job \
+  drain/s cpu_us rss_MB idle_p99 p99_us max_us slowlog inflight_s x_ideal
+for n in $sizes; do
+  printf '%9s %11s %11s %6s%% %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s\n' "$n" "${T[$n, enqueue]}" \
+    "${T[$n, ceiling]}" "$(pct "${T[$n, enqueue]}" "${T[$n, ceiling]}")" "${T[$n, bytes_job]}" \
+    "${T[$n, drain]}" "${T[$n, cpu_us]}" "${T[$n, rss]}" "${T[$n, idle_p99]}" "${T[$n, p99]}" \
+    "${T[$n, max]}" "${T[$n, slowlog]}" "${T[$n, inflight_s]}" "${T[$n, inflight_x]:--}"
+done
+
+read -r -a list <<<"$sizes"
+small=${list[0]} big=${list[${#list[@]} - 1]}
+echo
+echo "targets (N=$big against N=$small where a ratio):"
+verdict() { if (($(calc "1 if $2 else 0") == 1)); then echo "  met     $1"; else echo "  NOT met $1"; fi; }
+verdict "drain at $big >= 90% of drain at $small: $(pct "${T[$big, drain]}" "${T[$small, drain]}")%" \
+  "${T[$big, drain]} >= 0.9 * ${T[$small, drain]}"
+verdict "probe p99 during the $big drain <= 2 x idle p99: ${T[$big, p99]} us vs ${T[$big, idle_p99]} us" \
+  "${T[$big, p99]} <= 2 * ${T[$big, idle_p99]}"
+verdict "probe max during the $big drain <= 10 ms: ${T[$big, max]} us" "${T[$big, max]} <= 10000"
+verdict "SLOWLOG entries over 1 ms: ${T[$big, slowlog]}" "${T[$big, slowlog]} == 0"
+verdict "worker RSS at $big within 10% of $small: ${T[$big, rss]} MB vs ${T[$small, rss]} MB" \
+  "abs(${T[$big, rss]} - ${T[$small, rss]}) <= 0.1 * ${T[$small, rss]}"
+verdict "enqueue_many >= 100,000 jobs/s: ${T[$big, enqueue]}" "${T[$big, enqueue]} >= 100000"
+echo "bench: done"
