@@ -2,8 +2,8 @@
  * The connection-string module (src/lib/connstr.c, src/worker/connstr_router.c): text no
  * parser accepts is redacted bluntly; a Redis URL with its password from a file; libpq's
  * reading of a conninfo (checks, its parse error without the password, the keyword/value
- * arrays with a password given apart, the rebuilt redacted form). (The public Redis
- * parser itself is test_url.c's.)
+ * arrays with a password given apart, the rebuilt redacted form); the router URL checked
+ * and redacted by libcurl. (The public Redis parser itself is test_url.c's.)
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "connstr.h"
+#include "connstr_router.h"
 
 typedef struct redaction {
     const char *in, *out;
@@ -259,6 +260,63 @@ static void test_pg_redaction_rebuilds_from_libpq_reading(void **state)
                      "host=db password=secret", "host=db pas");
 }
 
+/* ------------------------------------------------------------------ the router URL */
+
+static void test_router_check(void **state)
+{
+    static const struct {
+        const char *url;
+        connstr_router_problem_t problem;
+        const char *rule;
+    } cases[] = {
+        {"http://127.0.0.1:8000", CONNSTR_ROUTER_OK, ""},
+        {"HTTPS://router.example:8443/base/", CONNSTR_ROUTER_OK, ""},
+        {"http://:pw@127.0.0.1:1234", CONNSTR_ROUTER_OK, ""}, /* an empty user */
+        {"", CONNSTR_ROUTER_EMPTY, "is empty"},
+        {"ftp://router", CONNSTR_ROUTER_SCHEME, "must start with http:// or https://"},
+        {"127.0.0.1:8080", CONNSTR_ROUTER_SCHEME, "must start with http:// or https://"},
+        {"http:/router", CONNSTR_ROUTER_SCHEME, "must start with http:// or https://"},
+        {"http://", CONNSTR_ROUTER_NO_HOST, "missing host"},
+        {"http:///inference", CONNSTR_ROUTER_NO_HOST, "missing host"}, /* curl reads a host */
+        {"https://:80", CONNSTR_ROUTER_NO_HOST, "missing host"},
+        {"http://u:p@/x", CONNSTR_ROUTER_NO_HOST, "missing host"},
+        {"http://router /x", CONNSTR_ROUTER_SPACE, "must not contain spaces"},
+        {"http://a\tb", CONNSTR_ROUTER_SPACE, "must not contain spaces"},
+        {"http://router:99999", CONNSTR_ROUTER_MALFORMED, "is not a URL libcurl accepts (Port"},
+        {"http://host/x?y=1", CONNSTR_ROUTER_QUERY, "must not have a query or fragment"},
+        {"http://host#", CONNSTR_ROUTER_QUERY, "must not have a query or fragment"},
+    };
+    char why[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        connstr_router_problem_t p =
+            connstr_router_check(cases[i].url, CONNSTR_ROUTER_BASE, why, sizeof why);
+        if (p != cases[i].problem || strncmp(why, cases[i].rule, strlen(cases[i].rule)) != 0 ||
+            (cases[i].rule[0] == '\0' && why[0] != '\0'))
+            fail_msg("%s: got %d \"%s\", want %d \"%s\"", cases[i].url, p, why,
+                     cases[i].problem, cases[i].rule);
+    }
+    /* a query is fine where nothing is appended */
+    assert_int_equal(connstr_router_check("http://host/x?y=1", 0, why, sizeof why), CONNSTR_ROUTER_OK);
+    assert_int_equal(connstr_router_check(NULL, 0, why, sizeof why), CONNSTR_ROUTER_EMPTY);
+}
+
+static void test_router_redaction(void **state)
+{
+    static const redaction_t cases[] = {
+        {"https://user:tok@router.example/base", "https://user:***@router.example/base"},
+        {"https://tok:en@router/api", "https://tok:***@router/api"},
+        {"http://:pw@127.0.0.1:1234", "http://:***@127.0.0.1:1234/"},
+        {"http://127.0.0.1:8000", "http://127.0.0.1:8000"}, /* no password: as given */
+        {"http://token@router", "http://token@router"},
+        {"ftp://u:pw@127.0.0.1/", "ftp://u:***@127.0.0.1/"}, /* quoted in a refusal */
+        {"http://u:p@ss@h/", "http://u:***@h/"},             /* curl refuses: blunt */
+    };
+    (void)state;
+    check_redactions(connstr_router_redact, cases, sizeof cases / sizeof cases[0],
+                     "https://user:tok@router.example/base", "https://use");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +327,8 @@ int main(void)
         cmocka_unit_test(test_pg_parse_error_hides_the_password),
         cmocka_unit_test(test_pg_params_carry_the_password_as_its_own_keyword),
         cmocka_unit_test(test_pg_redaction_rebuilds_from_libpq_reading),
+        cmocka_unit_test(test_router_check),
+        cmocka_unit_test(test_router_redaction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
