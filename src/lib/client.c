@@ -8,11 +8,13 @@
  * (I/O errors), error replies and unexpected reply types become a retryq_error_t.
  */
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
 #include "client.h"
+#include "connstr.h"
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
 #define DEFAULT_TIMEOUT_MS 5000
@@ -131,10 +133,10 @@ static int handshake_command(redisContext *rc, const char *command, redisReply *
 static int redis_handshake(const retryq_redis_url_t *u, redisContext *rc, retryq_error_t *err)
 {
     int rc_code = RETRYQ_OK;
-    if (u->password[0] != '\0' && u->user[0] != '\0')
-        rc_code = handshake_command(rc, "AUTH", redisCommand(rc, "AUTH %s %s", u->user, u->password), err);
-    else if (u->password[0] != '\0')
-        rc_code = handshake_command(rc, "AUTH", redisCommand(rc, "AUTH %s", u->password), err);
+    const char *auth[3];
+    int nauth = connstr_redis_auth(u, auth);
+    if (nauth > 0)
+        rc_code = handshake_command(rc, "AUTH", redisCommandArgv(rc, nauth, auth, NULL), err);
     if (rc_code == RETRYQ_OK && u->db != 0)
         rc_code = handshake_command(rc, "SELECT", redisCommand(rc, "SELECT %d", u->db), err);
     return rc_code;
@@ -210,6 +212,33 @@ static void flatten_message(retryq_error_t *err)
         err->message[--n] = '\0';
 }
 
+/* PQconnectdbParams with connect_timeout and the fallback name first, then the options
+ * the URL sets (connstr.h: libpq's own reading of it), so the URL's own connect_timeout
+ * wins. NULL with err filled. */
+static PGconn *pg_connect(const retryq_client_t *client, const connstr_pg_t *conninfo,
+                          retryq_error_t *err)
+{
+    size_t n = connstr_pg_params(conninfo, NULL, NULL, 0);
+    const char **keys = calloc(n + 3, sizeof *keys), **values = calloc(n + 3, sizeof *values);
+    PGconn *pg = NULL;
+    if (keys != NULL && values != NULL) {
+        char timeout[16];
+        int ms = client->connect_timeout_ms;
+        snprintf(timeout, sizeof timeout, "%d", ms / 1000 + (ms % 1000 != 0));
+        keys[0] = "connect_timeout";
+        values[0] = timeout;
+        keys[1] = "fallback_application_name";
+        values[1] = "retryq";
+        (void)connstr_pg_params(conninfo, keys + 2, values + 2, n);
+        pg = PQconnectdbParams(keys, values, 0);
+    }
+    free(keys);
+    free(values);
+    if (pg == NULL)
+        rq_error(err, RETRYQ_ERR_DATABASE, "cannot connect to PostgreSQL: out of memory");
+    return pg;
+}
+
 PGconn *rq_client_pg(retryq_client_t *client, retryq_error_t *err)
 {
     if (client->pg != NULL && PQstatus(client->pg) == CONNECTION_OK)
@@ -220,17 +249,16 @@ PGconn *rq_client_pg(retryq_client_t *client, retryq_error_t *err)
                  "no database configured: pass --database-url or set RETRYQ_DATABASE_URL");
         return NULL;
     }
-    /* The URL comes last so that its own connect_timeout, if any, wins. */
-    char timeout[16];
-    int ms = client->connect_timeout_ms;
-    snprintf(timeout, sizeof timeout, "%d", ms / 1000 + (ms % 1000 != 0));
-    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *const values[] = {timeout, "retryq", client->database_url, NULL};
-    PGconn *pg = PQconnectdbParams(keys, values, 1);
-    if (pg == NULL) {
-        rq_error(err, RETRYQ_ERR_DATABASE, "cannot connect to PostgreSQL: out of memory");
+    char why[400];
+    connstr_pg_t *conninfo = connstr_pg_parse(client->database_url, why, sizeof why);
+    if (conninfo == NULL) {
+        rq_error(err, RETRYQ_ERR_DATABASE, "cannot connect to PostgreSQL: %s", why);
         return NULL;
     }
+    PGconn *pg = pg_connect(client, conninfo, err);
+    connstr_pg_free(conninfo);
+    if (pg == NULL)
+        return NULL;
     if (PQstatus(pg) != CONNECTION_OK) {
         rq_error(err, RETRYQ_ERR_DATABASE, "cannot connect to PostgreSQL: %s", PQerrorMessage(pg));
         flatten_message(err);

@@ -10,10 +10,13 @@
  * its winning source. Every error is one line that starts with the name the user set
  * (the flag or the environment variable) and states the rule.
  *
- * Secrets: URLs are redacted whenever they are printed, also inside error messages;
- * --help shows defaults only, never the environment's values. A password file's first
- * line is put into its URL after parsing (percent-encoded for URLs, quoted for a libpq
- * key=value string); a file readable by group or others draws a warning.
+ * Connection strings are parsed, checked and redacted by their own module (connstr.h,
+ * connstr_router.h): the Redis URL is parsed once, into cfg->redis; the database and
+ * router URLs are checked by libpq's and libcurl's parsers. They are redacted whenever
+ * they are printed, also inside error messages; --help shows defaults only, never the
+ * environment's values. A password file's first line is never put into its URL's text:
+ * it goes into cfg->redis, or is kept in cfg->database_password for libpq's own password
+ * keyword; a file readable by group or others draws a warning.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -26,9 +29,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <libpq-fe.h>
-
 #include "config.h"
+#include "connstr.h"
+#include "connstr_router.h"
 #include "internal.h"
 #include "log.h"
 
@@ -37,8 +40,10 @@
 #define BACKOFF_ITEM_MAX 86400000LL /* one day */
 
 typedef enum setting_type {
-    T_STRING,      /* free text (checked further by check()) */
-    T_SECRET_URL,  /* a URL that may hold a password: validated per setting, redacted */
+    T_STRING,       /* free text (checked further by check()) */
+    T_REDIS_URL,    /* connection strings that may hold a password: text, checked by */
+    T_DATABASE_URL, /*   their own parser (connstr), redacted when shown */
+    T_ROUTER_URL,
     T_INT,         /* integer in min..max */
     T_MS,          /* duration in ms, min..max; "500", "500ms", "5s", "2m", "1h" */
     T_BYTES,       /* size in bytes, min..max; "4194304", "512KiB", "4MiB" */
@@ -120,11 +125,11 @@ static int get_mode(const config_t *cfg)
 
 static const setting_t settings[] = {
     {"redis_url", "redis-url", "RETRYQ_REDIS_URL",
-     TEXT(T_SECRET_URL, "redis://127.0.0.1:6379", redis_url), "URL", G_CONNECT,
+     TEXT(T_REDIS_URL, "redis://127.0.0.1:6379", redis_url), "URL", G_CONNECT,
      "Redis: redis://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path[?db=N]"},
     {"redis_password_file", "redis-password-file", "RETRYQ_REDIS_PASSWORD_FILE", FILE_SETTING,
      "PATH", G_CONNECT, "file whose first line is the Redis password (put into the Redis URL)"},
-    {"database_url", "database-url", "RETRYQ_DATABASE_URL", TEXT(T_SECRET_URL, NULL, database_url),
+    {"database_url", "database-url", "RETRYQ_DATABASE_URL", TEXT(T_DATABASE_URL, NULL, database_url),
      "URL", G_CONNECT,
      "PostgreSQL, required: postgresql://user[:password]@host[:port]/db or a key=value conninfo"},
     {"database_password_file", "database-password-file", "RETRYQ_DATABASE_PASSWORD_FILE",
@@ -144,7 +149,7 @@ static const setting_t settings[] = {
      NUM(T_MS, "30s", 0, 3600000, db_tcp_timeout_ms), "DURATION", G_CONNECT,
      "TCP keepalives and tcp_user_timeout of the PostgreSQL connections: a vanished host is "
      "noticed within about this (0: libpq defaults; keywords in the URL win)"},
-    {"router_url", "router-url", "RETRYQ_ROUTER_URL", TEXT(T_SECRET_URL, NULL, router_url), "URL",
+    {"router_url", "router-url", "RETRYQ_ROUTER_URL", TEXT(T_ROUTER_URL, NULL, router_url), "URL",
      G_CONNECT, "inference router base URL, required: http(s)://host[:port][/base]"},
     {"connect_timeout_ms", "connect-timeout-ms", "RETRYQ_CONNECT_TIMEOUT_MS",
      NUM(T_MS, "5000", 50, 600000, connect_timeout_ms), "DURATION", G_CONNECT,
@@ -351,301 +356,48 @@ static int parse_durations(const char *text, int *values, int cap)
     }
 }
 
-/* ---------------------------------------------------------------- URLs */
+/* ---------------------------------------------------------------- connection strings */
 
-static bool has_prefix_ci(const char *s, const char *prefix)
+static bool is_text(setting_type_t type)
 {
-    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+    return type == T_STRING || type == T_REDIS_URL || type == T_DATABASE_URL ||
+           type == T_ROUTER_URL;
 }
 
-/* The authority of scheme://authority/...: start and end; false when s has no "://". */
-static bool uri_authority(const char *url, const char **start, const char **end)
+/* "<who>: <rule> (got "<text>")" with the text redacted by `redact`. */
+static int refuse_url(const char *who, const char *rule, const char *text,
+                      void (*redact)(const char *, char *, size_t), char *err, size_t errcap)
 {
-    /* a scheme first (RFC 3986: a letter, then letters, digits, '+', '-', '.'): a
-     * key=value conninfo whose password holds "://" is not a URI */
-    size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
-    if (n == 0 || !isalpha((unsigned char)url[0]) || strncmp(url + n, "://", 3) != 0)
-        return false;
-    *start = url + n + 3;
-    *end = *start + strcspn(*start, "/?#");
-    return true;
-}
-
-/* The last '@' of the authority (user information may not be percent-encoded). */
-static const char *authority_at(const char *start, const char *end)
-{
-    const char *at = NULL;
-    for (const char *p = start; p < end; p++)
-        if (*p == '@')
-            at = p;
-    return at;
-}
-
-static bool is_postgres_uri(const char *url)
-{
-    /* libpq itself compares these prefixes case-sensitively */
-    return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
-}
-
-/* Marks s[a..b) as hidden; a run of hidden bytes is shown as one replacement text, also
- * when it is empty (a == b). */
-static void hide_range(unsigned char *mask, size_t a, size_t b)
-{
-    mask[a] |= 2;
-    for (size_t k = a; k < b; k++)
-        mask[k] |= 1;
-}
-
-/* Copies s to buf with every hidden run (see hide_range) replaced by `with`. */
-static void copy_masked(const char *s, size_t len, const unsigned char *mask, const char *with,
-                        char *buf, size_t cap)
-{
-    if (cap == 0)
-        return;
-    size_t o = 0;
-    for (size_t k = 0; k <= len; k++) {
-        bool in_run = k > 0 && (mask[k - 1] & 1) != 0;
-        if ((mask[k] & 2) != 0 && !in_run)
-            for (const char *r = with; *r != '\0'; r++)
-                if (o + 1 < cap)
-                    buf[o++] = *r;
-        if (k < len && (mask[k] & 1) == 0 && o + 1 < cap)
-            buf[o++] = s[k];
-    }
-    buf[o] = '\0';
-}
-
-/*
- * A key=value conninfo string read exactly as libpq reads it (conninfo_parse in
- * fe-connect.c): blanks before a key, a key up to '=' or a blank, blanks around the '=',
- * then a value: quoted ('...', a backslash escapes any byte) or up to a blank that no
- * backslash escapes; the next key may follow a closing quote at once. From the end of
- * every "password" key to the end of its value is hidden. Stops where libpq would refuse
- * the string (no '=' after a key); an unterminated quoted value is hidden to the end.
- */
-static bool hide_conninfo_passwords(const char *s, unsigned char *mask)
-{
-    bool found = false;
-    size_t i = 0;
-    for (;;) {
-        while (isspace((unsigned char)s[i]))
-            i++;
-        if (s[i] == '\0')
-            return found;
-        size_t key = i;
-        while (s[i] != '\0' && s[i] != '=' && !isspace((unsigned char)s[i]))
-            i++;
-        size_t key_end = i;
-        while (isspace((unsigned char)s[i]))
-            i++;
-        if (s[i] != '=')
-            return found;
-        i++;
-        while (isspace((unsigned char)s[i]))
-            i++;
-        if (s[i] == '\'') {
-            for (i++; s[i] != '\0' && s[i] != '\''; i++)
-                if (s[i] == '\\' && s[i + 1] != '\0')
-                    i++;
-            if (s[i] == '\'')
-                i++;
-        } else {
-            while (s[i] != '\0' && !isspace((unsigned char)s[i]))
-                i += s[i] == '\\' && s[i + 1] != '\0' ? 2 : 1;
-        }
-        if (key_end - key == 8 && strncmp(s + key, "password", 8) == 0) {
-            hide_range(mask, key_end, i);
-            found = true;
-        }
-    }
-}
-
-/*
- * Hides, more widely than libpq, whatever looks like a password=... in s: "password"
- * after a blank or a quote (or at the start), even inside another key's value, then a
- * value read as above. This covers strings libpq refuses, and any reading in which a
- * value of another key looks like a key.
- */
-static bool hide_password_lookalikes(const char *s, unsigned char *mask)
-{
-    bool found = false;
-    for (const char *p = s; *p != '\0'; p++) {
-        if (!(p == s || isspace((unsigned char)p[-1]) || p[-1] == '\'') ||
-            strncmp(p, "password", 8) != 0)
-            continue;
-        const char *q = p + 8;
-        while (isspace((unsigned char)*q))
-            q++;
-        if (*q != '=')
-            continue;
-        q++;
-        while (isspace((unsigned char)*q))
-            q++;
-        if (*q == '\'') {
-            for (q++; *q != '\0' && *q != '\''; q++)
-                if (*q == '\\' && q[1] != '\0')
-                    q++;
-            if (*q == '\'')
-                q++;
-        } else {
-            while (*q != '\0' && !isspace((unsigned char)*q))
-                q += *q == '\\' && q[1] != '\0' ? 2 : 1;
-        }
-        hide_range(mask, (size_t)(p + 8 - s), (size_t)(q - s));
-        found = true;
-    }
-    return found;
-}
-
-/* Copies a key=value conninfo string to buf with every password value shown as
- * "password=***": both the one libpq reads and anything that looks like one. Returns
- * true when s held a password. */
-static bool redact_conninfo(const char *s, char *buf, size_t cap)
-{
-    size_t len = strlen(s);
-    unsigned char *mask = calloc(len + 1, 1); /* bit 0: hidden; bit 1: "=***" goes here */
-    if (mask == NULL) {
-        rq_copy(buf, cap, "***");
-        return true;
-    }
-    bool found = hide_conninfo_passwords(s, mask);
-    found = hide_password_lookalikes(s, mask) || found;
-    copy_masked(s, len, mask, "=***", buf, cap);
-    free(mask);
-    return found;
-}
-
-/* Redacts url into buf; returns true when it held a password. */
-static bool redact(const char *url, char *buf, size_t cap)
-{
-    const char *start, *end;
-    if (!uri_authority(url, &start, &end))
-        return redact_conninfo(url, buf, cap);
-    /*
-     * Two things are hidden, both found in the original text and then merged, so that
-     * neither can uncover part of the other:
-     *  - the user information's password: after its first ':' up to the last '@' of the
-     *    whole URL, so a password holding an unencoded '/', '?' or '#' (libpq takes '?' and
-     *    '#' as they are) is hidden too; at worst a path is hidden as well;
-     *  - the value of every password=... parameter that follows a '?' or a '&' (libpq ends
-     *    it at '&' only).
-     */
-    size_t len = strlen(url);
-    unsigned char *mask = calloc(len + 1, 1); /* bit 0: hidden; bit 1: "***" goes here */
-    if (mask == NULL) {
-        rq_copy(buf, cap, "***");
-        return true;
-    }
-    const char *at = authority_at(start, url + len);
-    const char *colon = at != NULL ? memchr(start, ':', (size_t)(at - start)) : NULL;
-    bool found = colon != NULL;
-    if (colon != NULL)
-        hide_range(mask, (size_t)(colon + 1 - url), (size_t)(at - url));
-    for (const char *p = start; (p = strstr(p, "password=")) != NULL; p++) {
-        if (p[-1] != '?' && p[-1] != '&')
-            continue;
-        size_t a = (size_t)(p + 9 - url);
-        hide_range(mask, a, a + strcspn(url + a, "&"));
-        found = true;
-    }
-    copy_masked(url, len, mask, "***", buf, cap);
-    free(mask);
-    return found;
-}
-
-void config_redact_url(const char *url, char *buf, size_t cap)
-{
-    if (buf == NULL || cap == 0)
-        return;
-    if (url == NULL) {
-        buf[0] = '\0';
-        return;
-    }
-    redact(url, buf, cap);
-}
-
-/* True when the URL (any form) already carries a password. */
-static bool url_has_password(const char *url)
-{
-    char scratch[64];
-    return redact(url, scratch, sizeof scratch);
-}
-
-/* Checks url; messages show `as_given` (the user's own text, redacted). */
-static int check_redis_url(const char *url, const char *as_given, const char *who, char *err,
-                           size_t errcap)
-{
-    retryq_error_t rerr;
-    retryq_redis_url_t parsed;
-    if (retryq_redis_url_parse(url, &parsed, &rerr) == RETRYQ_OK)
-        return 0;
-    /* The library's messages never repeat the URL; drop their "redis URL: " lead. */
-    const char *why = rerr.message;
-    if (strncmp(why, "redis URL: ", 11) == 0)
-        why += 11;
     char shown[512];
-    config_redact_url(as_given, shown, sizeof shown);
-    snprintf(err, errcap, "%s: %s (got \"%s\")", who, why, shown);
+    redact(text, shown, sizeof shown);
+    snprintf(err, errcap, "%s: %s (got \"%s\")", who, rule, shown);
     return -1;
+}
+
+static void redact_text(const char *text, char *buf, size_t cap)
+{
+    (void)connstr_redact_text(text, buf, cap);
+}
+
+/* The library's Redis messages never repeat the URL; their "redis URL: " lead goes. */
+static const char *redis_rule(const retryq_error_t *rerr)
+{
+    const char *why = rerr->message;
+    return strncmp(why, "redis URL: ", 11) == 0 ? why + 11 : why;
 }
 
 static int check_database_url(const char *url, const char *who, char *err, size_t errcap)
 {
-    char shown[512];
-    config_redact_url(url, shown, sizeof shown);
-    bool uri = strstr(url, "://") != NULL;
-    if (uri && !is_postgres_uri(url)) {
-        snprintf(err, errcap, "%s: must start with postgresql:// or postgres:// (got \"%s\")", who,
-                 shown);
-        return -1;
-    }
-    if (!uri && strchr(url, '=') == NULL) {
-        snprintf(err, errcap,
-                 "%s: must be a postgresql:// URL or a key=value conninfo string (got \"%s\")", who,
-                 shown);
-        return -1;
-    }
-    /* libpq's own parser: no connection is made. Its messages may quote parts of the
-     * string (a password among them), so only the fact is reported. */
-    char *pqerr = NULL;
-    PQconninfoOption *options = PQconninfoParse(url, &pqerr);
-    if (options == NULL) {
-        snprintf(err, errcap, "%s: not a valid PostgreSQL %s (got \"%s\")", who,
-                 uri ? "URL" : "conninfo string (key=value pairs, quote values with spaces in '')",
-                 shown);
-        PQfreemem(pqerr);
-        return -1;
-    }
-    PQconninfoFree(options);
-    return 0;
+    const char *rule = connstr_pg_check(url);
+    return rule == NULL ? 0 : refuse_url(who, rule, url, connstr_pg_redact, err, errcap);
 }
 
 static int check_router_url(const char *url, const char *who, char *err, size_t errcap)
 {
-    char shown[512];
-    config_redact_url(url, shown, sizeof shown);
-    const char *start, *end;
-    if (!(has_prefix_ci(url, "http://") || has_prefix_ci(url, "https://")) ||
-        !uri_authority(url, &start, &end)) {
-        snprintf(err, errcap, "%s: must start with http:// or https:// (got \"%s\")", who, shown);
-        return -1;
-    }
-    const char *at = authority_at(start, end);
-    const char *host = at != NULL ? at + 1 : start;
-    if (host == end || *host == ':') {
-        snprintf(err, errcap,
-                 "%s: missing host, expected http(s)://host[:port][/base] (got \"%s\")", who,
-                 shown);
-        return -1;
-    }
-    for (const char *p = url; *p != '\0'; p++) {
-        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
-            snprintf(err, errcap, "%s: must not contain spaces or control characters (got \"%s\")",
-                     who, shown);
-            return -1;
-        }
-    }
-    return 0;
+    char rule[256];
+    if (connstr_router_check(url, 0, rule, sizeof rule) == CONNSTR_ROUTER_OK)
+        return 0;
+    return refuse_url(who, rule, url, connstr_router_redact, err, errcap);
 }
 
 /* "off", "" or host:port / [v6]:port with port 0..65535. */
@@ -687,124 +439,121 @@ static int check_worker_id(const char *id, const char *who, char *err, size_t er
 
 /* ---------------------------------------------------------------- applying a value */
 
+static int apply_text(config_t *cfg, const setting_t *s, const char *who, const char *text,
+                      char *err, size_t errcap)
+{
+    char **slot = (char **)((char *)cfg + s->offset);
+    char *copy = strdup(text);
+    if (copy == NULL) {
+        snprintf(err, errcap, "%s: out of memory", who);
+        return -1;
+    }
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* T_INT, T_MS and T_BYTES: a number in s->min..s->max, in the type's own syntax. */
+static int apply_number(config_t *cfg, const setting_t *s, const char *who, const char *text,
+                        char *err, size_t errcap)
+{
+    static const struct {
+        const char *noun, *after; /* "must be <noun> between <min> and <max><after>" */
+    } rules[] = {
+        [T_INT] = {"an integer", ""},
+        [T_MS] = {"a duration", " ms, e.g. 500, 500ms, 5s, 2m"},
+        [T_BYTES] = {"a size", " bytes, e.g. 4194304, 512KiB, 4MiB"},
+    };
+    long long v = 0;
+    bool ok = s->type == T_INT  ? parse_ll(text, &v)
+              : s->type == T_MS ? parse_scaled(text, duration_units, &v)
+                                : parse_scaled(text, byte_units, &v);
+    if (!ok || v < s->min || v > s->max) {
+        snprintf(err, errcap, "%s: must be %s between %lld and %lld%s (got \"%s\")", who,
+                 rules[s->type].noun, s->min, s->max, rules[s->type].after, text);
+        return -1;
+    }
+    char *slot = (char *)cfg + s->offset;
+    if (s->type == T_BYTES)
+        *(int64_t *)slot = v;
+    else
+        *(int *)slot = (int)v;
+    return 0;
+}
+
+static int apply_durations(config_t *cfg, const char *who, const char *text, char *err,
+                           size_t errcap)
+{
+    int values[CONFIG_MAX_BACKOFF];
+    int count = parse_durations(text, values, CONFIG_MAX_BACKOFF);
+    if (count <= 0) {
+        snprintf(err, errcap,
+                 "%s: must be 1 to %d durations of 1 ms to 24 h separated by commas, e.g. "
+                 "5s,30s,2m or 5000,30000 (got \"%s\")",
+                 who, CONFIG_MAX_BACKOFF, text);
+        return -1;
+    }
+    memcpy(cfg->backoff_ms, values, sizeof values[0] * (size_t)count);
+    cfg->backoff_count = count;
+    return 0;
+}
+
+static int apply_choice(config_t *cfg, const setting_t *s, const char *who, const char *text,
+                        char *err, size_t errcap)
+{
+    for (int i = 0; s->choices[i] != NULL; i++) {
+        if (strcasecmp(text, s->choices[i]) == 0) {
+            s->set_choice(cfg, i);
+            return 0;
+        }
+    }
+    char list[128] = "";
+    for (int i = 0; s->choices[i] != NULL; i++) {
+        size_t o = strlen(list);
+        snprintf(list + o, sizeof list - o, "%s%s",
+                 i == 0              ? ""
+                 : s->choices[i + 1] ? ", "
+                                     : " or ",
+                 s->choices[i]);
+    }
+    snprintf(err, errcap, "%s: must be %s (got \"%s\")", who, list, text);
+    return -1;
+}
+
 /* Parses `text` for setting s into cfg; on failure writes "<who>: <rule> (got "<text>")". */
 static int apply(config_t *cfg, const setting_t *s, const char *who, const char *text, char *err,
                  size_t errcap)
 {
-    char *base = (char *)cfg;
-    long long v = 0;
     switch (s->type) {
     case T_STRING:
-    case T_SECRET_URL: {
-        char **slot = (char **)(base + s->offset);
-        char *copy = strdup(text);
-        if (copy == NULL) {
-            snprintf(err, errcap, "%s: out of memory", who);
-            return -1;
-        }
-        free(*slot);
-        *slot = copy;
-        return 0;
-    }
+    case T_REDIS_URL:
+    case T_DATABASE_URL:
+    case T_ROUTER_URL:
+        return apply_text(cfg, s, who, text, err, errcap);
     case T_INT:
-        if (!parse_ll(text, &v) || v < s->min || v > s->max) {
-            snprintf(err, errcap, "%s: must be an integer between %lld and %lld (got \"%s\")", who,
-                     s->min, s->max, text);
-            return -1;
-        }
-        *(int *)(base + s->offset) = (int)v;
-        return 0;
     case T_MS:
-        if (!parse_scaled(text, duration_units, &v) || v < s->min || v > s->max) {
-            snprintf(err, errcap,
-                     "%s: must be a duration between %lld and %lld ms, e.g. 500, 500ms, 5s, 2m "
-                     "(got \"%s\")",
-                     who, s->min, s->max, text);
-            return -1;
-        }
-        *(int *)(base + s->offset) = (int)v;
-        return 0;
     case T_BYTES:
-        if (!parse_scaled(text, byte_units, &v) || v < s->min || v > s->max) {
-            snprintf(err, errcap,
-                     "%s: must be a size between %lld and %lld bytes, e.g. 4194304, 512KiB, 4MiB "
-                     "(got \"%s\")",
-                     who, s->min, s->max, text);
-            return -1;
-        }
-        *(int64_t *)(base + s->offset) = v;
-        return 0;
-    case T_DURATIONS: {
-        int values[CONFIG_MAX_BACKOFF];
-        int count = parse_durations(text, values, CONFIG_MAX_BACKOFF);
-        if (count <= 0) {
-            snprintf(err, errcap,
-                     "%s: must be 1 to %d durations of 1 ms to 24 h separated by commas, e.g. "
-                     "5s,30s,2m or 5000,30000 (got \"%s\")",
-                     who, CONFIG_MAX_BACKOFF, text);
-            return -1;
-        }
-        memcpy(cfg->backoff_ms, values, sizeof values[0] * (size_t)count);
-        cfg->backoff_count = count;
-        return 0;
-    }
+        return apply_number(cfg, s, who, text, err, errcap);
+    case T_DURATIONS:
+        return apply_durations(cfg, who, text, err, errcap);
     case T_BOOL: {
         bool b;
         if (!parse_bool(text, &b)) {
             snprintf(err, errcap, "%s: must be true or false (got \"%s\")", who, text);
             return -1;
         }
-        *(bool *)(base + s->offset) = b;
+        *(bool *)((char *)cfg + s->offset) = b;
         return 0;
     }
     case T_ENUM:
-        for (int i = 0; s->choices[i] != NULL; i++) {
-            if (strcasecmp(text, s->choices[i]) == 0) {
-                s->set_choice(cfg, i);
-                return 0;
-            }
-        }
-        {
-            char list[128] = "";
-            for (int i = 0; s->choices[i] != NULL; i++) {
-                size_t o = strlen(list);
-                snprintf(list + o, sizeof list - o, "%s%s",
-                         i == 0              ? ""
-                         : s->choices[i + 1] ? ", "
-                                             : " or ",
-                         s->choices[i]);
-            }
-            snprintf(err, errcap, "%s: must be %s (got \"%s\")", who, list, text);
-        }
-        return -1;
+        return apply_choice(cfg, s, who, text, err, errcap);
     case T_SECRET_FILE:
-        return 0; /* read after every setting is known (see insert_password) */
+        return 0; /* read once the URL it belongs to is known (load_redis, load_database_password) */
     }
     return 0;
 }
 
 /* ---------------------------------------------------------------- passwords */
-
-static char *percent_encode(const char *in)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char *out = malloc(strlen(in) * 3 + 1);
-    if (out == NULL)
-        return NULL;
-    size_t o = 0;
-    for (; *in != '\0'; in++) {
-        unsigned char c = (unsigned char)*in;
-        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
 
 /* Reads the first line of path into secret (trailing "\n" or "\r\n" removed). */
 static int read_secret(const char *who, const char *path, FILE *warn, char *secret, size_t cap,
@@ -861,87 +610,102 @@ cleanup:
     return rc;
 }
 
-/* Puts `password` into a URI's user information (scheme://[user]:password@host...). */
-static char *uri_with_password(const char *url, const char *password)
+static void wipe_secret(char *secret)
 {
-    const char *start, *end;
-    if (!uri_authority(url, &start, &end))
-        return NULL;
-    const char *at = authority_at(start, end);
-    size_t userlen = 0;
-    if (at != NULL) {
-        const char *colon = memchr(start, ':', (size_t)(at - start));
-        userlen = (size_t)((colon != NULL ? colon : at) - start);
-    }
-    char *enc = percent_encode(password);
-    if (enc == NULL)
-        return NULL;
-    const char *rest = at != NULL ? at + 1 : start;
-    size_t need = strlen(url) + strlen(enc) + 3;
-    char *out = malloc(need);
-    if (out != NULL)
-        snprintf(out, need, "%.*s%.*s:%s@%s", (int)(start - url), url, (int)userlen, start, enc,
-                 rest);
-    free(enc);
-    return out;
+    if (secret != NULL)
+        memset(secret, 0, SECRET_MAX + 1);
+    free(secret);
 }
 
-/* Appends password='...' to a key=value conninfo, escaping ' and \ as libpq reads them. */
-static char *conninfo_with_password(const char *conninfo, const char *password)
+/* The password file of setting `fi` for the URL of setting `ui`: refused when the URL
+ * holds a password of its own, else its first line in a new buffer of SECRET_MAX + 1
+ * bytes (free it with wipe_secret). NULL with err filled. */
+static char *take_password_file(const load_state_t *st, size_t fi, size_t ui, bool url_has_one,
+                                FILE *warn, char *err, size_t errcap)
 {
-    size_t need = strlen(conninfo) + 2 * strlen(password) + 16;
-    char *out = malloc(need);
-    if (out == NULL)
+    if (url_has_one) {
+        snprintf(err, errcap, "%s: %s already holds a password; give it in one place only",
+                 st->who[fi], st->who[ui]);
         return NULL;
-    int n = snprintf(out, need, "%s password='", conninfo);
-    size_t o = n > 0 ? (size_t)n : 0;
-    for (const char *p = password; *p != '\0'; p++) {
-        if (*p == '\'' || *p == '\\')
-            out[o++] = '\\';
-        out[o++] = *p;
     }
-    out[o++] = '\'';
-    out[o] = '\0';
-    return out;
-}
-
-/* Reads the password file of setting `fi` and puts it into the URL of setting `ui`. */
-static int insert_password(config_t *cfg, const load_state_t *st, size_t fi, size_t ui, FILE *warn,
-                           char *err, size_t errcap)
-{
-    char **url = (char **)((char *)cfg + settings[ui].offset);
-    const char *who = st->who[fi], *url_who = st->who[ui];
     char *secret = malloc(SECRET_MAX + 1);
-    char *next = NULL;
-    int rc = -1;
     if (secret == NULL) {
-        snprintf(err, errcap, "%s: out of memory", who);
+        snprintf(err, errcap, "%s: out of memory", st->who[fi]);
+        return NULL;
+    }
+    if (read_secret(st->who[fi], st->value[fi], warn, secret, SECRET_MAX + 1, err, errcap) == 0)
+        return secret;
+    wipe_secret(secret);
+    return NULL;
+}
+
+/*
+ * Parses the Redis URL once, into cfg->redis, with the password file's password when one
+ * is given ("redis://user@host" is then complete). The URL's own mistakes are named after
+ * the URL (also when a file is given), a password in two places or one too long after the
+ * file.
+ */
+static int load_redis(config_t *cfg, const load_state_t *st, FILE *warn, char *err, size_t errcap)
+{
+    size_t ui = 0, fi = 0;
+    find_setting("redis_url", &ui);
+    find_setting("redis_password_file", &fi);
+    bool file = st->value[fi] != NULL;
+    retryq_error_t rerr;
+    int rc = connstr_redis_parse(cfg->redis_url, file ? CONNSTR_REDIS_PASSWORD_ELSEWHERE : 0,
+                                 &cfg->redis, &rerr);
+    if (rc < 0)
+        return refuse_url(st->who[ui], redis_rule(&rerr), cfg->redis_url, redact_text, err, errcap);
+    if (!file)
+        return 0;
+    char *secret = take_password_file(st, fi, ui, rc == CONNSTR_REDIS_HOLDS_PASSWORD, warn, err,
+                                      errcap);
+    if (secret == NULL)
+        return -1;
+    rc = connstr_redis_set_password(&cfg->redis, secret, &rerr);
+    wipe_secret(secret);
+    if (rc == RETRYQ_OK)
+        return 0;
+    char shown[512];
+    retryq_redis_url_t with_password = cfg->redis; /* shown as the URL with a password */
+    rq_copy(with_password.password, sizeof with_password.password, "x");
+    connstr_redis_format(&with_password, shown, sizeof shown);
+    snprintf(err, errcap, "%s: %s (got \"%s\")", st->who[fi], redis_rule(&rerr), shown);
+    return -1;
+}
+
+/* Reads the database password file, if any, into cfg->database_password (libpq gets it as
+ * its own password keyword; the URL's text stays as given). The URL must not hold a
+ * password of its own; whether it is valid is checked after (check()), named after it. */
+static int load_database_password(config_t *cfg, const load_state_t *st, FILE *warn, char *err,
+                                  size_t errcap)
+{
+    size_t ui = 0, fi = 0;
+    find_setting("database_url", &ui);
+    find_setting("database_password_file", &fi);
+    const char *url = cfg->database_url;
+    if (st->value[fi] == NULL)
+        return 0;
+    if (url == NULL || url[0] == '\0') {
+        snprintf(err, errcap, "%s: given without %s, the URL it belongs to", st->who[fi],
+                 st->who[ui]);
         return -1;
     }
-    if (*url == NULL || (*url)[0] == '\0') {
-        snprintf(err, errcap, "%s: given without %s, the URL it belongs to", who, url_who);
-        goto cleanup;
+    char why[8];
+    connstr_pg_t *pg = connstr_pg_parse(url, why, sizeof why);
+    /* libpq's reading; for a string it refuses, anything that may be a password */
+    bool holds = pg != NULL ? connstr_pg_has_password(pg) : connstr_redact_text(url, why, sizeof why);
+    connstr_pg_free(pg);
+    char *secret = take_password_file(st, fi, ui, holds, warn, err, errcap);
+    if (secret == NULL)
+        return -1;
+    cfg->database_password = strdup(secret);
+    wipe_secret(secret);
+    if (cfg->database_password == NULL) {
+        snprintf(err, errcap, "%s: out of memory", st->who[fi]);
+        return -1;
     }
-    if (url_has_password(*url)) {
-        snprintf(err, errcap, "%s: %s already holds a password; give it in one place only", who,
-                 url_who);
-        goto cleanup;
-    }
-    if (read_secret(who, st->value[fi], warn, secret, SECRET_MAX + 1, err, errcap) < 0)
-        goto cleanup;
-    next = strstr(*url, "://") != NULL ? uri_with_password(*url, secret)
-                                       : conninfo_with_password(*url, secret);
-    if (next == NULL) {
-        snprintf(err, errcap, "%s: out of memory", who);
-        goto cleanup;
-    }
-    free(*url);
-    *url = next;
-    rc = 0;
-cleanup:
-    memset(secret, 0, SECRET_MAX + 1);
-    free(secret);
-    return rc;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- --help */
@@ -984,16 +748,14 @@ static void print_help(FILE *out)
 
 /* ---------------------------------------------------------------- loading */
 
-/* Checks that involve more than one value, or a value's meaning beyond its syntax. */
+/* Checks that involve more than one value, or a value's meaning beyond its syntax (the
+ * Redis URL was parsed by load_redis already). */
 static int check(const config_t *cfg, const load_state_t *st, char *err, size_t errcap)
 {
     size_t i = 0, j = 0;
     retryq_error_t rerr;
     retryq_keys_t keys;
 
-    find_setting("redis_url", &i);
-    if (check_redis_url(cfg->redis_url, cfg->redis_url, st->who[i], err, errcap) < 0)
-        return -1;
     find_setting("database_url", &i);
     if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
         snprintf(err, errcap, "%s: required: set %s or --%s", st->who[i], settings[i].env,
@@ -1127,33 +889,8 @@ static int load(config_t *cfg, load_state_t *st, int argc, char **argv, FILE *ou
             apply(cfg, &settings[i], st->who[i], st->value[i], err, errcap) < 0)
             return -1;
 
-    /* syntax of each URL as the user gave it, before any password goes in */
-    size_t redis = 0, database = 0, redis_file = 0, database_file = 0;
-    find_setting("redis_url", &redis);
-    find_setting("database_url", &database);
-    find_setting("redis_password_file", &redis_file);
-    find_setting("database_password_file", &database_file);
-    if (st->value[redis_file] == NULL) {
-        if (check_redis_url(cfg->redis_url, cfg->redis_url, st->who[redis], err, errcap) < 0)
-            return -1;
-    } else {
-        /* "redis://user@host" is only complete with the file's password: check the URL
-         * with a stand-in password, so its own mistakes are named after it */
-        char *probe =
-            strstr(cfg->redis_url, "://") != NULL ? uri_with_password(cfg->redis_url, "x") : NULL;
-        int bad = check_redis_url(probe != NULL ? probe : cfg->redis_url, cfg->redis_url,
-                                  st->who[redis], err, errcap);
-        free(probe);
-        if (bad < 0)
-            return -1;
-        if (insert_password(cfg, st, redis_file, redis, warn, err, errcap) < 0)
-            return -1;
-        /* e.g. a password longer than the Redis URL parser takes */
-        if (check_redis_url(cfg->redis_url, cfg->redis_url, st->who[redis_file], err, errcap) < 0)
-            return -1;
-    }
-    if (st->value[database_file] != NULL &&
-        insert_password(cfg, st, database_file, database, warn, err, errcap) < 0)
+    if (load_redis(cfg, st, warn, err, errcap) < 0 ||
+        load_database_password(cfg, st, warn, err, errcap) < 0)
         return -1;
     if (check(cfg, st, err, errcap) < 0)
         return -1;
@@ -1190,12 +927,43 @@ void config_free(config_t *cfg)
 {
     char *base = (char *)cfg;
     for (size_t i = 0; i < N_SETTINGS; i++) {
-        if (settings[i].type != T_STRING && settings[i].type != T_SECRET_URL)
+        if (!is_text(settings[i].type))
             continue;
         char **slot = (char **)(base + settings[i].offset);
         free(*slot);
         *slot = NULL;
     }
+    memset(&cfg->redis, 0, sizeof cfg->redis);
+    if (cfg->database_password != NULL)
+        memset(cfg->database_password, 0, strlen(cfg->database_password));
+    free(cfg->database_password);
+    cfg->database_password = NULL;
+}
+
+/* A connection string as --print-config shows it: redacted, with the password from its
+ * file counted in (shown as *** like one in the URL). */
+static void show_url(const config_t *cfg, const setting_t *s, char *text, size_t cap)
+{
+    const char *url = *(char *const *)((const char *)cfg + s->offset);
+    connstr_pg_t *pg = NULL;
+    char why[8];
+    if (url == NULL) {
+        rq_copy(text, cap, "");
+    } else if (s->type == T_REDIS_URL) {
+        if (cfg->redis.password[0] != '\0')
+            connstr_redis_format(&cfg->redis, text, cap);
+        else
+            retryq_redis_url_redact(url, text, cap);
+    } else if (s->type == T_ROUTER_URL) {
+        connstr_router_redact(url, text, cap);
+    } else if ((pg = connstr_pg_parse(url, why, sizeof why)) == NULL ||
+               (cfg->database_password != NULL &&
+                connstr_pg_set_password(pg, cfg->database_password) != 0)) {
+        connstr_pg_redact(url, text, cap);
+    } else {
+        connstr_pg_format(pg, text, cap);
+    }
+    connstr_pg_free(pg);
 }
 
 void config_print(const config_t *cfg, FILE *out)
@@ -1210,8 +978,10 @@ void config_print(const config_t *cfg, FILE *out)
             rq_copy(text, sizeof text, v != NULL ? v : "");
             break;
         }
-        case T_SECRET_URL:
-            config_redact_url(*(char *const *)(base + s->offset), text, sizeof text);
+        case T_REDIS_URL:
+        case T_DATABASE_URL:
+        case T_ROUTER_URL:
+            show_url(cfg, s, text, sizeof text);
             break;
         case T_INT:
         case T_MS:
@@ -1243,7 +1013,7 @@ void config_print(const config_t *cfg, FILE *out)
             break;
         }
         case T_SECRET_FILE:
-            continue; /* already inside its URL, redacted */
+            continue; /* shown within its URL, as *** */
         }
         fprintf(out, "%s=%s\n", s->env, text);
     }

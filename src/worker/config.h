@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "retryq/retryq.h"
+
 #define CONFIG_MAX_BACKOFF 16
 
 typedef enum request_mode {
@@ -21,7 +23,9 @@ typedef enum request_mode {
 
 typedef struct config {
     char *redis_url;           /* --redis-url RETRYQ_REDIS_URL, default redis://127.0.0.1:6379 */
+    retryq_redis_url_t redis;  /*   redis_url parsed, with the password of --redis-password-file */
     char *database_url;        /* --database-url RETRYQ_DATABASE_URL, required */
+    char *database_password;   /*   --database-password-file's password (libpq's password keyword), NULL when none */
     char *router_url;          /* --router-url RETRYQ_ROUTER_URL, required, http(s)://host[:port][/base] */
     char *queue;               /* --queue RETRYQ_QUEUE, default retry_queue */
     char *worker_id;           /* --worker-id RETRYQ_WORKER_ID, default: <hostname>:<pid>:<random> built by the worker */
@@ -60,14 +64,14 @@ typedef struct config {
  * "RETRYQ_CONCURRENCY: must be an integer between 1 and 100000 (got \"abc\")".
  * Secrets: RETRYQ_REDIS_PASSWORD_FILE / RETRYQ_DATABASE_PASSWORD_FILE (and the
  * --redis-password-file / --database-password-file flags) name files whose first line
- * becomes the password in the corresponding URL; a warning is written to `out`'s stderr
- * counterpart (the `warn` stream) when such a file is readable by group or others.
+ * is the password of the corresponding URL: it goes into cfg->redis, or into
+ * cfg->database_password, never into the URL's text; a warning is written to `out`'s
+ * stderr counterpart (the `warn` stream) when such a file is readable by group or others.
+ * config_free wipes both passwords.
  */
 int config_load(config_t *cfg, int argc, char **argv, FILE *out, FILE *warn, char *err, size_t errcap);
 void config_free(config_t *cfg);
 /* Prints "name=value" lines of the effective settings, passwords replaced by ***. */
 void config_print(const config_t *cfg, FILE *out);
-/* Writes s with any URL password replaced by *** (for logs). */
-void config_redact_url(const char *url, char *buf, size_t cap);
 
 #endif

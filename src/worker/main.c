@@ -19,23 +19,25 @@ int main(int argc, char **argv)
 {
     config_t cfg;
     char err[512] = "";
+    /* Before config_load: it checks the router URL with libcurl's URL API. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "retryq-worker: libcurl failed to initialise\n");
+        return WORKER_EXIT_SOFTWARE;
+    }
     int rc = config_load(&cfg, argc, argv, stdout, stderr, err, sizeof err);
     if (rc == 1) {
         config_free(&cfg);
+        curl_global_cleanup();
         return 0;
     }
     if (rc < 0) {
         fprintf(stderr, "retryq-worker: %s\n", err);
         config_free(&cfg);
+        curl_global_cleanup();
         return WORKER_EXIT_CONFIG;
     }
     log_setup((log_level_t)cfg.log_level, cfg.log_json, stderr);
     signal(SIGPIPE, SIG_IGN);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "retryq-worker: libcurl failed to initialise\n");
-        config_free(&cfg);
-        return WORKER_EXIT_SOFTWARE;
-    }
     worker_t w;
     rc = worker_init(&w, &cfg, err, sizeof err);
     if (rc != 0) {

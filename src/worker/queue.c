@@ -29,6 +29,7 @@
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
+#include "connstr.h"
 #include "internal.h"
 #include "log.h"
 #include "queue.h"
@@ -621,15 +622,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     c->state = CONN_SETUP;
     c->setup_failed = false;
-    if (q->url.password[0] != '\0') {
-        if (q->url.user[0] != '\0') {
-            const char *argv[] = {"AUTH", q->url.user, q->url.password};
-            conn_send(c, on_setup_reply, c, 3, argv, NULL);
-        } else {
-            const char *argv[] = {"AUTH", q->url.password};
-            conn_send(c, on_setup_reply, c, 2, argv, NULL);
-        }
-    }
+    const char *auth[3];
+    int nauth = connstr_redis_auth(&q->url, auth);
+    if (nauth > 0)
+        conn_send(c, on_setup_reply, c, nauth, auth, NULL);
     if (c->ac == NULL)
         return;
     if (q->url.db != 0) {

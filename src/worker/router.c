@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "connstr_router.h"
 #include "router.h"
 
 #define DEFAULT_TIMEOUT_MS 60000L
@@ -574,43 +575,16 @@ static void router_process(router_t *router)
 
 /* ------------------------------------------------------------------ life cycle */
 
-/* http:// or https://, a non-empty host, no spaces or control characters. */
+/* A base URL libcurl accepts: http:// or https://, a host, no spaces or control
+ * characters, no query or fragment (connstr_router.c). Never the URL itself in a message:
+ * it may carry a password. */
 static bool url_ok(const char *url, char *err, size_t errcap)
 {
-    size_t skip;
-
-    if (url == NULL || url[0] == '\0') {
-        snprintf(err, errcap, "router URL is empty");
-        return false;
-    }
-    if (strncasecmp(url, "http://", 7) == 0) {
-        skip = 7;
-    } else if (strncasecmp(url, "https://", 8) == 0) {
-        skip = 8;
-    } else {
-        /* never the URL itself in a message: it may carry a password */
-        snprintf(err, errcap, "router URL must start with http:// or https://");
-        return false;
-    }
-    /* the host follows the user information ("user:password@"), if any */
-    for (const char *p = url + skip; *p != '\0' && strchr("/?#", *p) == NULL; p++)
-        if (*p == '@')
-            skip = (size_t)(p - url) + 1;
-    if (url[skip] == '\0' || url[skip] == '/' || url[skip] == ':' || url[skip] == '?' || url[skip] == '#') {
-        snprintf(err, errcap, "router URL has no host");
-        return false;
-    }
-    for (const unsigned char *p = (const unsigned char *)url; *p != '\0'; p++) {
-        if (*p <= 0x20 || *p == 0x7F) {
-            snprintf(err, errcap, "router URL contains a space or control character");
-            return false;
-        }
-    }
-    if (strpbrk(url + skip, "?#") != NULL) {
-        snprintf(err, errcap, "router URL must not have a query or fragment (\"/inference\" is appended)");
-        return false;
-    }
-    return true;
+    char why[256];
+    if (connstr_router_check(url, CONNSTR_ROUTER_BASE, why, sizeof why) == CONNSTR_ROUTER_OK)
+        return true;
+    snprintf(err, errcap, "router URL: %s", why);
+    return false;
 }
 
 router_t *router_new(struct event_base *base, const router_config_t *cfg, char *err, size_t errcap)

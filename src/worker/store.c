@@ -31,6 +31,12 @@
  * before its statements are prepared; a connection with queries in flight that hears
  * nothing for the query timeout plus a grace is dropped (a silent host); TCP keepalives
  * and tcp_user_timeout are added unless the conninfo sets them.
+ *
+ * The conninfo is parsed once (connstr.h, libpq's own parser) and libpq gets keyword/value
+ * arrays built from that reading, with expand_dbname 0: a password given apart (a password
+ * file) is its own `password` keyword and the resolved address its `hostaddr`, nothing is
+ * spliced into the text, and the text itself never reaches libpq again (so no libpq
+ * message can quote it).
  */
 #include "store.h"
 
@@ -44,6 +50,7 @@
 
 #include <event2/event.h>
 
+#include "connstr.h"
 #include "log.h"
 #include "resolve.h"
 
@@ -54,7 +61,7 @@
 #define STORE_CONNECT_TIMEOUT_MS 10000 /* when the conninfo sets no connect_timeout */
 #define STORE_ERROR_CAP 512
 #define STORE_PIPELINE_DEPTH 8         /* queries in flight on one pipelined connection */
-#define STORE_KEYWORDS_MAX 10
+#define STORE_EXTRA_KEYWORDS 8        /* fallback name, 5 keepalive keywords, hostaddr, NULL */
 #define STORE_GRACE_MAX_MS 5000        /* client deadline = query timeout + this (or less) */
 
 typedef struct request {
@@ -105,8 +112,7 @@ typedef struct conn {
 
 struct store {
     struct event_base *base;
-    char *conninfo;
-    char *password; /* for redacting error texts; NULL when the conninfo has none */
+    connstr_pg_t *conninfo; /* parsed; owns the strings `values` points to */
     int connect_timeout_ms;
     store_options_t opts;
     char *setup_sql;       /* SET statement_timeout / lock_timeout, or NULL */
@@ -115,8 +121,9 @@ struct store {
                               when it is an address, a socket path or several hosts */
     char hostaddr[64];     /* its address, given to libpq as hostaddr (host kept for TLS
                               and .pgpass) */
-    const char *keywords[STORE_KEYWORDS_MAX];
-    const char *values[STORE_KEYWORDS_MAX];
+    const char **keywords; /* for PQconnectStartParams, NULL-terminated */
+    const char **values;
+    size_t nkeywords, keywords_cap;
 
     statement_t *stmts;
     int nstmts, stmts_cap;
@@ -156,7 +163,7 @@ static uint64_t store_random(store_t *s)
 }
 
 /* Copies `text` into dst as one line: newlines become spaces, trailing blanks go, the
- * store's password and any URI password ("scheme://user:secret@") become "***". */
+ * password libpq was given becomes "***". */
 static void clean_message(char *dst, size_t cap, const char *text, const char *password)
 {
     size_t o = 0, plen = password != NULL ? strlen(password) : 0;
@@ -168,20 +175,6 @@ static void clean_message(char *dst, size_t cap, const char *text, const char *p
             p += plen;
             continue;
         }
-        if (strncmp(p, "://", 3) == 0) {
-            /* userinfo ends at '@' before any '/', '?', '#' or blank */
-            size_t span = strcspn(p + 3, "@/?# \t\n");
-            const char *colon = memchr(p + 3, ':', span);
-            if (p[3 + span] == '@' && colon != NULL) {
-                size_t keep = (size_t)(colon - p) + 1;
-                for (size_t i = 0; i < keep && o + 1 < cap; i++)
-                    dst[o++] = p[i];
-                for (const char *r = "***"; *r != '\0' && o + 1 < cap; r++)
-                    dst[o++] = *r;
-                p += 3 + span;
-                continue;
-            }
-        }
         dst[o++] = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
         p++;
     }
@@ -191,33 +184,12 @@ static void clean_message(char *dst, size_t cap, const char *text, const char *p
         dst[o] = '\0';
 }
 
-/* True for "scheme://user:secret@..." */
-static bool uri_has_password(const char *conninfo)
-{
-    const char *p = strstr(conninfo, "://");
-    if (p == NULL)
-        return false;
-    size_t span = strcspn(p + 3, "@/?#");
-    return p[3 + span] == '@' && memchr(p + 3, ':', span) != NULL;
-}
-
-/* Stars out the inside of every "..." in text, in place. */
-static void mask_quoted(char *text)
-{
-    bool inside = false;
-    for (char *p = text; *p != '\0'; p++) {
-        if (*p == '"')
-            inside = !inside;
-        else if (inside)
-            *p = '*';
-    }
-}
-
 /* Records the error for /readyz and logs it at error level when it differs from the last
  * one logged: a pool that keeps failing the same way logs one line, not one per attempt. */
 static void set_last_error(store_t *s, const char *why)
 {
-    clean_message(s->last_error, sizeof s->last_error, why, s->password);
+    clean_message(s->last_error, sizeof s->last_error, why,
+                  connstr_pg_value(s->conninfo, "password"));
     if (s->last_error[0] == '\0')
         snprintf(s->last_error, sizeof s->last_error, "connection lost");
     if (strcmp(s->last_error, s->logged_error) != 0) {
@@ -494,7 +466,7 @@ static void conn_open(conn_t *c)
     store_t *s = c->store;
     c->prepared = 0;
     c->configured = false;
-    c->pg = PQconnectStartParams(s->keywords, s->values, 1);
+    c->pg = PQconnectStartParams(s->keywords, s->values, 0);
     if (c->pg == NULL) {
         set_last_error(s, "out of memory starting a database connection");
         conn_schedule_reconnect(c);
@@ -917,18 +889,107 @@ int store_exec(store_t *store, int statement, int nparams, const char *const *pa
 
 /* ------------------------------------------------------------------ setup and teardown */
 
-/* Adds keyword=value after the conninfo (so it wins) unless the conninfo set it. */
-static void add_keyword(store_t *s, int *n, const PQconninfoOption *options, const char *key,
-                        const char *value)
+/* Adds keyword=value after the conninfo's options unless the conninfo set it. */
+static void add_keyword(store_t *s, const char *key, const char *value)
 {
-    for (const PQconninfoOption *o = options; o->keyword != NULL; o++)
-        if (strcmp(o->keyword, key) == 0 && o->val != NULL && o->val[0] != '\0')
-            return;
-    if (*n + 1 < STORE_KEYWORDS_MAX) {
-        s->keywords[*n] = key;
-        s->values[*n] = value;
-        (*n)++;
+    if (connstr_pg_value(s->conninfo, key) == NULL && s->nkeywords + 1 < s->keywords_cap) {
+        s->keywords[s->nkeywords] = key;
+        s->values[s->nkeywords] = value;
+        s->nkeywords++;
     }
+}
+
+/* TCP keepalives and tcp_user_timeout from opts.tcp_timeout_ms, unless the conninfo sets
+ * them: a peer that vanished is noticed within about tcp_timeout (unacknowledged data:
+ * tcp_user_timeout; an idle link that stops answering probes: keepalives). */
+static void add_keepalives(store_t *s)
+{
+    int t = s->opts.tcp_timeout_ms;
+    if (t <= 0)
+        return;
+    int idle = t / 3000 > 0 ? t / 3000 : 1;
+    int interval = t / 9000 > 0 ? t / 9000 : 1;
+    snprintf(s->keepalive_text[0], sizeof s->keepalive_text[0], "%d", idle);
+    snprintf(s->keepalive_text[1], sizeof s->keepalive_text[1], "%d", interval);
+    snprintf(s->keepalive_text[2], sizeof s->keepalive_text[2], "%d", 3);
+    snprintf(s->keepalive_text[3], sizeof s->keepalive_text[3], "%d", t);
+    add_keyword(s, "keepalives", "1");
+    add_keyword(s, "keepalives_idle", s->keepalive_text[0]);
+    add_keyword(s, "keepalives_interval", s->keepalive_text[1]);
+    add_keyword(s, "keepalives_count", s->keepalive_text[2]);
+    add_keyword(s, "tcp_user_timeout", s->keepalive_text[3]);
+}
+
+/* The keyword/value arrays of every connect: the fallback application name first (so the
+ * conninfo's own wins), the conninfo's options and its password given apart, keepalives,
+ * and hostaddr when the host name is resolved here. -1 when out of memory. */
+static int build_keywords(store_t *s)
+{
+    size_t n = connstr_pg_params(s->conninfo, NULL, NULL, 0);
+    s->keywords_cap = n + STORE_EXTRA_KEYWORDS;
+    s->keywords = calloc(s->keywords_cap, sizeof *s->keywords);
+    s->values = calloc(s->keywords_cap, sizeof *s->values);
+    if (s->keywords == NULL || s->values == NULL)
+        return -1;
+    s->keywords[0] = "fallback_application_name";
+    s->values[0] = "retryq-worker";
+    s->nkeywords = 1 + connstr_pg_params(s->conninfo, s->keywords + 1, s->values + 1, n);
+    add_keepalives(s);
+    /* One host name and no hostaddr: resolve it ourselves. (Several hosts, "h1,h2", are
+     * left to libpq, which would look them up blocking; see docs/operations.md.) */
+    const char *host = connstr_pg_value(s->conninfo, "host");
+    if (host != NULL && connstr_pg_value(s->conninfo, "hostaddr") == NULL &&
+        strchr(host, ',') == NULL && resolve_is_name(host) && s->opts.resolver != NULL) {
+        if ((s->resolve_host = strdup(host)) == NULL)
+            return -1;
+        add_keyword(s, "hostaddr", s->hostaddr);
+    }
+    s->keywords[s->nkeywords] = NULL;
+    s->values[s->nkeywords] = NULL;
+    return 0;
+}
+
+/* The conninfo's connect_timeout (seconds, as libpq reads it: at least 2), or the default. */
+static int connect_timeout_of(const connstr_pg_t *conninfo)
+{
+    const char *text = connstr_pg_value(conninfo, "connect_timeout");
+    long t = text != NULL ? strtol(text, NULL, 10) : 0;
+    if (t <= 0)
+        return STORE_CONNECT_TIMEOUT_MS;
+    return (int)(t < 2 ? 2000 : (t > 3600 ? 3600000 : t * 1000));
+}
+
+/* SET statement_timeout / lock_timeout, run first on every connection; 0 or -1 (OOM). */
+static int build_setup_sql(store_t *s)
+{
+    if (s->opts.query_timeout_ms <= 0 && s->opts.lock_timeout_ms <= 0)
+        return 0;
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET lock_timeout = %d",
+             s->opts.query_timeout_ms > 0 ? s->opts.query_timeout_ms : 0,
+             s->opts.lock_timeout_ms > 0 ? s->opts.lock_timeout_ms : 0);
+    s->setup_sql = strdup(sql);
+    return s->setup_sql != NULL ? 0 : -1;
+}
+
+/* The kick event and pool_size closed connections with their timers; -1 when out of memory. */
+static int build_pool(store_t *s, int pool_size)
+{
+    s->kick = event_new(s->base, -1, 0, kick_cb, s);
+    s->conns = calloc((size_t)pool_size, sizeof *s->conns);
+    if (s->kick == NULL || s->conns == NULL)
+        return -1;
+    s->nconns = pool_size;
+    for (int i = 0; i < pool_size; i++) {
+        conn_t *c = &s->conns[i];
+        c->store = s;
+        c->fd = -1;
+        c->state = CONN_DOWN;
+        c->timer = evtimer_new(s->base, conn_timer_cb, c);
+        if (c->timer == NULL)
+            return -1;
+    }
+    return 0;
 }
 
 store_t *store_new(struct event_base *base, const char *conninfo, int pool_size, char *err,
@@ -941,124 +1002,48 @@ store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_
                         const store_options_t *opts, char *err, size_t errcap)
 {
     store_t *s = NULL;
-    char *parse_error = NULL;
-    PQconninfoOption *options = NULL;
+    connstr_pg_t *parsed = NULL;
+    char why[STORE_ERROR_CAP];
     if (base == NULL || conninfo == NULL) {
         snprintf(err, errcap, "no event loop or no database connection string");
-        goto fail;
+        return NULL;
     }
     if (pool_size < 1 || pool_size > STORE_POOL_MAX) {
         snprintf(err, errcap, "database pool size must be 1..%d, not %d", STORE_POOL_MAX,
                  pool_size);
-        goto fail;
+        return NULL;
     }
-    options = PQconninfoParse(conninfo, &parse_error);
-    if (options == NULL) {
-        char clean[STORE_ERROR_CAP];
-        clean_message(clean, sizeof clean, parse_error != NULL ? parse_error : "out of memory",
-                      NULL);
-        /* libpq quotes the offending piece, which may be part of a password. */
-        if (strstr(conninfo, "password") != NULL || uri_has_password(conninfo))
-            mask_quoted(clean);
-        snprintf(err, errcap, "invalid database connection string: %s", clean);
-        goto fail;
+    parsed = connstr_pg_parse(conninfo, why, sizeof why);
+    if (parsed == NULL) {
+        snprintf(err, errcap, "invalid database connection string: %s", why);
+        return NULL;
     }
     s = calloc(1, sizeof *s);
-    if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL)
+    if (s == NULL) {
+        connstr_pg_free(parsed);
         goto oom;
+    }
+    s->conninfo = parsed;
     s->base = base;
     if (opts != NULL)
         s->opts = *opts;
-    s->connect_timeout_ms = STORE_CONNECT_TIMEOUT_MS;
-    for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
-        if (o->val == NULL || o->val[0] == '\0')
-            continue;
-        if (strcmp(o->keyword, "password") == 0 && (s->password = strdup(o->val)) == NULL)
-            goto oom;
-        if (strcmp(o->keyword, "connect_timeout") == 0) {
-            long t = strtol(o->val, NULL, 10);
-            if (t > 0)
-                s->connect_timeout_ms = (int)(t < 2 ? 2000 : (t > 3600 ? 3600000 : t * 1000));
-        }
-    }
-    /* The conninfo is expanded from "dbname" and overrides the fallback name before it. */
-    s->keywords[0] = "fallback_application_name";
-    s->values[0] = "retryq-worker";
-    s->keywords[1] = "dbname";
-    s->values[1] = s->conninfo;
-    int nk = 2;
-    if (s->opts.tcp_timeout_ms > 0) {
-        /* A peer that vanished is noticed within about tcp_timeout: unacknowledged data
-         * (tcp_user_timeout), or an idle link that stops answering probes. */
-        int t = s->opts.tcp_timeout_ms;
-        int idle = t / 3000 > 0 ? t / 3000 : 1;
-        int interval = t / 9000 > 0 ? t / 9000 : 1;
-        snprintf(s->keepalive_text[0], sizeof s->keepalive_text[0], "%d", idle);
-        snprintf(s->keepalive_text[1], sizeof s->keepalive_text[1], "%d", interval);
-        snprintf(s->keepalive_text[2], sizeof s->keepalive_text[2], "%d", 3);
-        snprintf(s->keepalive_text[3], sizeof s->keepalive_text[3], "%d", t);
-        add_keyword(s, &nk, options, "keepalives", "1");
-        add_keyword(s, &nk, options, "keepalives_idle", s->keepalive_text[0]);
-        add_keyword(s, &nk, options, "keepalives_interval", s->keepalive_text[1]);
-        add_keyword(s, &nk, options, "keepalives_count", s->keepalive_text[2]);
-        add_keyword(s, &nk, options, "tcp_user_timeout", s->keepalive_text[3]);
-    }
-    const char *host = NULL, *hostaddr = NULL;
-    for (const PQconninfoOption *o = options; o->keyword != NULL; o++) {
-        if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
-        else if (strcmp(o->keyword, "hostaddr") == 0)
-            hostaddr = o->val;
-    }
-    /* One host name and no hostaddr: resolve it ourselves. (Several hosts, "h1,h2", are
-     * left to libpq, which would look them up blocking; see docs/operations.md.) */
-    if (host != NULL && (hostaddr == NULL || hostaddr[0] == '\0') && strchr(host, ',') == NULL &&
-        resolve_is_name(host) && s->opts.resolver != NULL) {
-        if ((s->resolve_host = strdup(host)) == NULL)
-            goto oom;
-        s->keywords[nk] = "hostaddr";
-        s->values[nk] = s->hostaddr;
-        nk++;
-    }
-    s->keywords[nk] = NULL;
-    s->values[nk] = NULL;
-    if (s->opts.query_timeout_ms > 0 || s->opts.lock_timeout_ms > 0) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET lock_timeout = %d",
-                 s->opts.query_timeout_ms > 0 ? s->opts.query_timeout_ms : 0,
-                 s->opts.lock_timeout_ms > 0 ? s->opts.lock_timeout_ms : 0);
-        if ((s->setup_sql = strdup(sql)) == NULL)
-            goto oom;
-    }
+    s->opts.password = NULL; /* copied into the conninfo, not kept */
+    if (opts != NULL && opts->password != NULL && connstr_pg_set_password(parsed, opts->password) != 0)
+        goto oom;
+    s->connect_timeout_ms = connect_timeout_of(parsed);
+    if (build_keywords(s) < 0 || build_setup_sql(s) < 0)
+        goto oom;
     s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
     if (s->rng == 0)
         s->rng = 0x9e3779b97f4a7c15ULL;
-    s->kick = event_new(base, -1, 0, kick_cb, s);
-    s->conns = calloc((size_t)pool_size, sizeof *s->conns);
-    if (s->kick == NULL || s->conns == NULL)
+    if (build_pool(s, pool_size) < 0)
         goto oom;
-    s->nconns = pool_size;
-    for (int i = 0; i < pool_size; i++) {
-        conn_t *c = &s->conns[i];
-        c->store = s;
-        c->fd = -1;
-        c->state = CONN_DOWN;
-        c->timer = evtimer_new(base, conn_timer_cb, c);
-        if (c->timer == NULL)
-            goto oom;
-    }
     for (int i = 0; i < pool_size; i++)
         conn_start(&s->conns[i]);
-    PQconninfoFree(options);
     return s;
 
 oom:
     snprintf(err, errcap, "out of memory creating the database pool");
-fail:
-    if (parse_error != NULL)
-        PQfreemem(parse_error);
-    if (options != NULL)
-        PQconninfoFree(options);
     store_free(s);
     return NULL;
 }
@@ -1146,10 +1131,11 @@ void store_free(store_t *store)
         free(store->stmts[i].sql);
     free(store->stmts);
     free(store->conns);
-    free(store->password);
     free(store->setup_sql);
     free(store->resolve_host);
-    free(store->conninfo);
+    free(store->keywords);
+    free(store->values);
+    connstr_pg_free(store->conninfo);
     free(store);
 }
 

@@ -44,9 +44,13 @@ typedef struct store_options {
     struct resolver *resolver; /* resolves a host name on the loop before each connect
                                   (hostaddr= then, host= kept); NULL: libpq looks it up,
                                   blocking. Must outlive the store. */
+    const char *password;  /* given apart from the conninfo (a password file): libpq's own
+                              password keyword, over any in the conninfo; NULL: none.
+                              Copied by store_new_opts. */
 } store_options_t;
 
-/* conninfo: a libpq connection string or URI. pool_size: 1..64. Connections are opened at
+/* conninfo: a libpq connection string or URI (parsed by libpq's PQconninfoParse; the
+ * error never quotes a password). pool_size: 1..64. Connections are opened at
  * once (asynchronously); failures are retried with backoff forever. opts may be NULL. */
 store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_size,
                         const store_options_t *opts, char *err, size_t errcap);

@@ -25,6 +25,7 @@
 
 #include "batch.h"
 #include "clock.h"
+#include "connstr_router.h"
 #include "http.h"
 #include "internal.h"
 #include "janitor.h"
@@ -288,7 +289,7 @@ static void maybe_start(worker_t *w)
     notify_ready(w);
     schedule_start_at_ready(w);
     char router[512]; /* the URL may carry basic-auth credentials */
-    config_redact_url(w->cfg.router_url, router, sizeof router);
+    connstr_router_redact(w->cfg.router_url, router, sizeof router);
     log_info("worker.ready", "[RETRY] worker ready: queue=%s concurrency=%d router=%s",
              w->keys.pending, w->cfg.concurrency, router);
     update_room(w);
@@ -607,11 +608,11 @@ static int init_identity(worker_t *w, const config_t *cfg, char *err, size_t err
     if (make_id(w, err, errcap) < 0)
         return WORKER_EXIT_CONFIG;
     log_set_worker(w->id);
-    if (retryq_keys_init(&w->keys, cfg->queue, &rerr) != RETRYQ_OK ||
-        retryq_redis_url_parse(cfg->redis_url, &w->redis_url, &rerr) != RETRYQ_OK) {
+    if (retryq_keys_init(&w->keys, cfg->queue, &rerr) != RETRYQ_OK) {
         snprintf(err, errcap, "%s", rerr.message);
         return WORKER_EXIT_CONFIG;
     }
+    w->redis_url = cfg->redis; /* parsed once by config_load, with the file's password */
     return 0;
 }
 
@@ -640,7 +641,8 @@ static int init_database(worker_t *w, char *err, size_t errcap)
     store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
                              .lock_timeout_ms = cfg->db_lock_timeout_ms,
                              .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
-                             .resolver = w->resolver};
+                             .resolver = w->resolver,
+                             .password = cfg->database_password};
     w->store = store_new_opts(w->base, cfg->database_url, cfg->db_pool_size, &sopts, err, errcap);
     if (w->store == NULL)
         return WORKER_EXIT_CONFIG;

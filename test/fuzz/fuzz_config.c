@@ -10,8 +10,9 @@
  *
  * Every RETRYQ_ variable is unset before and after each run. Invariants: the result is
  * -1, 0 or 1; a refusal is one non-empty line; nothing written anywhere (the error,
- * --help, --print-config, warnings, config_print) ever contains a password read from a
- * file; an accepted configuration satisfies the documented ranges and its URLs parse.
+ * --help, --print-config, warnings, config_print, the redacted URLs) ever contains a
+ * password read from a file; an accepted configuration satisfies the documented ranges,
+ * its URLs pass their parsers' checks and cfg->redis is what its Redis URL reads.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "connstr.h"
+#include "connstr_router.h"
 #include "fuzz.h"
 #include "retryq/retryq.h"
 
@@ -111,10 +114,18 @@ static void check_accepted(const config_t *cfg)
     retryq_redis_url_t url;
     retryq_error_t err;
     retryq_keys_t keys;
-    FUZZ_ASSERT(cfg->redis_url != NULL && retryq_redis_url_parse(cfg->redis_url, &url, &err) == RETRYQ_OK);
-    FUZZ_ASSERT(cfg->database_url != NULL && cfg->database_url[0] != '\0');
-    FUZZ_ASSERT(cfg->router_url != NULL && (strncasecmp(cfg->router_url, "http://", 7) == 0 ||
-                                            strncasecmp(cfg->router_url, "https://", 8) == 0));
+    char why[256];
+    /* the text parses (with a password file, "user@" alone is complete); cfg->redis is it */
+    FUZZ_ASSERT(cfg->redis_url != NULL &&
+                connstr_redis_parse(cfg->redis_url, CONNSTR_REDIS_PASSWORD_ELSEWHERE, &url, &err) >= 0);
+    FUZZ_ASSERT(url.is_unix == cfg->redis.is_unix && url.port == cfg->redis.port &&
+                url.db == cfg->redis.db && strcmp(url.host, cfg->redis.host) == 0 &&
+                strcmp(url.path, cfg->redis.path) == 0 && strcmp(url.user, cfg->redis.user) == 0);
+    FUZZ_ASSERT(cfg->database_url != NULL && connstr_pg_check(cfg->database_url) == NULL);
+    FUZZ_ASSERT(cfg->router_url != NULL &&
+                connstr_router_check(cfg->router_url, 0, why, sizeof why) == CONNSTR_ROUTER_OK);
+    FUZZ_ASSERT(strncasecmp(cfg->router_url, "http://", 7) == 0 ||
+                strncasecmp(cfg->router_url, "https://", 8) == 0);
     FUZZ_ASSERT(cfg->queue != NULL && retryq_keys_init(&keys, cfg->queue, &err) == RETRYQ_OK);
     FUZZ_ASSERT(cfg->concurrency >= 1 && cfg->concurrency <= 100000);
     FUZZ_ASSERT(cfg->timeout_ms >= 100 && cfg->timeout_ms <= 3600000);
@@ -189,9 +200,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(fclose(p) == 0);
         check_no_secret(print_text, print_len);
         char redacted[1024];
-        config_redact_url(cfg.redis_url, redacted, sizeof redacted);
+        connstr_redis_format(&cfg.redis, redacted, sizeof redacted);
         check_no_secret(redacted, strlen(redacted));
-        config_redact_url(cfg.database_url, redacted, sizeof redacted);
+        retryq_redis_url_redact(cfg.redis_url, redacted, sizeof redacted);
+        check_no_secret(redacted, strlen(redacted));
+        connstr_pg_redact(cfg.database_url, redacted, sizeof redacted);
+        check_no_secret(redacted, strlen(redacted));
+        connstr_router_redact(cfg.router_url, redacted, sizeof redacted);
         check_no_secret(redacted, strlen(redacted));
         config_free(&cfg);
     }
