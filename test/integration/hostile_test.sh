@@ -248,7 +248,7 @@ loop(main, serve)
 PY
 python3 "$t_tmp/stub.py" "$t_tmp/stub.port" "$t_tmp/canary" "$t_tmp/stub.log" &
 t_pids+=($!)
-wait_for 10 test -s "$t_tmp/stub.port" || { echo "FAIL - stub router did not start"; exit 1; }
+wait_for 60 test -s "$t_tmp/stub.port" || { echo "FAIL - stub router did not start"; exit 1; }
 # An empty user name: the host is what follows the '@' (router.c once refused this URL as
 # "no host" and quoted it, password and all, in the refusal).
 STUB_URL="http://:${ROUTER_PW}@127.0.0.1:$(cat "$t_tmp/stub.port")"
