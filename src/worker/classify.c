@@ -32,8 +32,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "classify.h"
 #include "internal.h"
-#include "router.h"
 #include "text.h"
 
 #define ERROR_MAX 2048     /* bytes of error text kept */

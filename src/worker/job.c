@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 
+#include "classify.h"
 #include "clock.h"
 #include "internal.h"
 #include "job.h"

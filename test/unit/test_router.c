@@ -28,6 +28,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "classify.h"
 #include "router.h"
 
 #define DEADLINE_MS 15000
