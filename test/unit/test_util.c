@@ -20,15 +20,15 @@ static void too_deep_names_the_bracket_past_the_limit(void **state)
     assert_int_equal(rq_json_too_deep(LIT("{\"a\":[[1]]}"), 2), 6);  /* the second '[' */
     assert_int_equal(rq_json_too_deep(LIT("[][][]"), 1), 6);         /* siblings, not depth */
     assert_int_equal(rq_json_too_deep(LIT(""), 0), 0);
-    assert_int_equal(rq_json_too_deep(LIT("[[[["), 3), 3);           /* need not be valid */
+    assert_int_equal(rq_json_too_deep(LIT("[[[["), 3), 3); /* need not be valid */
 }
 
 static void too_deep_skips_strings_and_escapes(void **state)
 {
     (void)state;
     assert_int_equal(rq_json_too_deep(LIT("[\"[[[{{{\"]"), 1), 10);
-    assert_int_equal(rq_json_too_deep(LIT("[\"\\\"[[\"]"), 1), 8);    /* \" stays in the string */
-    assert_int_equal(rq_json_too_deep(LIT("[\"\\\\\"[]"), 1), 5);     /* \\ ends before the quote */
+    assert_int_equal(rq_json_too_deep(LIT("[\"\\\"[[\"]"), 1), 8); /* \" stays in the string */
+    assert_int_equal(rq_json_too_deep(LIT("[\"\\\\\"[]"), 1), 5);  /* \\ ends before the quote */
     /* a closing bracket with no opening one counts one level less */
     assert_int_equal(rq_json_too_deep(LIT("][["), 1), 3);
 }
@@ -43,7 +43,7 @@ static void utf8_sequence_lengths_and_maximal_subparts(void **state)
     assert_int_equal(rq_utf8_sequence((const unsigned char *)"\xF0\x9F\x98\x80", 4, &bad), 4);
     assert_int_equal(rq_utf8_sequence((const unsigned char *)"\x80", 1, &bad), 0);
     assert_int_equal(bad, 1);
-    assert_int_equal(rq_utf8_sequence((const unsigned char *)"\xE2\x82" "A", 3, &bad), 0);
+    assert_int_equal(rq_utf8_sequence((const unsigned char *)"\xE2\x82\x41", 3, &bad), 0);
     assert_int_equal(bad, 2);
     assert_int_equal(rq_utf8_sequence((const unsigned char *)"\xF0\x9F\x98", 3, &bad), 0);
     assert_int_equal(bad, 3); /* cut at the end */
@@ -55,7 +55,7 @@ static void utf8_valid_is_strict(void **state)
     (void)state;
     assert_true(rq_utf8_valid(LIT("")));
     assert_true(rq_utf8_valid(LIT("caf\xC3\xA9 \xF4\x8F\xBF\xBF")));
-    assert_true(rq_utf8_valid(LIT("a\0b"))); /* NUL is the caller's question */
+    assert_true(rq_utf8_valid(LIT("a\0b")));              /* NUL is the caller's question */
     assert_false(rq_utf8_valid(LIT("\xC0\x80")));         /* overlong */
     assert_false(rq_utf8_valid(LIT("\xE0\x9F\xBF")));     /* overlong 3-byte */
     assert_false(rq_utf8_valid(LIT("\xED\xBF\xBF")));     /* surrogate */
