@@ -7,6 +7,7 @@
 #define RETRYQ_LIB_INTERNAL_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #include "retryq/retryq.h"
 
@@ -22,5 +23,27 @@ int64_t rq_now_ms(void);
 void rq_format_rfc3339(int64_t epoch_ms, char *buf, size_t cap);
 /* Parses RFC 3339 ("2026-11-29T00:00:00Z", fractions and offsets allowed); -1 when bad. */
 int64_t rq_parse_rfc3339(const char *text);
+
+/*
+ * Nesting limit of a JSON text, checked on the raw bytes before a parser sees them (cJSON
+ * recurses once per level). Strings and their escapes are skipped; the text need not be
+ * valid JSON (a closing bracket without its opening one counts one level less). Returns
+ * the offset of the first '{' or '[' that opens a level deeper than limit, or len when
+ * none does.
+ */
+size_t rq_json_too_deep(const char *text, size_t len, int limit);
+
+/*
+ * Strict UTF-8, the form PostgreSQL accepts: shortest form, no UTF-16 surrogates
+ * (U+D800..U+DFFF), nothing above U+10FFFF.
+ *
+ * rq_utf8_sequence: the length of the valid sequence that starts at s[0] (len >= 1
+ * bytes left; 1 for any ASCII byte, NUL included), or 0 when none starts there; then
+ * *bad (when not NULL) is the length of its maximal subpart (Unicode's rule for what
+ * one U+FFFD replaces), at least 1.
+ */
+size_t rq_utf8_sequence(const unsigned char *s, size_t len, size_t *bad);
+/* True when s[0..len) is strict UTF-8 (NUL bytes are valid here). */
+bool rq_utf8_valid(const char *s, size_t len);
 
 #endif

@@ -2,8 +2,8 @@
  * The wire format of one job (DESIGN §2): init, decode, validate and encode.
  *
  * cJSON parses the text and unescapes strings. Two small scans of the raw text add what
- * cJSON cannot give: the nesting depth, measured before parsing (cJSON allows 1000
- * levels, a job allows 16), and the raw token of each known field, so that integers are
+ * cJSON cannot give: the nesting depth, measured before parsing (rq_json_too_deep in
+ * util.c; cJSON allows 1000 levels, a job allows 16), and the raw token of each known field, so that integers are
  * read exactly from their digits (cJSON keeps numbers as doubles) and a string that an
  * escaped NUL ("\u0000") would silently cut short is refused.
  *
@@ -99,27 +99,6 @@ static size_t skip_string(const char *t, size_t len, size_t i)
         if (t[i] == '\\')
             i++;
     return i < len ? i + 1 : len;
-}
-
-/* Deepest nesting of objects and arrays. The text need not be valid JSON. */
-static int json_depth(const char *t, size_t len)
-{
-    int depth = 0, deepest = 0;
-    size_t i = 0;
-    while (i < len) {
-        if (t[i] == '"') {
-            i = skip_string(t, len, i);
-            continue;
-        }
-        if (t[i] == '{' || t[i] == '[') {
-            if (++depth > deepest)
-                deepest = depth;
-        } else if (t[i] == '}' || t[i] == ']') {
-            depth--;
-        }
-        i++;
-    }
-    return deepest;
 }
 
 /* Index just past the value that starts at t[i]; cJSON has already accepted the text. */
@@ -295,45 +274,6 @@ static cJSON *parse_object(const char *payload, size_t len, retryq_error_t *err)
 
 /* ------------------------------------------------------------ the rules */
 
-/* Strict UTF-8: shortest form, no surrogates, nothing above U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t extra;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            extra = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            extra = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i <= extra)
-            return false;
-        for (size_t k = 1; k <= extra; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3Fu);
-        }
-        if ((extra == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return false;
-        i += extra + 1;
-    }
-    return true;
-}
-
 static int check_region(const char *region, retryq_error_t *err)
 {
     size_t n = region != NULL ? strlen(region) : 0;
@@ -344,7 +284,7 @@ static int check_region(const char *region, retryq_error_t *err)
         if (c < 0x20 || c == 0x7f)
             return rq_error(err, RETRYQ_ERR_INVALID, "region: must not contain control characters");
     }
-    if (!utf8_valid((const unsigned char *)region, n))
+    if (!rq_utf8_valid(region, n))
         return rq_error(err, RETRYQ_ERR_INVALID, "region: must be valid UTF-8");
     return RETRYQ_OK;
 }
@@ -454,7 +394,7 @@ int retryq_job_decode(const char *payload, size_t len, int max_retries, retryq_j
     if (len > RETRYQ_MAX_PAYLOAD)
         return rq_error(err, RETRYQ_ERR_TOO_LARGE, "payload: %zu bytes is over the limit of %d",
                         len, RETRYQ_MAX_PAYLOAD);
-    if (json_depth(payload, len) > JOB_MAX_DEPTH)
+    if (rq_json_too_deep(payload, len, JOB_MAX_DEPTH) < len)
         return rq_error(err, RETRYQ_ERR_INVALID, "payload: nested deeper than %d levels", JOB_MAX_DEPTH);
     cJSON *root = parse_object(payload, len, err);
     if (root == NULL)

@@ -1,5 +1,7 @@
 /*
- * Small helpers used across libretryq: error sentences, bounded copies, time.
+ * Small helpers used across libretryq (and by the worker, which links its objects):
+ * error sentences, bounded copies, time, the raw-text JSON nesting check and strict
+ * UTF-8.
  */
 #include <stdio.h>
 #include <string.h>
@@ -106,6 +108,85 @@ int64_t rq_parse_rfc3339(const char *s)
     tm.tm_sec = sec;
     int64_t secs = (int64_t)timegm(&tm) - (int64_t)offset_min * 60;
     return secs * 1000 + ms;
+}
+
+size_t rq_json_too_deep(const char *text, size_t len, int limit)
+{
+    long long depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > limit)
+                return i;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return len;
+}
+
+size_t rq_utf8_sequence(const unsigned char *s, size_t len, size_t *bad)
+{
+    unsigned char lead = s[0];
+    size_t need, subpart = 1;
+    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+
+    if (lead < 0x80)
+        return 1;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        need = 1;
+    } else if (lead == 0xE0) {
+        need = 2;
+        lo = 0xA0; /* excludes the overlong forms */
+    } else if (lead == 0xED) {
+        need = 2;
+        hi = 0x9F; /* excludes the surrogates */
+    } else if (lead >= 0xE1 && lead <= 0xEF) {
+        need = 2;
+    } else if (lead == 0xF0) {
+        need = 3;
+        lo = 0x90;
+    } else if (lead >= 0xF1 && lead <= 0xF3) {
+        need = 3;
+    } else if (lead == 0xF4) {
+        need = 3;
+        hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+        goto invalid; /* continuation byte, C0, C1 or F5..FF */
+    }
+    for (size_t k = 1; k <= need; k++) {
+        /* cut at the end, or a wrong byte: the valid prefix so far counts as one */
+        if (k >= len || (k == 1 ? (s[k] < lo || s[k] > hi) : (s[k] < 0x80 || s[k] > 0xBF))) {
+            subpart = k;
+            goto invalid;
+        }
+    }
+    return need + 1;
+invalid:
+    if (bad != NULL)
+        *bad = subpart;
+    return 0;
+}
+
+bool rq_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = rq_utf8_sequence(u + i, len - i, NULL);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
 }
 
 const char *retryq_code_name(int code)

@@ -32,7 +32,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "router.h"
+#include "classify.h"
+#include "internal.h"
 #include "text.h"
 
 #define ERROR_MAX 2048     /* bytes of error text kept */
@@ -281,37 +282,29 @@ static long unicode_escape(const char *s, size_t len, size_t i)
 
 /*
  * Copies the body for cJSON: refuses raw NUL bytes (never valid JSON) and nesting
- * deeper than JSON_MAX_DEPTH; inside strings drops \u0000 escapes and replaces lone
- * surrogate escapes by \uFFFD. Only real escapes are touched: the scan knows whether it
- * is inside a string and skips every escape pair, so "\\u0000" (an escaped backslash,
- * then the text u0000) stays as it is. Returns 0, -1 with *why set, or -2 (memory).
+ * deeper than JSON_MAX_DEPTH (rq_json_too_deep); inside strings drops \u0000 escapes
+ * and replaces lone surrogate escapes by \uFFFD. Only real escapes are touched: the
+ * scan knows whether it is inside a string and skips every escape pair, so "\\u0000"
+ * (an escaped backslash, then the text u0000) stays as it is. Returns 0, -1 with *why
+ * set, or -2 (memory).
  */
 static int json_prepare(const char *body, size_t len, char **out, size_t *out_len, const char **why)
 {
     char *copy = malloc(len + 1);
-    size_t r = 0, w = 0;
-    int depth = 0;
+    size_t r = 0, w = 0, deep = rq_json_too_deep(body, len, JSON_MAX_DEPTH);
     bool in_string = false;
 
     if (copy == NULL)
         return -2;
     while (r < len) {
         char ch = body[r];
-        if (ch == '\0') {
-            *why = "a NUL byte";
+        if (ch == '\0' || r == deep) { /* body[deep] opens the level too many */
+            *why = ch == '\0' ? "a NUL byte" : "nesting deeper than 64 levels";
             goto refuse;
         }
         if (!in_string) {
-            if (ch == '"') {
+            if (ch == '"')
                 in_string = true;
-            } else if (ch == '{' || ch == '[') {
-                if (++depth > JSON_MAX_DEPTH) {
-                    *why = "nesting deeper than 64 levels";
-                    goto refuse;
-                }
-            } else if ((ch == '}' || ch == ']') && depth > 0) {
-                depth--;
-            }
             copy[w++] = body[r++];
             continue;
         }

@@ -29,6 +29,7 @@
 #include <event2/event.h>
 
 #include "batch.h"
+#include "classify.h"
 #include "clock.h"
 #include "inflight.h"
 #include "internal.h"

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "question.h"
-#include "router.h"
+#include "classify.h"
 
 /* What the documents say about the job; every text is borrowed for the call. */
 typedef struct outcome_job {

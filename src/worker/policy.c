@@ -4,6 +4,8 @@
  */
 #include "policy.h"
 
+#include "backoff.h"
+
 const char *retry_action_name(retry_action_t action)
 {
     switch (action) {
@@ -35,8 +37,7 @@ static int64_t step_ms(const retry_policy_t *p, int delivery)
 /* Waiting out an outage: 200 ms doubling to 10 s, each wait drawn from [b/2, b]. */
 static retry_decision_t wait_out(const retry_policy_t *p, const retry_facts_t *f)
 {
-    int b = f->waited_ms <= 0 ? p->wait_min_ms
-                              : (f->waited_ms > p->wait_max_ms / 2 ? p->wait_max_ms : f->waited_ms * 2);
+    int b = backoff_grow(f->waited_ms, p->wait_min_ms, p->wait_max_ms);
     retry_decision_t d = decision(RETRY_WAIT, b / 2 + (int64_t)(f->random % (uint64_t)(b / 2 + 1)));
     d.next_wait_ms = b;
     return d;

@@ -24,6 +24,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "internal.h"
 #include "question.h"
 #include "text.h"
 
@@ -108,30 +109,6 @@ static void bank_finish(question_bank_t *bank)
     bank->count = kept;
 }
 
-/* Depth of JSON nesting, counted on the raw text (strings skipped) before any parse. */
-static int json_depth(const char *text, size_t len)
-{
-    int depth = 0, max = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max)
-                max = depth;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return max;
-}
-
 static char *read_bank_file(const char *path, size_t *len, char *err, size_t errcap)
 {
     FILE *f = fopen(path, "rb");
@@ -167,7 +144,7 @@ static int bank_merge_file(question_bank_t *bank, const char *path, char *err, s
         return -1;
     int rc = -1;
     cJSON *root = NULL;
-    if (json_depth(text, len) > SPEC_MAX_DEPTH) {
+    if (rq_json_too_deep(text, len, SPEC_MAX_DEPTH) < len) {
         snprintf(err, errcap, "question bank \"%s\": nested deeper than %d levels", path,
                  SPEC_MAX_DEPTH);
         goto cleanup;
@@ -334,7 +311,7 @@ static cJSON *parse_spec(const char *json, size_t len, char *why, size_t cap)
         snprintf(why, cap, "job spec is larger than %d bytes", SPEC_MAX_BYTES);
         return NULL;
     }
-    if (json_depth(json, len) > SPEC_MAX_DEPTH) {
+    if (rq_json_too_deep(json, len, SPEC_MAX_DEPTH) < len) {
         snprintf(why, cap, "job spec is nested deeper than %d levels", SPEC_MAX_DEPTH);
         return NULL;
     }

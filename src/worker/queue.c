@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -28,6 +27,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "connstr.h"
 #include "internal.h"
@@ -253,7 +253,7 @@ typedef struct conn {
     redisAsyncContext *ac;
     conn_state_t state;
     struct event *timer;     /* reconnect delay, or connect deadline */
-    int backoff_ms;
+    backoff_t backoff;       /* of the reconnect delay */
     int outstanding;         /* commands sent and not answered */
     int64_t progress_ms;     /* monotonic time of the last send or reply */
     int64_t allowance_ms;    /* how long the oldest outstanding reply may take */
@@ -297,7 +297,7 @@ struct queue {
     bool host_checked;       /* the dead workers of this host were looked for (once) */
     int64_t recover_after_ms; /* monotonic: no lease recovery before (peers re-announce) */
     struct event *pop_retry; /* after a refused pop */
-    int pop_retry_ms;
+    backoff_t pop_backoff;
     int64_t pop_failing_ms;  /* monotonic time of the first refused pop in a row, 0 = none */
     char pop_error[200];
     char workerinfo[RETRYQ_MAX_QUEUE_NAME + 32];   /* {Q}:workerinfo */
@@ -328,14 +328,6 @@ static void send_leave(queue_t *q);
 static void after_pop_reply(queue_t *q);
 static void start_self_check(queue_t *q);
 static void on_recovery_start(queue_t *q);
-
-static uint64_t rng_next(queue_t *q)
-{
-    q->rng ^= q->rng << 13;
-    q->rng ^= q->rng >> 7;
-    q->rng ^= q->rng << 17;
-    return q->rng;
-}
 
 static void set_error(queue_t *q, const char *what, const char *detail)
 {
@@ -425,9 +417,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void conn_schedule(conn_t *c)
 {
     queue_t *q = c->q;
-    int64_t delay = (int64_t)(rng_next(q) % (uint64_t)(c->backoff_ms + 1));
-    struct timeval tv = clock_tv_ms(delay);
-    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    struct timeval tv = clock_tv_ms(backoff_next(&c->backoff, &q->rng));
     if (evtimer_add(c->timer, &tv) < 0) /* then /readyz and the watchdog show the stall */
         log_error("redis.timer", "could not arm the %s connection's reconnect timer", c->name);
 }
@@ -574,7 +564,7 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     c->state = CONN_READY;
-    c->backoff_ms = BACKOFF_MIN_MS;
+    backoff_reset(&c->backoff);
     evtimer_del(c->timer);
     log_info("redis.ready", "%s connection ready (Redis %s)", c->name,
              q->version[0] ? q->version : "?");
@@ -713,13 +703,12 @@ static void pop_refused(queue_t *q, const char *error)
     int64_t now = clock_mono_ms();
     if (q->pop_failing_ms == 0) {
         q->pop_failing_ms = now;
-        q->pop_retry_ms = BACKOFF_MIN_MS;
+        backoff_reset(&q->pop_backoff);
     }
     rq_copy(q->pop_error, sizeof q->pop_error, error);
-    int64_t delay = (int64_t)(rng_next(q) % (uint64_t)(q->pop_retry_ms + 1));
+    int64_t delay = backoff_next(&q->pop_backoff, &q->rng);
     if (delay < BACKOFF_MIN_MS / 2)
         delay = BACKOFF_MIN_MS / 2;
-    q->pop_retry_ms = q->pop_retry_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : q->pop_retry_ms * 2;
     struct timeval tv = clock_tv_ms(delay);
     if (evtimer_add(q->pop_retry, &tv) < 0)
         log_error("redis.pop", "could not arm the pop retry timer");
@@ -1465,7 +1454,7 @@ static void conn_init(queue_t *q, conn_t *c, const char *name)
     c->q = q;
     c->name = name;
     c->state = CONN_DOWN;
-    c->backoff_ms = BACKOFF_MIN_MS;
+    backoff_init(&c->backoff, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     c->timer = evtimer_new(q->base, conn_timer_cb, c);
 }
 
@@ -1491,8 +1480,8 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
         free(q);
         return NULL;
     }
-    if (getrandom(&q->rng, sizeof q->rng, 0) != sizeof q->rng || q->rng == 0)
-        q->rng = (uint64_t)clock_mono_us() | 1;
+    backoff_seed(&q->rng);
+    backoff_init(&q->pop_backoff, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     snprintf(q->workerinfo, sizeof q->workerinfo, "{%s}:workerinfo", q->keys.pending);
     read_host_info(q);
     conn_init(q, &q->pop, "pop");

@@ -367,10 +367,10 @@ static bool call_setup(router_t *router, router_call_t *call, size_t len)
     SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     /* curl (7.88) looks for a reusable connection by walking every connection it holds,
-     * in use or not: with thousands of calls in flight that walk, once per call, cost
-     * seconds of CPU (docs/performance.md). Past as many calls as the idle cache keeps,
-     * a call opens its own connection and closes it afterwards, so no walk happens;
-     * below that, keep-alive reuse works as before. */
+     * in use or not: with thousands of calls in flight that walk, once per call, is
+     * quadratic (docs/performance.md has the figures). Past as many calls as the idle
+     * cache keeps, a call opens its own connection and closes it afterwards, so no walk
+     * happens; below that, keep-alive reuse works as before. */
     bool crowded = router->count >= (size_t)MAX_IDLE_CONNECTIONS;
     SET(CURLOPT_FRESH_CONNECT, crowded ? 1L : 0L);
     SET(CURLOPT_FORBID_REUSE, crowded ? 1L : 0L);
@@ -633,11 +633,11 @@ router_t *router_new(struct event_base *base, const router_config_t *cfg, char *
       && curl_multi_setopt(router->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb) == CURLM_OK
       && curl_multi_setopt(router->multi, CURLMOPT_TIMERDATA, (void *)router) == CURLM_OK
       /* No eviction limit: when the cache holds more than the limit, curl 7.88 walks
-       * every connection it holds (in use or not) each time a call ends, which with
-       * 10,000 calls in flight cost ~10 % of the worker's CPU. Keep-alive connections
-       * stay at most MAX_IDLE_CONNECTIONS anyway: only calls started below that many in
-       * flight may keep theirs (see router_call), and each of those reuses an idle one
-       * before opening another. */
+       * every connection it holds (in use or not) each time a call ends, a measurable
+       * share of the worker's CPU with thousands of calls in flight (docs/performance.md
+       * has the figure). Keep-alive connections stay at most MAX_IDLE_CONNECTIONS
+       * anyway: only calls started below that many in flight may keep theirs (see
+       * router_call), and each of those reuses an idle one before opening another. */
       && curl_multi_setopt(router->multi, CURLMOPT_MAXCONNECTS, 1L << 20) == CURLM_OK
       && curl_multi_setopt(router->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) == CURLM_OK
       && curl_multi_setopt(router->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L) == CURLM_OK;

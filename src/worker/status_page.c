@@ -20,46 +20,13 @@
 #define SPARK_W 600
 #define SPARK_H 60
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < need + 1 || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i <= need; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return need + 1;
-}
-
 void status_page_escape(struct evbuffer *out, const char *text, size_t len)
 {
     const unsigned char *p = (const unsigned char *)text;
     size_t i = 0, run = 0;
     while (i < len) {
         const char *entity = NULL;
-        size_t n = utf8_len(p + i, len - i);
+        size_t n = rq_utf8_sequence(p + i, len - i, NULL);
         if (n == 1) {
             switch (p[i]) {
             case '&': entity = "&amp;"; break;

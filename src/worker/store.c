@@ -50,6 +50,7 @@
 
 #include <event2/event.h>
 
+#include "backoff.h"
 #include "connstr.h"
 #include "log.h"
 #include "resolve.h"
@@ -101,7 +102,7 @@ typedef struct conn {
     int prepared;           /* statements prepared on this connection */
     bool configured;        /* the session settings (deadlines) were sent and accepted */
     resolve_request_t *dns; /* the lookup of CONN_RESOLVING */
-    int64_t backoff_ms;     /* 0 after a success */
+    backoff_t backoff;      /* of the reconnect delay; reset after a success */
     request_t *req;         /* the oldest query in flight (BUSY); the others follow on ->next */
     request_t *req_tail;    /* the newest query in flight */
     int inflight;           /* queries sent and not yet answered */
@@ -152,15 +153,6 @@ static bool dispatch(store_t *s);
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 
 /* ------------------------------------------------------------------ helpers */
-
-static uint64_t store_random(store_t *s)
-{
-    /* xorshift64*: jitter only, no need for a strong generator */
-    s->rng ^= s->rng >> 12;
-    s->rng ^= s->rng << 25;
-    s->rng ^= s->rng >> 27;
-    return s->rng * 2685821657736338717ULL;
-}
 
 /* Copies `text` into dst as one line: newlines become spaces, trailing blanks go, the
  * password libpq was given becomes "***". */
@@ -334,11 +326,7 @@ static bool conn_watch_socket(conn_t *c)
 
 static void conn_schedule_reconnect(conn_t *c)
 {
-    c->backoff_ms = c->backoff_ms == 0 ? STORE_BACKOFF_FIRST_MS
-                                       : (c->backoff_ms * 2 > STORE_BACKOFF_CAP_MS
-                                              ? STORE_BACKOFF_CAP_MS
-                                              : c->backoff_ms * 2);
-    int64_t delay = (int64_t)(store_random(c->store) % (uint64_t)(c->backoff_ms + 1));
+    int64_t delay = backoff_next(&c->backoff, &c->store->rng);
     struct timeval tv = {.tv_sec = (time_t)(delay / 1000),
                          .tv_usec = (suseconds_t)(delay % 1000) * 1000};
     c->state = CONN_DOWN;
@@ -528,7 +516,7 @@ static void conn_ready(conn_t *c)
 {
     store_t *s = c->store;
     (void)evtimer_del(c->timer);
-    c->backoff_ms = 0;
+    backoff_reset(&c->backoff);
     /* Without pipeline mode the connection still works, one query at a time. */
     if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF)
         (void)PQenterPipelineMode(c->pg);
@@ -985,6 +973,7 @@ static int build_pool(store_t *s, int pool_size)
         c->store = s;
         c->fd = -1;
         c->state = CONN_DOWN;
+        backoff_init(&c->backoff, STORE_BACKOFF_FIRST_MS, STORE_BACKOFF_CAP_MS);
         c->timer = evtimer_new(s->base, conn_timer_cb, c);
         if (c->timer == NULL)
             return -1;
@@ -1033,9 +1022,7 @@ store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_
     s->connect_timeout_ms = connect_timeout_of(parsed);
     if (build_keywords(s) < 0 || build_setup_sql(s) < 0)
         goto oom;
-    s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
-    if (s->rng == 0)
-        s->rng = 0x9e3779b97f4a7c15ULL;
+    backoff_seed(&s->rng);
     if (build_pool(s, pool_size) < 0)
         goto oom;
     for (int i = 0; i < pool_size; i++)

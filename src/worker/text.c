@@ -1,82 +1,21 @@
 /*
  * Text utilities (see text.h): strict UTF-8 validation, sanitising for PostgreSQL
- * (drop NUL, replace invalid sequences by U+FFFD) and cutting at a UTF-8 boundary.
+ * (drop NUL, replace invalid sequences by U+FFFD) and cutting at a UTF-8 boundary. What
+ * counts as one valid or invalid sequence is libretryq's rq_utf8_sequence (util.c),
+ * shared with the wire format's checks.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h"
 #include "text.h"
 
 static const char REPLACEMENT[3] = {'\xEF', '\xBF', '\xBD'}; /* U+FFFD */
 
-/*
- * Looks at the sequence starting at s[i] (s[i] >= 0x80). Returns its length when it is
- * a complete valid sequence; otherwise returns 0 and sets *bad to the length of the
- * maximal subpart to replace by one U+FFFD (at least 1).
- */
-static size_t utf8_sequence(const unsigned char *s, size_t len, size_t i, size_t *bad)
-{
-    unsigned char lead = s[i];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        need = 1;
-    } else if (lead == 0xE0) {
-        need = 2;
-        lo = 0xA0;
-    } else if (lead == 0xED) {
-        need = 2;
-        hi = 0x9F; /* excludes the surrogates */
-    } else if (lead >= 0xE1 && lead <= 0xEF) {
-        need = 2;
-    } else if (lead == 0xF0) {
-        need = 3;
-        lo = 0x90;
-    } else if (lead >= 0xF1 && lead <= 0xF3) {
-        need = 3;
-    } else if (lead == 0xF4) {
-        need = 3;
-        hi = 0x8F; /* nothing above U+10FFFF */
-    } else {
-        *bad = 1; /* continuation byte, C0, C1 or F5..FF */
-        return 0;
-    }
-    for (size_t k = 1; k <= need; k++) {
-        unsigned char c;
-        if (i + k >= len) {
-            *bad = k; /* truncated at the end: the valid prefix counts as one */
-            return 0;
-        }
-        c = s[i + k];
-        if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) {
-            *bad = k;
-            return 0;
-        }
-    }
-    return need + 1;
-}
-
 bool text_is_clean(const char *s, size_t len)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-
-    while (i < len) {
-        size_t n, bad;
-        if (u[i] == 0)
-            return false;
-        if (u[i] < 0x80) {
-            i++;
-            continue;
-        }
-        n = utf8_sequence(u, len, i, &bad);
-        if (n == 0)
-            return false;
-        i += n;
-    }
-    return true;
+    return memchr(s, '\0', len) == NULL && rq_utf8_valid(s, len);
 }
 
 char *text_sanitize(const char *s, size_t len, size_t *out_len)
@@ -101,7 +40,7 @@ char *text_sanitize(const char *s, size_t len, size_t *out_len)
             out[o++] = (char)u[i++];
             continue;
         }
-        n = utf8_sequence(u, len, i, &bad);
+        n = rq_utf8_sequence(u + i, len - i, &bad);
         if (n > 0) {
             memcpy(out + o, s + i, n);
             o += n;

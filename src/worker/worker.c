@@ -18,11 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "backoff.h"
 #include "batch.h"
 #include "clock.h"
 #include "connstr_router.h"
@@ -41,10 +41,7 @@
 
 uint64_t worker_random(worker_t *w)
 {
-    w->rng ^= w->rng << 13;
-    w->rng ^= w->rng >> 7;
-    w->rng ^= w->rng << 17;
-    return w->rng;
+    return backoff_random(&w->rng);
 }
 
 /* The worker takes jobs only while running and while the database can run its
@@ -603,8 +600,7 @@ static int init_identity(worker_t *w, const config_t *cfg, char *err, size_t err
     memset(w, 0, sizeof *w);
     w->cfg = *cfg;
     w->started_ms = clock_mono_ms();
-    if (getrandom(&w->rng, sizeof w->rng, 0) != sizeof w->rng || w->rng == 0)
-        w->rng = (uint64_t)clock_mono_us() | 1;
+    backoff_seed(&w->rng);
     if (make_id(w, err, errcap) < 0)
         return WORKER_EXIT_CONFIG;
     log_set_worker(w->id);

@@ -17,8 +17,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "classify.h"
 #include "fuzz.h"
-#include "router.h"
 #include "text.h"
 
 static void check_text(const char *s, size_t max)

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "router.h"
+#include "classify.h"
 #include "text.h"
 
 #define FFFD "\xEF\xBF\xBD"

@@ -29,6 +29,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 
+#include "classify.h"
 #include "router.h"
 
 #define DEADLINE_MS 15000
