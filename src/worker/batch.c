@@ -18,8 +18,6 @@
 #include "log.h"
 #include "sqlarray.h"
 
-#define BATCH_MAX_JOBS 64 /* jobs in one load or record statement */
-
 /* Both load statements return the same columns:
  *   0 id, 1 region, 2 status, 3 retry_count, 4 question_id, 5 model_id, 6 job spec text,
  *   7 job_id, 8 spec_here, 9 max_retries.
@@ -79,12 +77,13 @@ typedef struct job_batch {
     batcher_t *owner;
     batch_kind_t kind;
     size_t n;
-    batch_item_t items[BATCH_MAX_JOBS];
+    batch_item_t items[]; /* n of them, in the same allocation */
 } job_batch_t;
 
 struct batcher {
     worker_t *w;
-    batch_item_t waiting[2][BATCH_MAX_JOBS]; /* the batch of each kind still gathering */
+    size_t max_jobs;           /* jobs in one statement: RETRYQ_DB_BATCH_SIZE */
+    batch_item_t *waiting[2];  /* the batch of each kind still gathering (max_jobs each) */
     size_t nwaiting[2];
     int nsent[2];
     job_batch_t *sent;  /* batches sent and not answered: freed at teardown */
@@ -95,7 +94,8 @@ struct batcher {
 /* A load answer while its rows are handed out: job specs parsed once per answer. */
 struct load_answer {
     const PGresult *res;
-    question_spec_t *parsed[BATCH_MAX_JOBS]; /* parsed[r]: the spec carried by row r */
+    question_spec_t **parsed; /* parsed[r]: the spec carried by row r (one per row, made
+                                 when the first spec is asked for) */
 };
 
 static void batch_flush_cb(evutil_socket_t fd, short what, void *arg);
@@ -106,9 +106,12 @@ batcher_t *batch_new(worker_t *w)
     if (b == NULL)
         return NULL;
     b->w = w;
+    b->max_jobs = w->cfg.db_batch_size > 0 ? (size_t)w->cfg.db_batch_size : 1;
+    b->waiting[BATCH_LOAD] = calloc(b->max_jobs, sizeof *b->waiting[BATCH_LOAD]);
+    b->waiting[BATCH_RECORD] = calloc(b->max_jobs, sizeof *b->waiting[BATCH_RECORD]);
     b->flush = event_new(w->base, -1, 0, batch_flush_cb, b);
-    if (b->flush == NULL) {
-        free(b);
+    if (b->waiting[BATCH_LOAD] == NULL || b->waiting[BATCH_RECORD] == NULL || b->flush == NULL) {
+        batch_free(b);
         return NULL;
     }
     return b;
@@ -123,7 +126,10 @@ void batch_free(batcher_t *b)
         b->sent = batch->next;
         free(batch);
     }
-    event_free(b->flush);
+    if (b->flush != NULL)
+        event_free(b->flush);
+    free(b->waiting[BATCH_LOAD]);
+    free(b->waiting[BATCH_RECORD]);
     free(b);
 }
 
@@ -157,8 +163,9 @@ batch_spec_t batch_row_spec(const batch_row_t *row, const question_spec_t **spec
     int carrier = spec_row(a->res, row->index);
     if (carrier < 0 || PQgetisnull(a->res, carrier, 6))
         return BATCH_SPEC_NONE;
-    if (carrier >= BATCH_MAX_JOBS)
-        return BATCH_SPEC_NOMEM; /* cannot happen: a batch asks for at most BATCH_MAX_JOBS ids */
+    if (a->parsed == NULL &&
+        (a->parsed = calloc((size_t)PQntuples(a->res), sizeof *a->parsed)) == NULL)
+        return BATCH_SPEC_NOMEM;
     if (a->parsed[carrier] == NULL) {
         const char *text = PQgetvalue(a->res, carrier, 6);
         a->parsed[carrier] = question_spec_parse(text, (size_t)PQgetlength(a->res, carrier, 6));
@@ -171,8 +178,10 @@ batch_spec_t batch_row_spec(const batch_row_t *row, const question_spec_t **spec
 
 static void answer_clear(struct load_answer *a)
 {
-    for (size_t r = 0; r < BATCH_MAX_JOBS; r++)
+    for (int r = 0; a->parsed != NULL && r < PQntuples(a->res); r++)
         question_spec_free(a->parsed[r]);
+    free(a->parsed);
+    a->parsed = NULL;
 }
 
 /* Hands a job its row of the answer (row < 0: not found). */
@@ -258,13 +267,14 @@ static void record_one(const batcher_t *b, const batch_item_t *item)
 
 /* A batch the database refused as a whole (or that could not be sent): every job goes
  * again on its own, so each meets its own error, exactly as if it had never been batched. */
-static void batch_one_by_one(const batcher_t *b, const job_batch_t *batch)
+static void batch_one_by_one(const batcher_t *b, batch_kind_t kind, const batch_item_t *items,
+                             size_t n)
 {
-    for (size_t i = 0; i < batch->n; i++) {
-        if (batch->kind == BATCH_LOAD)
-            load_one(b, &batch->items[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (kind == BATCH_LOAD)
+            load_one(b, &items[i]);
         else
-            record_one(b, &batch->items[i]);
+            record_one(b, &items[i]);
     }
 }
 
@@ -289,30 +299,38 @@ static int64_t row_int(const PGresult *res, int row, int col)
     return v != NULL ? strtoll(v, NULL, 10) : -1;
 }
 
+/* Column `col` of row `row` as a number: from `keys` (id, attempt of each row) when they
+ * could be read in advance, else from the answer itself. */
+static int64_t row_key(const PGresult *res, const int64_t *keys, int row, int col)
+{
+    return keys != NULL ? keys[2 * row + col] : row_int(res, row, col);
+}
+
 /* Hands every job of an answered batch its row: the loaded row, or "recorded" when the
- * UPDATE returned (id, attempt) for it. */
+ * UPDATE returned (id, attempt) for it. A batch of n jobs has at most n rows. */
 static void batch_answered(const job_batch_t *batch, const PGresult *res)
 {
     int nrows = PQntuples(res);
+    int n = nrows < (int)batch->n ? nrows : (int)batch->n;
     struct load_answer answer = {.res = res};
-    int64_t ids[BATCH_MAX_JOBS], attempts[BATCH_MAX_JOBS];
-    int n = nrows < BATCH_MAX_JOBS ? nrows : BATCH_MAX_JOBS;
-    for (int r = 0; r < n; r++) {
-        ids[r] = row_int(res, r, 0);
-        attempts[r] = batch->kind == BATCH_RECORD ? row_int(res, r, 1) : 0;
+    int64_t *keys = n > 0 ? malloc(2 * (size_t)n * sizeof *keys) : NULL;
+    for (int r = 0; keys != NULL && r < n; r++) {
+        keys[2 * r] = row_int(res, r, 0);
+        keys[2 * r + 1] = batch->kind == BATCH_RECORD ? row_int(res, r, 1) : 0;
     }
     for (size_t i = 0; i < batch->n; i++) {
         const batch_item_t *item = &batch->items[i];
         int found = -1;
         for (int r = 0; r < n && found < 0; r++)
-            if (ids[r] == item->outcome.execution_id &&
-                (batch->kind == BATCH_LOAD || attempts[r] == item->outcome.attempt))
+            if (row_key(res, keys, r, 0) == item->outcome.execution_id &&
+                (batch->kind == BATCH_LOAD || row_key(res, keys, r, 1) == item->outcome.attempt))
                 found = r;
         if (batch->kind == BATCH_LOAD)
             hand_row(&answer, item->job, found);
         else
             job_recorded(item->job, found >= 0);
     }
+    free(keys);
     answer_clear(&answer);
 }
 
@@ -342,7 +360,7 @@ static void on_batch(void *arg, store_status_t status, const PGresult *res, cons
         log_event(LOG_LEVEL_DEBUG, 0, 0, "db.batch",
                   "a %s batch of %zu jobs was refused (%s: %s); sending them one by one",
                   batch->kind == BATCH_LOAD ? "load" : "record", batch->n, sqlstate, message);
-        batch_one_by_one(b, batch);
+        batch_one_by_one(b, batch->kind, batch->items, batch->n);
     } else {
         w->metrics.db_batches_total[batch->kind]++;
         w->metrics.db_batch_jobs_total[batch->kind] += batch->n;
@@ -399,12 +417,12 @@ static void batch_send(batcher_t *b, batch_kind_t kind)
     size_t n = b->nwaiting[kind];
     if (n == 0)
         return;
-    job_batch_t *batch = calloc(1, sizeof *batch);
+    job_batch_t *batch = calloc(1, sizeof *batch + n * sizeof batch->items[0]);
     if (batch == NULL) {
-        job_batch_t tmp = {.kind = kind, .n = n};
-        memcpy(tmp.items, b->waiting[kind], n * sizeof tmp.items[0]);
+        /* Sent from where they wait: the single statements only queue (a job whose
+         * statement cannot be queued is handed back), nothing joins a batch meanwhile. */
         b->nwaiting[kind] = 0;
-        batch_one_by_one(b, &tmp);
+        batch_one_by_one(b, kind, b->waiting[kind], n);
         return;
     }
     batch->owner = b;
@@ -413,7 +431,7 @@ static void batch_send(batcher_t *b, batch_kind_t kind)
     memcpy(batch->items, b->waiting[kind], n * sizeof batch->items[0]);
     b->nwaiting[kind] = 0;
     if (!batch_exec(b, batch)) {
-        batch_one_by_one(b, batch);
+        batch_one_by_one(b, kind, batch->items, batch->n);
         free(batch);
         return;
     }
@@ -438,7 +456,7 @@ static void batch_add(batcher_t *b, batch_kind_t kind, job_t *job, const batch_o
     batch_item_t *item = &b->waiting[kind][b->nwaiting[kind]++];
     item->job = job;
     item->outcome = *outcome;
-    if (b->nwaiting[kind] == BATCH_MAX_JOBS)
+    if (b->nwaiting[kind] == b->max_jobs)
         batch_send(b, kind);
     else
         batch_flush_arm(b);

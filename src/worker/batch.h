@@ -1,9 +1,9 @@
 /*
  * The database statements of the jobs: each job's load (its execution row by id) and its
- * outcome write (one guarded UPDATE), gathered into batches of up to 64 jobs and sent as
- * one statement per batch (one transaction, one round trip, one plan). A batch the
- * database refuses as a whole is sent again one statement per job, so each job meets its
- * own error as if it had never been batched. What became of each job's statement is told
+ * outcome write (one guarded UPDATE), gathered into batches of up to RETRYQ_DB_BATCH_SIZE
+ * jobs (64) and sent as one statement per batch (one transaction, one round trip, one
+ * plan). A batch the database refuses as a whole is sent again one statement per job, so
+ * each job meets its own error as if it had never been batched. What became of each job's statement is told
  * to job.c through the job_* functions at the end of this header; batch.c decides nothing
  * about a job itself.
  */

@@ -3,6 +3,9 @@
  * environment, the getopt_long options, validation, --help and the redacted dump. A
  * value is parsed by its type's parser whether it came from the default, the
  * environment or a flag, so a default can never be something a user could not type.
+ * Each setting belongs to a group, its heading in --help; the "advanced" group holds the
+ * tunables that rarely need changing (batch sizes, page sizes, internal deadlines) and
+ * comes last, under a note that says so.
  *
  * Precedence: a flag beats its environment variable, which beats the default. argv is
  * read first (so --help works whatever the environment holds, and an environment value
@@ -59,6 +62,7 @@ typedef enum group {
     G_ROUTER,
     G_TIMING,
     G_OPS,
+    G_ADVANCED, /* tunables that rarely need changing: shown last, under their own note */
     G_COUNT,
 } group_t;
 
@@ -68,6 +72,12 @@ static const char *const group_titles[G_COUNT] = {
     "Router requests",
     "Leases, recovery and shutdown",
     "Health endpoint and logging",
+    "Advanced",
+};
+
+/* One line under a group's title in --help, or NULL. */
+static const char *const group_notes[G_COUNT] = {
+    [G_ADVANCED] = "These rarely need changing: the defaults suit almost every deployment.",
 };
 
 typedef struct setting setting_t;
@@ -218,6 +228,38 @@ static const setting_t settings[] = {
     {"log_format", "log-format", "RETRYQ_LOG_FORMAT",
      CHOICE("logfmt", format_choices, set_format, get_format), "logfmt|json", G_OPS,
      "log line format"},
+
+    {"db_write_deadline_ms", "db-write-deadline-ms", "RETRYQ_DB_WRITE_DEADLINE_MS",
+     NUM(T_MS, "5m", 1000, 86400000, db_write_deadline_ms), "DURATION", G_ADVANCED,
+     "how long a router answer is kept while PostgreSQL cannot record it; then the job is "
+     "handed back to the queue as it is (and the router is called again)"},
+    {"db_batch_size", "db-batch-size", "RETRYQ_DB_BATCH_SIZE",
+     NUM(T_INT, "64", 1, 1000, db_batch_size), "N", G_ADVANCED,
+     "most jobs in one batched load or outcome statement"},
+    {"db_pipeline_depth", "db-pipeline-depth", "RETRYQ_DB_PIPELINE_DEPTH",
+     NUM(T_INT, "8", 1, 100, db_pipeline_depth), "N", G_ADVANCED,
+     "statements in flight on one PostgreSQL connection (pipeline mode, PostgreSQL 14 or "
+     "later) once every connection of the pool is busy"},
+    {"redis_command_timeout_ms", "redis-command-timeout-ms", "RETRYQ_REDIS_COMMAND_TIMEOUT_MS",
+     NUM(T_MS, "5s", 500, 600000, redis_command_timeout_ms), "DURATION", G_ADVANCED,
+     "a Redis connection whose oldest reply is overdue by this much is dropped and reconnected "
+     "(checked every 500 ms; a blocking pop has its own wait on top)"},
+    {"self_check_page", "self-check-page", "RETRYQ_SELF_CHECK_PAGE",
+     NUM(T_INT, "100", 10, 100000, self_check_page), "N", G_ADVANCED,
+     "entries of the worker's own processing list compared with its jobs in flight at each "
+     "heartbeat (a job left there by a lost write is taken again)"},
+    {"stop_flush_ms", "stop-flush-ms", "RETRYQ_STOP_FLUSH_MS",
+     NUM(T_MS, "5s", 100, 600000, stop_flush_ms), "DURATION", G_ADVANCED,
+     "at a stop, after the drain: how long to wait for Redis to confirm the hand-back of the "
+     "processing list; then the worker exits and lease recovery finds what is left"},
+    {"sweep_page", "sweep-page", "RETRYQ_SWEEP_PAGE", NUM(T_INT, "1000", 10, 100000, sweep_page),
+     "N", G_ADVANCED,
+     "entries the orphan sweep reads from Redis in one call (so one call cannot hold Redis "
+     "long)"},
+    {"sweep_max_rows", "sweep-max-rows", "RETRYQ_SWEEP_MAX_ROWS",
+     NUM(T_INT, "5000", 500, 100000, sweep_max_rows), "N", G_ADVANCED,
+     "candidate rows one orphan sweep reads (in queries of 500, so rounded up to a multiple "
+     "of 500); the next sweep continues after them"},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -720,6 +762,8 @@ static void print_help(FILE *out)
             "suffixed s, m or h (\"500ms\", \"5s\", \"2m\"); sizes take K/KiB, M/MiB, G/GiB.\n");
     for (int g = 0; g < G_COUNT; g++) {
         fprintf(out, "\n%s:\n", group_titles[g]);
+        if (group_notes[g] != NULL)
+            fprintf(out, "  %s\n", group_notes[g]);
         for (size_t i = 0; i < N_SETTINGS; i++) {
             const setting_t *s = &settings[i];
             if ((int)s->group != g)

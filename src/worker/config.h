@@ -55,6 +55,23 @@ typedef struct config {
     bool exit_when_idle;       /* --exit-when-idle RETRYQ_EXIT_WHEN_IDLE */
     int log_level;             /* --log-level RETRYQ_LOG_LEVEL debug|info|warn|error, default info (a log_level_t) */
     bool log_json;             /* --log-format RETRYQ_LOG_FORMAT logfmt|json, default logfmt */
+
+    /* Advanced: tunables that rarely need changing (--help lists them last). */
+    int db_write_deadline_ms;  /* --db-write-deadline-ms RETRYQ_DB_WRITE_DEADLINE_MS, 1 s..24 h,
+                                  default 5 min: an outcome not recorded by then is handed
+                                  back to the queue (policy.h) */
+    int db_batch_size;         /* --db-batch-size RETRYQ_DB_BATCH_SIZE, 1..1000, default 64 */
+    int db_pipeline_depth;     /* --db-pipeline-depth RETRYQ_DB_PIPELINE_DEPTH, 1..100,
+                                  default 8 (store.h) */
+    int redis_command_timeout_ms; /* --redis-command-timeout-ms RETRYQ_REDIS_COMMAND_TIMEOUT_MS,
+                                  500 ms..10 min, default 5 s: the reply watchdog's limit */
+    int self_check_page;       /* --self-check-page RETRYQ_SELF_CHECK_PAGE, 10..100000,
+                                  default 100 (queue.h) */
+    int stop_flush_ms;         /* --stop-flush-ms RETRYQ_STOP_FLUSH_MS, 100 ms..10 min,
+                                  default 5 s: the wait for the hand-back at a stop */
+    int sweep_page;            /* --sweep-page RETRYQ_SWEEP_PAGE, 10..100000, default 1000 */
+    int sweep_max_rows;        /* --sweep-max-rows RETRYQ_SWEEP_MAX_ROWS, 500..100000,
+                                  default 5000 */
 } config_t;
 
 /*

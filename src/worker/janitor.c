@@ -2,24 +2,25 @@
  * The orphan sweep (see janitor.h):
  *
  *   lock {Q}:lock:sweep
- *     ─► candidates: pages of 500 rows by id (keyset: id > cursor), up to SWEEP_MAX_ROWS
+ *     ─► candidates: pages of 500 rows by id (keyset: id > cursor), up to RETRYQ_SWEEP_MAX_ROWS
  *     ─► presence: which candidates have a job in Redis, read in bounded pages
  *     ─► push a job for each candidate found nowhere (twice: see below).
  *
  * Rows. The rows are read in id order from a cursor, so a backlog of old rows that all
  * have their job cannot hide an orphan behind them (the old "500 oldest" query read the
- * same rows every time). A sweep reads at most SWEEP_MAX_ROWS rows; the next sweep of this
- * worker continues after the last one, and starts again from the beginning once the end
- * was reached. The retry bound is each row's own max_retries (sanity ceiling 1000), not
- * the worker's RETRYQ_MAX_RETRIES.
+ * same rows every time). A sweep stops reading once it holds RETRYQ_SWEEP_MAX_ROWS rows
+ * (5000 by default; whole pages of 500); the next sweep of this worker continues after
+ * the last one, and starts again from the beginning once the end was reached. The retry
+ * bound is each row's own max_retries (sanity ceiling 1000), not the worker's
+ * RETRYQ_MAX_RETRIES.
  *
- * Presence. No Redis call reads more than SWEEP_PAGE entries, so the sweep cannot stall
- * Redis on a long queue (the old script read the whole queue in one call). A job pushed
- * by the runner with a plain LPUSH carries nothing but its JSON, so there is no index to
- * ask: the sweep reads execution ids page by page (a small Lua script extracts them, so
- * only ids travel) and strikes the candidates it sees. Because the pages are separate
- * calls, a job can move between two reads; the order of the reads is chosen so that the
- * moves the worker makes are still seen:
+ * Presence. No Redis call reads more than RETRYQ_SWEEP_PAGE entries (1000 by default), so
+ * the sweep cannot stall Redis on a long queue (the old script read the whole queue in one
+ * call). A job pushed by the runner with a plain LPUSH carries nothing but its JSON, so
+ * there is no index to ask: the sweep reads execution ids page by page (a small Lua script
+ * extracts them, so only ids travel) and strikes the candidates it sees. Because the pages
+ * are separate calls, a job can move between two reads; the order of the reads is chosen
+ * so that the moves the worker makes are still seen:
  *   processing lists ─► delayed set ─► queue ─► processing lists again
  * a job popped while the queue is read is in a processing list on the second read; one
  * promoted from the delayed set was seen there; one handed back from a processing list
@@ -43,8 +44,6 @@
 #include "log.h"
 
 #define SWEEP_BATCH 500      /* rows per query (also in the SQL) */
-#define SWEEP_MAX_ROWS 5000  /* rows per sweep; the cursor continues next time */
-#define SWEEP_PAGE 1000      /* Redis entries read per call */
 #define SWEEP_PASSES 2       /* a candidate must be missing in this many passes */
 
 const char JANITOR_SQL_ORPHANS[] =
@@ -236,7 +235,7 @@ static void on_list_page(void *arg, const redisReply *r)
     for (size_t i = 0; i < r->elements; i++)
         strike(s, r->element[i]);
     s->offset += (long long)r->elements;
-    if (r->elements < SWEEP_PAGE) {
+    if (r->elements < (size_t)s->w->cfg.sweep_page) {
         if (s->phase == PHASE_PROCESSING && ++s->worker < s->nworkers)
             s->offset = 0;
         else
@@ -256,7 +255,7 @@ static void on_zset_page(void *arg, const redisReply *r)
     size_t n = r->elements / 2;
     for (size_t i = 0; i < n; i++)
         strike(s, r->element[2 * i]);
-    if (n < SWEEP_PAGE) {
+    if (n < (size_t)s->w->cfg.sweep_page) {
         next_step(s);
     } else {
         /* Next page: from the last score, skipping the entries of that score already read. */
@@ -330,14 +329,14 @@ static void scan_next(sweep_t *s)
         else
             snprintf(key, sizeof key, "%s", w->keys.pending);
         snprintf(a, sizeof a, "%lld", s->offset);
-        snprintf(b, sizeof b, "%lld", s->offset + SWEEP_PAGE - 1);
+        snprintf(b, sizeof b, "%lld", s->offset + w->cfg.sweep_page - 1);
         const char *argv[] = {"EVAL", LUA_LIST_PAGE, "1", key, a, b};
         queue_command(w->queue, 6, argv, on_list_page, s);
         return;
     }
     case PHASE_DELAYED: {
         snprintf(a, sizeof a, "%lld", s->offset);
-        snprintf(b, sizeof b, "%d", SWEEP_PAGE);
+        snprintf(b, sizeof b, "%d", w->cfg.sweep_page);
         const char *argv[] = {"EVAL", LUA_ZSET_PAGE, "1", w->keys.delayed, s->score, a, b};
         queue_command(w->queue, 7, argv, on_zset_page, s);
         return;
@@ -399,7 +398,7 @@ static void on_candidates(void *arg, store_status_t status, const PGresult *res,
         s->count++;
     }
     s->rows_ended = rows < SWEEP_BATCH;
-    if (!s->rows_ended && s->count < SWEEP_MAX_ROWS)
+    if (!s->rows_ended && s->count < (size_t)s->w->cfg.sweep_max_rows)
         query_rows(s);
     else
         scan_start(s);

@@ -41,7 +41,6 @@
 #define DEFAULT_MODEL "llama3.2-1b"
 #define STORE_BACKOFF_MIN_MS 200
 #define STORE_BACKOFF_MAX_MS 10000
-#define WRITE_DEADLINE_MS (5 * 60 * 1000)
 
 typedef enum job_stage { STAGE_LOAD, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
@@ -541,7 +540,7 @@ static retry_policy_t policy_of(const worker_t *w)
                         .max_deliveries = w->cfg.max_deliveries,
                         .wait_min_ms = STORE_BACKOFF_MIN_MS,
                         .wait_max_ms = STORE_BACKOFF_MAX_MS,
-                        .write_deadline_ms = WRITE_DEADLINE_MS};
+                        .write_deadline_ms = w->cfg.db_write_deadline_ms};
     return p;
 }
 

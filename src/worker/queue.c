@@ -36,8 +36,6 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-/* Jobs of the own processing list read per self-check (LRANGE page). */
-#define SELF_CHECK_PAGE 100
 
 /* Moves up to ARGV[1] jobs from the queue into the processing list, oldest first. */
 static const char LUA_POP_BATCH[] =
@@ -848,7 +846,9 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     conn_replied(&q->cmd);
     if (r->type == REDIS_REPLY_ARRAY) {
-        q->check_cursor = r->elements < SELF_CHECK_PAGE ? 0 : q->check_cursor + SELF_CHECK_PAGE;
+        q->check_cursor = r->elements < (size_t)q->cfg.self_check_page
+                              ? 0
+                              : q->check_cursor + q->cfg.self_check_page;
         size_t taken = 0;
         q->checking = true; /* no pop from inside the loop (see on_pop_reply) */
         for (size_t i = r->elements; i > 0 && q->room > 0 && !q->leaving; i--) {
@@ -882,7 +882,7 @@ static void start_self_check(queue_t *q)
         return;
     }
     char from[24], to[24];
-    snprintf(from, sizeof from, "%lld", (long long)-(q->check_cursor + SELF_CHECK_PAGE));
+    snprintf(from, sizeof from, "%lld", (long long)-(q->check_cursor + q->cfg.self_check_page));
     snprintf(to, sizeof to, "%lld", (long long)-(q->check_cursor + 1));
     const char *argv[] = {"LRANGE", q->processing, from, to};
     q->checking = true;

@@ -46,6 +46,7 @@ typedef struct queue_config {
     int dead_max;             /* cap of the dead list */
     int heartbeat_ms;         /* lease recovery waits this (+ the reconnect backoff cap)
                                  after each (re)connect, so live peers re-announce first */
+    int self_check_page;      /* entries of the own list one self-check reads, e.g. 100 */
 } queue_config_t;
 
 queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,

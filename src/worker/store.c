@@ -13,7 +13,7 @@
  * mode, each query followed by its own Sync, so every statement is still its own implicit
  * transaction and an error affects that statement only. Queries go to an idle connection
  * first; only when every connection of the pool is up and none is idle does the least
- * busy one take more, up to STORE_PIPELINE_DEPTH in flight; answers come back in order.
+ * busy one take more, up to opts.pipeline_depth in flight; answers come back in order.
  * (A slow query delays the few pipelined behind it on its connection.) This removes the wait
  * for a round trip per query: at a backlog the server reads several queries per wake-up
  * (docs/performance.md has the figures).
@@ -61,7 +61,7 @@
 #define STORE_BACKOFF_CAP_MS 10000
 #define STORE_CONNECT_TIMEOUT_MS 10000 /* when the conninfo sets no connect_timeout */
 #define STORE_ERROR_CAP 512
-#define STORE_PIPELINE_DEPTH 8         /* queries in flight on one pipelined connection */
+#define STORE_PIPELINE_DEPTH 8         /* default of opts.pipeline_depth */
 #define STORE_EXTRA_KEYWORDS 8        /* fallback name, 5 keepalive keywords, hostaddr, NULL */
 #define STORE_GRACE_MAX_MS 5000        /* client deadline = query timeout + this (or less) */
 
@@ -811,7 +811,7 @@ static conn_t *least_busy(store_t *s)
         return NULL;
     for (int i = 0; i < s->nconns; i++) {
         conn_t *c = &s->conns[i];
-        if (c->state == CONN_BUSY && c->pipeline && c->inflight < STORE_PIPELINE_DEPTH &&
+        if (c->state == CONN_BUSY && c->pipeline && c->inflight < s->opts.pipeline_depth &&
             (best == NULL || c->inflight < best->inflight))
             best = c;
     }
@@ -1017,6 +1017,8 @@ store_t *store_new_opts(struct event_base *base, const char *conninfo, int pool_
     if (opts != NULL)
         s->opts = *opts;
     s->opts.password = NULL; /* copied into the conninfo, not kept */
+    if (s->opts.pipeline_depth <= 0)
+        s->opts.pipeline_depth = STORE_PIPELINE_DEPTH;
     if (opts != NULL && opts->password != NULL && connstr_pg_set_password(parsed, opts->password) != 0)
         goto oom;
     s->connect_timeout_ms = connect_timeout_of(parsed);

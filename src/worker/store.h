@@ -41,6 +41,7 @@ typedef struct store_options {
                              (55P03), so one locked row cannot hold a pipelined connection */
     int tcp_timeout_ms;   /* keepalives (idle t/3, interval t/9, 3 probes) and
                              tcp_user_timeout = t, unless the conninfo sets them itself */
+    int pipeline_depth;   /* queries in flight on one pipelined connection; 0: 8 */
     struct resolver *resolver; /* resolves a host name on the loop before each connect
                                   (hostaddr= then, host= kept); NULL: libpq looks it up,
                                   blocking. Must outlive the store. */

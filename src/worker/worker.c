@@ -37,7 +37,6 @@
 
 #define TICK_MS 1000
 #define REDIS_DNS_REFRESH_MS 30000 /* how often the Redis host name is looked up again */
-#define STOP_FLUSH_MS 5000
 
 uint64_t worker_random(worker_t *w)
 {
@@ -102,7 +101,7 @@ static void begin_stopping(worker_t *w)
         log_warn("worker.drain", "drain deadline passed with %zu job(s) in flight: handing them "
                                  "back to the head of the queue", w->inflight);
     queue_leave(w->queue, on_left, w);
-    struct timeval tv = clock_tv_ms(STOP_FLUSH_MS);
+    struct timeval tv = clock_tv_ms(w->cfg.stop_flush_ms);
     if (event_add(w->stop_deadline, &tv) != 0) {
         /* Without a deadline the stop could wait for Redis forever: stop now; what is
          * left in the processing list is recovered by lease. */
@@ -637,6 +636,7 @@ static int init_database(worker_t *w, char *err, size_t errcap)
     store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
                              .lock_timeout_ms = cfg->db_lock_timeout_ms,
                              .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
+                             .pipeline_depth = cfg->db_pipeline_depth,
                              .resolver = w->resolver,
                              .password = cfg->database_password};
     w->store = store_new_opts(w->base, cfg->database_url, cfg->db_pool_size, &sopts, err, errcap);
@@ -704,11 +704,12 @@ static int init_queue(worker_t *w, char *err, size_t errcap)
         .keys = &w->keys,
         .worker_id = w->id,
         .connect_timeout_ms = w->cfg.connect_timeout_ms,
-        .command_timeout_ms = 5000,
+        .command_timeout_ms = w->cfg.redis_command_timeout_ms,
         .block_ms = w->cfg.exit_when_idle ? 200 : 1000,
         .batch = 64,
         .dead_max = w->cfg.dead_max,
         .heartbeat_ms = w->cfg.heartbeat_ms,
+        .self_check_page = w->cfg.self_check_page,
     };
     queue_callbacks_t qcb = {
         .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};

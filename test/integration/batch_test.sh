@@ -9,7 +9,8 @@
 #   - one execution whose every UPDATE the database refuses (a trigger): the batch it joins
 #     is refused as a whole, its other jobs are recorded one by one, and only that job
 #     ends on the dead list (poison) with its row untouched;
-#   - the worker's stop summary shows that loads and records did go out in batches.
+#   - the worker's stop summary shows that loads and records did go out in batches;
+#   - with RETRYQ_DB_BATCH_SIZE=1 every statement carries exactly one job.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../support/lib.sh
@@ -123,4 +124,24 @@ check "loads went out in batches (${load_jobs:-?} jobs in ${load_batches:-?} sta
 check "records went out in batches (${record_jobs:-?} jobs in ${record_batches:-?} statements)" \
   test "${record_jobs:-0}" -gt "${record_batches:-0}"
 check "the refused row's batches were refused and retried one by one" test "${refusals:-0}" -ge 1
+
+# ---- --db-batch-size 1: a busy worker still sends one job per statement.
+NONE=30
+mapfile -t rows_one < <(make_rows "$job_a" "$NONE")
+payloads=()
+for id in "${rows_one[@]}"; do payloads+=("$(payload "$id")"); done
+rcli RPUSH "$Q" "${payloads[@]}" >/dev/null
+set +e
+timeout 120 "$RETRYQ_WORKER_BIN" --exit-when-idle --router-url "$ROUTER_URL" --concurrency 30 \
+  --db-pool 1 --db-batch-size 1 --http-addr off --log-level info >"$t_tmp/worker1.log" 2>&1
+rc=$?
+set -e
+check_eq "batch size 1: worker exits 0" 0 "$rc"
+check_eq "batch size 1: every job completed" "$NONE" \
+  "$(count "$(in_list "${rows_one[@]}") AND status = 'completed' AND $outcomes = 1")"
+summary=$(grep 'event=worker.stopped' "$t_tmp/worker1.log" || true)
+read -r load_batches load_jobs record_batches record_jobs refusals < <(
+  sed -n 's/.*database batches: \([0-9]*\) loads of \([0-9]*\) jobs, \([0-9]*\) records of \([0-9]*\) jobs, \([0-9]*\) refused.*/\1 \2 \3 \4 \5/p' <<<"$summary")
+check_eq "batch size 1: one job per load and per record statement" "$NONE $NONE $NONE $NONE" \
+  "${load_batches:-?} ${load_jobs:-?} ${record_batches:-?} ${record_jobs:-?}"
 t_finish

@@ -6,7 +6,8 @@
 #     queue — an orphan that sorts after them is still found (the sweep pages through the
 #     rows with a cursor), and none of the backlogged rows is pushed a second time;
 #  3. the Redis side reads the queue in bounded pages: no single sweep script call on a
-#     20,000-job queue shows up in Redis's slow log (issue 12, item 8).
+#     20,000-job queue shows up in Redis's slow log (issue 12, item 8);
+#  4. the page is RETRYQ_SWEEP_PAGE: at 100 the same queue takes ten times the calls.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
@@ -67,16 +68,28 @@ check_eq "backlog: only the orphan was pushed, once" 1 "$(grep -c 'event=sweep.o
 check_eq "backlog: the orphan was pushed once" 1 "$(swept "$orphan" backlog)"
 
 # ---- 3. a 20,000-job queue is read in bounded pages. The one candidate left has its job
-# at the tail of the queue (pushed first), so every page is read before it is seen.
+# next to the tail of the queue (pushed second), so every page is read before it is seen.
+# At the very tail is the job of a row too young to be a candidate: the worker
+# (concurrency 1) takes that one and holds it (the router never answers), so it takes
+# nothing else and the candidate's job stays where it is.
 sql -c "UPDATE executions SET status = 'failed' WHERE status = 'retrying' AND id <> $orphan"
-rcli DEL "$Q" "{$Q}:delayed" >/dev/null
-rcli LPUSH "$Q" "{\"execution_id\":$orphan,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}" >/dev/null
-for ((i = 0; i < 20; i++)); do
-  for ((k = 0; k < 1000; k++)); do
-    printf 'LPUSH %s "{\\"execution_id\\":%d,\\"region\\":\\"us-east\\",\\"question_index\\":0,\\"retry_attempt\\":1}"\n' "$Q" $((900000000 + i * 1000 + k))
-  done
-done | rcli >/dev/null
-check_eq "big queue loaded" 20001 "$(rcli LLEN "$Q")"
+blocker=$(insert_execution "$job" us-east failed math_basic)
+sql -c "UPDATE executions SET status = 'retrying', retry_count = 1,
+        last_retry_at = now() + interval '1 day' WHERE id = $blocker"
+big_queue() { # the queue as described above, from scratch
+  rcli DEL "$Q" "{$Q}:delayed" >/dev/null
+  rcli LPUSH "$Q" "{\"execution_id\":$blocker,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}" \
+    "{\"execution_id\":$orphan,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}" >/dev/null
+  for ((i = 0; i < 20; i++)); do
+    for ((k = 0; k < 1000; k++)); do
+      printf 'LPUSH %s "{\\"execution_id\\":%d,\\"region\\":\\"us-east\\",\\"question_index\\":0,\\"retry_attempt\\":1}"\n' "$Q" $((900000000 + i * 1000 + k))
+    done
+  done | rcli >/dev/null
+}
+# Redis calls of the sweeps of a log, one number per sweep.
+pages_of() { sed -n 's/.*event=sweep.done .* \([0-9]*\) Redis page(s).*/\1/p' "$t_tmp/$1.log"; }
+big_queue
+check_eq "big queue loaded" 20002 "$(rcli LLEN "$Q")"
 old_slow=$(rcli CONFIG GET slowlog-log-slower-than | tail -n 1)
 rcli CONFIG SET slowlog-log-slower-than 15000 >/dev/null
 rcli SLOWLOG RESET >/dev/null
@@ -89,7 +102,26 @@ kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 slow=$(rcli SLOWLOG GET 128 | grep -c -- "$Q" || true)
 rcli CONFIG SET slowlog-log-slower-than "$old_slow" >/dev/null
 check "big queue: two sweeps completed" test "$(grep -c 'event=sweep.done' "$t_tmp/big.log")" -ge 2
+check "big queue: the worker held the job at the tail, not the candidate's" \
+  grep -q "event=job.started execution_id=$blocker " "$t_tmp/big.log"
+check "big queue: each sweep read the whole queue, 1000 entries a call (21 pages and more)" \
+  test "$(pages_of big | sort -n | head -n 1)" -ge 21
 check_eq "big queue: no sweep call on this queue took 15 ms or more" 0 "$slow"
-check_eq "big queue: the job at the tail was seen (nothing pushed)" 0 "$(grep -c 'event=sweep.orphan ' "$t_tmp/big.log")"
+check_eq "big queue: the job near the tail was seen (nothing pushed)" 0 "$(grep -c 'event=sweep.orphan ' "$t_tmp/big.log")"
+
+# ---- 4. --sweep-page 100: the same queue in calls of 100 entries.
+big_queue
+"$RETRYQ_WORKER_BIN" --orphan-interval-ms 300 --orphan-age-ms 1000 --concurrency 1 --drain-timeout-ms 100 \
+  --sweep-page 100 >"$t_tmp/page.log" 2>&1 &
+pid=$!
+t_pids+=("$pid")
+wait_for 60 bash -c "[[ \$(grep -c 'event=sweep.done' '$t_tmp/page.log') -ge 2 ]]" || true
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+echo "sweep figures: Redis pages per sweep $(pages_of big | head -n 1) at 1000 a call, $(pages_of page | head -n 1) at 100"
+check "sweep page 100: two sweeps completed" test "$(grep -c 'event=sweep.done' "$t_tmp/page.log")" -ge 2
+check "sweep page 100: ten times the calls (201 pages and more)" \
+  test "$(pages_of page | sort -n | head -n 1)" -ge 201
+check_eq "sweep page 100: the job near the tail was seen (nothing pushed)" 0 \
+  "$(grep -c 'event=sweep.orphan ' "$t_tmp/page.log")"
 
 t_finish

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # retryq-worker's life: a graceful stop under load loses nothing and exits 0 in time;
 # a kill -9 leaves a processing list that another worker recovers by lease on its own;
-# an execution left 'retrying' with no job anywhere is found by the orphan sweep.
+# an execution left 'retrying' with no job anywhere is found by the orphan sweep; a stop
+# whose hand-back Redis never confirms ends after RETRYQ_STOP_FLUSH_MS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
@@ -112,7 +113,8 @@ check_eq "orphan: exactly one outcome" 1 "$(sql -c "SELECT jsonb_array_length(js
 # ---- 4. an unsafe Redis (no AOF) is refused with --require-safe-redis, warned about without.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$t_tmp" >/dev/null 2>&1 &
-t_pids+=("$!")
+rpid=$!
+t_pids+=("$rpid")
 wait_for 10 redis-cli -p "$port" ping >/dev/null
 set +e
 timeout 30 "$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --require-safe-redis >"$t_tmp/unsafe.log" 2>&1
@@ -122,5 +124,24 @@ check_eq "unsafe Redis refused with --require-safe-redis: exit 78 (configuration
 check "the refusal names the reason" grep -q "without AOF" "$t_tmp/unsafe.log"
 timeout 30 "$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --exit-when-idle >"$t_tmp/unsafe2.log" 2>&1
 check "without the flag it warns and runs" grep -q "redis.unsafe" "$t_tmp/unsafe2.log"
+
+# ---- 5. Redis stops answering (its process frozen) just before a stop: the hand-back is
+# never confirmed, and the worker exits after the stop flush (1 s here, 5 s by default);
+# what its list still holds would be recovered by lease.
+"$RETRYQ_WORKER_BIN" --redis-url "redis://127.0.0.1:$port" --stop-flush-ms 1s >"$t_tmp/flush.log" 2>&1 &
+pid=$!
+t_pids+=("$pid")
+check "stop flush: the worker is ready" wait_for 30 grep -q "event=worker.ready" "$t_tmp/flush.log"
+kill -STOP "$rpid"
+start_ns=$(date +%s%N)
+kill -TERM "$pid"
+set +e; wait "$pid"; rc=$?; set -e
+took_ms=$((($(date +%s%N) - start_ns) / 1000000))
+kill -CONT "$rpid"
+check_eq "stop flush: exit code 0" 0 "$rc"
+check "stop flush: the unconfirmed hand-back is logged" \
+  grep -q "did not confirm the hand-back in time" "$t_tmp/flush.log"
+check "stop flush: exited after the 1 s flush, not the 5 s default (took $took_ms ms)" \
+  test "$took_ms" -ge 900 -a "$took_ms" -lt 4500
 
 t_finish

@@ -63,6 +63,15 @@ static const char *const all_env[] = {
     "RETRYQ_HTTP_ADDR",
     "RETRYQ_LOG_LEVEL",
     "RETRYQ_LOG_FORMAT",
+    /* the advanced group */
+    "RETRYQ_DB_WRITE_DEADLINE_MS",
+    "RETRYQ_DB_BATCH_SIZE",
+    "RETRYQ_DB_PIPELINE_DEPTH",
+    "RETRYQ_REDIS_COMMAND_TIMEOUT_MS",
+    "RETRYQ_SELF_CHECK_PAGE",
+    "RETRYQ_STOP_FLUSH_MS",
+    "RETRYQ_SWEEP_PAGE",
+    "RETRYQ_SWEEP_MAX_ROWS",
 };
 
 typedef struct run {
@@ -664,6 +673,139 @@ static void test_print_config(void **state)
     run_free(r);
 }
 
+/* ------------------------------------------------------------------ the advanced group */
+
+/* The advanced settings: flag, environment variable, default as --print-config shows it,
+ * the range's ends as typed and their values, and the rule of a value outside it. */
+static const struct advanced {
+    const char *flag, *env;
+    int def;
+    const char *min, *max;
+    int min_value, max_value;
+    const char *below, *above, *rule;
+} advanced[] = {
+    {"--db-write-deadline-ms", "RETRYQ_DB_WRITE_DEADLINE_MS", 300000, "1s", "24h", 1000, 86400000,
+     "999", "86400001", "must be a duration between 1000 and 86400000 ms"},
+    {"--db-batch-size", "RETRYQ_DB_BATCH_SIZE", 64, "1", "1000", 1, 1000, "0", "1001",
+     "must be an integer between 1 and 1000"},
+    {"--db-pipeline-depth", "RETRYQ_DB_PIPELINE_DEPTH", 8, "1", "100", 1, 100, "0", "101",
+     "must be an integer between 1 and 100"},
+    {"--redis-command-timeout-ms", "RETRYQ_REDIS_COMMAND_TIMEOUT_MS", 5000, "500ms", "10m", 500,
+     600000, "499", "600001", "must be a duration between 500 and 600000 ms"},
+    {"--self-check-page", "RETRYQ_SELF_CHECK_PAGE", 100, "10", "100000", 10, 100000, "9",
+     "100001", "must be an integer between 10 and 100000"},
+    {"--stop-flush-ms", "RETRYQ_STOP_FLUSH_MS", 5000, "100ms", "10m", 100, 600000, "99",
+     "600001", "must be a duration between 100 and 600000 ms"},
+    {"--sweep-page", "RETRYQ_SWEEP_PAGE", 1000, "10", "100000", 10, 100000, "9", "100001",
+     "must be an integer between 10 and 100000"},
+    {"--sweep-max-rows", "RETRYQ_SWEEP_MAX_ROWS", 5000, "500", "100000", 500, 100000, "499",
+     "100001", "must be an integer between 500 and 100000"},
+};
+#define N_ADVANCED (sizeof advanced / sizeof advanced[0])
+
+/* The field of config_t that advanced[i] fills. */
+static int advanced_value(const config_t *c, size_t i)
+{
+    const int values[] = {c->db_write_deadline_ms,     c->db_batch_size, c->db_pipeline_depth,
+                          c->redis_command_timeout_ms, c->self_check_page, c->stop_flush_ms,
+                          c->sweep_page,               c->sweep_max_rows};
+    assert_int_equal(sizeof values / sizeof values[0], N_ADVANCED);
+    return values[i];
+}
+
+static void test_advanced_defaults(void **state)
+{
+    (void)state;
+    run_t *r = load_ok(END);
+    for (size_t i = 0; i < N_ADVANCED; i++)
+        if (advanced_value(&r->cfg, i) != advanced[i].def)
+            fail_msg("%s: default %d, expected %d", advanced[i].env, advanced_value(&r->cfg, i),
+                     advanced[i].def);
+    /* --print-config shows each, in milliseconds for the durations */
+    char *printed = print_config(&r->cfg);
+    for (size_t i = 0; i < N_ADVANCED; i++) {
+        char line[96];
+        snprintf(line, sizeof line, "%s=%d\n", advanced[i].env, advanced[i].def);
+        if (strstr(printed, line) == NULL)
+            fail_msg("--print-config lacks %s", line);
+    }
+    free(printed);
+    run_free(r);
+}
+
+static void test_advanced_ranges(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_ADVANCED; i++) {
+        const struct advanced *a = &advanced[i];
+        /* both ends are accepted, from the flag and from the environment */
+        run_t *r = load_ok(a->flag, a->min, END);
+        assert_int_equal(advanced_value(&r->cfg, i), a->min_value);
+        run_free(r);
+        setup(NULL);
+        setenv(a->env, a->max, 1);
+        r = load_ok(END);
+        assert_int_equal(advanced_value(&r->cfg, i), a->max_value);
+        run_free(r);
+        /* one past either end is refused with the rule, named as it was set */
+        setup(NULL);
+        setenv(a->env, a->below, 1);
+        expect_error(a->env, a->rule, END);
+        expect_error(a->flag, a->rule, a->flag, a->above, END);
+        expect_error(a->flag, "(got \"abc\")", a->flag, "abc", END);
+        setup(NULL);
+    }
+    /* the durations take units; a flag beats the environment as everywhere */
+    setenv("RETRYQ_DB_WRITE_DEADLINE_MS", "2s", 1);
+    run_t *r = load_ok("--stop-flush-ms", "1s", "--redis-command-timeout-ms=750", END);
+    assert_int_equal(r->cfg.db_write_deadline_ms, 2000);
+    assert_int_equal(r->cfg.stop_flush_ms, 1000);
+    assert_int_equal(r->cfg.redis_command_timeout_ms, 750);
+    run_free(r);
+    r = load_ok("--db-write-deadline-ms", "90s", END);
+    assert_int_equal(r->cfg.db_write_deadline_ms, 90000);
+    run_free(r);
+}
+
+static void test_help_lists_the_advanced_group_last(void **state)
+{
+    (void)state;
+    run_t *r = load("--help", END);
+    assert_int_equal(r->rc, 1);
+    const char *heading = strstr(r->out, "\nAdvanced:\n");
+    const char *other = strstr(r->out, "\nOther:\n");
+    assert_non_null(heading);
+    assert_non_null(other);
+    /* after every other group, with its one-line note right under the heading */
+    static const char *const groups[] = {"Connections:", "Queue and jobs:", "Router requests:",
+                                         "Leases, recovery and shutdown:",
+                                         "Health endpoint and logging:"};
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
+        const char *g = strstr(r->out, groups[i]);
+        assert_non_null(g);
+        assert_true(g < heading);
+    }
+    const char *note = heading + strlen("\nAdvanced:\n");
+    assert_true(strncmp(note, "  These rarely need changing", 28) == 0);
+    assert_ptr_equal(strchr(note, '\n') + 1, strstr(note, "  --")); /* one line */
+    /* each advanced setting is listed there, with its environment variable and default,
+     * and nowhere else */
+    for (size_t i = 0; i < N_ADVANCED; i++) {
+        char usage[64], env[64];
+        snprintf(usage, sizeof usage, "\n  %s ", advanced[i].flag);
+        snprintf(env, sizeof env, "[env %s; default ", advanced[i].env);
+        const char *at = strstr(r->out, usage);
+        if (at == NULL || at < heading || at > other)
+            fail_msg("--help does not list %s under Advanced", advanced[i].flag);
+        if (strstr(at + 1, usage) != NULL)
+            fail_msg("--help lists %s twice", advanced[i].flag);
+        const char *e = strstr(at, env);
+        assert_non_null(e);
+        assert_true(e < other);
+    }
+    run_free(r);
+}
+
 /* The repository root, from RETRYQ_SOURCE_DIR or this file's path (…/test/unit/x.c). */
 static void source_path(const char *rel, char *buf, size_t cap)
 {
@@ -711,6 +853,7 @@ static void test_docs_list_every_setting(void **state)
         seen++;
     }
     assert_int_equal(seen, (int)(sizeof all_env / sizeof all_env[0]));
+    assert_non_null(strstr(doc, "\n### Advanced\n")); /* the group has its own table */
     for (const char *p = r->out; (p = strstr(p, "\n  --")) != NULL; p += 3) {
         char flag[64], row[80];
         size_t n = strcspn(p + 3, " [\n");
@@ -741,6 +884,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_help_and_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_print_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docs_list_every_setting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_advanced_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_advanced_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_help_lists_the_advanced_group_last, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
