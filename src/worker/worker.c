@@ -357,7 +357,8 @@ static void dns_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * database connections start meanwhile) until the answer or the connect timeout. */
 static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
 {
-    if (w->redis_url.is_unix || !resolve_is_name(w->redis_url.host))
+    /* Sentinel: the queue resolves the sentinels' and the primary's names itself. */
+    if (w->redis_url.is_unix || w->redis_url.is_sentinel || !resolve_is_name(w->redis_url.host))
         return 0;
     rq_copy(w->redis_name, sizeof w->redis_name, w->redis_url.host);
     bool expired = false;
@@ -713,6 +714,7 @@ static int init_queue(worker_t *w, char *err, size_t errcap)
         .batch = 64,
         .dead_max = w->cfg.dead_max,
         .heartbeat_ms = w->cfg.heartbeat_ms,
+        .resolver = w->resolver,
     };
     queue_callbacks_t qcb = {
         .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};

@@ -355,7 +355,7 @@ static void test_bad_environment_values(void **state)
         {"RETRYQ_LOG_LEVEL", "verbose", "must be debug, info, warn or error (got \"verbose\")"},
         {"RETRYQ_LOG_FORMAT", "xml", "must be logfmt or json (got \"xml\")"},
         {"RETRYQ_REQUEST_MODE", "fast", "must be runner or seed (got \"fast\")"},
-        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis:// or unix://"},
+        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis://, redis+sentinel:// or unix://"},
         {"RETRYQ_REDIS_URL", "redis://cache:99999", "port must be a number from 1 to 65535"},
         {"RETRYQ_DATABASE_URL", "", "required: set RETRYQ_DATABASE_URL or --database-url"},
         {"RETRYQ_DATABASE_URL", "mysql://db/app", "must start with postgresql:// or postgres://"},
