@@ -798,15 +798,37 @@ static void on_primary_changed(void *arg)
         sentinel_discover(q->sentinel);
 }
 
-/* Drops a connection whose oldest reply is overdue: a hung or partitioned server. */
+static void on_ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    conn_t *c = privdata;
+    if (reply != NULL && c->ac == ac)
+        conn_replied(c);
+}
+
+/*
+ * Drops a connection whose oldest reply is overdue: a hung or partitioned server (a
+ * blocking pop is allowed its block time plus the command timeout). A ready connection
+ * with nothing outstanding for QUEUE_PING_IDLE_MS gets a PING, so a server or path gone
+ * silent while the worker had nothing to ask (no room, no acks) is found the same way
+ * instead of stalling unseen until TCP gives up.
+ */
 void queue_watchdog(queue_t *q, int64_t now_ms)
 {
     conn_t *conns[] = {&q->pop, &q->cmd};
     for (size_t i = 0; i < 2; i++) {
         conn_t *c = conns[i];
         if (c->ac != NULL && c->state != CONN_CONNECTING && c->outstanding > 0 &&
-            now_ms - c->progress_ms > c->allowance_ms)
-            conn_drop(c, "reply overdue");
+            now_ms - c->progress_ms > c->allowance_ms) {
+            char why[96];
+            snprintf(why, sizeof why, "reply overdue (%lld ms without an answer)",
+                     (long long)(now_ms - c->progress_ms));
+            conn_drop(c, why);
+        } else if (c->state == CONN_READY && c->outstanding == 0 &&
+                   now_ms - c->progress_ms >= QUEUE_PING_IDLE_MS) {
+            const char *ping[] = {"PING"};
+            c->allowance_ms = q->cfg.command_timeout_ms;
+            conn_send(c, on_ping_reply, c, 1, ping, NULL);
+        }
     }
 }
 

@@ -87,9 +87,14 @@ void queue_promote(queue_t *q);
  * dropped write is taken again; call it periodically (each heartbeat). */
 void queue_self_check(queue_t *q);
 /* Drops a connection whose oldest reply is overdue by more than command_timeout_ms (a hung
- * or partitioned server: hiredis 0.14 has no command timeout); the worker's periodic
- * schedule runs it every QUEUE_WATCHDOG_MS, from start to teardown. */
+ * or partitioned server: hiredis 0.14 has no command timeout; a blocking pop gets its block
+ * time on top), and PINGs a connection idle for QUEUE_PING_IDLE_MS so that a silent one is
+ * found too; the worker's periodic schedule runs it every QUEUE_WATCHDOG_MS, from start to
+ * teardown. */
 #define QUEUE_WATCHDOG_MS 500
+/* A ready connection idle this long is sent a PING by the watchdog (then held to the
+ * command timeout like any reply). */
+#define QUEUE_PING_IDLE_MS 2000
 void queue_watchdog(queue_t *q, int64_t now_ms);
 /* At a graceful exit: move what is left in this worker's list to the head of the queue
  * and leave {Q}:workers (and {Q}:workerinfo). Waits for a blocking pop still out (made to

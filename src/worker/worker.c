@@ -399,7 +399,8 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  *
  *   task              period                        steps, in this order
  *   redis.watchdog    500 ms (QUEUE_WATCHDOG_MS)    queue_watchdog: drop a Redis
- *                                                   connection whose reply is overdue
+ *                                                   connection whose reply is overdue;
+ *                                                   PING one idle for 2 s
  *   tick              1 s (TICK_MS)                 resolve_redis when 30 s have passed
  *                                                   since the last lookup; queue_promote
  *                                                   (due delayed jobs); notify_tick (STATUS=)
