@@ -270,13 +270,12 @@ static redisContext *sentinel_connect(const retryq_client_t *client, retryq_erro
         }
         connstr_redis_address(host, port, where, sizeof where);
         redisContext *rc = tcp_connect(client, host, port, step, sizeof step);
-        if (rc != NULL && is_primary(rc, step, sizeof step) &&
-            redis_handshake(u, rc, err) == RETRYQ_OK)
-            return rc;
-        if (rc != NULL && step[0] == '\0') { /* the handshake was refused: err says why */
-            redisFree(rc);
+        if (rc != NULL && redis_handshake(u, rc, err) != RETRYQ_OK) {
+            redisFree(rc); /* AUTH or SELECT refused by the primary: err says why */
             return NULL;
         }
+        if (rc != NULL && is_primary(rc, step, sizeof step)) /* after AUTH: ROLE needs it */
+            return rc;
         snprintf(why, sizeof why, "primary %s named by a sentinel: %s", where, step);
         if (rc != NULL)
             redisFree(rc);

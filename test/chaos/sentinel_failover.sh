@@ -43,9 +43,7 @@ export RETRYQ_ROUTER_URL=$ROUTER_URL
 job=$(insert_job '{"id":"sentinel","questions":["identity_basic","math_basic","geography_basic"]}')
 seed_executions "$job" "$N"
 # the jobs go in through libretryq's client, which finds the primary through the sentinels
-sql -c "SELECT json_build_object('execution_id', id, 'region', region,
-          'question_index', (id - 1) % 3, 'retry_attempt', 1)::text
-        FROM executions WHERE job_id = $job ORDER BY id" >"$t_tmp/jobs.jsonl"
+seed_job_file "$job" "$t_tmp/jobs.jsonl"
 "$RETRYQ_CLI" enqueue --from "$t_tmp/jobs.jsonl" >/dev/null 2>"$t_tmp/enqueue.err" ||
   { cat "$t_tmp/enqueue.err"; echo "FAIL - enqueue through the sentinels"; exit 1; }
 check_eq "seeded $N jobs through the sentinels" "$N" "$(pcli LLEN "$Q")"

@@ -42,9 +42,7 @@ start_router --latency-ms 5
 export RETRYQ_ROUTER_URL=$ROUTER_URL
 job=$(insert_job '{"id":"tls","questions":["identity_basic","math_basic","geography_basic"]}')
 seed_executions "$job" "$N"
-sql -c "SELECT json_build_object('execution_id', id, 'region', region,
-          'question_index', (id - 1) % 3, 'retry_attempt', 1)::text
-        FROM executions WHERE job_id = $job ORDER BY id" >"$t_tmp/jobs.jsonl"
+seed_job_file "$job" "$t_tmp/jobs.jsonl"
 check "retryq enqueue through the tunnel" "$RETRYQ_CLI" enqueue --from "$t_tmp/jobs.jsonl"
 check_eq "the jobs are on the TLS-only server" "$N" "$("${TLS_CLI[@]}" LLEN "$Q")"
 pending=$("$RETRYQ_CLI" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending"])')

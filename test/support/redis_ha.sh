@@ -17,7 +17,11 @@
 #   ha_failover                       SENTINEL FAILOVER, then waits for the new primary
 #   ha_wait_replicas N SECONDS        until the primary reports N connected replicas in sync
 #   ha_sentinel_log                   the sentinels' logs, concatenated
+# HA_PASSWORD (data nodes: requirepass/masterauth) and HA_SENTINEL_PASSWORD (the
+# sentinels' requirepass), when set before ha_start, turn authentication on.
 HA_MASTER=${HA_MASTER:-retryq}
+HA_PASSWORD=${HA_PASSWORD:-}
+HA_SENTINEL_PASSWORD=${HA_SENTINEL_PASSWORD:-}
 HA_DIR="$t_tmp/ha"
 HA_NODE_PORTS=()
 HA_SENTINEL_PORTS=()
@@ -25,13 +29,18 @@ HA_NODE_PIDS=()
 
 ha_free_ports() { "$(dirname "${BASH_SOURCE[0]}")/services.sh" ports "$1"; }
 
-ha_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
+# redis-cli to a data node / a sentinel, with its password when one is set
+ha_ncli() { redis-cli --no-auth-warning -h 127.0.0.1 -p "$1" ${HA_PASSWORD:+-a "$HA_PASSWORD"} "${@:2}"; }
+ha_scli() { redis-cli --no-auth-warning -h 127.0.0.1 -p "$1" ${HA_SENTINEL_PASSWORD:+-a "$HA_SENTINEL_PASSWORD"} "${@:2}"; }
+ha_ping() { [[ $(ha_ncli "$1" ping 2>/dev/null) == PONG ]]; }
+ha_sping() { [[ $(ha_scli "$1" ping 2>/dev/null) == PONG ]]; }
 
 # <node> [replicaof port]
 ha_node_start() {
   local i=$1 port=${HA_NODE_PORTS[$1]} of=${2:-} args=()
   mkdir -p "$HA_DIR/node$i"
   [[ -n $of ]] && args=(--replicaof 127.0.0.1 "$of")
+  [[ -n $HA_PASSWORD ]] && args+=(--requirepass "$HA_PASSWORD" --masterauth "$HA_PASSWORD")
   redis-server --bind 127.0.0.1 --port "$port" --dir "$HA_DIR/node$i" \
     --logfile "$HA_DIR/node$i/redis.log" --appendonly yes --appendfsync everysec --save '' \
     --maxmemory-policy noeviction --protected-mode no --repl-diskless-sync yes \
@@ -55,9 +64,12 @@ sentinel down-after-milliseconds $HA_MASTER 1000
 sentinel failover-timeout $HA_MASTER 5000
 sentinel parallel-syncs $HA_MASTER 1
 EOF
+  [[ -n $HA_PASSWORD ]] && echo "sentinel auth-pass $HA_MASTER $HA_PASSWORD" >>"$conf"
+  [[ -n $HA_SENTINEL_PASSWORD ]] &&
+    printf 'requirepass %s\nsentinel sentinel-pass %s\n' "$HA_SENTINEL_PASSWORD" "$HA_SENTINEL_PASSWORD" >>"$conf"
   redis-sentinel "$conf" >/dev/null 2>&1 &
   t_pids+=("$!")
-  wait_for 10 ha_ping "$port" || { echo "FAIL - sentinel $i did not start on $port"; return 1; }
+  wait_for 10 ha_sping "$port" || { echo "FAIL - sentinel $i did not start on $port"; return 1; }
 }
 
 ha_start() {
@@ -83,7 +95,7 @@ ha_start() {
 ha_sentinels_settled() { # <replicas> <other sentinels>
   local p info
   for p in "${HA_SENTINEL_PORTS[@]}"; do
-    info=$(redis-cli -h 127.0.0.1 -p "$p" SENTINEL master "$HA_MASTER" 2>/dev/null | tr '\n' ' ')
+    info=$(ha_scli "$p" SENTINEL master "$HA_MASTER" 2>/dev/null | tr '\n' ' ')
     [[ $info == *"num-slaves $1 "* && $info == *"num-other-sentinels $2 "* ]] || return 1
   done
 }
@@ -91,7 +103,7 @@ ha_sentinels_settled() { # <replicas> <other sentinels>
 ha_primary_port() {
   local p out
   for p in "${HA_SENTINEL_PORTS[@]}"; do
-    out=$(redis-cli -h 127.0.0.1 -p "$p" SENTINEL get-master-addr-by-name "$HA_MASTER" 2>/dev/null | sed -n 2p)
+    out=$(ha_scli "$p" SENTINEL get-master-addr-by-name "$HA_MASTER" 2>/dev/null | sed -n 2p)
     [[ -n $out ]] && { echo "$out"; return 0; }
   done
   return 1
@@ -103,7 +115,7 @@ ha_node_of_port() {
   return 1
 }
 
-ha_is_not_primary() { [[ $(ha_primary_port) != "$1" ]] && [[ $(redis-cli -p "$(ha_primary_port)" ROLE 2>/dev/null | head -1) == master ]]; }
+ha_is_not_primary() { [[ $(ha_primary_port) != "$1" ]] && [[ $(ha_ncli "$(ha_primary_port)" ROLE 2>/dev/null | head -1) == master ]]; }
 ha_wait_primary_not() { wait_for "$2" ha_is_not_primary "$1"; }
 
 ha_kill() {
@@ -116,15 +128,14 @@ ha_restart() { ha_node_start "$1" "$(ha_primary_port)"; }
 ha_failover() {
   local old
   old=$(ha_primary_port)
-  redis-cli -h 127.0.0.1 -p "${HA_SENTINEL_PORTS[0]}" SENTINEL failover "$HA_MASTER" >/dev/null
+  ha_scli "${HA_SENTINEL_PORTS[0]}" SENTINEL failover "$HA_MASTER" >/dev/null
   ha_wait_primary_not "$old" 30
 }
 
-ha_synced_replicas() { # prints the primary's connected replicas that are online
-  redis-cli -h 127.0.0.1 -p "$(ha_primary_port 2>/dev/null || echo "${HA_NODE_PORTS[0]}")" INFO replication 2>/dev/null |
-    grep -c '^slave[0-9]*:.*state=online'
+ha_online_replicas() { # <port>: replicas the node reports online
+  ha_ncli "$1" INFO replication 2>/dev/null | grep -c '^slave[0-9]*:.*state=online' || true
 }
-ha_wait_replicas() { wait_for "$2" bash -c "(( \$(redis-cli -h 127.0.0.1 -p \$0 INFO replication | grep -c '^slave[0-9]*:.*state=online') >= $1 ))" \
-  "$(ha_primary_port 2>/dev/null || echo "${HA_NODE_PORTS[0]}")"; }
+ha_has_replicas() { (($(ha_online_replicas "$(ha_primary_port 2>/dev/null || echo "${HA_NODE_PORTS[0]}")") >= $1)); }
+ha_wait_replicas() { wait_for "$2" ha_has_replicas "$1"; }
 
 ha_sentinel_log() { cat "$HA_DIR"/sentinel*/sentinel.log 2>/dev/null; }
