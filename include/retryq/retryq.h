@@ -148,16 +148,31 @@ RETRYQ_API int retryq_keys_processing(const retryq_keys_t *keys, const char *wor
 /*
  * redis://[[user]:password@]host[:port][/db]  (host may be [v6]; port default 6379)
  * unix://[[user]:password@]/path/to/socket[?db=N]
+ * redis+sentinel://[[user]:password@]host1[:port1][,host2[:port2]...]/MASTER_NAME[/db]
+ *   (sentinel ports default to 26379; user and password are the data nodes' own, the
+ *   sentinels' password comes from RETRYQ_REDIS_SENTINEL_PASSWORD[_FILE])
  * Percent-escapes in user and password are decoded.
  */
+#define RETRYQ_REDIS_MAX_ENDPOINTS 8
+typedef struct retryq_redis_endpoint {
+    char host[256];
+    int port;
+} retryq_redis_endpoint_t;
+
 typedef struct retryq_redis_url {
     bool is_unix;
-    char host[256];
+    char host[256];     /* redis+sentinel://: the first sentinel until a primary is found */
     int port;
     char path[108];
     char user[128];     /* "" when absent: AUTH <password> */
     char password[256]; /* "" when absent: no AUTH */
     int db;             /* 0 when absent */
+    /* redis+sentinel:// only (a Cluster form would reuse the endpoint list) */
+    bool is_sentinel;
+    char master[128];                 /* the master name the sentinels monitor */
+    int endpoint_count;               /* sentinels listed, 0 for the other forms */
+    retryq_redis_endpoint_t endpoints[RETRYQ_REDIS_MAX_ENDPOINTS];
+    char sentinel_password[256];      /* never part of the URL text; "" = no AUTH */
 } retryq_redis_url_t;
 
 RETRYQ_API int retryq_redis_url_parse(const char *url, retryq_redis_url_t *out,

@@ -6,9 +6,16 @@
  *
  * Every Redis reply goes through checked_reply(), the one place where NULL replies
  * (I/O errors), error replies and unexpected reply types become a retryq_error_t.
+ *
+ * redis+sentinel://: the first use asks the sentinels in turn (each bounded by the
+ * connect and command timeouts) for the primary, connects there and checks ROLE; a lost
+ * connection or a READONLY reply drops it, so the next call asks again. The sentinels'
+ * password comes from RETRYQ_REDIS_SENTINEL_PASSWORD or the first line of the file named
+ * by RETRYQ_REDIS_SENTINEL_PASSWORD_FILE.
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -46,6 +53,38 @@ static int copy_setting(char **dst, const char *src, retryq_error_t *err)
     return *dst != NULL ? RETRYQ_OK : rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
 }
 
+/* The sentinels' password from the environment, for a redis+sentinel:// URL. */
+static int sentinel_password_setting(retryq_redis_url_t *u, retryq_error_t *err)
+{
+    const char *text = getenv("RETRYQ_REDIS_SENTINEL_PASSWORD");
+    const char *path = getenv("RETRYQ_REDIS_SENTINEL_PASSWORD_FILE");
+    text = text != NULL && text[0] != '\0' ? text : NULL;
+    path = path != NULL && path[0] != '\0' ? path : NULL;
+    if (text == NULL && path == NULL)
+        return RETRYQ_OK;
+    if (!u->is_sentinel)
+        return RETRYQ_OK; /* shared environments: only a Sentinel URL uses it */
+    if (text != NULL && path != NULL)
+        return rq_error(err, RETRYQ_ERR_INVALID, "RETRYQ_REDIS_SENTINEL_PASSWORD and "
+                        "RETRYQ_REDIS_SENTINEL_PASSWORD_FILE are both set; set one");
+    if (text != NULL)
+        return connstr_redis_set_sentinel_password(u, text, err);
+    char line[1026];
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return rq_error(err, RETRYQ_ERR_INVALID, "RETRYQ_REDIS_SENTINEL_PASSWORD_FILE: cannot "
+                        "read \"%s\"", path);
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    line[got ? strcspn(line, "\r\n") : 0] = '\0';
+    int rc = line[0] == '\0'
+                 ? rq_error(err, RETRYQ_ERR_INVALID, "RETRYQ_REDIS_SENTINEL_PASSWORD_FILE: the "
+                            "first line of \"%s\" is empty", path)
+                 : connstr_redis_set_sentinel_password(u, line, err);
+    memset(line, 0, sizeof line);
+    return rc;
+}
+
 retryq_client_t *retryq_client_new(const retryq_options_t *opts, retryq_error_t *err)
 {
     static const retryq_options_t none = {0};
@@ -61,6 +100,8 @@ retryq_client_t *retryq_client_new(const retryq_options_t *opts, retryq_error_t 
         rc = timeout_setting(o->command_timeout_ms, "command timeout", &client->command_timeout_ms, err);
     if (rc == RETRYQ_OK)
         rc = retryq_redis_url_parse(redis_url, &client->redis, err);
+    if (rc == RETRYQ_OK)
+        rc = sentinel_password_setting(&client->redis, err);
     if (rc == RETRYQ_OK)
         rc = retryq_keys_init(&client->keys, setting(o->queue, "RETRYQ_QUEUE", RETRYQ_DEFAULT_QUEUE), err);
     if (rc == RETRYQ_OK)
@@ -142,9 +183,113 @@ static int redis_handshake(const retryq_redis_url_t *u, redisContext *rc, retryq
     return rc_code;
 }
 
+/* A TCP connection with both timeouts set; NULL with why filled. */
+static redisContext *tcp_connect(const retryq_client_t *client, const char *host, int port,
+                                 char *why, size_t cap)
+{
+    redisContext *rc = redisConnectWithTimeout(host, port, timeval_of_ms(client->connect_timeout_ms));
+    if (rc == NULL) {
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    if (rc->err == 0 && redisSetTimeout(rc, timeval_of_ms(client->command_timeout_ms)) == REDIS_OK)
+        return rc;
+    snprintf(why, cap, "%s", rc->errstr);
+    redisFree(rc);
+    return NULL;
+}
+
+/* Asks one sentinel for the primary's address; false with why filled. */
+static bool ask_sentinel(const retryq_client_t *client, const retryq_redis_endpoint_t *e,
+                         char *host, size_t host_cap, int *port, char *why, size_t cap)
+{
+    const retryq_redis_url_t *u = &client->redis;
+    redisContext *rc = tcp_connect(client, e->host, e->port, why, cap);
+    if (rc == NULL)
+        return false;
+    bool ok = false;
+    const char *auth[2];
+    int nauth = connstr_redis_sentinel_auth(u, auth);
+    redisReply *r = nauth > 0 ? redisCommandArgv(rc, nauth, auth, NULL) : NULL;
+    if (nauth > 0 && (r == NULL || r->type == REDIS_REPLY_ERROR)) {
+        snprintf(why, cap, "AUTH: %s", r != NULL ? r->str : rc->errstr);
+        goto done;
+    }
+    freeReplyObject(r);
+    const char *ask[] = {"SENTINEL", "get-master-addr-by-name", u->master};
+    r = redisCommandArgv(rc, 3, ask, NULL);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, cap, "%s", r != NULL ? r->str : rc->errstr);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[1]->type != REDIS_REPLY_STRING ||
+               !rq_copy(host, host_cap, r->element[0]->str) ||
+               (*port = atoi(r->element[1]->str)) < 1 || *port > 65535) {
+        snprintf(why, cap, "does not know master %s", u->master);
+    } else {
+        ok = true;
+    }
+done:
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(rc);
+    return ok;
+}
+
+/* ROLE's first element is "master"; false with why filled. */
+static bool is_primary(redisContext *rc, char *why, size_t cap)
+{
+    redisReply *r = redisCommand(rc, "ROLE");
+    bool ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+              r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    if (!ok)
+        snprintf(why, cap, "not a primary (ROLE %s)",
+                 r == NULL ? rc->errstr
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                 : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                         r->element[0]->type == REDIS_REPLY_STRING
+                     ? r->element[0]->str
+                     : "?");
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* The sentinels in turn until one names a primary that says it is one. */
+static redisContext *sentinel_connect(const retryq_client_t *client, retryq_error_t *err)
+{
+    const retryq_redis_url_t *u = &client->redis;
+    char why[300] = "", where[300] = "";
+    for (int i = 0; i < u->endpoint_count; i++) {
+        char host[256], step[256] = "";
+        int port = 0;
+        connstr_redis_address(u->endpoints[i].host, u->endpoints[i].port, where, sizeof where);
+        if (!ask_sentinel(client, &u->endpoints[i], host, sizeof host, &port, step, sizeof step)) {
+            snprintf(why, sizeof why, "sentinel %s: %s", where, step);
+            continue;
+        }
+        connstr_redis_address(host, port, where, sizeof where);
+        redisContext *rc = tcp_connect(client, host, port, step, sizeof step);
+        if (rc != NULL && redis_handshake(u, rc, err) != RETRYQ_OK) {
+            redisFree(rc); /* AUTH or SELECT refused by the primary: err says why */
+            return NULL;
+        }
+        if (rc != NULL && is_primary(rc, step, sizeof step)) /* after AUTH: ROLE needs it */
+            return rc;
+        snprintf(why, sizeof why, "primary %s named by a sentinel: %s", where, step);
+        if (rc != NULL)
+            redisFree(rc);
+    }
+    rq_error(err, RETRYQ_ERR_REDIS, "cannot find the Redis primary of master %s through %d "
+             "sentinel(s): %s", u->master, u->endpoint_count, why);
+    return NULL;
+}
+
 static redisContext *redis_connect(const retryq_client_t *client, retryq_error_t *err)
 {
     const retryq_redis_url_t *u = &client->redis;
+    if (u->is_sentinel)
+        return sentinel_connect(client, err);
     struct timeval connect_tv = timeval_of_ms(client->connect_timeout_ms);
     redisContext *rc = u->is_unix ? redisConnectUnixWithTimeout(u->path, connect_tv)
                                   : redisConnectWithTimeout(u->host, u->port, connect_tv);
@@ -152,7 +297,7 @@ static redisContext *redis_connect(const retryq_client_t *client, retryq_error_t
     if (u->is_unix)
         snprintf(where, sizeof where, "%s", u->path);
     else
-        snprintf(where, sizeof where, strchr(u->host, ':') ? "[%s]:%d" : "%s:%d", u->host, u->port);
+        connstr_redis_address(u->host, u->port, where, sizeof where);
     if (rc == NULL) {
         rq_error(err, RETRYQ_ERR_REDIS, "cannot connect to Redis at %s: out of memory", where);
         return NULL;
@@ -191,8 +336,11 @@ redisReply *rq_client_command(retryq_client_t *client, int type, retryq_error_t 
     va_start(ap, fmt);
     redisReply *reply = redisvCommand(rc, fmt, ap);
     va_end(ap);
+    /* READONLY: a demoted primary (a failover); the next call finds the new one. */
+    bool readonly = reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+                    strncasecmp(reply->str, "READONLY", 8) == 0;
     redisReply *checked = checked_reply(rc, reply, type, fmt, err);
-    if (reply == NULL)
+    if (reply == NULL || readonly)
         rq_client_redis_reset(client);
     return checked;
 }

@@ -6,6 +6,7 @@
  * Redis URLs:
  *   redis://[[user]:password@]host[:port][/db]     host may be an IPv6 literal in []
  *   unix://[[user]:password@]/path/to/socket[?db=N]
+ *   redis+sentinel://[[user]:password@]h1[:p1][,h2[:p2]...]/MASTER[/db]   (ports 26379)
  * The authority ends at the first '/', '?' or '#', and user information at its last '@':
  * a password holding '/', '?', '#' or ':' must percent-encode them. User, password, host
  * (an IPv6 zone is written %25) and socket path are percent-decoded. rediss:// is refused:
@@ -260,6 +261,70 @@ static int parse_tcp(redis_parse_t *p, const char *s)
     return RETRYQ_OK;
 }
 
+/* A master name as Sentinel configurations write them: 1..127 bytes of letters, digits,
+ * '-', '_' and '.' (no decoding, so it is shown back as it was given). */
+static bool valid_master_name(const char *s, const char *end, size_t cap)
+{
+    if (s == end || (size_t)(end - s) >= cap)
+        return false;
+    for (; s < end; s++)
+        if (!isalnum((unsigned char)*s) && strchr("-_.", *s) == NULL)
+            return false;
+    return true;
+}
+
+/* redis+sentinel://[userinfo@]h1[:p1][,h2[:p2]...]/MASTER[/db]: the sentinels in
+ * endpoints (the first also in host/port), the master name, the data nodes' database. */
+static int parse_sentinel(redis_parse_t *p, const char *s)
+{
+    retryq_redis_url_t *out = p->out;
+    const char *end = s + strcspn(s, "/?#"), *item;
+    int rc = parse_userinfo(p, s, end, &item);
+    if (rc != RETRYQ_OK)
+        return rc;
+    for (;;) {
+        const char *comma = memchr(item, ',', (size_t)(end - item));
+        const char *item_end = comma != NULL ? comma : end;
+        if (item == item_end)
+            return rq_error(p->err, RETRYQ_ERR_INVALID,
+                            "redis URL: empty sentinel address in the list (host1:port1,host2:port2)");
+        if (out->endpoint_count == RETRYQ_REDIS_MAX_ENDPOINTS)
+            return rq_error(p->err, RETRYQ_ERR_INVALID, "redis URL: more than %d sentinels",
+                            RETRYQ_REDIS_MAX_ENDPOINTS);
+        retryq_redis_endpoint_t *e = &out->endpoints[out->endpoint_count];
+        e->port = 26379;
+        rc = parse_host_port(item, item_end, e->host, sizeof e->host, &e->port, p->err);
+        if (rc != RETRYQ_OK)
+            return rc;
+        out->endpoint_count++;
+        if (comma == NULL)
+            break;
+        item = comma + 1;
+    }
+    rq_copy(out->host, sizeof out->host, out->endpoints[0].host);
+    out->port = out->endpoints[0].port;
+    const char *name = end + (*end == '/'), *name_end = name + strcspn(name, "/?#");
+    if (*end != '/' || !valid_master_name(name, name_end, sizeof out->master))
+        return rq_error(p->err, RETRYQ_ERR_INVALID,
+                        "redis URL: redis+sentinel:// needs the master name after the sentinels "
+                        "(redis+sentinel://host:26379/mymaster; letters, digits, '-', '_', '.')");
+    memcpy(out->master, name, (size_t)(name_end - name));
+    out->master[name_end - name] = '\0';
+    end = name_end;
+    if (*end == '/') {
+        const char *db = end + 1, *db_end = db + strcspn(db, "?#");
+        if (db != db_end && !parse_number(db, db_end, 0, INT_MAX, &out->db))
+            return rq_error(p->err, RETRYQ_ERR_INVALID,
+                            "redis URL: the database must be a number (/mymaster/0)");
+        end = db_end;
+    }
+    if (*end != '\0')
+        return rq_error(p->err, RETRYQ_ERR_INVALID,
+                        "redis URL: unexpected '%c' part (redis+sentinel:// ends with /MASTER[/db])",
+                        *end);
+    return RETRYQ_OK;
+}
+
 static int parse_unix(redis_parse_t *p, const char *s)
 {
     retryq_redis_url_t *out = p->out;
@@ -296,11 +361,15 @@ int connstr_redis_parse(const char *url, unsigned flags, retryq_redis_url_t *out
     if (has_prefix(url, "redis://")) {
         out->port = 6379;
         rc = parse_tcp(&p, url + strlen("redis://"));
+    } else if (has_prefix(url, "redis+sentinel://")) {
+        out->is_sentinel = true;
+        rc = parse_sentinel(&p, url + strlen("redis+sentinel://"));
     } else if (has_prefix(url, "unix://")) {
         out->is_unix = true;
         rc = parse_unix(&p, url + strlen("unix://"));
     } else {
-        return rq_error(err, RETRYQ_ERR_INVALID, "redis URL: must start with redis:// or unix://");
+        return rq_error(err, RETRYQ_ERR_INVALID,
+                        "redis URL: must start with redis://, redis+sentinel:// or unix://");
     }
     if (rc == RETRYQ_OK && p.holds_password && (flags & CONNSTR_REDIS_PASSWORD_ELSEWHERE) != 0)
         return CONNSTR_REDIS_HOLDS_PASSWORD;
@@ -327,13 +396,27 @@ int connstr_redis_set_password(retryq_redis_url_t *u, const char *password, retr
 void connstr_redis_format(const retryq_redis_url_t *u, char *buf, size_t cap)
 {
     out_t o = out_start(buf, cap);
-    put(&o, u->is_unix ? "unix://" : "redis://");
+    put(&o, u->is_sentinel ? "redis+sentinel://" : u->is_unix ? "unix://" : "redis://");
     if (u->user[0] != '\0' || u->password[0] != '\0') {
         put_encoded(&o, u->user, NULL);
         put(&o, u->password[0] != '\0' ? ":***@" : "@");
     }
     char number[16];
-    if (u->is_unix) {
+    if (u->is_sentinel) {
+        for (int i = 0; i < u->endpoint_count; i++) {
+            const retryq_redis_endpoint_t *e = &u->endpoints[i];
+            bool v6 = strchr(e->host, ':') != NULL;
+            put(&o, i > 0 ? "," : "");
+            put(&o, v6 ? "[" : "");
+            put_encoded(&o, e->host, v6 ? ":" : NULL);
+            put(&o, v6 ? "]" : "");
+            snprintf(number, sizeof number, ":%d", e->port);
+            put(&o, number);
+        }
+        put(&o, "/");
+        put(&o, u->master);
+        snprintf(number, sizeof number, "/%d", u->db);
+    } else if (u->is_unix) {
         put_encoded(&o, u->path, "/");
         snprintf(number, sizeof number, "?db=%d", u->db);
     } else {
@@ -347,6 +430,34 @@ void connstr_redis_format(const retryq_redis_url_t *u, char *buf, size_t cap)
     }
     if (u->db != 0)
         put(&o, number);
+}
+
+int connstr_redis_set_sentinel_password(retryq_redis_url_t *u, const char *password,
+                                        retryq_error_t *err)
+{
+    if (!u->is_sentinel)
+        return rq_error(err, RETRYQ_ERR_INVALID,
+                        "a sentinel password needs a redis+sentinel:// URL");
+    if (!rq_copy(u->sentinel_password, sizeof u->sentinel_password, password)) {
+        memset(u->sentinel_password, 0, sizeof u->sentinel_password);
+        return rq_error(err, RETRYQ_ERR_INVALID, "the sentinel password is longer than %zu bytes",
+                        sizeof u->sentinel_password - 1);
+    }
+    return RETRYQ_OK;
+}
+
+int connstr_redis_sentinel_auth(const retryq_redis_url_t *u, const char *argv[2])
+{
+    if (u->sentinel_password[0] == '\0')
+        return 0;
+    argv[0] = "AUTH";
+    argv[1] = u->sentinel_password;
+    return 2;
+}
+
+void connstr_redis_address(const char *host, int port, char *buf, size_t cap)
+{
+    snprintf(buf, cap, strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, port);
 }
 
 int connstr_redis_auth(const retryq_redis_url_t *u, const char *argv[3])

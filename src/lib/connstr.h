@@ -47,12 +47,13 @@ bool connstr_redact_text(const char *text, char *buf, size_t cap);
 
 /*
  * The parsed form is retryq_redis_url_t (include/retryq/retryq.h): one host and port or
- * a socket path, user, password, database. The Sentinel and Cluster forms
- * (redis+sentinel://h1:p1,h2:p2/master[/db], redis+cluster://h1:p1,h2:p2) will add a list
- * of endpoints and a master name after `db`, the first endpoint staying in host/port so
- * that every single-host user (client.c, queue.c, the worker's resolver) keeps working;
- * the parser already reads one "host[:port]" item from a bounded range, so a list is a
- * loop over it.
+ * a socket path, user, password, database. The Sentinel form
+ * (redis+sentinel://h1:p1,h2:p2/master[/db], sentinel ports 26379 by default) fills the
+ * endpoint list and the master name, the first sentinel staying in host/port; the
+ * userinfo and the database are the data nodes' (the primary found through the
+ * sentinels). A Cluster form (redis+cluster://h1:p1,h2:p2) would fill the same list.
+ * The sentinels' own password is never in the URL text: connstr_redis_set_sentinel_password
+ * puts it into the parsed form (RETRYQ_REDIS_SENTINEL_PASSWORD or its _FILE variant).
  */
 
 /* The URL may name a user without a password ("redis://app@cache"): the password comes
@@ -70,8 +71,18 @@ int connstr_redis_parse(const char *url, unsigned flags, retryq_redis_url_t *out
 int connstr_redis_set_password(retryq_redis_url_t *u, const char *password,
                                retryq_error_t *err) RETRYQ_MUST_CHECK;
 /* Writes the parsed URL, password shown as ***, in a form that parses back to the same
- * fields: redis://[[user]:***@]host:port[/db] or unix://[[user]:***@]/path[?db=N]. */
+ * fields: redis://[[user]:***@]host:port[/db], unix://[[user]:***@]/path[?db=N] or
+ * redis+sentinel://[[user]:***@]h1:p1,.../master[/db] (the sentinel password is never
+ * shown: it is not part of the URL). */
 void connstr_redis_format(const retryq_redis_url_t *u, char *buf, size_t cap);
+/* Puts the sentinels' password into a parsed redis+sentinel:// URL; RETRYQ_ERR_INVALID
+ * when it does not fit, or when the URL is not a Sentinel one. */
+int connstr_redis_set_sentinel_password(retryq_redis_url_t *u, const char *password,
+                                        retryq_error_t *err) RETRYQ_MUST_CHECK;
+/* The AUTH command for a sentinel: {"AUTH", password}; 0 when no sentinel password. */
+int connstr_redis_sentinel_auth(const retryq_redis_url_t *u, const char *argv[2]);
+/* "host:port" (IPv6 in []) for messages and logs. */
+void connstr_redis_address(const char *host, int port, char *buf, size_t cap);
 /* The AUTH command the URL asks for, as hiredis arguments: {"AUTH", [user,] password}.
  * Returns the argument count, 0 when the URL has no password (no AUTH). */
 int connstr_redis_auth(const retryq_redis_url_t *u, const char *argv[3]);

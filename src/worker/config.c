@@ -54,6 +54,7 @@ typedef enum setting_type {
     T_BOOL,        /* true/false, yes/no, on/off, 1/0 */
     T_ENUM,        /* one of `choices` (case-insensitive) */
     T_SECRET_FILE, /* path of a file whose first line is a password; no config_t field */
+    T_SECRET,      /* a password given as text: never shown (*** when set) */
 } setting_type_t;
 
 typedef enum group {
@@ -136,9 +137,16 @@ static int get_mode(const config_t *cfg)
 static const setting_t settings[] = {
     {"redis_url", "redis-url", "RETRYQ_REDIS_URL",
      TEXT(T_REDIS_URL, "redis://127.0.0.1:6379", redis_url), "URL", G_CONNECT,
-     "Redis: redis://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path[?db=N]"},
+      "Redis: redis://[[user]:password@]host[:port][/db], unix://[[user]:password@]/path[?db=N] or "
+     "redis+sentinel://[[user]:password@]host1:port1[,host2:port2...]/MASTER_NAME[/db]"},
     {"redis_password_file", "redis-password-file", "RETRYQ_REDIS_PASSWORD_FILE", FILE_SETTING,
      "PATH", G_CONNECT, "file whose first line is the Redis password (put into the Redis URL)"},
+    {"redis_sentinel_password", "redis-sentinel-password", "RETRYQ_REDIS_SENTINEL_PASSWORD",
+     TEXT(T_SECRET, NULL, redis_sentinel_password), "PASSWORD", G_CONNECT,
+     "password of the sentinels (redis+sentinel:// only; the data nodes' stays in the URL)"},
+    {"redis_sentinel_password_file", "redis-sentinel-password-file",
+     "RETRYQ_REDIS_SENTINEL_PASSWORD_FILE", FILE_SETTING, "PATH", G_CONNECT,
+     "file whose first line is the sentinels' password"},
     {"database_url", "database-url", "RETRYQ_DATABASE_URL", TEXT(T_DATABASE_URL, NULL, database_url),
      "URL", G_CONNECT,
      "PostgreSQL, required: postgresql://user[:password]@host[:port]/db or a key=value conninfo"},
@@ -403,7 +411,7 @@ static int parse_durations(const char *text, int *values, int cap)
 static bool is_text(setting_type_t type)
 {
     return type == T_STRING || type == T_REDIS_URL || type == T_DATABASE_URL ||
-           type == T_ROUTER_URL;
+           type == T_ROUTER_URL || type == T_SECRET;
 }
 
 /* "<who>: <rule> (got "<text>")" with the text redacted by `redact`. */
@@ -571,6 +579,7 @@ static int apply(config_t *cfg, const setting_t *s, const char *who, const char 
     case T_REDIS_URL:
     case T_DATABASE_URL:
     case T_ROUTER_URL:
+    case T_SECRET:
         return apply_text(cfg, s, who, text, err, errcap);
     case T_INT:
     case T_MS:
@@ -681,6 +690,39 @@ static char *take_password_file(const load_state_t *st, size_t fi, size_t ui, bo
     return NULL;
 }
 
+/* The sentinels' password, as text or from a file (not both), into cfg->redis once the URL
+ * is parsed: only a redis+sentinel:// URL takes one. The text copy is wiped. */
+static int load_sentinel_password(config_t *cfg, const load_state_t *st, FILE *warn, char *err,
+                                  size_t errcap)
+{
+    size_t ti = 0, fi = 0, ui = 0;
+    find_setting("redis_sentinel_password", &ti);
+    find_setting("redis_sentinel_password_file", &fi);
+    find_setting("redis_url", &ui);
+    char *text = cfg->redis_sentinel_password, *secret = NULL;
+    if (text == NULL && st->value[fi] == NULL)
+        return 0;
+    size_t who = text != NULL ? ti : fi;
+    int rc = -1;
+    retryq_error_t rerr;
+    if (!cfg->redis.is_sentinel) {
+        snprintf(err, errcap, "%s: only a redis+sentinel:// %s takes a sentinel password",
+                 st->who[who], st->who[ui]);
+    } else if (text != NULL && st->value[fi] != NULL) {
+        snprintf(err, errcap, "%s: %s gives the sentinel password too; give it in one place only",
+                 st->who[fi], st->who[ti]);
+    } else if (text != NULL || (secret = take_password_file(st, fi, ui, false, warn, err,
+                                                            errcap)) != NULL) {
+        rc = connstr_redis_set_sentinel_password(&cfg->redis, text != NULL ? text : secret, &rerr);
+        if (rc != RETRYQ_OK)
+            snprintf(err, errcap, "%s: %s", st->who[who], rerr.message);
+    }
+    wipe_secret(secret);
+    if (text != NULL)
+        memset(text, 0, strlen(text));
+    return rc == RETRYQ_OK ? 0 : -1;
+}
+
 /*
  * Parses the Redis URL once, into cfg->redis, with the password file's password when one
  * is given ("redis://user@host" is then complete). The URL's own mistakes are named after
@@ -698,6 +740,8 @@ static int load_redis(config_t *cfg, const load_state_t *st, FILE *warn, char *e
                                  &cfg->redis, &rerr);
     if (rc < 0)
         return refuse_url(st->who[ui], redis_rule(&rerr), cfg->redis_url, redact_text, err, errcap);
+    if (load_sentinel_password(cfg, st, warn, err, errcap) < 0)
+        return -1;
     if (!file)
         return 0;
     char *secret = take_password_file(st, fi, ui, rc == CONNSTR_REDIS_HOLDS_PASSWORD, warn, err,
@@ -1058,6 +1102,9 @@ void config_print(const config_t *cfg, FILE *out)
         }
         case T_SECRET_FILE:
             continue; /* shown within its URL, as *** */
+        case T_SECRET:
+            rq_copy(text, sizeof text, *(char *const *)(base + s->offset) != NULL ? "***" : "");
+            break;
         }
         fprintf(out, "%s=%s\n", s->env, text);
     }

@@ -23,7 +23,10 @@ typedef enum request_mode {
 
 typedef struct config {
     char *redis_url;           /* --redis-url RETRYQ_REDIS_URL, default redis://127.0.0.1:6379 */
-    retryq_redis_url_t redis;  /*   redis_url parsed, with the password of --redis-password-file */
+    retryq_redis_url_t redis;  /*   redis_url parsed, with the password of --redis-password-file
+                                    and the sentinels' password (redis+sentinel://) */
+    char *redis_sentinel_password; /* --redis-sentinel-password RETRYQ_REDIS_SENTINEL_PASSWORD: wiped
+                                      once copied into redis.sentinel_password */
     char *database_url;        /* --database-url RETRYQ_DATABASE_URL, required */
     char *database_password;   /*   --database-password-file's password (libpq's password keyword), NULL when none */
     char *router_url;          /* --router-url RETRYQ_ROUTER_URL, required, http(s)://host[:port][/base] */
@@ -79,7 +82,8 @@ typedef struct config {
  * Returns 0 when the worker should run, 1 when --help or --version was printed to `out`
  * (exit 0), -1 on a bad setting with one line in err, e.g.
  * "RETRYQ_CONCURRENCY: must be an integer between 1 and 100000 (got \"abc\")".
- * Secrets: RETRYQ_REDIS_PASSWORD_FILE / RETRYQ_DATABASE_PASSWORD_FILE (and the
+ * Secrets: RETRYQ_REDIS_PASSWORD_FILE / RETRYQ_DATABASE_PASSWORD_FILE /
+ * RETRYQ_REDIS_SENTINEL_PASSWORD_FILE (and the
  * --redis-password-file / --database-password-file flags) name files whose first line
  * is the password of the corresponding URL: it goes into cfg->redis, or into
  * cfg->database_password, never into the URL's text; a warning is written to `out`'s

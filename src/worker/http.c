@@ -36,6 +36,12 @@ struct http_server {
 const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
 {
     detail[0] = '\0';
+    if (w->state != WORKER_DRAINING && w->state != WORKER_STOPPING && w->queue != NULL &&
+        !queue_ready(w->queue) && queue_discovery_failing_ms(w->queue) > 0) {
+        snprintf(detail, cap, "%s (for %.1f s)", queue_last_error(w->queue),
+                 (double)queue_discovery_failing_ms(w->queue) / 1000.0);
+        return "redis unavailable: no sentinel names a primary";
+    }
     if (w->state == WORKER_STARTING) {
         snprintf(detail, cap, "%s", queue_last_error(w->queue));
         return "starting";

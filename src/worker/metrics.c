@@ -367,6 +367,9 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
             m->db_batches_refused_total);
     counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
             queue_reconnects(w->queue));
+    counter(out, "retry_redis_failovers_total",
+            "Redis primary changes followed (Sentinel: the sentinels named another server).",
+            queue_failovers(w->queue));
     gauge(out, "retry_redis_unsent_operations", "Redis writes (acks, moves) not yet confirmed.",
           (double)queue_unsent(w->queue));
     gauge(out, "retry_redis_up", "1 when both Redis connections are ready.",

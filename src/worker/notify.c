@@ -30,13 +30,19 @@ static void send_status(worker_t *w, const char *head)
 {
     char msg[512], depth[64] = "";
     char detail[300];
-    const char *why = w->state == WORKER_RUNNING ? http_not_ready(w, detail, sizeof detail) : NULL;
+    const char *why = w->state == WORKER_RUNNING || w->state == WORKER_STARTING
+                          ? http_not_ready(w, detail, sizeof detail)
+                          : NULL;
+    char reason[400] = "";
+    if (why != NULL)
+        snprintf(reason, sizeof reason, ", not ready: %s%s%s%s", why, detail[0] ? " (" : "",
+                 detail, detail[0] ? ")" : "");
     if (w->metrics.depths_known)
         snprintf(depth, sizeof depth, "; queue %lld pending, %lld dead", (long long)w->metrics.pending,
                  (long long)w->metrics.dead_depth);
     snprintf(msg, sizeof msg,
-             "%sSTATUS=%s%s%s: %zu in flight, %llu succeeded, %llu failed, %llu stale, %llu dead%s",
-             head, state_name(w), why != NULL ? ", not ready: " : "", why != NULL ? why : "",
+             "%sSTATUS=%s%s: %zu in flight, %llu succeeded, %llu failed, %llu stale, %llu dead%s",
+             head, state_name(w), reason,
              w->inflight, (unsigned long long)w->metrics.success_total,
              (unsigned long long)w->metrics.failure_total,
              (unsigned long long)w->metrics.stale_total, (unsigned long long)w->metrics.dead_total,

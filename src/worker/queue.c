@@ -33,6 +33,7 @@
 #include "internal.h"
 #include "log.h"
 #include "queue.h"
+#include "sentinel.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -256,6 +257,7 @@ typedef struct conn {
     int64_t progress_ms;     /* monotonic time of the last send or reply */
     int64_t allowance_ms;    /* how long the oldest outstanding reply may take */
     bool setup_failed;
+    bool awaiting_primary;   /* Sentinel: waits for the discovery to give an address */
 } conn_t;
 
 typedef struct op {
@@ -315,6 +317,12 @@ struct queue {
     char version[32];
     char unsafe[160];        /* why this Redis can lose jobs ("" when it cannot) */
     char last_error[256];
+    /* Sentinel (redis+sentinel://): where the primary is, and how often it moved */
+    sentinel_t *sentinel;
+    bool primary_known;      /* q->url.host/port is the primary the sentinels named */
+    char primary[300];       /* "host:port" of the last primary found, "" before the first */
+    uint64_t failovers;
+    int64_t discovery_failing_ms; /* monotonic time of the first failed discovery in a row */
 };
 
 static void conn_connect(conn_t *c);
@@ -371,6 +379,8 @@ static void conn_lost(conn_t *c)
     }
     if (was_ready)
         q->reconnects++;
+    /* A lost connection may mean a failover: the next connect asks the sentinels again. */
+    q->primary_known = false;
     conn_schedule(c);
     notify_state(q);
 }
@@ -549,6 +559,30 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+/* ROLE in the setup of a Sentinel connection: the first element must be "master". */
+static void on_role_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    conn_t *c = privdata;
+    redisReply *r = reply;
+    if (r == NULL || c->ac != ac)
+        return;
+    conn_replied(c);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0)
+        return;
+    char why[400];
+    snprintf(why, sizeof why, "%s is not a primary (ROLE %s): asking the sentinels again",
+             c->q->primary,
+             r->type == REDIS_REPLY_ERROR ? r->str
+             : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                     r->element[0]->type == REDIS_REPLY_STRING
+                 ? r->element[0]->str
+                 : "?");
+    c->setup_failed = true;
+    set_error(c->q, c->name, why);
+    log_warn("redis.sentinel", "%s connection: %s", c->name, why);
+}
+
 /* The last setup reply: the connection is usable unless a step was refused. */
 static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -622,6 +656,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
         const char *argv[] = {"SELECT", db};
         conn_send(c, on_setup_reply, c, 2, argv, NULL);
     }
+    if (q->sentinel != NULL) {
+        /* The address a sentinel gave may be stale (a demoted primary): only a primary
+         * takes the worker's writes. */
+        const char *role[] = {"ROLE"};
+        conn_send(c, on_role_reply, c, 1, role, NULL);
+        if (c->ac == NULL)
+            return;
+    }
     char name[64];
     snprintf(name, sizeof name, "retryq-worker-%s", c->name);
     const char *setname[] = {"CLIENT", "SETNAME", name};
@@ -642,6 +684,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static void conn_connect(conn_t *c)
 {
     queue_t *q = c->q;
+    if (q->sentinel != NULL && !q->primary_known) {
+        c->awaiting_primary = true; /* on_primary_found connects it */
+        sentinel_discover(q->sentinel);
+        return;
+    }
     redisAsyncContext *ac = q->url.is_unix ? redisAsyncConnectUnix(q->url.path)
                                            : redisAsyncConnect(q->url.host, q->url.port);
     if (ac == NULL) {
@@ -673,15 +720,103 @@ static void conn_connect(conn_t *c)
         log_error("redis.timer", "could not arm the %s connection's connect deadline", c->name);
 }
 
-/* Drops a connection whose oldest reply is overdue: a hung or partitioned server. */
+/* -------------------------------------------------------------------- Sentinel */
+
+/*
+ * redis+sentinel://: a connection that has no primary address waits (awaiting_primary)
+ * for a discovery (sentinel.c); any loss of a connection forgets the address, so the
+ * next connect asks again (a dead primary, a READONLY reply, a failed ROLE check all end
+ * there). When the answer names another server than before, that is a failover
+ * followed: counted, logged (redis.failover), and a connection still on the old server is
+ * dropped and opened again on the new one; the operations wait and are replayed there
+ * as after any reconnect.
+ */
+static void on_primary_found(void *arg, const char *host, int port, const char *error)
+{
+    queue_t *q = arg;
+    conn_t *conns[] = {&q->pop, &q->cmd};
+    if (q->closing)
+        return;
+    if (host == NULL) {
+        if (q->discovery_failing_ms == 0)
+            q->discovery_failing_ms = clock_mono_ms();
+        set_error(q, "sentinel", error);
+        log_warn("redis.sentinel", "%s", error);
+        for (size_t i = 0; i < 2; i++)
+            if (conns[i]->awaiting_primary) {
+                conns[i]->awaiting_primary = false;
+                conn_schedule(conns[i]); /* with backoff: the next connect asks again */
+            }
+        notify_state(q);
+        return;
+    }
+    char addr[300];
+    connstr_redis_address(host, port, addr, sizeof addr);
+    q->discovery_failing_ms = 0;
+    bool moved = q->primary[0] != '\0' && strcmp(q->primary, addr) != 0;
+    if (moved) {
+        q->failovers++;
+        log_warn("redis.failover", "the primary of master %s moved: %s -> %s", q->url.master,
+                 q->primary, addr);
+    } else if (q->primary[0] == '\0') {
+        log_info("redis.sentinel", "the primary of master %s is %s", q->url.master, addr);
+    }
+    rq_copy(q->primary, sizeof q->primary, addr);
+    rq_copy(q->url.host, sizeof q->url.host, host);
+    q->url.port = port;
+    for (size_t i = 0; moved && i < 2; i++)
+        if (conns[i]->ac != NULL) {
+            conn_drop(conns[i], "the primary moved");
+            conns[i]->awaiting_primary = true;
+        }
+    q->primary_known = true;
+    for (size_t i = 0; i < 2; i++)
+        if (conns[i]->awaiting_primary && conns[i]->ac == NULL) {
+            conns[i]->awaiting_primary = false;
+            evtimer_del(conns[i]->timer);
+            conn_connect(conns[i]);
+        }
+}
+
+/* +switch-master, or a new subscription: ask again; nothing changes if it did not move. */
+static void on_primary_changed(void *arg)
+{
+    queue_t *q = arg;
+    if (!q->closing)
+        sentinel_discover(q->sentinel);
+}
+
+static void on_ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    conn_t *c = privdata;
+    if (reply != NULL && c->ac == ac)
+        conn_replied(c);
+}
+
+/*
+ * Drops a connection whose oldest reply is overdue: a hung or partitioned server (a
+ * blocking pop is allowed its block time plus the command timeout). A ready connection
+ * with nothing outstanding for QUEUE_PING_IDLE_MS gets a PING, so a server or path gone
+ * silent while the worker had nothing to ask (no room, no acks) is found the same way
+ * instead of stalling unseen until TCP gives up.
+ */
 void queue_watchdog(queue_t *q, int64_t now_ms)
 {
     conn_t *conns[] = {&q->pop, &q->cmd};
     for (size_t i = 0; i < 2; i++) {
         conn_t *c = conns[i];
         if (c->ac != NULL && c->state != CONN_CONNECTING && c->outstanding > 0 &&
-            now_ms - c->progress_ms > c->allowance_ms)
-            conn_drop(c, "reply overdue");
+            now_ms - c->progress_ms > c->allowance_ms) {
+            char why[96];
+            snprintf(why, sizeof why, "reply overdue (%lld ms without an answer)",
+                     (long long)(now_ms - c->progress_ms));
+            conn_drop(c, why);
+        } else if (c->state == CONN_READY && c->outstanding == 0 &&
+                   now_ms - c->progress_ms >= QUEUE_PING_IDLE_MS) {
+            const char *ping[] = {"PING"};
+            c->allowance_ms = q->cfg.command_timeout_ms;
+            conn_send(c, on_ping_reply, c, 1, ping, NULL);
+        }
     }
 }
 
@@ -1492,6 +1627,17 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
         queue_free(q);
         return NULL;
     }
+    if (q->url.is_sentinel) {
+        /* one sentinel's connect and answer: short, so that a dead one costs little */
+        int timeout = cfg->connect_timeout_ms < 2000 ? cfg->connect_timeout_ms : 2000;
+        sentinel_callbacks_t scb = {.found = on_primary_found, .changed = on_primary_changed,
+                                    .arg = q};
+        q->sentinel = sentinel_new(base, cfg->resolver, &q->url, timeout, &scb, err, errcap);
+        if (q->sentinel == NULL) {
+            queue_free(q);
+            return NULL;
+        }
+    }
     conn_connect(&q->cmd);
     conn_connect(&q->pop);
     return q;
@@ -1502,6 +1648,8 @@ void queue_free(queue_t *q)
     if (q == NULL)
         return;
     q->closing = true;
+    sentinel_free(q->sentinel);
+    q->sentinel = NULL;
     conn_t *conns[] = {&q->pop, &q->cmd};
     for (size_t i = 0; i < 2; i++) {
         conn_t *c = conns[i];
@@ -1525,7 +1673,7 @@ void queue_free(queue_t *q)
 
 void queue_set_host(queue_t *q, const char *addr)
 {
-    if (!q->url.is_unix)
+    if (!q->url.is_unix && q->sentinel == NULL)
         rq_copy(q->url.host, sizeof q->url.host, addr);
 }
 
@@ -1557,4 +1705,22 @@ const char *queue_server_version(const queue_t *q)
 uint64_t queue_reconnects(const queue_t *q)
 {
     return q->reconnects;
+}
+
+uint64_t queue_failovers(const queue_t *q)
+{
+    return q->failovers;
+}
+
+int64_t queue_discovery_failing_ms(const queue_t *q)
+{
+    if (q->sentinel == NULL || q->discovery_failing_ms == 0)
+        return 0;
+    int64_t d = clock_mono_ms() - q->discovery_failing_ms;
+    return d > 0 ? d : 1;
+}
+
+const char *queue_primary(const queue_t *q)
+{
+    return q->sentinel != NULL ? q->primary : "";
 }

@@ -9,6 +9,10 @@
  * so an ack that could not be sent during an outage is sent when Redis returns. Each
  * operation's Lua script is conditional on the job still being in this worker's
  * processing list, which makes a resend after a lost reply harmless.
+ *
+ * With a redis+sentinel:// URL the connections go to the primary the sentinels name
+ * (sentinel.h), checked with ROLE; any loss, READONLY reply or +switch-master event
+ * makes the next connect ask them again.
  */
 #ifndef RETRYQ_WORKER_QUEUE_H
 #define RETRYQ_WORKER_QUEUE_H
@@ -20,6 +24,7 @@
 #include "retryq/retryq.h"
 
 struct event_base;
+struct resolver;
 
 typedef struct queue queue_t;
 
@@ -47,6 +52,7 @@ typedef struct queue_config {
     int heartbeat_ms;         /* lease recovery waits this (+ the reconnect backoff cap)
                                  after each (re)connect, so live peers re-announce first */
     int self_check_page;      /* entries of the own list one self-check reads, e.g. 100 */
+    struct resolver *resolver; /* redis+sentinel://: names of sentinels and primaries (may be NULL) */
 } queue_config_t;
 
 queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
@@ -82,9 +88,14 @@ void queue_promote(queue_t *q);
  * dropped write is taken again; call it periodically (each heartbeat). */
 void queue_self_check(queue_t *q);
 /* Drops a connection whose oldest reply is overdue by more than command_timeout_ms (a hung
- * or partitioned server: hiredis 0.14 has no command timeout); the worker's periodic
- * schedule runs it every QUEUE_WATCHDOG_MS, from start to teardown. */
+ * or partitioned server: hiredis 0.14 has no command timeout; a blocking pop gets its block
+ * time on top), and PINGs a connection idle for QUEUE_PING_IDLE_MS so that a silent one is
+ * found too; the worker's periodic schedule runs it every QUEUE_WATCHDOG_MS, from start to
+ * teardown. */
 #define QUEUE_WATCHDOG_MS 500
+/* A ready connection idle this long is sent a PING by the watchdog (then held to the
+ * command timeout like any reply). */
+#define QUEUE_PING_IDLE_MS 2000
 void queue_watchdog(queue_t *q, int64_t now_ms);
 /* At a graceful exit: move what is left in this worker's list to the head of the queue
  * and leave {Q}:workers (and {Q}:workerinfo). Waits for a blocking pop still out (made to
@@ -138,7 +149,8 @@ int64_t queue_pop_failing_ms(const queue_t *q);
 const char *queue_pop_error(const queue_t *q);   /* the last refusal */
 
 /* The address the next (re)connects use instead of the URL's host (the worker resolves
- * the name with evdns: hiredis would look it up blocking). Ignored for unix:// URLs. */
+ * the name with evdns: hiredis would look it up blocking). Ignored for unix:// URLs and
+ * for redis+sentinel:// (the sentinels name the primary). */
 void queue_set_host(queue_t *q, const char *addr);
 
 bool queue_ready(const queue_t *q);           /* both connections up */
@@ -148,5 +160,11 @@ const char *queue_server_version(const queue_t *q);
 /* Why the Redis server can lose jobs (no AOF, eviction allowed), or "" (from INFO at connect). */
 const char *queue_unsafe(const queue_t *q);
 uint64_t queue_reconnects(const queue_t *q);
+/* redis+sentinel://: primary changes followed (retry_redis_failovers_total); how long
+ * discoveries have failed in a row (ms, 0 when the last one found a primary or without
+ * Sentinel); the primary's "host:port" ("" before the first or without Sentinel). */
+uint64_t queue_failovers(const queue_t *q);
+int64_t queue_discovery_failing_ms(const queue_t *q);
+const char *queue_primary(const queue_t *q);
 
 #endif

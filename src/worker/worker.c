@@ -353,7 +353,8 @@ static void dns_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * database connections start meanwhile) until the answer or the connect timeout. */
 static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
 {
-    if (w->redis_url.is_unix || !resolve_is_name(w->redis_url.host))
+    /* Sentinel: the queue resolves the sentinels' and the primary's names itself. */
+    if (w->redis_url.is_unix || w->redis_url.is_sentinel || !resolve_is_name(w->redis_url.host))
         return 0;
     rq_copy(w->redis_name, sizeof w->redis_name, w->redis_url.host);
     bool expired = false;
@@ -394,7 +395,8 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  *
  *   task              period                        steps, in this order
  *   redis.watchdog    500 ms (QUEUE_WATCHDOG_MS)    queue_watchdog: drop a Redis
- *                                                   connection whose reply is overdue
+ *                                                   connection whose reply is overdue;
+ *                                                   PING one idle for 2 s
  *   tick              1 s (TICK_MS)                 resolve_redis when 30 s have passed
  *                                                   since the last lookup; queue_promote
  *                                                   (due delayed jobs); notify_tick (STATUS=)
@@ -710,6 +712,7 @@ static int init_queue(worker_t *w, char *err, size_t errcap)
         .dead_max = w->cfg.dead_max,
         .heartbeat_ms = w->cfg.heartbeat_ms,
         .self_check_page = w->cfg.self_check_page,
+        .resolver = w->resolver,
     };
     queue_callbacks_t qcb = {
         .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};

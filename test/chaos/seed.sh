@@ -2,6 +2,8 @@
 # Sourced by the chaos scripts (chaos.sh, faults.sh): executions as the API leaves them.
 # seed_executions <job id> <n>: n executions of that job in 'retrying' (attempt 1, one
 # 'retrying' history entry), regions and questions cycling over three values.
+# seed_job_file <job id> <file>: the jobs of those executions, one JSON a line, as the
+# runner pushes them (for `retryq enqueue --from FILE`).
 seed_executions() {
   sql -v job="$1" -v n="$2" <<'SQL' >/dev/null
 INSERT INTO executions (job_id, provider_id, region, status, question_id, model_id, retry_count,
@@ -13,4 +15,10 @@ SELECT :job, 'router', (ARRAY['us-east','eu-west','asia-pacific'])[1 + i % 3], '
        'provider unavailable'
 FROM generate_series(0, :n - 1) AS i;
 SQL
+}
+
+seed_job_file() {
+  sql -c "SELECT json_build_object('execution_id', id, 'region', region,
+            'question_index', (id - 1) % 3, 'retry_attempt', 1)::text
+          FROM executions WHERE job_id = $1 ORDER BY id" >"$2"
 }

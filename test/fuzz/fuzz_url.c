@@ -5,7 +5,8 @@
  *
  * Invariants:
  *  - Redis: a parsed URL has NUL-terminated fields within their buffers, a port in
- *    1..65535 and a database >= 0 (also when the password comes from a file); a refusal
+ *    1..65535 (every sentinel's too, and a master name with redis+sentinel://, no
+ *    sentinel password read from the text) and a database >= 0 (also when the password comes from a file); a refusal
  *    has a one-line reason that never repeats the URL's password; a parsed URL formatted
  *    by connstr_redis_format parses back to the same fields, its password read as "***".
  *  - PostgreSQL: connstr_pg_check accepts exactly what PQconninfoParse accepts (in the
@@ -80,6 +81,16 @@ static void check_parsed_redis(const retryq_redis_url_t *u)
     FUZZ_ASSERT(memchr(u->user, '\0', sizeof u->user) != NULL);
     FUZZ_ASSERT(memchr(u->password, '\0', sizeof u->password) != NULL);
     FUZZ_ASSERT(u->db >= 0);
+    FUZZ_ASSERT(u->sentinel_password[0] == '\0'); /* never read from the URL text */
+    FUZZ_ASSERT(memchr(u->master, '\0', sizeof u->master) != NULL);
+    FUZZ_ASSERT(u->endpoint_count >= 0 && u->endpoint_count <= RETRYQ_REDIS_MAX_ENDPOINTS);
+    FUZZ_ASSERT(u->is_sentinel == (u->endpoint_count > 0));
+    FUZZ_ASSERT(!u->is_sentinel || (u->master[0] != '\0' && !u->is_unix));
+    for (int i = 0; i < u->endpoint_count; i++) {
+        FUZZ_ASSERT(memchr(u->endpoints[i].host, '\0', sizeof u->endpoints[i].host) != NULL);
+        FUZZ_ASSERT(u->endpoints[i].host[0] != '\0');
+        FUZZ_ASSERT(u->endpoints[i].port >= 1 && u->endpoints[i].port <= 65535);
+    }
     if (u->is_unix)
         FUZZ_ASSERT(u->path[0] == '/');
     else
@@ -100,6 +111,12 @@ static void check_redis(const char *url, const char *secret)
         FUZZ_ASSERT(again.is_unix == parsed.is_unix && again.port == parsed.port &&
                     again.db == parsed.db && strcmp(again.host, parsed.host) == 0 &&
                     strcmp(again.path, parsed.path) == 0 && strcmp(again.user, parsed.user) == 0);
+        FUZZ_ASSERT(again.is_sentinel == parsed.is_sentinel &&
+                    again.endpoint_count == parsed.endpoint_count &&
+                    strcmp(again.master, parsed.master) == 0);
+        for (int i = 0; i < parsed.endpoint_count; i++)
+            FUZZ_ASSERT(strcmp(again.endpoints[i].host, parsed.endpoints[i].host) == 0 &&
+                        again.endpoints[i].port == parsed.endpoints[i].port);
         FUZZ_ASSERT(strcmp(again.password, parsed.password[0] != '\0' ? "***" : "") == 0);
     } else {
         FUZZ_ASSERT(rc == RETRYQ_ERR_INVALID && err.code == rc);

@@ -9,6 +9,7 @@
 #   services.sh stop-redis|start-redis|restart-redis|kill-redis DIR
 #   services.sh stop-pg|start-pg|restart-pg DIR
 #                                 (chaos) same port and data; kill-redis is SIGKILL
+#   services.sh ports N           print N distinct free loopback TCP ports
 #
 # Redis: appendonly yes / appendfsync everysec, bound to 127.0.0.1 on a free port, data in
 # DIR/redis. PostgreSQL 15+: initdb -U retryq --auth=trust into DIR/pg, 127.0.0.1 on a
@@ -33,7 +34,7 @@ die() { echo "services.sh: $*" >&2; exit 1; }
 log() { echo "services.sh: $*" >&2; }
 
 usage() {
-  sed -n '2,13p' "$self" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$self" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -443,6 +444,7 @@ main() {
     run) cmd_run "$@" ;;
     stop-redis | start-redis | restart-redis | kill-redis | stop-pg | start-pg | restart-pg)
       (($# >= 1)) || usage; chaos "$cmd" "$1" ;;
+    ports) (($# >= 1)) || usage; free_ports "$1" ;;
     __watch) watch_main "$1" "$2" ;;
     -h | --help | help) usage ;;
     *) usage ;;

@@ -33,6 +33,8 @@ extern char **environ;
 static const char *const all_env[] = {
     "RETRYQ_REDIS_URL",
     "RETRYQ_REDIS_PASSWORD_FILE",
+    "RETRYQ_REDIS_SENTINEL_PASSWORD",
+    "RETRYQ_REDIS_SENTINEL_PASSWORD_FILE",
     "RETRYQ_DATABASE_URL",
     "RETRYQ_DATABASE_PASSWORD_FILE",
     "RETRYQ_DB_POOL",
@@ -364,7 +366,7 @@ static void test_bad_environment_values(void **state)
         {"RETRYQ_LOG_LEVEL", "verbose", "must be debug, info, warn or error (got \"verbose\")"},
         {"RETRYQ_LOG_FORMAT", "xml", "must be logfmt or json (got \"xml\")"},
         {"RETRYQ_REQUEST_MODE", "fast", "must be runner or seed (got \"fast\")"},
-        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis:// or unix://"},
+        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis://, redis+sentinel:// or unix://"},
         {"RETRYQ_REDIS_URL", "redis://cache:99999", "port must be a number from 1 to 65535"},
         {"RETRYQ_DATABASE_URL", "", "required: set RETRYQ_DATABASE_URL or --database-url"},
         {"RETRYQ_DATABASE_URL", "mysql://db/app", "must start with postgresql:// or postgres://"},
@@ -500,6 +502,39 @@ static void test_durations_sizes_and_backoff(void **state)
     run_free(r);
 }
 
+static void test_redis_sentinel_password(void **state)
+{
+    (void)state;
+    setenv("RETRYQ_REDIS_URL", "redis+sentinel://app:datapw@s1:26379,s2:26380/main/1", 1);
+    setenv("RETRYQ_REDIS_SENTINEL_PASSWORD", "sentinel-secret", 1);
+    run_t *r = load_ok(END);
+    assert_true(r->cfg.redis.is_sentinel);
+    assert_string_equal(r->cfg.redis.sentinel_password, "sentinel-secret");
+    assert_string_equal(r->cfg.redis.password, "datapw");
+    assert_string_equal(r->cfg.redis.master, "main");
+    char *printed = print_config(&r->cfg);
+    assert_null(strstr(printed, "sentinel-secret"));
+    assert_null(strstr(printed, "datapw"));
+    assert_non_null(strstr(printed, "RETRYQ_REDIS_SENTINEL_PASSWORD=***\n"));
+    assert_non_null(strstr(printed, "RETRYQ_REDIS_URL=redis+sentinel://app:***@s1:26379,s2:26380/main/1\n"));
+    free(printed);
+    run_free(r);
+
+    char *path = write_secret("from-a-file\n", 0600);
+    setenv("RETRYQ_REDIS_SENTINEL_PASSWORD_FILE", path, 1);
+    expect_error("RETRYQ_REDIS_SENTINEL_PASSWORD_FILE", "give it in one place only", END);
+    unsetenv("RETRYQ_REDIS_SENTINEL_PASSWORD");
+    r = load_ok(END);
+    assert_string_equal(r->cfg.redis.sentinel_password, "from-a-file");
+    run_free(r);
+    setenv("RETRYQ_REDIS_URL", "redis://cache", 1);
+    expect_error("RETRYQ_REDIS_SENTINEL_PASSWORD_FILE", "only a redis+sentinel://", END);
+    unsetenv("RETRYQ_REDIS_SENTINEL_PASSWORD_FILE");
+    remove_secret(path);
+    expect_error("--redis-sentinel-password", "only a redis+sentinel://",
+                 "--redis-sentinel-password", "x", END);
+}
+
 static void test_redis_password_file(void **state)
 {
     (void)state;
@@ -522,11 +557,7 @@ static void test_redis_password_file(void **state)
     assert_int_equal(u->db, 2);
     assert_string_equal(r->warn, ""); /* mode 0600: no warning */
 
-    char *printed = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&printed, &len);
-    config_print(&r->cfg, f);
-    fclose(f);
+    char *printed = print_config(&r->cfg);
     assert_non_null(strstr(printed, "RETRYQ_REDIS_URL=redis://:***@cache.internal:6380/2\n"));
     assert_null(strstr(printed, "s3cr"));
     assert_non_null(strstr(printed, "RETRYQ_CONCURRENCY=64\n"));
@@ -878,6 +909,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_flags_are_named_as_flags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_never_show_passwords, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durations_sizes_and_backoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_sentinel_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_password_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_database_password_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readable_password_file_warns, setup, teardown),

@@ -137,6 +137,87 @@ static void test_redis_format_parses_back(void **state)
     }
 }
 
+static void test_redis_sentinel_url_is_parsed(void **state)
+{
+    retryq_redis_url_t u, again;
+    retryq_error_t err;
+    char buf[512];
+    (void)state;
+    assert_int_equal(retryq_redis_url_parse("redis+sentinel://app:s%40cret@s1:5000,10.0.0.2,"
+                                            "[::1]:5002/my-master.1/3", &u, &err), RETRYQ_OK);
+    assert_true(u.is_sentinel);
+    assert_false(u.is_unix);
+    assert_int_equal(u.endpoint_count, 3);
+    assert_string_equal(u.endpoints[0].host, "s1");
+    assert_int_equal(u.endpoints[0].port, 5000);
+    assert_string_equal(u.endpoints[1].host, "10.0.0.2");
+    assert_int_equal(u.endpoints[1].port, 26379); /* the sentinel default */
+    assert_string_equal(u.endpoints[2].host, "::1");
+    assert_int_equal(u.endpoints[2].port, 5002);
+    assert_string_equal(u.host, "s1"); /* the first sentinel until a primary is found */
+    assert_int_equal(u.port, 5000);
+    assert_string_equal(u.master, "my-master.1");
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "s@cret"); /* the data nodes' password */
+    assert_int_equal(u.db, 3);
+    assert_string_equal(u.sentinel_password, "");
+    connstr_redis_format(&u, buf, sizeof buf);
+    assert_string_equal(buf, "redis+sentinel://app:***@s1:5000,10.0.0.2:26379,[::1]:5002/my-master.1/3");
+    assert_int_equal(connstr_redis_parse(buf, CONNSTR_REDIS_PASSWORD_ELSEWHERE, &again, &err),
+                     CONNSTR_REDIS_HOLDS_PASSWORD);
+    assert_int_equal(again.endpoint_count, 3);
+    assert_string_equal(again.master, "my-master.1");
+    retryq_redis_url_redact("redis+sentinel://app:s%40cret@s1:5000,s2/m", buf, sizeof buf);
+    assert_string_equal(buf, "redis+sentinel://app:***@s1:5000,s2/m");
+
+    /* the sentinels' password: from the environment or a file, never from the text */
+    assert_int_equal(connstr_redis_set_sentinel_password(&u, "sentinel-pw", &err), RETRYQ_OK);
+    const char *argv[2];
+    assert_int_equal(connstr_redis_sentinel_auth(&u, argv), 2);
+    assert_string_equal(argv[1], "sentinel-pw");
+    connstr_redis_format(&u, buf, sizeof buf);
+    assert_null(strstr(buf, "sentinel-pw"));
+    assert_int_equal(retryq_redis_url_parse("redis://h", &u, &err), RETRYQ_OK);
+    assert_int_equal(connstr_redis_set_sentinel_password(&u, "x", &err), RETRYQ_ERR_INVALID);
+    assert_int_equal(connstr_redis_sentinel_auth(&u, argv), 0);
+
+    /* a password from a file for the data nodes, as for redis:// */
+    assert_int_equal(connstr_redis_parse("redis+sentinel://app@s1/m", CONNSTR_REDIS_PASSWORD_ELSEWHERE,
+                                         &u, &err), RETRYQ_OK);
+    assert_string_equal(u.user, "app");
+}
+
+static void test_redis_sentinel_url_refusals_name_the_rule(void **state)
+{
+    static const struct {
+        const char *url, *rule;
+    } cases[] = {
+        {"redis+sentinel://s1:26379", "needs the master name"},
+        {"redis+sentinel://s1:26379/", "needs the master name"},
+        {"redis+sentinel://s1/bad name", "needs the master name"},
+        {"redis+sentinel://s1,,s2/m", "empty sentinel address"},
+        {"redis+sentinel://s1,/m", "empty sentinel address"},
+        {"redis+sentinel:///m", "empty sentinel address"},
+        {"redis+sentinel://s1:0/m", "port must be a number"},
+        {"redis+sentinel://s1:99999/m", "port must be a number"},
+        {"redis+sentinel://a,b,c,d,e,f,g,h,i/m", "more than 8 sentinels"},
+        {"redis+sentinel://s1/m/x", "the database must be a number"},
+        {"redis+sentinel://s1/m?x=1", "unexpected '?' part"},
+        {"redis+sentinel://u:@s1/m", "the password is empty"},
+        {"redis+sentinel://u:pw!x@s1:bad/m", "port must be a number"},
+        {"sentinel://s1/m", "must start with redis://, redis+sentinel:// or unix://"},
+    };
+    retryq_redis_url_t u;
+    retryq_error_t err;
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(retryq_redis_url_parse(cases[i].url, &u, &err), RETRYQ_ERR_INVALID);
+        if (strstr(err.message, cases[i].rule) == NULL)
+            fail_msg("%s: got \"%s\", want \"%s\"", cases[i].url, err.message, cases[i].rule);
+        assert_null(strstr(err.message, "pw!x"));
+    }
+}
+
 /* ------------------------------------------------------------------ PostgreSQL */
 
 static void test_pg_check_names_the_rule(void **state)
@@ -323,6 +404,8 @@ int main(void)
         cmocka_unit_test(test_text_no_parser_accepts_is_redacted_bluntly),
         cmocka_unit_test(test_redis_password_from_a_file),
         cmocka_unit_test(test_redis_format_parses_back),
+        cmocka_unit_test(test_redis_sentinel_url_is_parsed),
+        cmocka_unit_test(test_redis_sentinel_url_refusals_name_the_rule),
         cmocka_unit_test(test_pg_check_names_the_rule),
         cmocka_unit_test(test_pg_parse_error_hides_the_password),
         cmocka_unit_test(test_pg_params_carry_the_password_as_its_own_keyword),
