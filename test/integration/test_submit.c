@@ -667,7 +667,7 @@ static void test_unmigrated_database_is_schema_error(void **state)
     /* the same client (its transaction closed) works once the schema is migrated */
     int applied = 0;
     assert_int_equal(retryq_migrate(c, -1, &applied, &err), RETRYQ_OK);
-    assert_int_equal(applied, 1);
+    assert_true(applied >= 1); /* 0012, and each one after it */
     assert_int_equal(retryq_submit(c, id, "us-east", 0, &res, &err), RETRYQ_OK);
     assert_int_equal(res.status, RETRYQ_SUBMIT_QUEUED);
     retryq_submit_result_free(&res);
