@@ -1,0 +1,282 @@
+/*
+ * Retry sets (retryq_sets_list, retryq_set_show): what a retry by filter submitted and
+ * where it stands. Nothing here is stored as progress: every figure is computed from the
+ * members' executions through migration 0013's views (retryq_set_progress,
+ * retryq_set_slices) and retryq_member_state, so it is right after any restart and
+ * whoever wrote the outcome. A show reads its parts in one READ ONLY snapshot, so they
+ * add up.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "statement.h"
+
+#define DEFAULT_LIST 50
+#define DEFAULT_OPEN 50
+/* The rate of an ETA is the last minute's outcomes, over less for a younger set. */
+#define RATE_WINDOW "least(interval '1 minute', now() - s.created_at)"
+
+#define UTC_TEXT(column) "to_char(" column " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* The progress columns, in the order progress_read takes them. */
+#define PROGRESS_COLUMNS "p.total, p.open, p.completed, p.failed, p.superseded, p.cancelled, p.other, " \
+                         "p.finished_last_minute"
+#define PROGRESS_COUNT 8
+
+static const char SQL_SETS[] =
+    "SELECT s.id, s.name, s.filter::text, s.created_by, " UTC_TEXT("s.created_at") ", " PROGRESS_COLUMNS
+    ", extract(epoch FROM " RATE_WINDOW ") * 1000 "
+    "FROM retryq_sets s LEFT JOIN LATERAL (SELECT * FROM retryq_set_progress p WHERE p.set_id = s.id) p "
+    "ON true WHERE $1::bigint IS NULL OR s.id = $1::bigint ORDER BY s.id DESC LIMIT $2::bigint";
+
+static const char SQL_CODES[] =
+    "SELECT coalesce(retryq_error_code(e.output_data), ''), count(*) "
+    "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
+    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'failed' "
+    "GROUP BY 1 ORDER BY 2 DESC, 1";
+
+static const char SQL_SLICES[] =
+    "SELECT coalesce(p.model_id, ''), p.region, " PROGRESS_COLUMNS " "
+    "FROM retryq_set_slices p WHERE p.set_id = $1::bigint ORDER BY 1, 2";
+
+static const char SQL_TOKENS[] =
+    "SELECT coalesce(sum(t.tokens_in), 0)::bigint, coalesce(sum(t.tokens_out), 0)::bigint, "
+    "count(*) FILTER (WHERE t.tokens_in IS NOT NULL OR t.tokens_out IS NOT NULL) "
+    "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
+    "CROSS JOIN LATERAL (SELECT round(retryq_output_tokens(e.output_data, 'in')) AS tokens_in, "
+    "round(retryq_output_tokens(e.output_data, 'out')) AS tokens_out) t "
+    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'completed'";
+
+static const char SQL_OPEN[] =
+    "SELECT m.execution_id, m.region, coalesce(e.model_id, ''), m.attempt, "
+    "coalesce(" UTC_TEXT("e.last_retry_at") ", '') "
+    "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
+    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'open' "
+    "ORDER BY m.execution_id LIMIT $2::bigint";
+
+/* Reads PROGRESS_COUNT counts from column `col` on; percent and ETA from `window_ms`
+ * (the span the last minute's outcomes were counted over; <= 0: no ETA). */
+static void progress_read(const PGresult *res, int row, int col, double window_ms,
+                          retryq_set_progress_t *p)
+{
+    int64_t *counts[PROGRESS_COUNT] = {&p->total, &p->open, &p->completed, &p->failed,
+                                       &p->superseded, &p->cancelled, &p->other,
+                                       &p->finished_last_minute};
+    for (int i = 0; i < PROGRESS_COUNT; i++)
+        *counts[i] = rq_statement_int(res, row, col + i);
+    p->percent = p->total > 0 ? (double)(p->total - p->open) * 100.0 / (double)p->total : 100.0;
+    if (p->open == 0)
+        p->eta_ms = 0;
+    else if (p->finished_last_minute == 0 || window_ms <= 0)
+        p->eta_ms = -1;
+    else
+        p->eta_ms = (int64_t)((double)p->open * window_ms / (double)p->finished_last_minute + 0.5);
+}
+
+static char *dup_value(const PGresult *res, int row, int col, bool *ok)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    char *s = strdup(PQgetvalue(res, row, col));
+    if (s == NULL)
+        *ok = false;
+    return s;
+}
+
+static void set_clear(retryq_set_t *s)
+{
+    free(s->name);
+    free(s->filter);
+    free(s->created_by);
+    memset(s, 0, sizeof *s);
+}
+
+/* The sets of SQL_SETS; `id` 0 for the newest `limit`. */
+static int read_sets(rq_statement_t *st, int64_t id, size_t limit, retryq_set_t **out, size_t *n)
+{
+    char id_text[24], limit_text[24];
+    const char *const params[] = {id != 0 ? id_text : NULL, limit_text};
+    PGresult *res = NULL;
+    snprintf(id_text, sizeof id_text, "%" PRId64, id);
+    snprintf(limit_text, sizeof limit_text, "%zu", limit);
+    *out = NULL;
+    *n = 0;
+    int rc = rq_statement_exec(st, SQL_SETS, 2, params, "reading the retry sets", &res);
+    if (rc != RETRYQ_OK)
+        return rc;
+    int rows = PQntuples(res);
+    retryq_set_t *sets = rows > 0 ? calloc((size_t)rows, sizeof *sets) : NULL;
+    bool ok = rows == 0 || sets != NULL;
+    for (int i = 0; ok && i < rows; i++) {
+        retryq_set_t *s = &sets[i];
+        s->id = rq_statement_int(res, i, 0);
+        s->name = dup_value(res, i, 1, &ok);
+        s->filter = dup_value(res, i, 2, &ok);
+        s->created_by = dup_value(res, i, 3, &ok);
+        rq_copy(s->created_at, sizeof s->created_at, PQgetvalue(res, i, 4));
+        progress_read(res, i, 5, strtod(PQgetvalue(res, i, 5 + PROGRESS_COUNT), NULL), &s->progress);
+        *n = (size_t)i + 1;
+    }
+    PQclear(res);
+    *out = sets;
+    return ok ? RETRYQ_OK : rq_error(st->err, RETRYQ_ERR_NOMEM, "out of memory");
+}
+
+int retryq_sets_list(retryq_client_t *client, size_t limit, retryq_set_t **sets, size_t *n,
+                     retryq_error_t *err)
+{
+    rq_statement_t st;
+    if (client == NULL || sets == NULL || n == NULL)
+        return rq_error(err, RETRYQ_ERR_INVALID, "sets: missing client or result");
+    *sets = NULL;
+    *n = 0;
+    int rc = rq_statement_open(&st, client, "retry sets", err);
+    if (rc == RETRYQ_OK)
+        rc = read_sets(&st, 0, limit != 0 ? limit : DEFAULT_LIST, sets, n);
+    rq_statement_end(&st);
+    return rc;
+}
+
+void retryq_sets_free(retryq_set_t *sets, size_t n)
+{
+    for (size_t i = 0; sets != NULL && i < n; i++)
+        set_clear(&sets[i]);
+    free(sets);
+}
+
+/* ------------------------------------------------------------ one set in detail */
+
+/* Runs one of the detail statements on set `id` (and `limit` as $2 when not NULL). */
+static int detail_query(rq_statement_t *st, const char *sql, int64_t id, const char *limit,
+                        const char *what, PGresult **res)
+{
+    char id_text[24];
+    const char *const params[] = {id_text, limit};
+    snprintf(id_text, sizeof id_text, "%" PRId64, id);
+    return rq_statement_exec(st, sql, limit != NULL ? 2 : 1, params, what, res);
+}
+
+/* Fills item `i` of the detail from row `i`; false when memory ran out. */
+typedef bool (*row_reader_fn)(retryq_set_detail_t *d, const PGresult *res, int i);
+
+/* Runs a detail statement and reads each row into a new array of `size`-byte items
+ * (*items, *count: freed by retryq_set_detail_free, also when this fails half-way). */
+static int read_rows(rq_statement_t *st, retryq_set_detail_t *d, const char *sql, const char *limit,
+                     const char *what, void **items, size_t size, size_t *count, row_reader_fn read_row)
+{
+    PGresult *res = NULL;
+    int rc = detail_query(st, sql, d->set.id, limit, what, &res);
+    if (rc != RETRYQ_OK)
+        return rc;
+    int rows = PQntuples(res);
+    *items = rows > 0 ? calloc((size_t)rows, size) : NULL;
+    bool ok = rows == 0 || *items != NULL;
+    for (int i = 0; ok && i < rows; i++) {
+        *count = (size_t)i + 1;
+        ok = read_row(d, res, i);
+    }
+    PQclear(res);
+    return ok ? RETRYQ_OK : rq_error(st->err, RETRYQ_ERR_NOMEM, "out of memory");
+}
+
+static bool code_row(retryq_set_detail_t *d, const PGresult *res, int i)
+{
+    bool ok = true;
+    d->codes[i].error_code = dup_value(res, i, 0, &ok);
+    d->codes[i].failed = rq_statement_int(res, i, 1);
+    return ok;
+}
+
+static bool slice_row(retryq_set_detail_t *d, const PGresult *res, int i)
+{
+    bool ok = true;
+    d->slices[i].model_id = dup_value(res, i, 0, &ok);
+    d->slices[i].region = dup_value(res, i, 1, &ok);
+    progress_read(res, i, 2, 0, &d->slices[i].progress);
+    return ok;
+}
+
+static bool open_row(retryq_set_detail_t *d, const PGresult *res, int i)
+{
+    retryq_set_open_member_t *m = &d->open[i];
+    m->execution_id = rq_statement_int(res, i, 0);
+    rq_copy(m->region, sizeof m->region, PQgetvalue(res, i, 1));
+    rq_copy(m->model_id, sizeof m->model_id, PQgetvalue(res, i, 2));
+    m->attempt = (int32_t)rq_statement_int(res, i, 3);
+    rq_copy(m->last_retry_at, sizeof m->last_retry_at, PQgetvalue(res, i, 4));
+    return true;
+}
+
+static int read_tokens(rq_statement_t *st, retryq_set_detail_t *d)
+{
+    PGresult *res = NULL;
+    int rc = detail_query(st, SQL_TOKENS, d->set.id, NULL, "summing the token usage", &res);
+    if (rc != RETRYQ_OK)
+        return rc;
+    if (PQntuples(res) == 1) {
+        d->tokens_in = rq_statement_int(res, 0, 0);
+        d->tokens_out = rq_statement_int(res, 0, 1);
+        d->with_usage = rq_statement_int(res, 0, 2);
+    }
+    PQclear(res);
+    return RETRYQ_OK;
+}
+
+int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
+                    retryq_set_detail_t *detail, retryq_error_t *err)
+{
+    rq_statement_t st;
+    retryq_set_t *found = NULL;
+    size_t n = 0;
+    char subject[40], limit[24];
+    if (detail == NULL)
+        return rq_error(err, RETRYQ_ERR_INVALID, "sets: missing result");
+    memset(detail, 0, sizeof *detail);
+    if (client == NULL || id <= 0)
+        return rq_error(err, RETRYQ_ERR_INVALID, "sets: a client and a set id > 0 are needed");
+    snprintf(subject, sizeof subject, "retry set %" PRId64, id);
+    int rc = rq_statement_open(&st, client, subject, err);
+    if (rc == RETRYQ_OK)
+        rc = rq_statement_begin(&st, client->command_timeout_ms, true);
+    if (rc == RETRYQ_OK)
+        rc = read_sets(&st, id, 1, &found, &n);
+    if (rc == RETRYQ_OK && n == 0)
+        rc = rq_error(err, RETRYQ_ERR_NOT_FOUND, "no retry set %" PRId64 " (see `retryq sets`)", id);
+    if (rc == RETRYQ_OK) {
+        detail->set = found[0];
+        memset(&found[0], 0, sizeof found[0]); /* moved */
+        rc = read_rows(&st, detail, SQL_CODES, NULL, "counting the failures by error code",
+                       (void **)&detail->codes, sizeof *detail->codes, &detail->code_count, code_row);
+    }
+    if (rc == RETRYQ_OK)
+        rc = read_rows(&st, detail, SQL_SLICES, NULL, "counting the members by model and region",
+                       (void **)&detail->slices, sizeof *detail->slices, &detail->slice_count, slice_row);
+    if (rc == RETRYQ_OK)
+        rc = read_tokens(&st, detail);
+    snprintf(limit, sizeof limit, "%zu", open_limit != 0 ? open_limit : DEFAULT_OPEN);
+    if (rc == RETRYQ_OK)
+        rc = read_rows(&st, detail, SQL_OPEN, limit, "listing the open members", (void **)&detail->open,
+                       sizeof *detail->open, &detail->open_count, open_row);
+    rq_statement_end(&st); /* read only: the rollback ends it */
+    retryq_sets_free(found, n);
+    return rc;
+}
+
+void retryq_set_detail_free(retryq_set_detail_t *d)
+{
+    if (d == NULL)
+        return;
+    set_clear(&d->set);
+    for (size_t i = 0; i < d->code_count; i++)
+        free(d->codes[i].error_code);
+    free(d->codes);
+    for (size_t i = 0; i < d->slice_count; i++) {
+        free(d->slices[i].model_id);
+        free(d->slices[i].region);
+    }
+    free(d->slices);
+    free(d->open);
+    memset(d, 0, sizeof *d);
+}
