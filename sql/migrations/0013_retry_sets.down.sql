@@ -15,7 +15,7 @@ DROP FUNCTION IF EXISTS retryq_member_state(text, integer, integer);
 DROP TABLE IF EXISTS retryq_set_members;
 DROP TABLE IF EXISTS retryq_sets;
 DROP FUNCTION IF EXISTS retryq_output_tokens(jsonb, text);
-DROP FUNCTION IF EXISTS retryq_question_index(jsonb, text);
+DROP FUNCTION IF EXISTS retryq_question_ids(jsonb);
 DROP FUNCTION IF EXISTS retryq_error_code(jsonb);
 DROP FUNCTION IF EXISTS retryq_mark_retrying(bigint[], text[], text);
 DROP FUNCTION IF EXISTS retryq_retry_verdict(text, integer, integer);

@@ -56,18 +56,17 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(p_output->'failure'->>'code', p_output->>'error_code')
 $$;
 
--- The question_index of a job for a row: the position of its question_id in the job
--- spec's top-level questions (ids, or objects with an id). The worker takes the row's
--- question_id anyway; the index is its cross-check, 0 when the spec does not list the
--- id. NULL when the row has no question_id: then only the caller knows the index.
-CREATE OR REPLACE FUNCTION retryq_question_index(p_spec jsonb, p_question_id text)
-RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN p_question_id IS NOT NULL THEN coalesce((
-        SELECT (q.ord - 1)::integer
-          FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_spec->'questions') = 'array'
-                                         THEN p_spec->'questions' END) WITH ORDINALITY AS q(v, ord)
-         WHERE q.v #>> '{}' = p_question_id OR q.v->>'id' = p_question_id
-         ORDER BY q.ord LIMIT 1), 0) END
+-- The question ids of a job spec, in order: its top-level questions (ids, or objects with
+-- an id). A job's question_index is the position of the row's question_id among them
+-- (from 0); the worker takes the row's question_id anyway and the index is only its
+-- cross-check, so an id the spec does not list gets 0. A row without a question_id has
+-- no index that retryq could know.
+CREATE OR REPLACE FUNCTION retryq_question_ids(p_spec jsonb)
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(p_spec->'questions') = 'array' THEN ARRAY(
+        SELECT coalesce(q.v->>'id', q.v #>> '{}')
+          FROM jsonb_array_elements(p_spec->'questions') WITH ORDINALITY AS q(v, ord)
+         ORDER BY q.ord) END
 $$;
 
 -- Token usage of a successful output (the worker keeps the router's metadata): `in` or
@@ -166,7 +165,8 @@ BEGIN
             set_id bigint,            -- the set the chunk's retries joined (NULL: none)
             execution_id bigint,
             region text,
-            question_index integer,   -- retryq_question_index; NULL without a question_id
+            question_index integer,   -- the question_id's place in the spec (retryq_question_ids),
+                                      -- 0 when not listed, NULL without a question_id
             verdict text,             -- 'retry', or why not: at_max_retries, in_flight, locked,
                                       -- not_retryable, no_question_id
             attempt integer,          -- the new retry_count when it was retried, else NULL
@@ -273,7 +273,11 @@ BEGIN
     END IF;
 
     -- 3. Judge each row as it is now (a new statement: it sees what committed meanwhile,
-    --    and a locked row cannot change), then cut after the p_want-th retry.
+    --    and a locked row cannot change), then cut after the p_want-th retry. The job
+    --    specs' question ids are read once per job, not once per row.
+    WITH specs AS MATERIALIZED (
+        SELECT j.id, retryq_question_ids(j.jobspec_data) AS ids FROM jobs j
+         WHERE j.id IN (SELECT e.job_id FROM executions e WHERE e.id = ANY (v_candidates)))
     SELECT array_agg(ROW(NULL, c.execution_id, c.region, c.question_index, c.verdict, NULL,
                          c.status, c.retry_count, c.max_retries, c.model_id, c.question_id,
                          c.error_code, c.failed_at)::retryq_candidate ORDER BY c.execution_id)
@@ -281,7 +285,9 @@ BEGIN
       FROM (SELECT k.*, count(*) FILTER (WHERE k.verdict = 'retry')
                             OVER (ORDER BY k.execution_id) AS retries
               FROM (SELECT c.id AS execution_id, e.region::text AS region,
-                           retryq_question_index(j.jobspec_data, e.question_id) AS question_index,
+                           CASE WHEN e.question_id IS NOT NULL
+                                THEN coalesce(array_position(q.ids, e.question_id::text) - 1, 0)
+                           END AS question_index,
                            CASE WHEN NOT (c.id = ANY (v_locked)) THEN 'locked'
                                 WHEN e.id IS NULL THEN 'not_retryable'
                                 ELSE CASE retryq_retry_verdict(e.status, e.retry_count, e.max_retries)
@@ -299,7 +305,7 @@ BEGIN
                            coalesce(e.completed_at, e.created_at) AS failed_at
                       FROM unnest(v_candidates) AS c(id)
                       LEFT JOIN executions e ON e.id = c.id
-                      LEFT JOIN jobs j ON j.id = e.job_id) AS k) AS c
+                      LEFT JOIN specs q ON q.id = e.job_id) AS k) AS c
      WHERE p_want IS NULL OR c.retries < p_want OR (c.retries = p_want AND c.verdict = 'retry');
 
     -- 4. Retry the rows judged 'retry', and record them in the set.
