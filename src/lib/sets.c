@@ -20,34 +20,41 @@
 
 #define UTC_TEXT(column) "to_char(" column " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
-/* The progress columns, in the order progress_read takes them. */
+/* The progress columns, in the order progress_add takes them. */
 #define PROGRESS_COLUMNS "p.total, p.open, p.completed, p.failed, p.superseded, p.cancelled, p.other, " \
                          "p.finished_last_minute"
 #define PROGRESS_COUNT 8
 
-static const char SQL_SETS[] =
-    "SELECT s.id, s.name, s.filter::text, s.created_by, " UTC_TEXT("s.created_at") ", " PROGRESS_COLUMNS
-    ", extract(epoch FROM " RATE_WINDOW ") * 1000 "
-    "FROM retryq_sets s LEFT JOIN LATERAL (SELECT * FROM retryq_set_progress p WHERE p.set_id = s.id) p "
-    "ON true WHERE $1::bigint IS NULL OR s.id = $1::bigint ORDER BY s.id DESC LIMIT $2::bigint";
+/* A set's own columns and the span its rate of outcomes is counted over (ms). */
+#define SET_COLUMNS "s.id, s.name, s.filter::text, s.created_by, " UTC_TEXT("s.created_at") \
+                    ", extract(epoch FROM " RATE_WINDOW ") * 1000"
+#define SET_COUNT 6
 
-static const char SQL_CODES[] =
-    "SELECT coalesce(retryq_error_code(e.output_data), ''), count(*) "
-    "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
-    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'failed' "
-    "GROUP BY 1 ORDER BY 2 DESC, 1";
+/* The newest sets, with their progress (one pass over each set's members). */
+static const char SQL_SETS[] =
+    "SELECT " SET_COLUMNS ", " PROGRESS_COLUMNS " "
+    "FROM retryq_sets s LEFT JOIN LATERAL (SELECT * FROM retryq_set_progress p WHERE p.set_id = s.id) p "
+    "ON true ORDER BY s.id DESC LIMIT $1::bigint";
+
+/* One set alone: show sums its progress from the slices. */
+static const char SQL_SET[] = "SELECT " SET_COLUMNS " FROM retryq_sets s WHERE s.id = $1::bigint";
 
 static const char SQL_SLICES[] =
     "SELECT coalesce(p.model_id, ''), p.region, " PROGRESS_COLUMNS " "
     "FROM retryq_set_slices p WHERE p.set_id = $1::bigint ORDER BY 1, 2";
 
-static const char SQL_TOKENS[] =
-    "SELECT coalesce(sum(t.tokens_in), 0)::bigint, coalesce(sum(t.tokens_out), 0)::bigint, "
+/* The finished members in one pass: a row per error code of the failed ones, and one
+ * for the completed ones with their token usage. */
+static const char SQL_OUTCOMES[] =
+    "SELECT s.state, CASE WHEN s.state = 'failed' THEN coalesce(retryq_error_code(e.output_data), '') END, "
+    "count(*), coalesce(sum(t.tokens_in), 0)::bigint, coalesce(sum(t.tokens_out), 0)::bigint, "
     "count(*) FILTER (WHERE t.tokens_in IS NOT NULL OR t.tokens_out IS NOT NULL) "
     "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
+    "CROSS JOIN LATERAL (SELECT retryq_member_state(e.status, e.retry_count, m.attempt) AS state) s "
     "CROSS JOIN LATERAL (SELECT round(retryq_output_tokens(e.output_data, 'in')) AS tokens_in, "
     "round(retryq_output_tokens(e.output_data, 'out')) AS tokens_out) t "
-    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'completed'";
+    "WHERE m.set_id = $1::bigint AND s.state IN ('failed', 'completed') "
+    "GROUP BY 1, 2 ORDER BY 3 DESC, 2";
 
 static const char SQL_OPEN[] =
     "SELECT m.execution_id, m.region, coalesce(e.model_id, ''), m.attempt, "
@@ -56,16 +63,10 @@ static const char SQL_OPEN[] =
     "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'open' "
     "ORDER BY m.execution_id LIMIT $2::bigint";
 
-/* Reads PROGRESS_COUNT counts from column `col` on; percent and ETA from `window_ms`
- * (the span the last minute's outcomes were counted over; <= 0: no ETA). */
-static void progress_read(const PGresult *res, int row, int col, double window_ms,
-                          retryq_set_progress_t *p)
+/* Percent and ETA of counted progress, from `window_ms` (the span the last minute's
+ * outcomes were counted over; <= 0: no ETA). */
+static void progress_finish(retryq_set_progress_t *p, double window_ms)
 {
-    int64_t *counts[PROGRESS_COUNT] = {&p->total, &p->open, &p->completed, &p->failed,
-                                       &p->superseded, &p->cancelled, &p->other,
-                                       &p->finished_last_minute};
-    for (int i = 0; i < PROGRESS_COUNT; i++)
-        *counts[i] = rq_statement_int(res, row, col + i);
     p->percent = p->total > 0 ? (double)(p->total - p->open) * 100.0 / (double)p->total : 100.0;
     if (p->open == 0)
         p->eta_ms = 0;
@@ -73,6 +74,16 @@ static void progress_read(const PGresult *res, int row, int col, double window_m
         p->eta_ms = -1;
     else
         p->eta_ms = (int64_t)((double)p->open * window_ms / (double)p->finished_last_minute + 0.5);
+}
+
+/* The PROGRESS_COUNT counts from column `col` on, added to *p. */
+static void progress_add(const PGresult *res, int row, int col, retryq_set_progress_t *p)
+{
+    int64_t *counts[PROGRESS_COUNT] = {&p->total, &p->open, &p->completed, &p->failed,
+                                       &p->superseded, &p->cancelled, &p->other,
+                                       &p->finished_last_minute};
+    for (int i = 0; i < PROGRESS_COUNT; i++)
+        *counts[i] += rq_statement_int(res, row, col + i);
 }
 
 static char *dup_value(const PGresult *res, int row, int col, bool *ok)
@@ -93,17 +104,21 @@ static void set_clear(retryq_set_t *s)
     memset(s, 0, sizeof *s);
 }
 
-/* The sets of SQL_SETS; `id` 0 for the newest `limit`. */
-static int read_sets(rq_statement_t *st, int64_t id, size_t limit, retryq_set_t **out, size_t *n)
+/* The sets SQL_SETS (the newest `limit`, with progress) or SQL_SET (set `id` alone,
+ * progress zero) returns; *window_ms receives the last one's rate span. */
+static int read_sets(rq_statement_t *st, int64_t id, size_t limit, retryq_set_t **out, size_t *n,
+                     double *window_ms)
 {
-    char id_text[24], limit_text[24];
-    const char *const params[] = {id != 0 ? id_text : NULL, limit_text};
+    char arg[24];
+    const char *const params[] = {arg};
     PGresult *res = NULL;
-    snprintf(id_text, sizeof id_text, "%" PRId64, id);
-    snprintf(limit_text, sizeof limit_text, "%zu", limit);
+    if (id != 0)
+        snprintf(arg, sizeof arg, "%" PRId64, id);
+    else
+        snprintf(arg, sizeof arg, "%zu", limit);
     *out = NULL;
     *n = 0;
-    int rc = rq_statement_exec(st, SQL_SETS, 2, params, "reading the retry sets", &res);
+    int rc = rq_statement_exec(st, id != 0 ? SQL_SET : SQL_SETS, 1, params, "reading the retry sets", &res);
     if (rc != RETRYQ_OK)
         return rc;
     int rows = PQntuples(res);
@@ -116,7 +131,10 @@ static int read_sets(rq_statement_t *st, int64_t id, size_t limit, retryq_set_t 
         s->filter = dup_value(res, i, 2, &ok);
         s->created_by = dup_value(res, i, 3, &ok);
         rq_copy(s->created_at, sizeof s->created_at, PQgetvalue(res, i, 4));
-        progress_read(res, i, 5, strtod(PQgetvalue(res, i, 5 + PROGRESS_COUNT), NULL), &s->progress);
+        *window_ms = strtod(PQgetvalue(res, i, 5), NULL);
+        if (PQnfields(res) > SET_COUNT)
+            progress_add(res, i, SET_COUNT, &s->progress);
+        progress_finish(&s->progress, *window_ms);
         *n = (size_t)i + 1;
     }
     PQclear(res);
@@ -132,9 +150,10 @@ int retryq_sets_list(retryq_client_t *client, size_t limit, retryq_set_t **sets,
         return rq_error(err, RETRYQ_ERR_INVALID, "sets: missing client or result");
     *sets = NULL;
     *n = 0;
+    double window_ms = 0;
     int rc = rq_statement_open(&st, client, "retry sets", err);
     if (rc == RETRYQ_OK)
-        rc = read_sets(&st, 0, limit != 0 ? limit : DEFAULT_LIST, sets, n);
+        rc = read_sets(&st, 0, limit != 0 ? limit : DEFAULT_LIST, sets, n, &window_ms);
     rq_statement_end(&st);
     return rc;
 }
@@ -181,20 +200,13 @@ static int read_rows(rq_statement_t *st, retryq_set_detail_t *d, const char *sql
     return ok ? RETRYQ_OK : rq_error(st->err, RETRYQ_ERR_NOMEM, "out of memory");
 }
 
-static bool code_row(retryq_set_detail_t *d, const PGresult *res, int i)
-{
-    bool ok = true;
-    d->codes[i].error_code = dup_value(res, i, 0, &ok);
-    d->codes[i].failed = rq_statement_int(res, i, 1);
-    return ok;
-}
-
 static bool slice_row(retryq_set_detail_t *d, const PGresult *res, int i)
 {
     bool ok = true;
     d->slices[i].model_id = dup_value(res, i, 0, &ok);
     d->slices[i].region = dup_value(res, i, 1, &ok);
-    progress_read(res, i, 2, 0, &d->slices[i].progress);
+    progress_add(res, i, 2, &d->slices[i].progress);
+    progress_add(res, i, 2, &d->set.progress); /* the set's progress: the sum of its slices */
     return ok;
 }
 
@@ -209,19 +221,29 @@ static bool open_row(retryq_set_detail_t *d, const PGresult *res, int i)
     return true;
 }
 
-static int read_tokens(rq_statement_t *st, retryq_set_detail_t *d)
+/* The failures by error code and the completed members' token usage (SQL_OUTCOMES). */
+static int read_outcomes(rq_statement_t *st, retryq_set_detail_t *d)
 {
     PGresult *res = NULL;
-    int rc = detail_query(st, SQL_TOKENS, d->set.id, NULL, "summing the token usage", &res);
+    int rc = detail_query(st, SQL_OUTCOMES, d->set.id, NULL, "counting the outcomes", &res);
     if (rc != RETRYQ_OK)
         return rc;
-    if (PQntuples(res) == 1) {
-        d->tokens_in = rq_statement_int(res, 0, 0);
-        d->tokens_out = rq_statement_int(res, 0, 1);
-        d->with_usage = rq_statement_int(res, 0, 2);
+    int rows = PQntuples(res);
+    d->codes = rows > 0 ? calloc((size_t)rows, sizeof *d->codes) : NULL;
+    bool ok = rows == 0 || d->codes != NULL;
+    for (int i = 0; ok && i < rows; i++) {
+        if (strcmp(PQgetvalue(res, i, 0), "completed") == 0) {
+            d->tokens_in = rq_statement_int(res, i, 3);
+            d->tokens_out = rq_statement_int(res, i, 4);
+            d->with_usage = rq_statement_int(res, i, 5);
+            continue;
+        }
+        retryq_set_code_count_t *c = &d->codes[d->code_count++];
+        c->error_code = dup_value(res, i, 1, &ok);
+        c->failed = rq_statement_int(res, i, 2);
     }
     PQclear(res);
-    return RETRYQ_OK;
+    return ok ? RETRYQ_OK : rq_error(st->err, RETRYQ_ERR_NOMEM, "out of memory");
 }
 
 int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
@@ -230,6 +252,7 @@ int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
     rq_statement_t st;
     retryq_set_t *found = NULL;
     size_t n = 0;
+    double window_ms = 0;
     char subject[40], limit[24];
     if (detail == NULL)
         return rq_error(err, RETRYQ_ERR_INVALID, "sets: missing result");
@@ -241,20 +264,19 @@ int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
     if (rc == RETRYQ_OK)
         rc = rq_statement_begin(&st, client->command_timeout_ms, true);
     if (rc == RETRYQ_OK)
-        rc = read_sets(&st, id, 1, &found, &n);
+        rc = read_sets(&st, id, 1, &found, &n, &window_ms);
     if (rc == RETRYQ_OK && n == 0)
         rc = rq_error(err, RETRYQ_ERR_NOT_FOUND, "no retry set %" PRId64 " (see `retryq sets`)", id);
     if (rc == RETRYQ_OK) {
         detail->set = found[0];
         memset(&found[0], 0, sizeof found[0]); /* moved */
-        rc = read_rows(&st, detail, SQL_CODES, NULL, "counting the failures by error code",
-                       (void **)&detail->codes, sizeof *detail->codes, &detail->code_count, code_row);
-    }
-    if (rc == RETRYQ_OK)
         rc = read_rows(&st, detail, SQL_SLICES, NULL, "counting the members by model and region",
                        (void **)&detail->slices, sizeof *detail->slices, &detail->slice_count, slice_row);
-    if (rc == RETRYQ_OK)
-        rc = read_tokens(&st, detail);
+    }
+    if (rc == RETRYQ_OK) {
+        progress_finish(&detail->set.progress, window_ms);
+        rc = read_outcomes(&st, detail);
+    }
     snprintf(limit, sizeof limit, "%zu", open_limit != 0 ? open_limit : DEFAULT_OPEN);
     if (rc == RETRYQ_OK)
         rc = read_rows(&st, detail, SQL_OPEN, limit, "listing the open members", (void **)&detail->open,
