@@ -339,8 +339,9 @@ typedef struct retryq_bulk_options {
  * failed, timeout or error; retry_count below the row's own max_retries; not in flight)
  * and its very UPDATE (both are SQL functions of retryq's migration 0013, which the Go
  * package runs too). Works in execution id order, in transactions of `chunk` rows: each
- * selects, locks the rows no one else holds (FOR UPDATE SKIP LOCKED, so a concurrent
- * single retry is never blocked and never doubled: it keeps its row, counted "locked"),
+ * selects, locks the rows no one else holds (FOR UPDATE SKIP LOCKED, so it never waits
+ * for a concurrent single retry and never doubles one: that one keeps its row, counted
+ * "locked"; a single retry of a row in the chunk waits for the chunk's commit),
  * judges them as they are now, marks the retryable ones 'retrying', records them in one
  * retry set (created with the first retry: retryq_sets), commits, and then pushes that
  * chunk's jobs with retryq_enqueue_many. The question_index of a job is the position of

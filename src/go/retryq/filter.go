@@ -116,8 +116,8 @@ func SubmitFilter(ctx context.Context, db *sql.DB, push Pusher, f Filter, opts B
 // SubmitFilter retries every execution f selects, with Submit's rules (status failed,
 // timeout or error; retry_count below the row's own max_retries; not in flight) and its
 // UPDATE. It works in execution id order, one transaction per chunk: the chunk's rows
-// that no other transaction holds are locked (FOR UPDATE SKIP LOCKED: a concurrent
-// Submit is never blocked nor doubled, its row is counted SkipLocked), judged as they
+// that no other transaction holds are locked (FOR UPDATE SKIP LOCKED: it never waits
+// for a concurrent Submit nor doubles one, whose row is counted SkipLocked), judged as they
 // are now, marked 'retrying' and recorded as members of one retry set (created with the
 // first retry); after the commit the chunk's jobs are pushed. A job's QuestionIndex is
 // the position of the row's question_id in its job spec's questions.
