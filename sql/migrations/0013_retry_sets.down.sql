@@ -9,8 +9,8 @@
 
 DROP FUNCTION IF EXISTS retryq_retry_by_filter(jsonb, bigint, integer, integer, bigint, text, text, text, boolean);
 DROP TYPE IF EXISTS retryq_candidate;
-DROP VIEW IF EXISTS retryq_set_progress;
-DROP VIEW IF EXISTS retryq_set_slices;
+DROP FUNCTION IF EXISTS retryq_set_progress(bigint[]);
+DROP FUNCTION IF EXISTS retryq_set_slices(bigint[]);
 DROP FUNCTION IF EXISTS retryq_member_state(text, integer, integer);
 DROP TABLE IF EXISTS retryq_set_members;
 DROP TABLE IF EXISTS retryq_sets;

@@ -127,33 +127,44 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- The progress of each set's members of one model in one region, and of each whole set.
--- finished_last_minute counts members whose outcome the worker wrote in the last minute
--- (the worker sets completed_at with every outcome; executions have no updated_at): the
--- rate behind an ETA.
-CREATE OR REPLACE VIEW retryq_set_slices AS
-SELECT m.set_id, e.model_id, m.region,
-       count(*) AS total,
-       count(*) FILTER (WHERE s.state = 'open') AS open,
-       count(*) FILTER (WHERE s.state = 'completed') AS completed,
-       count(*) FILTER (WHERE s.state = 'failed') AS failed,
-       count(*) FILTER (WHERE s.state = 'superseded') AS superseded,
-       count(*) FILTER (WHERE s.state = 'cancelled') AS cancelled,
-       count(*) FILTER (WHERE s.state = 'other') AS other,
-       count(*) FILTER (WHERE s.state IN ('completed', 'failed')
-                          AND e.completed_at >= localtimestamp - interval '1 minute') AS finished_last_minute
-  FROM retryq_set_members m
-  LEFT JOIN executions e ON e.id = m.execution_id
- CROSS JOIN LATERAL (SELECT retryq_member_state(e.status, e.retry_count, m.attempt) AS state) AS s
- GROUP BY m.set_id, e.model_id, m.region;
+-- The progress of the given sets' members of one model in one region, and of each whole
+-- set. finished_last_minute counts members whose outcome the worker wrote in the last
+-- minute (the worker sets completed_at with every outcome; executions have no
+-- updated_at): the rate behind an ETA. Functions, not views: a view would pin the
+-- runner's columns (no migration of the runner's could drop or retype them), a function
+-- body does not.
+CREATE OR REPLACE FUNCTION retryq_set_slices(p_sets bigint[])
+RETURNS TABLE (set_id bigint, model_id text, region text, total bigint, open bigint,
+               completed bigint, failed bigint, superseded bigint, cancelled bigint,
+               other bigint, finished_last_minute bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT m.set_id, e.model_id::text, m.region::text,
+           count(*),
+           count(*) FILTER (WHERE s.state = 'open'),
+           count(*) FILTER (WHERE s.state = 'completed'),
+           count(*) FILTER (WHERE s.state = 'failed'),
+           count(*) FILTER (WHERE s.state = 'superseded'),
+           count(*) FILTER (WHERE s.state = 'cancelled'),
+           count(*) FILTER (WHERE s.state = 'other'),
+           count(*) FILTER (WHERE s.state IN ('completed', 'failed')
+                              AND e.completed_at >= localtimestamp - interval '1 minute')
+      FROM retryq_set_members m
+      LEFT JOIN executions e ON e.id = m.execution_id
+     CROSS JOIN LATERAL (SELECT retryq_member_state(e.status, e.retry_count, m.attempt) AS state) AS s
+     WHERE m.set_id = ANY (p_sets)
+     GROUP BY m.set_id, e.model_id, m.region
+$$;
 
-CREATE OR REPLACE VIEW retryq_set_progress AS
-SELECT set_id, sum(total)::bigint AS total, sum(open)::bigint AS open,
-       sum(completed)::bigint AS completed, sum(failed)::bigint AS failed,
-       sum(superseded)::bigint AS superseded, sum(cancelled)::bigint AS cancelled,
-       sum(other)::bigint AS other, sum(finished_last_minute)::bigint AS finished_last_minute
-  FROM retryq_set_slices
- GROUP BY set_id;
+CREATE OR REPLACE FUNCTION retryq_set_progress(p_sets bigint[])
+RETURNS TABLE (set_id bigint, total bigint, open bigint, completed bigint, failed bigint,
+               superseded bigint, cancelled bigint, other bigint, finished_last_minute bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT p.set_id, sum(p.total)::bigint, sum(p.open)::bigint, sum(p.completed)::bigint,
+           sum(p.failed)::bigint, sum(p.superseded)::bigint, sum(p.cancelled)::bigint,
+           sum(p.other)::bigint, sum(p.finished_last_minute)::bigint
+      FROM retryq_set_slices(p_sets) AS p
+     GROUP BY p.set_id
+$$;
 
 -- ------------------------------------------------------------------ retry by filter
 

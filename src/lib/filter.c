@@ -196,14 +196,20 @@ static int read_chunk(bulk_run_t *b, const PGresult *res, const char *timestamp)
         if (r->set_id == 0)
             r->set_id = rq_statement_int(res, i, COL_SET);
         retryq_job_t *job = &b->jobs[b->job_count];
+        retryq_error_t why = {0};
+        if (PQgetisnull(res, i, COL_QUESTION_INDEX))
+            return rq_error(b->err, RETRYQ_ERR_INVALID,
+                            "[RETRY] retry by filter: execution %" PRId64 " was retried without a question "
+                            "index; nothing of its chunk was committed",
+                            id);
         int rc = retryq_job_init(job, id, PQgetvalue(res, i, COL_REGION),
                                  rq_statement_int(res, i, COL_QUESTION_INDEX),
-                                 (int32_t)rq_statement_int(res, i, COL_ATTEMPT), b->err);
+                                 (int32_t)rq_statement_int(res, i, COL_ATTEMPT), &why);
         if (rc != RETRYQ_OK)
             return rq_error(b->err, rc,
                             "[RETRY] retry by filter: execution %" PRId64 " cannot become a job (%s); "
                             "nothing of its chunk was committed",
-                            id, b->err != NULL ? b->err->message : retryq_code_name(rc));
+                            id, why.message);
         rq_copy(job->enqueued_at, sizeof job->enqueued_at, timestamp);
         b->job_count++;
     }
@@ -242,14 +248,14 @@ static void forget_chunk(retryq_bulk_result_t *r, const retryq_bulk_result_t *be
 static int run_chunk(bulk_run_t *b, bool *more)
 {
     retryq_bulk_result_t *r = b->result;
-    char json_after[24], size[24], want[24], set[24], timestamp[RETRYQ_MAX_TIMESTAMP + 1];
+    char after[24], size[24], want[24], set[24], timestamp[RETRYQ_MAX_TIMESTAMP + 1];
     int64_t remaining = b->limit > 0 ? b->limit - r->retried : 0;
-    snprintf(json_after, sizeof json_after, "%" PRId64, b->after);
+    snprintf(after, sizeof after, "%" PRId64, b->after);
     snprintf(size, sizeof size, "%zu", b->chunk);
     snprintf(want, sizeof want, "%" PRId64, remaining);
     snprintf(set, sizeof set, "%" PRId64, r->set_id);
     rq_format_rfc3339(rq_now_ms(), timestamp, sizeof timestamp);
-    const char *const params[] = {b->filter_json, json_after, size, b->limit > 0 ? want : NULL,
+    const char *const params[] = {b->filter_json, after, size, b->limit > 0 ? want : NULL,
                                   r->set_id != 0 ? set : NULL, b->set_name, b->created_by, timestamp,
                                   b->dry_run ? "true" : "false"};
     int timeout = b->client->command_timeout_ms > CHUNK_TIMEOUT_MS ? b->client->command_timeout_ms : CHUNK_TIMEOUT_MS;

@@ -1,8 +1,8 @@
 /*
  * Retry sets (retryq_sets_list, retryq_set_show): what a retry by filter submitted and
  * where it stands. Nothing here is stored as progress: every figure is computed from the
- * members' executions through migration 0013's views (retryq_set_progress,
- * retryq_set_slices) and retryq_member_state, so it is right after any restart and
+ * members' executions through migration 0013's functions (retryq_set_progress,
+ * retryq_set_slices, retryq_member_state), so it is right after any restart and
  * whoever wrote the outcome. A show reads its parts in one READ ONLY snapshot, so they
  * add up.
  */
@@ -33,15 +33,15 @@
 /* The newest sets, with their progress (one pass over each set's members). */
 static const char SQL_SETS[] =
     "SELECT " SET_COLUMNS ", " PROGRESS_COLUMNS " "
-    "FROM retryq_sets s LEFT JOIN LATERAL (SELECT * FROM retryq_set_progress p WHERE p.set_id = s.id) p "
-    "ON true ORDER BY s.id DESC LIMIT $1::bigint";
+    "FROM retryq_sets s LEFT JOIN LATERAL retryq_set_progress(ARRAY[s.id]) p ON true "
+    "ORDER BY s.id DESC LIMIT $1::bigint";
 
 /* One set alone: show sums its progress from the slices. */
 static const char SQL_SET[] = "SELECT " SET_COLUMNS " FROM retryq_sets s WHERE s.id = $1::bigint";
 
 static const char SQL_SLICES[] =
     "SELECT coalesce(p.model_id, ''), p.region, " PROGRESS_COLUMNS " "
-    "FROM retryq_set_slices p WHERE p.set_id = $1::bigint ORDER BY 1, 2";
+    "FROM retryq_set_slices(ARRAY[$1::bigint]) p ORDER BY 1, 2";
 
 /* The finished members in one pass: a row per error code of the failed ones, and one
  * for the completed ones with their token usage. */

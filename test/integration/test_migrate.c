@@ -232,8 +232,10 @@ static void test_sql_files_are_safe_to_run_twice(void **state)
     run_in_transaction(fx, embedded_sql(LATEST, 1));
     run_in_transaction(fx, embedded_sql(LATEST, 1));
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname IN ('retryq_sets', "
-                                  "'retryq_set_members', 'retryq_set_progress')"),
-                     3);
+                                  "'retryq_set_members')"),
+                     2);
+    /* nothing of retryq's depends on a runner column: the runner may still drop or retype one */
+    PQclear(tu_exec(fx->pg, "ALTER TABLE executions ALTER COLUMN model_id TYPE varchar(100)", 0));
     assert_true(sweep_index_exists(fx));
     assert_status_legal(fx, "retrying", true);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'executions'::regclass "

@@ -338,6 +338,10 @@ func (b *bulk) read(rows *sql.Rows) error {
 		if b.res.SetID == 0 {
 			b.res.SetID = set.Int64
 		}
+		if r.QuestionIndex == nil {
+			return invalid("[RETRY] retry by filter: execution %d was retried without a question index; "+
+				"nothing of its chunk was committed", r.ExecutionID)
+		}
 		job := Job{ExecutionID: r.ExecutionID, Region: r.Region, QuestionIndex: *r.QuestionIndex,
 			RetryAttempt: r.Attempt, EnqueuedAt: b.now}.withDefaults(time.Now())
 		if err := job.Validate(); err != nil {
