@@ -9,7 +9,9 @@
  *   - the Redis key names of a queue (§3);
  *   - parsing of redis:// and unix:// URLs;
  *   - a synchronous client that enqueues a job, performs the runner's whole retry
- *     request (`retryq_submit`), reads queue statistics and applies migrations.
+ *     request (`retryq_submit`), reads queue statistics and applies migrations;
+ *   - the retry by filter (`retryq_submit_filter`) and the retry sets it records
+ *     (`retryq_sets_list`, `retryq_set_show`).
  *
  * Conventions: functions return RETRYQ_OK (0) or a negative retryq_code; when an
  * error struct is passed it receives a human sentence. Nothing here keeps global
@@ -261,6 +263,199 @@ RETRYQ_API int retryq_submit(retryq_client_t *client, int64_t execution_id, cons
                   int64_t question_index, retryq_submit_result_t *result,
                   retryq_error_t *err) RETRYQ_MUST_CHECK;
 RETRYQ_API void retryq_submit_result_free(retryq_submit_result_t *result);
+
+/* ----------------------------------------------------- retry by filter (bulk) */
+
+/* Statuses a retry by filter selects (retryq_filter_t.statuses); 0 means all three. */
+#define RETRYQ_STATUS_FAILED 0x1u
+#define RETRYQ_STATUS_TIMEOUT 0x2u
+#define RETRYQ_STATUS_ERROR 0x4u
+#define RETRYQ_BULK_CHUNK 500 /* rows per transaction of retryq_submit_filter (the default) */
+
+/*
+ * Which executions a retry by filter selects. Every field set narrows the selection; job
+ * or since_ms is required. Strings compare exactly with the stored value (a region is
+ * stored as the runner wrote it: 'us-east', or 'US' on old rows).
+ */
+typedef struct retryq_filter {
+    const char *job;        /* jobs.jobspec_id; NULL: any job */
+    const char *model;      /* executions.model_id; NULL: any */
+    const char *region;     /* executions.region; NULL: any */
+    unsigned statuses;      /* RETRYQ_STATUS_* bits; 0: failed, timeout and error */
+    const char *error_code; /* output_data's failure.code, else its error_code (ROUTER_TIMEOUT,
+                               ROUTER_HTTP_503, bad_job_spec, ...); NULL: any */
+    int64_t since_ms;       /* failed at or after this time (ms since the epoch); 0: no bound */
+    int64_t until_ms;       /* failed before this time; 0: no bound */
+} retryq_filter_t;
+/* "Failed at" is coalesce(completed_at, created_at): the runner writes each execution
+ * with completed_at when it ends, and the worker sets completed_at with every outcome. */
+
+/* Why a selected execution was not retried (retryq_bulk_result_t.skipped). */
+typedef enum retryq_skip_reason {
+    RETRYQ_SKIP_MAX_RETRIES = 0, /* "at_max_retries": retry_count >= its max_retries */
+    RETRYQ_SKIP_IN_FLIGHT,       /* "in_flight": retrying or running by the time it was locked */
+    RETRYQ_SKIP_LOCKED,          /* "locked": another transaction (a concurrent single retry)
+                                    held the row; that one decides, it is never doubled */
+    RETRYQ_SKIP_NOT_RETRYABLE,   /* "not_retryable": no longer failed/timeout/error */
+    RETRYQ_SKIP_NO_QUESTION,     /* "no_question_id": an old batch row, whose question index
+                                    only the caller knows: use retryq_submit */
+    RETRYQ_SKIP_COUNT
+} retryq_skip_reason_t;
+
+/* Static name of a skip reason ("at_max_retries", ...), "unknown" when out of range. */
+RETRYQ_API const char *retryq_skip_reason_name(int reason);
+
+/* One selected execution, as found, and what became of it. */
+typedef struct retryq_bulk_row {
+    int64_t execution_id;
+    char region[RETRYQ_MAX_REGION + 1];
+    char model_id[51];
+    char status[51];           /* before the retry */
+    int32_t retry_count;       /* before the retry */
+    int32_t max_retries;
+    char error_code[128];      /* "" when the output has none */
+    char question_id[256];     /* "" when NULL */
+    int64_t question_index;    /* the job's; -1 when unknown (no question_id) */
+    char failed_at[RETRYQ_MAX_TIMESTAMP + 1]; /* coalesce(completed_at, created_at), as stored */
+    char verdict[24];          /* "retry" (retried, or would be in a dry run) or a skip reason */
+    int32_t attempt;           /* the new attempt when retried, else 0 */
+} retryq_bulk_row_t;
+
+/* What a retry by filter did (so far, in the progress callback). */
+typedef struct retryq_bulk_result {
+    bool dry_run;
+    int64_t set_id;            /* the retry set created; 0 when none (dry run, nothing retried) */
+    int64_t selected;          /* executions that matched the filter (up to the limit) */
+    int64_t retried;           /* committed as 'retrying' (a dry run: would be) */
+    int64_t queued;            /* of those, pushed to Redis */
+    int64_t not_queued;        /* committed but not pushed: COMMITTED_NOT_QUEUED, the worker's
+                                  orphan sweep enqueues them */
+    int64_t skipped[RETRYQ_SKIP_COUNT];
+    int64_t chunks;            /* transactions run */
+    retryq_bulk_row_t *sample; /* the first `sample` selected rows (malloc'd) */
+    size_t sample_count;
+} retryq_bulk_result_t;
+
+typedef void (*retryq_bulk_progress_fn)(const retryq_bulk_result_t *so_far, void *privdata);
+
+typedef struct retryq_bulk_options {
+    int64_t limit;              /* retry at most this many (the first by execution id); 0: all */
+    const char *set_name;       /* the set's name; NULL: none */
+    const char *created_by;     /* who asked; NULL: the OS user */
+    bool dry_run;               /* count and sample only: nothing is locked, changed or pushed */
+    size_t sample;              /* rows kept in result->sample; 0: 20 */
+    size_t chunk;               /* rows per transaction, 1..5000; 0: RETRYQ_BULK_CHUNK */
+    retryq_bulk_progress_fn progress; /* optional: called after each chunk */
+    void *progress_data;
+} retryq_bulk_options_t;
+
+/*
+ * Retries every execution that `filter` selects, with the rules of retryq_submit (status
+ * failed, timeout or error; retry_count below the row's own max_retries; not in flight)
+ * and its very UPDATE (both are SQL functions of retryq's migration 0013, which the Go
+ * package runs too). Works in execution id order, in transactions of `chunk` rows: each
+ * selects, locks the rows no one else holds (FOR UPDATE SKIP LOCKED, so it never waits
+ * for a concurrent single retry and never doubles one: that one keeps its row, counted
+ * "locked"; a single retry of a row in the chunk waits for the chunk's commit),
+ * judges them as they are now, marks the retryable ones 'retrying', records them in one
+ * retry set (created with the first retry: retryq_sets), commits, and then pushes that
+ * chunk's jobs with retryq_enqueue_many. The question_index of a job is the position of
+ * the row's question_id in its job spec's questions.
+ *
+ * Returns RETRYQ_OK when every selected row was retried and queued or skipped (see
+ * result->skipped). When Redis refused a chunk's push it stops there and returns
+ * RETRYQ_ERR_REDIS: those rows are committed (result->not_queued, like submit's
+ * COMMITTED_NOT_QUEUED) and the worker's orphan sweep enqueues them; run the same filter
+ * again later for the rest. RETRYQ_ERR_INVALID for a bad filter (neither job nor since,
+ * a bad status, a bad option), RETRYQ_ERR_NOT_FOUND for an unknown job,
+ * RETRYQ_ERR_SCHEMA when migration 0013 is missing, RETRYQ_ERR_DATABASE when
+ * PostgreSQL fails (chunks committed before stay committed and are in result). Free the
+ * result with retryq_bulk_result_free, whatever the return value.
+ */
+RETRYQ_API int retryq_submit_filter(retryq_client_t *client, const retryq_filter_t *filter,
+                                    const retryq_bulk_options_t *opts, retryq_bulk_result_t *result,
+                                    retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_bulk_result_free(retryq_bulk_result_t *result);
+
+/*
+ * A point in time as `retryq retry --since/--until` take it: an RFC 3339 time
+ * ("2026-11-29T08:00:00Z"; fractions and offsets allowed) or a duration before `now_ms`
+ * ("90s", "15m", "2h", "1d", "1w", or several: "1h30m"). Writes milliseconds since the
+ * epoch; RETRYQ_ERR_INVALID (with why) when the text is neither.
+ */
+RETRYQ_API int retryq_parse_time(const char *text, int64_t now_ms, int64_t *epoch_ms,
+                                 retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* ---------------------------------------------------------------- retry sets */
+
+/*
+ * Where the members of a set stand, computed from their executions (PostgreSQL is the
+ * truth): a member is (execution, attempt). open: still 'retrying' at that attempt;
+ * completed / failed (failed, timeout, error) at that attempt; superseded: a later retry
+ * took over (retry_count > attempt); cancelled; other: the row is gone or holds a state
+ * no retry leads to.
+ */
+typedef struct retryq_set_progress {
+    int64_t total, open, completed, failed, superseded, cancelled, other;
+    int64_t finished_last_minute; /* outcomes written in the last minute (completed_at) */
+    double percent;               /* members no longer open, in % of total (100 when empty) */
+    int64_t eta_ms;               /* open / the last minute's rate; 0 when done, -1 unknown */
+} retryq_set_progress_t;
+
+/* One retry set. Strings are malloc'd (freed by retryq_sets_free / retryq_set_detail_free). */
+typedef struct retryq_set {
+    int64_t id;
+    char *name;                   /* NULL when it has none */
+    char *filter;                 /* the filter as JSON text */
+    char *created_by;
+    char created_at[RETRYQ_MAX_TIMESTAMP + 1]; /* RFC 3339, UTC */
+    retryq_set_progress_t progress;
+} retryq_set_t;
+
+/* The newest `limit` sets (0: 50), newest first, with their progress. */
+RETRYQ_API int retryq_sets_list(retryq_client_t *client, size_t limit, retryq_set_t **sets,
+                                size_t *n, retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_sets_free(retryq_set_t *sets, size_t n);
+
+/* Failed members of a set by the error code of their outcome ("" when it has none). */
+typedef struct retryq_set_code_count {
+    char *error_code;
+    int64_t failed;
+} retryq_set_code_count_t;
+
+/* The members of one model in one region. */
+typedef struct retryq_set_slice {
+    char *model_id;
+    char *region;
+    retryq_set_progress_t progress; /* counts only (no percent or ETA of its own) */
+} retryq_set_slice_t;
+
+/* A member still open. */
+typedef struct retryq_set_open_member {
+    int64_t execution_id;
+    char region[RETRYQ_MAX_REGION + 1];
+    char model_id[51];
+    int32_t attempt;
+    char last_retry_at[RETRYQ_MAX_TIMESTAMP + 1]; /* RFC 3339, UTC; "" when NULL */
+} retryq_set_open_member_t;
+
+typedef struct retryq_set_detail {
+    retryq_set_t set;
+    retryq_set_code_count_t *codes;  /* most frequent first */
+    size_t code_count;
+    retryq_set_slice_t *slices;      /* by model, then region */
+    size_t slice_count;
+    int64_t tokens_in, tokens_out;   /* summed over completed members whose output has usage */
+    int64_t with_usage;              /* how many of them have it */
+    retryq_set_open_member_t *open;  /* the first `open_limit` open members, by execution id */
+    size_t open_count;
+} retryq_set_detail_t;
+
+/* One set in detail; RETRYQ_ERR_NOT_FOUND when there is no set `id`. `open_limit` 0
+ * means 50. Free with retryq_set_detail_free (also after a failure). */
+RETRYQ_API int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
+                               retryq_set_detail_t *detail, retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_set_detail_free(retryq_set_detail_t *detail);
 
 /* One live or dead worker from {Q}:workers. */
 typedef struct retryq_worker_info {

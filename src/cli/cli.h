@@ -69,6 +69,18 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The exit code of a library result code. */
 int cli_exit_code(int code);
 
+/* The options of `retryq retry` by filter (strings as given; NULL when absent). `region`
+ * is the job flag's, shared with the single form. */
+typedef struct cli_filter_args {
+    const char *job, *model, *region, *status, *error_code, *since, *until, *limit, *name, *by,
+        *chunk;
+    bool dry_run, json;
+} cli_filter_args_t;
+
+/* `retryq retry --job ... | --since ...` (retry_filter.c): checks the options, runs
+ * retryq_submit_filter with a progress line, prints the summary. Returns an exit code. */
+int cli_retry_filter(cli_t *cli, const cli_filter_args_t *args);
+
 /* Parses a whole decimal integer in lo..hi for `--name`; prints a usage error if not. */
 bool cli_parse_int(const cli_t *cli, const char *name, const char *text, int64_t lo, int64_t hi,
                    int64_t *out);
@@ -85,10 +97,30 @@ struct cJSON;
  * Returns CLI_EXIT_OK, or CLI_EXIT_REFUSED after reporting that memory ran out. */
 int cli_print_json(struct cJSON *root, bool ok);
 
+/* ---- watch.c: the refreshing views (stats --watch, sets watch) */
+#define CLI_WATCH_MIN_INTERVAL 0.1
+#define CLI_WATCH_MAX_INTERVAL 86400.0
+
+/* "4.2s", "12m05s", "3h04m"; "unknown" for a negative age. */
+void cli_format_age(int64_t ms, char *buf, size_t cap);
+int64_t cli_monotonic_ms(void);
+/* Wall-clock time, RFC 3339 UTC with seconds. */
+void cli_format_now(char *buf, size_t cap);
+/* Parses --interval: seconds from CLI_WATCH_MIN_INTERVAL to CLI_WATCH_MAX_INTERVAL. */
+bool cli_parse_interval(const cli_t *cli, const char *text, double *out);
+/* One refresh of a view (`shown` refreshes came before); sets *done to end the watch.
+ * Returns an exit code. */
+typedef int (*cli_refresh_fn)(void *privdata, int64_t shown, bool *done);
+/* Refreshes every `interval_s` seconds until a refresh says done, `count` refreshes
+ * (0: no bound), or SIGINT/SIGTERM (*stopped_by: the signal, else 0). Returns the last
+ * refresh's exit code. */
+int cli_watch(double interval_s, int64_t count, cli_refresh_fn refresh, void *privdata, int *stopped_by);
+
 int cli_cmd_enqueue(cli_t *cli, int argc, char **argv);
 int cli_cmd_retry(cli_t *cli, int argc, char **argv);
 int cli_cmd_stats(cli_t *cli, int argc, char **argv);
 int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
 int cli_cmd_dead(cli_t *cli, int argc, char **argv);
+int cli_cmd_sets(cli_t *cli, int argc, char **argv);
 
 #endif

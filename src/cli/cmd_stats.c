@@ -1,26 +1,19 @@
 /*
  * `retryq stats`: queue depths, the oldest pending job's age and every registered
  * worker, as a table or as one JSON object (--json). Fetching (retryq_stats) and
- * rendering are separate: `--watch` repeats them every --interval seconds and adds how
- * fast each depth changes. The watch loop waits for SIGINT/SIGTERM with sigtimedwait
- * (the signals are blocked meanwhile), so stopping needs no handler and no global flag.
+ * rendering are separate: `--watch` repeats them every --interval seconds (cli_watch,
+ * watch.c) and adds how fast each depth changes.
  */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 
 #define WATCH_DEFAULT_INTERVAL 2.0
-#define WATCH_MIN_INTERVAL 0.1
-#define WATCH_MAX_INTERVAL 86400.0
 #define DEPTHS 4 /* pending, processing, delayed, dead */
 
 static const char usage[] =
@@ -55,18 +48,10 @@ typedef struct watch {
     int64_t previous_ms;    /* monotonic time of that refresh */
 } watch_t;
 
-/* "4.2s", "12m05s", "3h04m"; "unknown" for a negative age. */
-static void format_age(int64_t ms, char *buf, size_t cap)
-{
-    if (ms < 0)
-        snprintf(buf, cap, "unknown");
-    else if (ms < 60000)
-        snprintf(buf, cap, "%.1fs", (double)ms / 1000.0);
-    else if (ms < 3600000)
-        snprintf(buf, cap, "%" PRId64 "m%02" PRId64 "s", ms / 60000, ms / 1000 % 60);
-    else
-        snprintf(buf, cap, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
-}
+typedef struct stats_watch {
+    cli_t *cli;
+    watch_t *w;
+} stats_watch_t;
 
 static const char *const depth_names[DEPTHS] = {"pending", "processing", "delayed", "dead"};
 
@@ -85,7 +70,7 @@ static void print_depths(const retryq_stats_t *st, const double *rates)
     int64_t depth[DEPTHS];
     char age[32];
     depths_of(st, depth);
-    format_age(st->oldest_pending_age_ms, age, sizeof age);
+    cli_format_age(st->oldest_pending_age_ms, age, sizeof age);
     if (rates != NULL)
         printf("%-13s%10s  %10s\n", "", "JOBS", "CHANGE/S");
     for (int i = 0; i < DEPTHS; i++) {
@@ -113,7 +98,7 @@ static void print_table(const retryq_stats_t *st, const double *rates)
             width = (int)strlen(st->workers[i].id);
     printf("\n%-*s  %13s  %9s\n", width, "WORKER", "HEARTBEAT AGE", "IN FLIGHT");
     for (size_t i = 0; i < st->worker_count; i++) {
-        format_age(st->workers[i].heartbeat_age_ms, age, sizeof age);
+        cli_format_age(st->workers[i].heartbeat_age_ms, age, sizeof age);
         printf("%-*s  %13s  %9" PRId64 "\n", width, st->workers[i].id, age, st->workers[i].inflight);
     }
 }
@@ -175,38 +160,6 @@ static int show_stats(cli_t *cli, bool json)
 
 /* ------------------------------------------------------------ --watch */
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wall-clock time, RFC 3339 UTC with seconds. */
-static void format_now(char *buf, size_t cap)
-{
-    struct tm tm;
-    time_t now = time(NULL);
-    if (gmtime_r(&now, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, cap, "unknown");
-}
-
-/* Parses --interval: a decimal number of seconds in range. */
-static bool parse_interval(const cli_t *cli, const char *text, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < WATCH_MIN_INTERVAL ||
-        v > WATCH_MAX_INTERVAL) {
-        cli_usage_error(cli, "--interval: expected seconds from %g to %g, got '%s'", WATCH_MIN_INTERVAL,
-                        WATCH_MAX_INTERVAL, text);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 /* Each depth's change per second since the previous refresh (NAN before there is one),
  * and remembers this refresh for the next. */
 static void watch_rates(watch_t *w, const retryq_stats_t *st, int64_t now_ms, double rates[DEPTHS])
@@ -248,7 +201,7 @@ static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
     int rc = retryq_stats(cli->client, &st, &err);
     if (rc != RETRYQ_OK && shown == 0)
         return cli_fail(&err); /* never reached Redis: nothing to watch */
-    format_now(at, sizeof at);
+    cli_format_now(at, sizeof at);
     if (w->tty && !w->json)
         fputs("\033[H\033[2J", stdout); /* cursor home, clear the screen */
     else if (!w->json && shown > 0)
@@ -272,7 +225,7 @@ static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
         }
         return cli_fail(&err);
     }
-    watch_rates(w, &st, monotonic_ms(), rates);
+    watch_rates(w, &st, cli_monotonic_ms(), rates);
     if (w->json)
         rc = watch_print_json(&st, at, rates);
     else
@@ -281,54 +234,22 @@ static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
     return rc;
 }
 
-/* Waits until `deadline_ms` (monotonic); true when SIGINT or SIGTERM arrived. A deadline
- * already past still takes a pending signal, so a refresh slower than the interval
- * cannot make the watch deaf to Ctrl-C. */
-static bool wait_for_signal(const sigset_t *signals, int64_t deadline_ms)
+/* One refresh for cli_watch; a watch that never reached Redis ends at once. */
+static int watch_step(void *privdata, int64_t shown, bool *done)
 {
-    for (;;) {
-        int64_t left = deadline_ms - monotonic_ms();
-        if (left < 0)
-            left = 0;
-        struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
-        int sig = sigtimedwait(signals, NULL, &ts);
-        if (sig > 0)
-            return true;
-        if (errno != EINTR)
-            return false; /* EAGAIN: the deadline */
-    }
+    stats_watch_t *sw = privdata;
+    int rc = watch_refresh(sw->cli, sw->w, shown);
+    *done = shown == 0 && rc != CLI_EXIT_OK; /* never reached Redis: nothing to watch */
+    return rc;
 }
 
 static int watch_stats(cli_t *cli, watch_t *w)
 {
-    sigset_t signals, saved;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    /* Blocked, a signal stays pending until sigtimedwait takes it, even one that comes
-     * during a refresh. */
-    if (sigprocmask(SIG_BLOCK, &signals, &saved) != 0) {
-        cli_error("cannot block SIGINT: %s", strerror(errno));
-        return CLI_EXIT_REFUSED;
-    }
-    int rc = CLI_EXIT_OK;
+    stats_watch_t sw = {cli, w};
+    int stopped_by = 0;
     w->tty = isatty(STDOUT_FILENO) == 1;
-    for (int64_t shown = 0; w->count == 0 || shown < w->count; shown++) {
-        int64_t started_ms = monotonic_ms();
-        rc = watch_refresh(cli, w, shown);
-        if (fflush(stdout) != 0 || ferror(stdout))
-            break; /* main reports the write error */
-        if (shown == 0 && rc != CLI_EXIT_OK)
-            break; /* never reached Redis: nothing to watch */
-        if (w->count != 0 && shown + 1 >= w->count)
-            break;
-        if (wait_for_signal(&signals, started_ms + (int64_t)(w->interval_s * 1000.0))) {
-            rc = CLI_EXIT_OK;
-            break;
-        }
-    }
-    sigprocmask(SIG_SETMASK, &saved, NULL);
-    return rc;
+    int rc = cli_watch(w->interval_s, w->count, watch_step, &sw, &stopped_by);
+    return stopped_by != 0 ? CLI_EXIT_OK : rc;
 }
 
 int cli_cmd_stats(cli_t *cli, int argc, char **argv)
@@ -365,7 +286,7 @@ int cli_cmd_stats(cli_t *cli, int argc, char **argv)
     int rc = cli_no_operands(cli, argc, argv);
     if (rc == CLI_CONTINUE && !watch && (interval_text != NULL || count_text != NULL))
         rc = cli_usage_error(cli, "--interval and --count need --watch");
-    if (rc == CLI_CONTINUE && interval_text != NULL && !parse_interval(cli, interval_text, &w.interval_s))
+    if (rc == CLI_CONTINUE && interval_text != NULL && !cli_parse_interval(cli, interval_text, &w.interval_s))
         rc = CLI_EXIT_USAGE;
     if (rc == CLI_CONTINUE && count_text != NULL &&
         !cli_parse_int(cli, "--count", count_text, 1, INT64_MAX, &w.count))

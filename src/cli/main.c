@@ -17,10 +17,11 @@ typedef struct cli_command {
 
 static const cli_command_t commands[] = {
     {"enqueue", "push one job onto the queue", cli_cmd_enqueue},
-    {"retry", "retry a failed execution as the runner's API does (submit)", cli_cmd_retry},
+    {"retry", "retry a failed execution as the runner's API does, or all a filter selects", cli_cmd_retry},
     {"stats", "show queue depths, the oldest job's age and the workers", cli_cmd_stats},
     {"migrate", "apply retryq's database migrations or show the schema version", cli_cmd_migrate},
     {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
+    {"sets", "list the retry sets of 'retry --job/--since', show or watch one", cli_cmd_sets},
 };
 
 static void print_help(void)
@@ -49,7 +50,8 @@ static void print_help(void)
            "  3  Redis or PostgreSQL unavailable\n"
            "  4  retry committed in PostgreSQL but not queued in Redis (the worker's\n"
            "     orphan sweep re-enqueues it)\n"
-           "  5  retry not queued: the execution is in flight\n");
+           "  5  retry not queued: the execution is in flight\n"
+           "  130 'sets watch' stopped by Ctrl-C before the set was done (143: SIGTERM)\n");
 }
 
 static const cli_command_t *find_command(const char *name)

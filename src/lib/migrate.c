@@ -26,8 +26,8 @@
 
 /* A file's statements after this line run after its transaction committed (e.g.
  * VALIDATE CONSTRAINT of a check added NOT VALID, which must not hold the table's
- * exclusive lock of the ALTER that added it), and again on every later `retryq migrate`
- * while the file's version is the current one. */
+ * exclusive lock of the ALTER that added it), and again at the end of every later
+ * `retryq migrate` while the file's version is applied (it and later ones). */
 #define AFTER_COMMIT_MARK "\n-- retryq: after commit\n"
 
 /* The advisory lock key: the bytes "retryqmg" as a big-endian int64. */
@@ -318,13 +318,15 @@ int retryq_migrate(retryq_client_t *client, int64_t target, int *applied, retryq
             break;
         steps++;
     }
-    /* Finish what an interrupted run left (its after-commit part), and check it still holds. */
-    if (rc == RETRYQ_OK && steps == 0) {
+    /* Finish what an interrupted run left (the after-commit parts), and check that they
+     * still hold, for every applied migration, oldest first. */
+    if (rc == RETRYQ_OK) {
         int64_t current = 0;
         bool dirty = false;
         rc = read_record(&ctx, false, &current, &dirty);
-        if (rc == RETRYQ_OK && current > 0 && !dirty)
-            rc = run_after_commit(&ctx, find_file(current, 1));
+        for (const migration_file_t *f = next_up(0);
+             rc == RETRYQ_OK && !dirty && f != NULL && f->version <= current; f = next_up(f->version))
+            rc = run_after_commit(&ctx, f);
     }
     if (applied != NULL)
         *applied = steps;

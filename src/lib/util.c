@@ -3,6 +3,7 @@
  * error sentences, bounded copies, time, the raw-text JSON nesting check and strict
  * UTF-8.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -187,6 +188,51 @@ bool rq_utf8_valid(const char *s, size_t len)
         i += n;
     }
     return true;
+}
+
+/* "1h30m" -> milliseconds; -1 when it is not a sequence of <digits><s|m|h|d|w>. */
+static int64_t parse_duration(const char *s)
+{
+    int64_t total = 0;
+    if (*s == '\0')
+        return -1;
+    while (*s != '\0') {
+        int64_t n = 0;
+        const char *digits_start = s;
+        while (*s >= '0' && *s <= '9' && n < INT64_MAX / 1000000000)
+            n = n * 10 + (*s++ - '0');
+        if (s == digits_start)
+            return -1;
+        int64_t unit;
+        switch (*s++) {
+        case 's': unit = 1000; break;
+        case 'm': unit = 60 * 1000; break;
+        case 'h': unit = 3600 * 1000; break;
+        case 'd': unit = 86400 * 1000; break;
+        case 'w': unit = 7 * 86400 * 1000; break;
+        default: return -1;
+        }
+        if (n > (INT64_MAX / 4 - total) / unit)
+            return -1;
+        total += n * unit;
+    }
+    return total;
+}
+
+int retryq_parse_time(const char *text, int64_t now_ms, int64_t *epoch_ms, retryq_error_t *err)
+{
+    int64_t ms = text != NULL ? rq_parse_rfc3339(text) : -1;
+    if (ms < 0 && text != NULL) {
+        int64_t ago = parse_duration(text);
+        ms = ago >= 0 && ago <= now_ms ? now_ms - ago : -1;
+    }
+    if (ms < 0)
+        return rq_error(err, RETRYQ_ERR_INVALID,
+                        "'%s' is neither an RFC 3339 time (2026-11-29T08:00:00Z) nor a duration "
+                        "(90s, 15m, 2h, 1d, 1w, 1h30m)",
+                        text != NULL ? text : "(null)");
+    *epoch_ms = ms;
+    return RETRYQ_OK;
 }
 
 const char *retryq_code_name(int code)

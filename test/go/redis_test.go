@@ -118,6 +118,12 @@ func (rc *redisConn) LPush(ctx context.Context, key, value string) error {
 	return err
 }
 
+// LPushMany makes redisConn a retryq.BatchPusher: one LPUSH of every value, in order.
+func (rc *redisConn) LPushMany(ctx context.Context, key string, values []string) error {
+	_, err := rc.do(ctx, append([]string{"LPUSH", key}, values...)...)
+	return err
+}
+
 // lrange returns every element of a list.
 func (rc *redisConn) lrange(ctx context.Context, key string) ([]string, error) {
 	reply, err := rc.do(ctx, "LRANGE", key, "0", "-1")

@@ -2,7 +2,7 @@
 # The Go package's checks and tests, for ctest (test/CMakeLists.txt registers each step):
 #   test/go/run.sh lint     gofmt -l prints nothing and go vet passes, for both modules
 #   test/go/run.sh unit     the package's own tests (src/go/retryq; no server needed)
-#   test/go/run.sh submit   retryq.Submit against the private PostgreSQL and Redis
+#   test/go/run.sh submit   retryq.Submit and SubmitFilter against the private PostgreSQL and Redis
 #   test/go/run.sh worker   Go submits, the C retryq-worker completes (the mock router)
 # submit and worker run under `services.sh exec` (RETRYQ_TEST_*) with CTest's RETRYQ_CLI,
 # RETRYQ_WORKER_BIN and RETRYQ_MOCK_ROUTER_BIN.

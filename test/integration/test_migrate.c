@@ -1,10 +1,11 @@
 /*
- * retryq's own migration (sql/migrations/0012, embedded in libretryq) through
+ * retryq's own migrations (sql/migrations/0012 and 0013, embedded in libretryq) through
  * retryq_migrate / retryq_migrate_version, against databases cloned from the runner's
  * schema (services.sh's retryq_template: the runner up to its 0010, which refuses
  * 'retrying'). Proves: the template refuses the retry statuses until migrated; migrate
- * applies 0012, records version 12 clean in retryq_schema_migrations and leaves the
- * runner's schema_migrations alone; a second run applies nothing; the SQL files
+ * applies 0012 and 0013, records version 13 clean in retryq_schema_migrations and leaves
+ * the runner's schema_migrations alone; a second run applies nothing; going down to 12
+ * removes only the retry sets and functions; the SQL files
  * themselves are safe to run twice; the new statuses become legal (and only those);
  * down with live rows in 'retrying'/'timeout'/'error' succeeds and maps them as
  * docs/schema.md says, changing nothing else; up again works; a dirty record, an
@@ -29,7 +30,9 @@
 #include "retryq/retryq.h"
 #include "testutil.h"
 
-#define LATEST 12
+#define LATEST 13 /* the newest embedded migration */
+#define STEPS 2   /* up migrations from nothing to LATEST: 0012, 0013 */
+#define WORKER 12 /* 0012_retry_worker, the status check and the sweep index */
 
 typedef struct fixture {
     char *url;
@@ -156,10 +159,10 @@ static void test_migrate_applies_0012_and_records_version(void **state)
     PQclear(tu_exec(fx->pg, "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, "
                             "dirty boolean NOT NULL)", 0));
     PQclear(tu_exec(fx->pg, "INSERT INTO schema_migrations VALUES (10, false)", 0));
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     expect_version(fx, LATEST, false);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations"), 1);
-    assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations WHERE version = 12 AND NOT dirty"), 1);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations WHERE version = 13 AND NOT dirty"), 1);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM schema_migrations WHERE version = 10 AND NOT dirty"), 1);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM schema_migrations"), 1);
     assert_true(sweep_index_exists(fx));
@@ -175,7 +178,7 @@ static void test_migrate_applies_0012_and_records_version(void **state)
 static void test_second_run_applies_nothing(void **state)
 {
     fixture_t *fx = *state;
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     migrate_ok(fx, -1, 0);
     migrate_ok(fx, LATEST, 0);
     expect_version(fx, LATEST, false);
@@ -187,7 +190,7 @@ static void test_new_statuses_are_legal_and_only_those(void **state)
     fixture_t *fx = *state;
     static const char *const legal[] = {"pending", "running", "completed", "failed",
                                         "cancelled", "retrying", "timeout", "error"};
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     for (size_t i = 0; i < sizeof legal / sizeof *legal; i++)
         assert_status_legal(fx, legal[i], true);
     assert_status_legal(fx, "processing", false);
@@ -196,12 +199,12 @@ static void test_new_statuses_are_legal_and_only_those(void **state)
     assert_status_legal(fx, "Retrying", false);
 }
 
-static const char *embedded_sql(int up)
+static const char *embedded_sql(int64_t version, int up)
 {
     for (size_t i = 0; i < migration_file_count; i++)
-        if (migration_files[i].version == LATEST && migration_files[i].up == up)
+        if (migration_files[i].version == version && migration_files[i].up == up)
             return migration_files[i].sql;
-    fail_msg("migration %d (%s) is not embedded", LATEST, up ? "up" : "down");
+    fail_msg("migration %d (%s) is not embedded", (int)version, up ? "up" : "down");
     return NULL;
 }
 
@@ -224,16 +227,27 @@ static void run_in_transaction(fixture_t *fx, const char *sql)
 static void test_sql_files_are_safe_to_run_twice(void **state)
 {
     fixture_t *fx = *state;
-    run_in_transaction(fx, embedded_sql(1));
-    run_in_transaction(fx, embedded_sql(1));
+    run_in_transaction(fx, embedded_sql(WORKER, 1));
+    run_in_transaction(fx, embedded_sql(WORKER, 1));
+    run_in_transaction(fx, embedded_sql(LATEST, 1));
+    run_in_transaction(fx, embedded_sql(LATEST, 1));
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname IN ('retryq_sets', "
+                                  "'retryq_set_members')"),
+                     2);
+    /* nothing of retryq's depends on a runner column: the runner may still drop or retype one */
+    PQclear(tu_exec(fx->pg, "ALTER TABLE executions ALTER COLUMN model_id TYPE varchar(100)", 0));
     assert_true(sweep_index_exists(fx));
     assert_status_legal(fx, "retrying", true);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'executions'::regclass "
                                   "AND contype = 'c'"),
                      1);
     PQclear(tu_exec(fx->pg, "DELETE FROM executions", 0));
-    run_in_transaction(fx, embedded_sql(0));
-    run_in_transaction(fx, embedded_sql(0));
+    run_in_transaction(fx, embedded_sql(LATEST, 0));
+    run_in_transaction(fx, embedded_sql(LATEST, 0));
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname LIKE 'retryq_set%'"), 0);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'retryq_%'"), 0);
+    run_in_transaction(fx, embedded_sql(WORKER, 0));
+    run_in_transaction(fx, embedded_sql(WORKER, 0));
     assert_false(sweep_index_exists(fx));
     assert_status_legal(fx, "retrying", false);
     /* and it recorded nothing: only retryq_migrate writes the version */
@@ -325,7 +339,7 @@ static void assert_mapped(fixture_t *fx, int64_t id, const char *before_rest, co
 static void test_down_maps_live_rows_and_restores_constraint(void **state)
 {
     fixture_t *fx = *state;
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     int64_t job = tu_insert_job(fx->pg, "{\"id\":\"spec\",\"questions\":[\"math_basic\"]}");
     int64_t retrying = tu_insert_execution(fx->pg, job, "us-east", "retrying", NULL, "math_basic", 2, 3);
     set_row(fx, retrying,
@@ -351,7 +365,7 @@ static void test_down_maps_live_rows_and_restores_constraint(void **state)
          *all_cancelled = row_all(fx, cancelled);
     char *old_history = row_text(fx, "SELECT retry_history::text FROM executions WHERE id = $1::int", retrying);
 
-    migrate_ok(fx, 0, 1);
+    migrate_ok(fx, 0, STEPS);
     expect_version(fx, 0, false);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations"), 0);
 
@@ -392,14 +406,43 @@ static void test_down_maps_live_rows_and_restores_constraint(void **state)
 static void test_up_again_after_down(void **state)
 {
     fixture_t *fx = *state;
-    migrate_ok(fx, -1, 1);
-    migrate_ok(fx, 0, 1);
+    migrate_ok(fx, -1, STEPS);
+    migrate_ok(fx, 0, STEPS);
     migrate_ok(fx, 0, 0);
     expect_version(fx, 0, false);
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     expect_version(fx, LATEST, false);
     assert_true(sweep_index_exists(fx));
     assert_status_legal(fx, "retrying", true);
+}
+
+/* Down to 12: the sets and the shared functions go, 0012's check and index stay, and the
+ * executions a set retried are left as they are. */
+static void test_down_to_12_removes_only_the_sets(void **state)
+{
+    fixture_t *fx = *state;
+    migrate_ok(fx, -1, STEPS);
+    int64_t job = tu_insert_job(fx->pg, "{\"id\":\"spec\",\"questions\":[\"math_basic\"]}");
+    int64_t id = tu_insert_execution(fx->pg, job, "us-east", "retrying", NULL, "math_basic", 1, 3);
+    PQclear(tu_exec(fx->pg, "INSERT INTO retryq_sets (filter, created_by) VALUES ('{}', 'test')", 0));
+    char text[24];
+    snprintf(text, sizeof text, "%lld", (long long)id);
+    PQclear(tu_exec(fx->pg, "INSERT INTO retryq_set_members SELECT id, $1::bigint, 'us-east', 1, 'failed' "
+                            "FROM retryq_sets", 1, text));
+    char *before = row_all(fx, id);
+    migrate_ok(fx, WORKER, 1);
+    expect_version(fx, WORKER, false);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname LIKE 'retryq_set%'"), 0);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'retryq_%'"), 0);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_type WHERE typname = 'retryq_candidate'"), 0);
+    assert_true(sweep_index_exists(fx));
+    assert_status_legal(fx, "retrying", true);
+    char *after = row_all(fx, id);
+    assert_string_equal(after, before);
+    free(before);
+    free(after);
+    migrate_ok(fx, -1, 1);
+    expect_version(fx, LATEST, false);
 }
 
 static void test_dirty_record_refuses(void **state)
@@ -407,14 +450,14 @@ static void test_dirty_record_refuses(void **state)
     fixture_t *fx = *state;
     retryq_error_t err = {0};
     int applied = -1;
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     PQclear(tu_exec(fx->pg, "UPDATE retryq_schema_migrations SET dirty = true", 0));
     expect_version(fx, LATEST, true);
 
     assert_int_equal(migrate(fx, -1, &applied, &err), RETRYQ_ERR_SCHEMA);
     assert_int_equal(err.code, RETRYQ_ERR_SCHEMA);
     assert_int_equal(applied, 0);
-    assert_non_null(strstr(err.message, "dirty at version 12"));
+    assert_non_null(strstr(err.message, "dirty at version 13"));
     assert_non_null(strstr(err.message, "by hand"));
 
     memset(&err, 0, sizeof err);
@@ -430,12 +473,12 @@ static void test_unknown_recorded_version_refuses(void **state)
 {
     fixture_t *fx = *state;
     retryq_error_t err = {0};
-    migrate_ok(fx, -1, 1);
-    PQclear(tu_exec(fx->pg, "UPDATE retryq_schema_migrations SET version = 13", 0));
+    migrate_ok(fx, -1, STEPS);
+    PQclear(tu_exec(fx->pg, "UPDATE retryq_schema_migrations SET version = 99", 0));
     assert_int_equal(migrate(fx, -1, NULL, &err), RETRYQ_ERR_SCHEMA);
-    assert_non_null(strstr(err.message, "version 13"));
+    assert_non_null(strstr(err.message, "version 99"));
     assert_non_null(strstr(err.message, "newer retryq"));
-    expect_version(fx, 13, false);
+    expect_version(fx, 99, false);
 }
 
 static void test_missing_runner_0010_fails_clearly(void **state)
@@ -459,7 +502,7 @@ static void test_missing_runner_0010_fails_clearly(void **state)
 static void test_check_is_validated_after_commit(void **state)
 {
     fixture_t *fx = *state;
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'executions'::regclass "
                                   "AND conname = 'chk_executions_status' AND convalidated"),
                      1);
@@ -500,7 +543,7 @@ static void test_check_rebuilt_by_the_runner_is_reported(void **state)
     fixture_t *fx = *state;
     retryq_error_t err = {0};
     int applied = -1;
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, STEPS);
     PQclear(tu_exec(fx->pg, "ALTER TABLE executions DROP CONSTRAINT chk_executions_status, ADD CONSTRAINT "
                             "chk_executions_status CHECK (status IN ('pending', 'running', 'completed', "
                             "'failed', 'cancelled', 'paused'))", 0));
@@ -515,7 +558,7 @@ static void test_bad_target_is_invalid(void **state)
     retryq_error_t err = {0};
     assert_int_equal(migrate(fx, 5, NULL, &err), RETRYQ_ERR_INVALID);
     assert_non_null(strstr(err.message, "version 5"));
-    assert_int_equal(migrate(fx, 13, NULL, &err), RETRYQ_ERR_INVALID);
+    assert_int_equal(migrate(fx, LATEST + 1, NULL, &err), RETRYQ_ERR_INVALID);
     expect_version(fx, 0, false);
     assert_status_legal(fx, "retrying", false);
 }
@@ -600,7 +643,7 @@ static void test_concurrent_migrations_serialise(void **state)
     for (int i = 0; i < 2; i++)
         if (racers[i].rc != RETRYQ_OK)
             fail_msg("racer %d: %s", i, racers[i].err.message);
-    assert_int_equal(racers[0].applied + racers[1].applied, 1);
+    assert_int_equal(racers[0].applied + racers[1].applied, STEPS);
     expect_version(fx, LATEST, false);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations"), 1);
 }
@@ -622,6 +665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sql_files_are_safe_to_run_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_down_maps_live_rows_and_restores_constraint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_up_again_after_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_down_to_12_removes_only_the_sets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dirty_record_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_recorded_version_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_runner_0010_fails_clearly, setup, teardown),

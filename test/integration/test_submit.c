@@ -45,24 +45,11 @@ typedef struct fixture {
     int64_t job;
 } fixture_t;
 
-static retryq_client_t *client_for(const char *database_url, const char *redis_url, const char *queue)
-{
-    retryq_options_t opts = {.database_url = database_url, .redis_url = redis_url, .queue = queue,
-                             .connect_timeout_ms = 2000};
-    retryq_error_t err = {0};
-    retryq_client_t *c = retryq_client_new(&opts, &err);
-    if (c == NULL)
-        fail_msg("retryq_client_new: %s", err.message);
-    return c;
-}
-
 static int group_setup(void **state)
 {
     fixture_t *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    fx->url = tu_create_database(true);
-    fx->pg = tu_pg_connect(fx->url);
-    fx->redis = tu_redis_connect();
+    tu_open_services(&fx->url, &fx->pg, &fx->redis);
     fx->job = tu_insert_job(fx->pg, SPEC);
     *state = fx;
     return 0;
@@ -71,10 +58,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     fixture_t *fx = *state;
-    redisFree(fx->redis);
-    PQfinish(fx->pg);
-    tu_drop_database(fx->url);
-    free(fx->url);
+    tu_close_services(fx->url, fx->pg, fx->redis);
     free(fx);
     return 0;
 }
@@ -84,7 +68,7 @@ static int setup(void **state)
 {
     fixture_t *fx = *state;
     fx->queue = tu_unique_queue("submit");
-    fx->client = client_for(fx->url, tu_redis_url(), fx->queue);
+    fx->client = tu_client(fx->url, tu_redis_url(), fx->queue);
     return 0;
 }
 
@@ -319,7 +303,7 @@ static void test_invalid_arguments_touch_nothing(void **state)
     char url[128];
     snprintf(url, sizeof url, "postgresql://retryq@127.0.0.1:%d/none", tu_closed_port(&fd));
     /* a client whose database is down: an INVALID answer proves no connection was tried */
-    retryq_client_t *c = client_for(url, "redis://127.0.0.1:1", "submit-invalid");
+    retryq_client_t *c = tu_client(url, "redis://127.0.0.1:1", "submit-invalid");
     retryq_submit_result_t res;
     retryq_error_t err = {0};
     char long_region[RETRYQ_MAX_REGION + 2];
@@ -595,7 +579,7 @@ static void test_redis_down_after_commit(void **state)
     int fd;
     char redis_url[64];
     snprintf(redis_url, sizeof redis_url, "redis://127.0.0.1:%d", tu_closed_port(&fd));
-    retryq_client_t *c = client_for(fx->url, redis_url, fx->queue);
+    retryq_client_t *c = tu_client(fx->url, redis_url, fx->queue);
     int64_t id = new_execution(fx, "us-east", "timeout", 0, 3);
     retryq_submit_result_t res;
     retryq_error_t err = {0};
@@ -629,7 +613,7 @@ static void test_database_down(void **state)
     int fd;
     char url[128];
     snprintf(url, sizeof url, "postgresql://retryq@127.0.0.1:%d/retryq", tu_closed_port(&fd));
-    retryq_client_t *c = client_for(url, tu_redis_url(), fx->queue);
+    retryq_client_t *c = tu_client(url, tu_redis_url(), fx->queue);
     retryq_submit_result_t res;
     retryq_error_t err = {0};
     assert_int_equal(retryq_submit(c, 1, "us-east", 0, &res, &err), RETRYQ_ERR_DATABASE);
@@ -649,7 +633,7 @@ static void test_unmigrated_database_is_schema_error(void **state)
     PGconn *pg = tu_pg_connect(url);
     int64_t job = tu_insert_job(pg, SPEC);
     int64_t id = tu_insert_execution(pg, job, "us-east", "failed", NULL, "math_basic", 0, 3);
-    retryq_client_t *c = client_for(url, tu_redis_url(), fx->queue);
+    retryq_client_t *c = tu_client(url, tu_redis_url(), fx->queue);
     retryq_submit_result_t res;
     retryq_error_t err = {0};
     char text[24];
@@ -667,7 +651,7 @@ static void test_unmigrated_database_is_schema_error(void **state)
     /* the same client (its transaction closed) works once the schema is migrated */
     int applied = 0;
     assert_int_equal(retryq_migrate(c, -1, &applied, &err), RETRYQ_OK);
-    assert_int_equal(applied, 1);
+    assert_true(applied >= 1); /* 0012, and each one after it */
     assert_int_equal(retryq_submit(c, id, "us-east", 0, &res, &err), RETRYQ_OK);
     assert_int_equal(res.status, RETRYQ_SUBMIT_QUEUED);
     retryq_submit_result_free(&res);

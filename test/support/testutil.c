@@ -253,6 +253,32 @@ char *tu_create_database(bool migrated)
     return url;
 }
 
+void tu_open_services(char **url, PGconn **pg, redisContext **redis)
+{
+    *url = tu_create_database(true);
+    *pg = tu_pg_connect(*url);
+    *redis = tu_redis_connect();
+}
+
+void tu_close_services(char *url, PGconn *pg, redisContext *redis)
+{
+    redisFree(redis);
+    PQfinish(pg);
+    tu_drop_database(url);
+    free(url);
+}
+
+retryq_client_t *tu_client(const char *database_url, const char *redis_url, const char *queue)
+{
+    retryq_options_t opts = {.database_url = database_url, .redis_url = redis_url, .queue = queue,
+                             .connect_timeout_ms = 2000};
+    retryq_error_t err = {0};
+    retryq_client_t *c = retryq_client_new(&opts, &err);
+    if (c == NULL)
+        die("retryq_client_new: %s", err.message);
+    return c;
+}
+
 void tu_drop_database(const char *url)
 {
     PQconninfoOption *opts = PQconninfoParse(url, NULL);

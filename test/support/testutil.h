@@ -72,6 +72,16 @@ int64_t tu_insert_execution(PGconn *pg, int64_t job_id, const char *region, cons
                             const char *model_id, const char *question_id, int retry_count,
                             int max_retries);
 
+/* What most integration groups start from: a fresh migrated database (*url, malloc'd),
+ * a connection to it and one to Redis; tu_close_services drops and frees all three. */
+void tu_open_services(char **url, PGconn **pg, redisContext **redis);
+void tu_close_services(char *url, PGconn *pg, redisContext *redis);
+
+/* A retryq client for `database_url`, `redis_url` and `queue` with a 2 s connect
+ * timeout; fails the test when the options are refused. Free with retryq_client_free. */
+struct retryq_client;
+struct retryq_client *tu_client(const char *database_url, const char *redis_url, const char *queue);
+
 /* A loopback TCP port that refuses connections (bound, never listening) for as long as
  * *fd stays open: a "server down" URL for Redis or PostgreSQL. close(*fd) when done. */
 int tu_closed_port(int *fd);

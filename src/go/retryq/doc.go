@@ -31,6 +31,13 @@
 //	// res.Outcome: Queued or CommittedNotQueued (the retry will run), AlreadyCompleted
 //	// (res.Output holds the stored result), InFlight (nothing changed: answer 202).
 //
+// SubmitFilter retries every execution a Filter selects (a job spec id and/or a time
+// range, narrowed by model, region, status and error code) with the same rules and the
+// same UPDATE, in transactions of 500 rows that skip rows another retry holds, and
+// records them as one retry set, as `retryq retry --job/--since` does. Both run retryq's
+// SQL functions (its migration 0013): run `retryq migrate` before this package serves
+// retries.
+//
 // Do not also start the runner's in-process RetryService goroutine: the worker runs the
 // inference, and running both runs it twice.
 package retryq

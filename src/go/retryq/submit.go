@@ -11,8 +11,10 @@ import (
 	"time"
 )
 
-// The statements of a submit, the same as libretryq's (src/lib/submit.c). All values
-// travel as parameters.
+// The statements of a submit, the same as libretryq's (src/lib/submit.c). The rules and
+// the UPDATE are retryq's SQL functions (its migration 0013), which libretryq and
+// SubmitFilter run too: retryq_retry_verdict judges the locked row, retryq_mark_retrying
+// starts the retry. All values travel as parameters.
 const (
 	sqlTimeout = `SELECT set_config('statement_timeout', $1, true)`
 
@@ -20,27 +22,14 @@ const (
 	// join is LEFT (FOR UPDATE OF e locks the execution only): a row without a job is
 	// still judged like libretryq judges it, with JobID "".
 	sqlLockRow = `SELECT e.status, e.retry_count, e.max_retries, e.output_data::text,
-       j.jobspec_id, e.model_id, e.question_id
+       j.jobspec_id, e.model_id, e.question_id,
+       retryq_retry_verdict(e.status, e.retry_count, e.max_retries)
   FROM executions e LEFT JOIN jobs j ON j.id = e.job_id
  WHERE e.id = $1 AND e.region = $2
    FOR UPDATE OF e`
 
-	// original_error keeps the first error: the runner never fills it, its failure text
-	// lives in output_data.error, which the worker's outcome will replace.
-	sqlMarkRetrying = `UPDATE executions SET retry_count = retry_count + 1, last_retry_at = now(),
-       status = 'retrying',
-       retry_history = coalesce(retry_history, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-           'attempt', retry_count + 1, 'timestamp', $3::text, 'status', 'retrying')),
-       original_error = COALESCE(original_error, output_data->>'error')
- WHERE id = $1 AND region = $2 RETURNING retry_count`
+	sqlMarkRetrying = `SELECT retry_count FROM retryq_mark_retrying(ARRAY[$1::bigint], ARRAY[$2::text], $3::text)`
 )
-
-// Statuses the runner's API answers 202 for; 'pending' is not one of them (400).
-var inFlightStatuses = map[string]bool{
-	"running": true, "processing": true, "retrying": true, "queued": true, "created": true,
-}
-
-var retryableStatuses = map[string]bool{"failed": true, "timeout": true, "error": true}
 
 // DefaultStatementTimeout bounds each statement of a submit (libretryq's default command
 // timeout), so a row locked by a long transaction cannot hang the caller.
@@ -127,6 +116,7 @@ type row struct {
 	jobID      sql.NullString
 	modelID    sql.NullString
 	questionID sql.NullString
+	verdict    string // retryq_retry_verdict: retry, completed, in_flight, not_retryable, at_max_retries
 }
 
 // Submit retries one question of one execution: the runner's retry request, done
@@ -233,7 +223,7 @@ func (s *submission) lockAndJudge(db *sql.DB, timeout time.Duration) (Result, bo
 	}
 	var r row
 	err = tx.QueryRowContext(s.ctx, sqlLockRow, s.id, s.region).Scan(&r.status, &r.retryCount,
-		&r.maxRetries, &r.output, &r.jobID, &r.modelID, &r.questionID)
+		&r.maxRetries, &r.output, &r.jobID, &r.modelID, &r.questionID, &r.verdict)
 	if errors.Is(err, sql.ErrNoRows) {
 		_ = tx.Rollback()
 		return Result{}, false, &Error{Kind: ErrNotFound, Message: fmt.Sprintf(
@@ -259,24 +249,24 @@ func (s *submission) judge(r *row) (Result, bool, error) {
 		q := r.questionID.String
 		res.QuestionID = &q
 	}
-	switch status := r.status.String; {
-	case status == "completed":
+	switch status := r.status.String; r.verdict {
+	case "completed":
 		res.Outcome = AlreadyCompleted
 		if r.output.Valid {
 			res.Output = json.RawMessage(r.output.String)
 		}
 		return res, false, nil
-	case inFlightStatuses[status]:
+	case "in_flight":
 		res.Outcome = InFlight
 		return res, false, nil
-	case !retryableStatuses[status]:
+	case "not_retryable":
 		if !r.status.Valid {
 			status = "(null)"
 		}
 		return res, false, &Error{Kind: ErrNotRetryable, Message: fmt.Sprintf(
 			"[RETRY] execution %d (%s) has status '%s': only failed, timeout and error "+
 				"executions can be retried", s.id, s.region, status)}
-	case r.retryCount >= r.maxRetries:
+	case "at_max_retries":
 		return res, false, &Error{Kind: ErrMaxRetries, Message: fmt.Sprintf(
 			"[RETRY] execution %d (%s) has no retries left: retry_count %d >= max_retries %d",
 			s.id, s.region, r.retryCount, r.maxRetries)}
@@ -314,8 +304,15 @@ func (s *submission) fail(err error, what string) (Result, bool, error) {
 // *pgconn.PgError), so the SQLSTATE is read without importing a driver.
 type sqlState interface{ SQLState() string }
 
-// sqlError classifies a failed statement by SQLSTATE, with libretryq's sentences.
+// sqlError classifies a failed statement of this submit (see classify).
 func (s *submission) sqlError(err error, what string) error {
+	return classify(err, fmt.Sprintf("[RETRY] execution %d", s.id), what, s.timeout)
+}
+
+// classify turns a failed statement into an Error by SQLSTATE, with libretryq's sentences
+// (src/lib/statement.c) about `subject`: 23514 and 42P01/42703/42883 are ErrSchema, 57014
+// the statement timeout, class 22 ErrInvalid, P0002 ErrNotFound, the rest ErrDatabase.
+func classify(err error, subject, what string, timeout time.Duration) error {
 	state := ""
 	var st sqlState
 	if errors.As(err, &st) {
@@ -323,25 +320,35 @@ func (s *submission) sqlError(err error, what string) error {
 	}
 	text := strings.Join(strings.Fields(err.Error()), " ")
 	e := &Error{Kind: ErrDatabase, Err: err}
+	missing := state == "42P01" || state == "42703"
 	switch {
 	case state == "23514":
 		e.Kind = ErrSchema
-		e.Message = fmt.Sprintf("[RETRY] execution %d: the database refuses status 'retrying' (%s): "+
-			"the schema is not migrated; run `retryq migrate`", s.id, text)
-	case state == "42703" || state == "42P01":
+		e.Message = fmt.Sprintf("%s: the database refuses status 'retrying' (%s): "+
+			"the schema is not migrated; run `retryq migrate`", subject, text)
+	case state == "42883" || (missing && strings.Contains(text, "retryq")):
 		e.Kind = ErrSchema
-		e.Message = fmt.Sprintf("[RETRY] execution %d: %s: the runner's schema lacks retry tracking "+
-			"(its migration 0010); migrate the runner, then run `retryq migrate`", s.id, text)
+		e.Message = fmt.Sprintf("%s: %s: retryq's tables and functions are missing or out of date; "+
+			"run `retryq migrate`", subject, text)
+	case missing:
+		e.Kind = ErrSchema
+		e.Message = fmt.Sprintf("%s: %s: the runner's schema lacks retry tracking "+
+			"(its migration 0010); migrate the runner, then run `retryq migrate`", subject, text)
 	case state == "57014":
-		e.Message = fmt.Sprintf("[RETRY] execution %d: %s timed out after %d ms (is the row locked "+
-			"by a long transaction?): %s", s.id, what, s.timeout.Milliseconds(), text)
+		e.Message = fmt.Sprintf("%s: %s timed out after %d ms (is the row locked "+
+			"by a long transaction?): %s", subject, what, timeout.Milliseconds(), text)
+	case strings.HasPrefix(state, "22"):
+		e.Kind = ErrInvalid
+		e.Message = fmt.Sprintf("%s: %s", subject, text)
+	case state == "P0002":
+		e.Kind = ErrNotFound
+		e.Message = fmt.Sprintf("%s: %s", subject, text)
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		e.Message = fmt.Sprintf("[RETRY] execution %d: %s stopped by the caller's context: %s",
-			s.id, what, text)
+		e.Message = fmt.Sprintf("%s: %s stopped by the caller's context: %s", subject, what, text)
 	case state != "":
-		e.Message = fmt.Sprintf("[RETRY] execution %d: %s failed: %s SQLSTATE %s", s.id, what, text, state)
+		e.Message = fmt.Sprintf("%s: %s failed: %s SQLSTATE %s", subject, what, text, state)
 	default:
-		e.Message = fmt.Sprintf("[RETRY] execution %d: %s failed: %s", s.id, what, text)
+		e.Message = fmt.Sprintf("%s: %s failed: %s", subject, what, text)
 	}
 	return e
 }
