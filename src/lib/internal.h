@@ -17,6 +17,12 @@ int rq_error(retryq_error_t *err, int code, const char *fmt, ...)
 /* Copies src into dst of capacity cap, always NUL-terminating; false when cut. */
 bool rq_copy(char *dst, size_t cap, const char *src);
 
+/* Strict UTF-8 (shortest form, no surrogates, at most U+10FFFF) over n bytes. */
+bool rq_utf8_valid(const char *text, size_t n);
+/* Copies len bytes of src (no NUL needed) into dst of capacity cap, NUL-terminated; a
+ * longer text is cut before the UTF-8 sequence that would not fit whole. */
+void rq_copy_utf8(char *dst, size_t cap, const char *src, size_t len);
+
 /* Milliseconds since the epoch (wall clock) and an RFC 3339 UTC timestamp of it. */
 int64_t rq_now_ms(void);
 void rq_format_rfc3339(int64_t epoch_ms, char *buf, size_t cap);

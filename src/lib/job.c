@@ -295,45 +295,6 @@ static cJSON *parse_object(const char *payload, size_t len, retryq_error_t *err)
 
 /* ------------------------------------------------------------ the rules */
 
-/* Strict UTF-8: shortest form, no surrogates, nothing above U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t extra;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            extra = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            extra = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i <= extra)
-            return false;
-        for (size_t k = 1; k <= extra; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3Fu);
-        }
-        if ((extra == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return false;
-        i += extra + 1;
-    }
-    return true;
-}
-
 static int check_region(const char *region, retryq_error_t *err)
 {
     size_t n = region != NULL ? strlen(region) : 0;
@@ -344,7 +305,7 @@ static int check_region(const char *region, retryq_error_t *err)
         if (c < 0x20 || c == 0x7f)
             return rq_error(err, RETRYQ_ERR_INVALID, "region: must not contain control characters");
     }
-    if (!utf8_valid((const unsigned char *)region, n))
+    if (!rq_utf8_valid(region, n))
         return rq_error(err, RETRYQ_ERR_INVALID, "region: must be valid UTF-8");
     return RETRYQ_OK;
 }

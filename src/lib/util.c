@@ -1,5 +1,5 @@
 /*
- * Small helpers used across libretryq: error sentences, bounded copies, time.
+ * Small helpers used across libretryq: error sentences, bounded copies, UTF-8, time.
  */
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +31,59 @@ bool rq_copy(char *dst, size_t cap, const char *src)
     }
     memcpy(dst, src, n + 1);
     return true;
+}
+
+/* Strict UTF-8: shortest form, no surrogates, nothing above U+10FFFF. */
+bool rq_utf8_valid(const char *text, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t extra;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            extra = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            extra = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i <= extra)
+            return false;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3Fu);
+        }
+        if ((extra == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+void rq_copy_utf8(char *dst, size_t cap, const char *src, size_t len)
+{
+    if (cap == 0)
+        return;
+    size_t n = len < cap ? len : cap - 1;
+    /* A cut must not leave the start of a sequence without its continuation bytes. */
+    if (n < len)
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 int64_t rq_now_ms(void)
