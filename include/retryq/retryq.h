@@ -135,6 +135,9 @@ typedef struct retryq_keys {
     char workers[RETRYQ_MAX_QUEUE_NAME + 32];        /* {Q}:workers */
     char delayed[RETRYQ_MAX_QUEUE_NAME + 32];        /* {Q}:delayed */
     char dead[RETRYQ_MAX_QUEUE_NAME + 32];           /* {Q}:dead */
+    char flow_paused[RETRYQ_MAX_QUEUE_NAME + 32];    /* {Q}:flow:paused (ZSET, index of pauses) */
+    char flow_breakers[RETRYQ_MAX_QUEUE_NAME + 32];  /* {Q}:flow:breakers (HASH) */
+    char flow_keys[RETRYQ_MAX_QUEUE_NAME + 32];      /* {Q}:flow:keys (ZSET, keys in use) */
 } retryq_keys_t;
 
 /* Queue names are 1..200 bytes of printable ASCII without braces or spaces. */
@@ -142,6 +145,19 @@ RETRYQ_API int retryq_keys_init(retryq_keys_t *keys, const char *queue, retryq_e
 /* Writes "{Q}:processing:<worker_id>" into buf; returns length or negative. */
 RETRYQ_API int retryq_keys_processing(const retryq_keys_t *keys, const char *worker_id, char *buf,
                            size_t cap) RETRYQ_MUST_CHECK;
+
+/* The per-key Redis keys of flow control: {Q}:flow:pause:<key>, {Q}:flow:permits:<key>
+ * and {Q}:flow:bucket:<key> (<key> is a flow key, MODEL/REGION; see below). */
+typedef enum retryq_flow_kind {
+    RETRYQ_FLOW_PAUSE = 0,
+    RETRYQ_FLOW_PERMITS,
+    RETRYQ_FLOW_BUCKET,
+} retryq_flow_kind_t;
+/* Writes the name of that key into buf; returns its length, RETRYQ_ERR_INVALID for a
+ * missing argument or RETRYQ_ERR_TOO_LARGE when buf is too small. The flow key is not
+ * validated here (retryq_flow_key_validate does that). */
+RETRYQ_API int retryq_keys_flow(const retryq_keys_t *keys, retryq_flow_kind_t kind,
+                                const char *flow_key, char *buf, size_t cap) RETRYQ_MUST_CHECK;
 
 /* ---------------------------------------------------------------- Redis URLs */
 
