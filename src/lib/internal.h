@@ -29,4 +29,13 @@ void rq_format_rfc3339(int64_t epoch_ms, char *buf, size_t cap);
 /* Parses RFC 3339 ("2026-11-29T00:00:00Z", fractions and offsets allowed); -1 when bad. */
 int64_t rq_parse_rfc3339(const char *text);
 
+/* Flow control documents (flow.c), also read by the worker's status page. Each fills
+ * `out` from the stored JSON text (`doc`, `len` bytes) of flow key `key` as seen at Redis
+ * time `now_ms`, and returns false when the text is not a JSON object (out then holds the
+ * key and empty fields: until_ms 0, left_ms -1 for a pause; failures and calls -1). */
+bool rq_flow_parse_pause(const char *key, const char *doc, size_t len, int64_t now_ms,
+                         retryq_flow_pause_t *out);
+bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t now_ms,
+                           retryq_flow_breaker_t *out);
+
 #endif
