@@ -80,6 +80,14 @@ int cli_job_args_check(const cli_t *cli, cli_job_args_t *args, bool with_attempt
 /* Returns CLI_CONTINUE, or a usage error when operands are left after the options. */
 int cli_no_operands(const cli_t *cli, int argc, char **argv);
 
+/* "4.2s", "12m05s", "3h04m", "2d03h"; "unknown" for a negative age. */
+void cli_format_age(int64_t ms, char *buf, size_t cap);
+/* A wall-clock time (ms since the epoch) as RFC 3339 UTC with seconds; "unknown" if bad. */
+void cli_format_utc(int64_t epoch_ms, char *buf, size_t cap);
+/* Copies s for a table cell: control characters become '?', and a cut (at `max` bytes,
+ * never inside a UTF-8 sequence) ends in "...". */
+void cli_cell(const char *s, size_t max, char *buf, size_t cap);
+
 struct cJSON;
 /* Prints `root` as one line of compact JSON and frees it (also when !ok, a failed build).
  * Returns CLI_EXIT_OK, or CLI_EXIT_REFUSED after reporting that memory ran out. */

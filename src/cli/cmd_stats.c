@@ -55,19 +55,6 @@ typedef struct watch {
     int64_t previous_ms;    /* monotonic time of that refresh */
 } watch_t;
 
-/* "4.2s", "12m05s", "3h04m"; "unknown" for a negative age. */
-static void format_age(int64_t ms, char *buf, size_t cap)
-{
-    if (ms < 0)
-        snprintf(buf, cap, "unknown");
-    else if (ms < 60000)
-        snprintf(buf, cap, "%.1fs", (double)ms / 1000.0);
-    else if (ms < 3600000)
-        snprintf(buf, cap, "%" PRId64 "m%02" PRId64 "s", ms / 60000, ms / 1000 % 60);
-    else
-        snprintf(buf, cap, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
-}
-
 static const char *const depth_names[DEPTHS] = {"pending", "processing", "delayed", "dead"};
 
 static void depths_of(const retryq_stats_t *st, int64_t out[DEPTHS])
@@ -85,7 +72,7 @@ static void print_depths(const retryq_stats_t *st, const double *rates)
     int64_t depth[DEPTHS];
     char age[32];
     depths_of(st, depth);
-    format_age(st->oldest_pending_age_ms, age, sizeof age);
+    cli_format_age(st->oldest_pending_age_ms, age, sizeof age);
     if (rates != NULL)
         printf("%-13s%10s  %10s\n", "", "JOBS", "CHANGE/S");
     for (int i = 0; i < DEPTHS; i++) {
@@ -113,7 +100,7 @@ static void print_table(const retryq_stats_t *st, const double *rates)
             width = (int)strlen(st->workers[i].id);
     printf("\n%-*s  %13s  %9s\n", width, "WORKER", "HEARTBEAT AGE", "IN FLIGHT");
     for (size_t i = 0; i < st->worker_count; i++) {
-        format_age(st->workers[i].heartbeat_age_ms, age, sizeof age);
+        cli_format_age(st->workers[i].heartbeat_age_ms, age, sizeof age);
         printf("%-*s  %13s  %9" PRId64 "\n", width, st->workers[i].id, age, st->workers[i].inflight);
     }
 }
@@ -182,15 +169,6 @@ static int64_t monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wall-clock time, RFC 3339 UTC with seconds. */
-static void format_now(char *buf, size_t cap)
-{
-    struct tm tm;
-    time_t now = time(NULL);
-    if (gmtime_r(&now, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, cap, "unknown");
-}
-
 /* Parses --interval: a decimal number of seconds in range. */
 static bool parse_interval(const cli_t *cli, const char *text, double *out)
 {
@@ -248,7 +226,7 @@ static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
     int rc = retryq_stats(cli->client, &st, &err);
     if (rc != RETRYQ_OK && shown == 0)
         return cli_fail(&err); /* never reached Redis: nothing to watch */
-    format_now(at, sizeof at);
+    cli_format_utc((int64_t)time(NULL) * 1000, at, sizeof at);
     if (w->tty && !w->json)
         fputs("\033[H\033[2J", stdout); /* cursor home, clear the screen */
     else if (!w->json && shown > 0)
