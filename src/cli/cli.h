@@ -98,5 +98,32 @@ int cli_cmd_retry(cli_t *cli, int argc, char **argv);
 int cli_cmd_stats(cli_t *cli, int argc, char **argv);
 int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
 int cli_cmd_dead(cli_t *cli, int argc, char **argv);
+int cli_cmd_flow(cli_t *cli, int argc, char **argv);
+
+/* Flow control as `flow list` and `stats` show it (cmd_flow.c): one row per flow key,
+ * merged from the pauses, the published breakers and the keys in use. */
+typedef struct cli_flow_row {
+    char key[RETRYQ_MAX_FLOW_KEY + 1];
+    bool paused;
+    retryq_flow_pause_t pause;
+    bool has_breaker;
+    retryq_flow_breaker_t breaker;
+    bool in_use;               /* the key is in {Q}:flow:keys */
+    retryq_flow_permits_t permits;
+} cli_flow_row_t;
+
+typedef struct cli_flow {
+    cli_flow_row_t *rows;      /* sorted by key; malloc'd, freed by cli_flow_free */
+    size_t count;
+} cli_flow_t;
+
+/* Reads every page of retryq_flow_list into rows. RETRYQ_OK or the library's code with err. */
+int cli_flow_read(cli_t *cli, cli_flow_t *flow, retryq_error_t *err);
+void cli_flow_free(cli_flow_t *flow);
+/* The `stats` section: the paused keys and the open or half-open breakers. */
+void cli_flow_print_section(const cli_flow_t *flow);
+/* The same as the "flow" object of `stats --json` ({"paused":[...],"breakers":[...]}), or
+ * NULL when memory ran out. */
+struct cJSON *cli_flow_section_json(const cli_flow_t *flow);
 
 #endif

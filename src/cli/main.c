@@ -21,6 +21,7 @@ static const cli_command_t commands[] = {
     {"stats", "show queue depths, the oldest job's age and the workers", cli_cmd_stats},
     {"migrate", "apply retryq's database migrations or show the schema version", cli_cmd_migrate},
     {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
+    {"flow", "pause, resume or list flow-control keys (MODEL/REGION)", cli_cmd_flow},
 };
 
 static void print_help(void)
