@@ -9,7 +9,8 @@
  *   - the Redis key names of a queue (§3);
  *   - parsing of redis:// and unix:// URLs;
  *   - a synchronous client that enqueues a job, performs the runner's whole retry
- *     request (`retryq_submit`), reads queue statistics and applies migrations;
+ *     request (`retryq_submit`), reads queue statistics, applies migrations, manages
+ *     the dead list and pauses, resumes and lists flow-control keys;
  *   - the retry by filter (`retryq_submit_filter`) and the retry sets it records
  *     (`retryq_sets_list`, `retryq_set_show`).
  *
@@ -137,6 +138,9 @@ typedef struct retryq_keys {
     char workers[RETRYQ_MAX_QUEUE_NAME + 32];        /* {Q}:workers */
     char delayed[RETRYQ_MAX_QUEUE_NAME + 32];        /* {Q}:delayed */
     char dead[RETRYQ_MAX_QUEUE_NAME + 32];           /* {Q}:dead */
+    char flow_paused[RETRYQ_MAX_QUEUE_NAME + 32];    /* {Q}:flow:paused (ZSET, index of pauses) */
+    char flow_breakers[RETRYQ_MAX_QUEUE_NAME + 32];  /* {Q}:flow:breakers (HASH) */
+    char flow_keys[RETRYQ_MAX_QUEUE_NAME + 32];      /* {Q}:flow:keys (ZSET, keys in use) */
 } retryq_keys_t;
 
 /* Queue names are 1..200 bytes of printable ASCII without braces or spaces. */
@@ -144,6 +148,19 @@ RETRYQ_API int retryq_keys_init(retryq_keys_t *keys, const char *queue, retryq_e
 /* Writes "{Q}:processing:<worker_id>" into buf; returns length or negative. */
 RETRYQ_API int retryq_keys_processing(const retryq_keys_t *keys, const char *worker_id, char *buf,
                            size_t cap) RETRYQ_MUST_CHECK;
+
+/* The per-key Redis keys of flow control: {Q}:flow:pause:<key>, {Q}:flow:permits:<key>
+ * and {Q}:flow:bucket:<key> (<key> is a flow key, MODEL/REGION; see below). */
+typedef enum retryq_flow_kind {
+    RETRYQ_FLOW_PAUSE = 0,
+    RETRYQ_FLOW_PERMITS,
+    RETRYQ_FLOW_BUCKET,
+} retryq_flow_kind_t;
+/* Writes the name of that key into buf; returns its length, RETRYQ_ERR_INVALID for a
+ * missing argument or RETRYQ_ERR_TOO_LARGE when buf is too small. The flow key is not
+ * validated here (retryq_flow_key_validate does that). */
+RETRYQ_API int retryq_keys_flow(const retryq_keys_t *keys, retryq_flow_kind_t kind,
+                                const char *flow_key, char *buf, size_t cap) RETRYQ_MUST_CHECK;
 
 /* ---------------------------------------------------------------- Redis URLs */
 
@@ -544,6 +561,120 @@ RETRYQ_API int retryq_dead_requeue(retryq_client_t *client, int64_t index, int64
  * receives the number of entries it held. */
 RETRYQ_API int retryq_dead_purge(retryq_client_t *client, int64_t *removed,
                       retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* ---------------------------------------------------------- flow control */
+
+/*
+ * Flow control (issue 14) stops the calls to one flow key, "MODEL/REGION": the model id of
+ * an execution and the region the worker sends as region_preference. A model id may hold
+ * '/', a region never does: a key text splits at its last '/'. While a key is paused, the
+ * workers park its jobs in the delayed set without using an attempt. The workers pause a
+ * key themselves (Retry-After, rate-limit headers, an open circuit breaker); an operator
+ * pauses and resumes one with the functions below (`retryq flow pause|resume`).
+ *
+ * The pause of a key is {Q}:flow:pause:<key>, a JSON document {"cause", "reason",
+ * "until_ms", "by"} with an expiry at until_ms, indexed in the sorted set {Q}:flow:paused
+ * (score until_ms). Times are Redis's clock (TIME, in the scripts), never this host's.
+ * A pause never shortens a pause that ends later; only a resume deletes one.
+ */
+#define RETRYQ_MAX_FLOW_KEY 255     /* bytes of a flow key, MODEL/REGION */
+#define RETRYQ_MAX_FLOW_REASON 200  /* bytes of a pause's reason */
+#define RETRYQ_MAX_FLOW_CURSOR 72   /* bytes of a retryq_flow_list cursor, NUL included */
+#define RETRYQ_FLOW_PAGE_MAX 1000   /* entries read from each index by one retryq_flow_list */
+/* The longest pause, 30 days; it is also what "until resumed" (duration 0) means. */
+#define RETRYQ_FLOW_PAUSE_MAX_MS (INT64_C(30) * 24 * 3600 * 1000)
+
+/*
+ * Checks a flow key: 3..RETRYQ_MAX_FLOW_KEY bytes of valid UTF-8 without control
+ * characters, a '/' with a model before the last one and a region (1..RETRYQ_MAX_REGION
+ * bytes) after it, and no '*' (wildcards belong in the worker's configuration, a pause
+ * names one key). RETRYQ_ERR_INVALID with the reason, e.g. "flow key 'gpt-4': expected
+ * MODEL/REGION (e.g. llama3.2-1b/us-east)".
+ */
+RETRYQ_API int retryq_flow_key_validate(const char *key, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* A pause as stored in {Q}:flow:pause:<key>. Fixed size, owns no heap memory. Text longer
+ * than a field is cut (never inside a UTF-8 sequence); a field missing from the document
+ * is "" (until_ms 0 and left_ms -1 when until_ms is missing or unreadable). */
+typedef struct retryq_flow_pause {
+    char key[RETRYQ_MAX_FLOW_KEY + 1];
+    char cause[32];                          /* "retry_after", "ratelimit", "breaker", "operator" */
+    char reason[RETRYQ_MAX_FLOW_REASON + 1];
+    char by[256];                            /* a worker id, or "operator" */
+    int64_t until_ms;                        /* Redis clock, ms since the epoch */
+    int64_t left_ms;                         /* until_ms minus Redis's time when read, >= 0 */
+} retryq_flow_pause_t;
+
+/*
+ * Pauses `key` for every worker for `duration_ms` (1..RETRYQ_FLOW_PAUSE_MAX_MS; 0 = until
+ * resumed, which is the longest pause) with cause "operator", by "operator" and `reason`
+ * (NULL or "": none; at most RETRYQ_MAX_FLOW_REASON bytes of UTF-8 without control
+ * characters). One Lua script computes until_ms from Redis's TIME and compares it with the
+ * pause in place: when that one ends at the same time or later it stays as it is and
+ * `*applied` is false; otherwise the new pause replaces it. `applied` and `in_place` (the
+ * pause in force after the call, the new one or the one kept) are optional.
+ * RETRYQ_ERR_INVALID for a bad key, duration or reason; RETRYQ_ERR_REDIS when Redis fails.
+ */
+RETRYQ_API int retryq_flow_pause(retryq_client_t *client, const char *key, int64_t duration_ms,
+                                 const char *reason, bool *applied, retryq_flow_pause_t *in_place,
+                                 retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/*
+ * Deletes the pause of `key`, whatever its cause, and its member of {Q}:flow:paused (one
+ * script). A key that is not paused is not an error: `*was_paused` is false. `deleted`
+ * receives the pause that was deleted (when there was one). Both are optional. Deleting a
+ * breaker's pause lets the other workers call the key at once; the worker whose breaker
+ * opened keeps its own state until its probe call.
+ */
+RETRYQ_API int retryq_flow_resume(retryq_client_t *client, const char *key, bool *was_paused,
+                                  retryq_flow_pause_t *deleted, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* A circuit breaker's state, as a worker published it in {Q}:flow:breakers. */
+typedef struct retryq_flow_breaker {
+    char key[RETRYQ_MAX_FLOW_KEY + 1];
+    char state[16];       /* "open", "half_open", "closed"; "" when unreadable */
+    int64_t until_ms;     /* end of the open state (Redis clock); 0 when absent */
+    int64_t left_ms;      /* until_ms minus Redis's time when read; 0 when past or absent */
+    char worker[256];     /* the worker that published it */
+    int64_t failures;     /* transient failures in its window; -1 when absent */
+    int64_t calls;        /* calls in its window; -1 when absent */
+} retryq_flow_breaker_t;
+
+/* A key the workers used ({Q}:flow:keys) and its concurrency permits in use. */
+typedef struct retryq_flow_permits {
+    char key[RETRYQ_MAX_FLOW_KEY + 1];
+    int64_t in_use;       /* members of {Q}:flow:permits:<key> whose lease has not expired */
+    int64_t last_used_ms; /* when a worker last used the key (Redis clock) */
+} retryq_flow_permits_t;
+
+/* One page of retryq_flow_list. The arrays are malloc'd (NULL when empty) and freed by
+ * retryq_flow_list_free. */
+typedef struct retryq_flow_list {
+    int64_t now_ms;                   /* Redis's clock when the page was read */
+    retryq_flow_pause_t *pauses;      /* paused keys (a live pause key exists) */
+    size_t pause_count;
+    retryq_flow_breaker_t *breakers;  /* every published breaker, closed ones too */
+    size_t breaker_count;
+    retryq_flow_permits_t *keys;      /* keys in use, with their permits */
+    size_t key_count;
+    char next[RETRYQ_MAX_FLOW_CURSOR]; /* the cursor of the next page; "0" after the last */
+} retryq_flow_list_t;
+
+/*
+ * Reads one page of the flow-control state: from each of the three indexes ({Q}:flow:paused,
+ * {Q}:flow:breakers, {Q}:flow:keys) one ZSCAN/HSCAN step with COUNT `limit` (0 or more
+ * than RETRYQ_FLOW_PAGE_MAX: RETRYQ_FLOW_PAGE_MAX), then one MGET of those pauses and one
+ * script counting those keys' live permits. Nothing else is read: no KEYS, no SCAN of the
+ * keyspace. Redis returns about `limit` entries per index (a small index whole). Start
+ * with `cursor` NULL or "0" and call again with out->next until it is "0". As with SCAN, a
+ * key that stays for the whole iteration is returned at least once (possibly twice: merge
+ * by key); one that comes or goes meanwhile may or may not be. Pause members whose time
+ * is past, or whose pause key is gone, are left out. RETRYQ_ERR_INVALID for a malformed
+ * cursor. Free the page with retryq_flow_list_free (also after a failure: it is then empty).
+ */
+RETRYQ_API int retryq_flow_list(retryq_client_t *client, const char *cursor, size_t limit,
+                                retryq_flow_list_t *out, retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_flow_list_free(retryq_flow_list_t *list);
 
 #ifdef __cplusplus
 }

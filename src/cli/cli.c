@@ -1,7 +1,8 @@
 /*
  * Helpers every subcommand of `retryq` uses: option parsing (getopt_long with the
  * global options accepted anywhere), the job flags shared by enqueue and retry, opening
- * the client, and turning failures into one stderr line and an exit code.
+ * the client, turning failures into one stderr line and an exit code, and the text of
+ * table cells (ages, cut strings).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -184,4 +186,44 @@ int cli_print_json(struct cJSON *root, bool ok)
     printf("%s\n", text);
     cJSON_free(text);
     return CLI_EXIT_OK;
+}
+
+void cli_format_age(int64_t ms, char *buf, size_t cap)
+{
+    if (ms < 0)
+        snprintf(buf, cap, "unknown");
+    else if (ms < 60000)
+        snprintf(buf, cap, "%.1fs", (double)ms / 1000.0);
+    else if (ms < 3600000)
+        snprintf(buf, cap, "%" PRId64 "m%02" PRId64 "s", ms / 60000, ms / 1000 % 60);
+    else if (ms < 86400000)
+        snprintf(buf, cap, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
+    else
+        snprintf(buf, cap, "%" PRId64 "d%02" PRId64 "h", ms / 86400000, ms / 3600000 % 24);
+}
+
+void cli_cell(const char *s, size_t max, char *buf, size_t cap)
+{
+    size_t n = 0, len = strlen(s);
+    bool cut = len > max;
+    size_t keep = cut ? max - 3 : len;
+    while (cut && keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+        keep--;
+    for (size_t i = 0; i < keep && n + 1 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        buf[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    if (cut && n + 4 <= cap) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = '\0';
+}
+
+void cli_format_utc(int64_t epoch_ms, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t secs = (time_t)(epoch_ms / 1000);
+    if (gmtime_r(&secs, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, cap, "unknown");
 }

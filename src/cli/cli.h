@@ -92,6 +92,14 @@ int cli_job_args_check(const cli_t *cli, cli_job_args_t *args, bool with_attempt
 /* Returns CLI_CONTINUE, or a usage error when operands are left after the options. */
 int cli_no_operands(const cli_t *cli, int argc, char **argv);
 
+/* "4.2s", "12m05s", "3h04m", "2d03h"; "unknown" for a negative age. */
+void cli_format_age(int64_t ms, char *buf, size_t cap);
+/* A wall-clock time (ms since the epoch) as RFC 3339 UTC with seconds; "unknown" if bad. */
+void cli_format_utc(int64_t epoch_ms, char *buf, size_t cap);
+/* Copies s for a table cell: control characters become '?', and a cut (at `max` bytes,
+ * never inside a UTF-8 sequence) ends in "...". */
+void cli_cell(const char *s, size_t max, char *buf, size_t cap);
+
 struct cJSON;
 /* Prints `root` as one line of compact JSON and frees it (also when !ok, a failed build).
  * Returns CLI_EXIT_OK, or CLI_EXIT_REFUSED after reporting that memory ran out. */
@@ -101,8 +109,6 @@ int cli_print_json(struct cJSON *root, bool ok);
 #define CLI_WATCH_MIN_INTERVAL 0.1
 #define CLI_WATCH_MAX_INTERVAL 86400.0
 
-/* "4.2s", "12m05s", "3h04m"; "unknown" for a negative age. */
-void cli_format_age(int64_t ms, char *buf, size_t cap);
 int64_t cli_monotonic_ms(void);
 /* Wall-clock time, RFC 3339 UTC with seconds. */
 void cli_format_now(char *buf, size_t cap);
@@ -122,5 +128,32 @@ int cli_cmd_stats(cli_t *cli, int argc, char **argv);
 int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
 int cli_cmd_dead(cli_t *cli, int argc, char **argv);
 int cli_cmd_sets(cli_t *cli, int argc, char **argv);
+int cli_cmd_flow(cli_t *cli, int argc, char **argv);
+
+/* Flow control as `flow list` and `stats` show it (cmd_flow.c): one row per flow key,
+ * merged from the pauses, the published breakers and the keys in use. */
+typedef struct cli_flow_row {
+    char key[RETRYQ_MAX_FLOW_KEY + 1];
+    bool paused;
+    retryq_flow_pause_t pause;
+    bool has_breaker;
+    retryq_flow_breaker_t breaker;
+    bool in_use;               /* the key is in {Q}:flow:keys */
+    retryq_flow_permits_t permits;
+} cli_flow_row_t;
+
+typedef struct cli_flow {
+    cli_flow_row_t *rows;      /* sorted by key; malloc'd, freed by cli_flow_free */
+    size_t count;
+} cli_flow_t;
+
+/* Reads every page of retryq_flow_list into rows. RETRYQ_OK or the library's code with err. */
+int cli_flow_read(cli_t *cli, cli_flow_t *flow, retryq_error_t *err);
+void cli_flow_free(cli_flow_t *flow);
+/* The `stats` section: the paused keys and the open or half-open breakers. */
+void cli_flow_print_section(const cli_flow_t *flow);
+/* The same as the "flow" object of `stats --json` ({"paused":[...],"breakers":[...]}), or
+ * NULL when memory ran out. */
+struct cJSON *cli_flow_section_json(const cli_flow_t *flow);
 
 #endif

@@ -117,26 +117,6 @@ static void view_of(const retryq_dead_entry_t *e, entry_view_t *v)
                retryq_job_decode(e->job, strlen(e->job), RETRYQ_MAX_ATTEMPT, &v->job, NULL) == RETRYQ_OK;
 }
 
-/* Copies s for a table cell: control characters become '?', and a cut (at `max` bytes,
- * never inside a UTF-8 sequence) ends in "...". */
-static void cell(const char *s, size_t max, char *buf, size_t cap)
-{
-    size_t n = 0, len = strlen(s);
-    bool cut = len > max;
-    size_t keep = cut ? max - 3 : len;
-    while (cut && keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
-        keep--;
-    for (size_t i = 0; i < keep && n + 1 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
-    }
-    if (cut && n + 4 <= cap) {
-        memcpy(buf + n, "...", 3);
-        n += 3;
-    }
-    buf[n] = '\0';
-}
-
 typedef struct row {
     char index[24], at[48], reason[REASON_WIDTH_MAX + 1], execution[48], worker[256];
 } row_t;
@@ -146,20 +126,20 @@ static void row_of(int64_t index, const retryq_dead_entry_t *e, row_t *r)
     entry_view_t v;
     view_of(e, &v);
     snprintf(r->index, sizeof r->index, "%" PRId64, index);
-    cell(e->at != NULL ? e->at : "-", sizeof r->at - 1, r->at, sizeof r->at);
+    cli_cell(e->at != NULL ? e->at : "-", sizeof r->at - 1, r->at, sizeof r->at);
     if (e->job == NULL) {
         char text[REASON_WIDTH_MAX * 2];
         snprintf(text, sizeof text, "(not a dead-list entry) %s", e->raw);
-        cell(text, REASON_WIDTH_MAX, r->reason, sizeof r->reason);
+        cli_cell(text, REASON_WIDTH_MAX, r->reason, sizeof r->reason);
     } else {
-        cell(e->reason != NULL ? e->reason : "-", REASON_WIDTH_MAX, r->reason, sizeof r->reason);
+        cli_cell(e->reason != NULL ? e->reason : "-", REASON_WIDTH_MAX, r->reason, sizeof r->reason);
     }
     if (v.valid)
         snprintf(r->execution, sizeof r->execution, "%" PRId64 "/%" PRId32, v.job.execution_id,
                  v.job.retry_attempt);
     else
         snprintf(r->execution, sizeof r->execution, "-");
-    cell(e->worker != NULL ? e->worker : "-", sizeof r->worker - 1, r->worker, sizeof r->worker);
+    cli_cell(e->worker != NULL ? e->worker : "-", sizeof r->worker - 1, r->worker, sizeof r->worker);
 }
 
 static int width(int current, const char *s)

@@ -1,8 +1,8 @@
 /*
- * `retryq stats`: queue depths, the oldest pending job's age and every registered
- * worker, as a table or as one JSON object (--json). Fetching (retryq_stats) and
- * rendering are separate: `--watch` repeats them every --interval seconds (cli_watch,
- * watch.c) and adds how fast each depth changes.
+ * `retryq stats`: queue depths, the oldest pending job's age, every registered worker and
+ * the stopped flow-control keys (cmd_flow.c), as a table or as one JSON object (--json).
+ * Fetching (retryq_stats, cli_flow_read) and rendering are separate: `--watch` repeats
+ * them every --interval seconds (cli_watch, watch.c) and adds how fast each depth changes.
  */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -23,11 +23,16 @@ static const char usage[] =
     "(processing), jobs waiting for a backoff (delayed), dead-lettered jobs, the age of\n"
     "the oldest pending job (unknown for jobs without enqueued_at, e.g. those the runner\n"
     "pushes itself), and each registered worker with the age of its last heartbeat and\n"
-    "its jobs in flight. Ages use Redis's clock.\n\n"
+    "its jobs in flight, then the flow-control keys that are stopped: paused (with the\n"
+    "cause, reason and time left) or with an open circuit breaker (see 'retryq flow').\n"
+    "Ages use Redis's clock.\n\n"
     "Options:\n"
     "  --json       print one JSON object: pending, processing, delayed, dead,\n"
-    "               oldest_pending_age_seconds (null when unknown) and workers\n"
-    "               [{id, heartbeat_age_seconds, inflight}]\n"
+    "               oldest_pending_age_seconds (null when unknown), workers\n"
+    "               [{id, heartbeat_age_seconds, inflight}] and flow {paused: [{key,\n"
+    "               cause, reason, by, until_ms, left_seconds}], breakers: [{key, state,\n"
+    "               until_ms, left_seconds, worker, failures, calls}]} (open and\n"
+    "               half-open breakers)\n"
     "  --watch      refresh the view until Ctrl-C (exit 0), with how fast each depth\n"
     "               changes (jobs per second since the previous refresh); the screen is\n"
     "               cleared when the output is a terminal, else refreshes are separated\n"
@@ -84,11 +89,31 @@ static void print_depths(const retryq_stats_t *st, const double *rates)
     printf(rates == NULL ? "%-13s%s\n" : "%-13s%10s\n", "oldest", age);
 }
 
-static void print_table(const retryq_stats_t *st, const double *rates)
+/* What one view shows: the queue's statistics and its flow-control keys. */
+typedef struct snapshot {
+    retryq_stats_t st;
+    cli_flow_t flow;
+} snapshot_t;
+
+static int read_snapshot(cli_t *cli, snapshot_t *s, retryq_error_t *err)
+{
+    memset(s, 0, sizeof *s);
+    int rc = retryq_stats(cli->client, &s->st, err);
+    if (rc == RETRYQ_OK && (rc = cli_flow_read(cli, &s->flow, err)) != RETRYQ_OK)
+        retryq_stats_free(&s->st);
+    return rc;
+}
+
+static void snapshot_free(snapshot_t *s)
+{
+    retryq_stats_free(&s->st);
+    cli_flow_free(&s->flow);
+}
+
+static void print_workers(const retryq_stats_t *st)
 {
     char age[32];
     int width = 6;
-    print_depths(st, rates);
     if (st->worker_count == 0) {
         printf("\nno workers registered\n");
         return;
@@ -103,6 +128,13 @@ static void print_table(const retryq_stats_t *st, const double *rates)
     }
 }
 
+static void print_table(const snapshot_t *s, const double *rates)
+{
+    print_depths(&s->st, rates);
+    print_workers(&s->st);
+    cli_flow_print_section(&s->flow);
+}
+
 static cJSON *worker_json(const retryq_worker_info_t *w)
 {
     cJSON *o = cJSON_CreateObject();
@@ -115,9 +147,10 @@ static cJSON *worker_json(const retryq_worker_info_t *w)
     return o;
 }
 
-static cJSON *stats_json(const retryq_stats_t *st)
+static cJSON *stats_json(const snapshot_t *s)
 {
-    cJSON *root = cJSON_CreateObject(), *workers = NULL;
+    const retryq_stats_t *st = &s->st;
+    cJSON *root = cJSON_CreateObject(), *workers = NULL, *flow = NULL;
     double oldest = (double)st->oldest_pending_age_ms / 1000.0;
     bool ok = root != NULL && cJSON_AddNumberToObject(root, "pending", (double)st->pending) &&
               cJSON_AddNumberToObject(root, "processing", (double)st->processing) &&
@@ -130,6 +163,7 @@ static cJSON *stats_json(const retryq_stats_t *st)
         cJSON *w = worker_json(&st->workers[i]);
         ok = w != NULL && cJSON_AddItemToArray(workers, w);
     }
+    ok = ok && (flow = cli_flow_section_json(&s->flow)) != NULL && cJSON_AddItemToObject(root, "flow", flow);
     if (!ok) {
         cJSON_Delete(root);
         return NULL;
@@ -137,24 +171,24 @@ static cJSON *stats_json(const retryq_stats_t *st)
     return root;
 }
 
-static int print_json(const retryq_stats_t *st)
+static int print_json(const snapshot_t *s)
 {
-    cJSON *root = stats_json(st);
+    cJSON *root = stats_json(s);
     return cli_print_json(root, root != NULL);
 }
 
 static int show_stats(cli_t *cli, bool json)
 {
-    retryq_stats_t st;
+    snapshot_t s;
     retryq_error_t err = {0};
-    if (retryq_stats(cli->client, &st, &err) != RETRYQ_OK)
+    if (read_snapshot(cli, &s, &err) != RETRYQ_OK)
         return cli_fail(&err);
     int rc = CLI_EXIT_OK;
     if (json)
-        rc = print_json(&st);
+        rc = print_json(&s);
     else
-        print_table(&st, NULL);
-    retryq_stats_free(&st);
+        print_table(&s, NULL);
+    snapshot_free(&s);
     return rc;
 }
 
@@ -177,9 +211,9 @@ static void watch_rates(watch_t *w, const retryq_stats_t *st, int64_t now_ms, do
     w->have_previous = true;
 }
 
-static int watch_print_json(const retryq_stats_t *st, const char *at, const double rates[DEPTHS])
+static int watch_print_json(const snapshot_t *s, const char *at, const double rates[DEPTHS])
 {
-    cJSON *root = stats_json(st), *r = NULL;
+    cJSON *root = stats_json(s), *r = NULL;
     bool ok = root != NULL && cJSON_AddStringToObject(root, "at", at) != NULL;
     if (ok && isnan(rates[0]))
         ok = cJSON_AddNullToObject(root, "rates") != NULL;
@@ -194,11 +228,11 @@ static int watch_print_json(const retryq_stats_t *st, const char *at, const doub
  * on stderr) but does not stop the watch: the client reconnects on the next refresh. */
 static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
 {
-    retryq_stats_t st;
+    snapshot_t s;
     retryq_error_t err = {0};
     double rates[DEPTHS];
     char at[40];
-    int rc = retryq_stats(cli->client, &st, &err);
+    int rc = read_snapshot(cli, &s, &err);
     if (rc != RETRYQ_OK && shown == 0)
         return cli_fail(&err); /* never reached Redis: nothing to watch */
     cli_format_now(at, sizeof at);
@@ -225,12 +259,12 @@ static int watch_refresh(cli_t *cli, watch_t *w, int64_t shown)
         }
         return cli_fail(&err);
     }
-    watch_rates(w, &st, cli_monotonic_ms(), rates);
+    watch_rates(w, &s.st, cli_monotonic_ms(), rates);
     if (w->json)
-        rc = watch_print_json(&st, at, rates);
+        rc = watch_print_json(&s, at, rates);
     else
-        print_table(&st, rates);
-    retryq_stats_free(&st);
+        print_table(&s, rates);
+    snapshot_free(&s);
     return rc;
 }
 

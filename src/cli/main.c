@@ -22,6 +22,7 @@ static const cli_command_t commands[] = {
     {"migrate", "apply retryq's database migrations or show the schema version", cli_cmd_migrate},
     {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
     {"sets", "list the retry sets of 'retry --job/--since', show or watch one", cli_cmd_sets},
+    {"flow", "pause, resume or list flow-control keys (MODEL/REGION)", cli_cmd_flow},
 };
 
 static void print_help(void)

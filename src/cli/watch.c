@@ -1,7 +1,7 @@
 /*
  * What the refreshing views of `retryq` share (`stats --watch`, `sets watch`): the loop
  * that refreshes every interval until the view is done or SIGINT/SIGTERM arrives, and
- * the small formatting of ages, clocks and intervals. The loop waits for the signals
+ * the clock and interval helpers of the loop (ages and UTC times are formatted in cli.c). The loop waits for the signals
  * with sigtimedwait (they are blocked meanwhile), so stopping needs no handler and no
  * global flag, and a signal that comes during a refresh is taken at the next wait.
  */
@@ -16,18 +16,6 @@
 
 #include "cli.h"
 
-void cli_format_age(int64_t ms, char *buf, size_t cap)
-{
-    if (ms < 0)
-        snprintf(buf, cap, "unknown");
-    else if (ms < 60000)
-        snprintf(buf, cap, "%.1fs", (double)ms / 1000.0);
-    else if (ms < 3600000)
-        snprintf(buf, cap, "%" PRId64 "m%02" PRId64 "s", ms / 60000, ms / 1000 % 60);
-    else
-        snprintf(buf, cap, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
-}
-
 int64_t cli_monotonic_ms(void)
 {
     struct timespec ts;
@@ -37,10 +25,7 @@ int64_t cli_monotonic_ms(void)
 
 void cli_format_now(char *buf, size_t cap)
 {
-    struct tm tm;
-    time_t now = time(NULL);
-    if (gmtime_r(&now, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, cap, "unknown");
+    cli_format_utc((int64_t)time(NULL) * 1000, buf, cap);
 }
 
 bool cli_parse_interval(const cli_t *cli, const char *text, double *out)

@@ -345,6 +345,35 @@ redisReply *rq_client_command(retryq_client_t *client, int type, retryq_error_t 
     return checked;
 }
 
+redisReply *rq_client_command_argv(retryq_client_t *client, int type, retryq_error_t *err, int argc,
+                                   const char **argv, const size_t *argvlen)
+{
+    redisContext *rc = rq_client_redis(client, err);
+    if (rc == NULL)
+        return NULL;
+    redisReply *reply = redisCommandArgv(rc, argc, argv, argvlen);
+    redisReply *checked = checked_reply(rc, reply, type, argv[0], err);
+    if (reply == NULL)
+        rq_client_redis_reset(client);
+    return checked;
+}
+
+int rq_client_time_ms(retryq_client_t *client, int64_t *now_ms, retryq_error_t *err)
+{
+    redisReply *r = rq_client_command(client, REDIS_REPLY_ARRAY, err, "TIME");
+    if (r == NULL)
+        return RETRYQ_ERR_REDIS;
+    int rc = RETRYQ_OK;
+    if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        rc = rq_error(err, RETRYQ_ERR_REDIS, "Redis TIME: unexpected reply");
+    else
+        *now_ms = strtoll(r->element[0]->str, NULL, 10) * 1000 +
+                  strtoll(r->element[1]->str, NULL, 10) / 1000;
+    freeReplyObject(r);
+    return rc;
+}
+
 /* ------------------------------------------------------------ PostgreSQL */
 
 /* libpq messages span lines ("...\n\tIs the server running...\n"): make them one line. */

@@ -1,7 +1,7 @@
 /*
  * The synchronous client behind retryq_client_t: one hiredis connection and one libpq
  * connection, each opened on first use and re-opened after a failure. client.c owns
- * this struct; submit.c, migrate.c and stats use the accessors below.
+ * this struct; submit.c, migrate.c, stats.c, dead.c and flow.c use the accessors below.
  */
 #ifndef RETRYQ_LIB_CLIENT_H
 #define RETRYQ_LIB_CLIENT_H
@@ -34,6 +34,12 @@ void rq_client_redis_reset(retryq_client_t *client);
  * `type` (a REDIS_REPLY_* value, or -1 for any). An I/O failure drops the connection. */
 redisReply *rq_client_command(retryq_client_t *client, int type, retryq_error_t *err,
                               const char *fmt, ...);
+/* The same with the arguments given one by one (argvlen NULL: each is a C string), for
+ * commands with a variable number of them (MGET, EVAL with many KEYS). */
+redisReply *rq_client_command_argv(retryq_client_t *client, int type, retryq_error_t *err, int argc,
+                                   const char **argv, const size_t *argvlen);
+/* Redis's clock (TIME) in ms since the epoch. */
+int rq_client_time_ms(retryq_client_t *client, int64_t *now_ms, retryq_error_t *err);
 
 /* The live PostgreSQL connection (connect_timeout applied). NULL with err
  * (RETRYQ_ERR_DATABASE) when unavailable or when no database URL was configured. */

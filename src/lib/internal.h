@@ -18,6 +18,10 @@ int rq_error(retryq_error_t *err, int code, const char *fmt, ...)
 /* Copies src into dst of capacity cap, always NUL-terminating; false when cut. */
 bool rq_copy(char *dst, size_t cap, const char *src);
 
+/* Copies len bytes of src (no NUL needed) into dst of capacity cap, NUL-terminated; a
+ * longer text is cut before the UTF-8 sequence that would not fit whole. */
+void rq_copy_utf8(char *dst, size_t cap, const char *src, size_t len);
+
 /* Milliseconds since the epoch (wall clock) and an RFC 3339 UTC timestamp of it. */
 int64_t rq_now_ms(void);
 void rq_format_rfc3339(int64_t epoch_ms, char *buf, size_t cap);
@@ -45,5 +49,14 @@ size_t rq_json_too_deep(const char *text, size_t len, int limit);
 size_t rq_utf8_sequence(const unsigned char *s, size_t len, size_t *bad);
 /* True when s[0..len) is strict UTF-8 (NUL bytes are valid here). */
 bool rq_utf8_valid(const char *s, size_t len);
+
+/* Flow control documents (flow.c), also read by the worker's status page. Each fills
+ * `out` from the stored JSON text (`doc`, `len` bytes) of flow key `key` as seen at Redis
+ * time `now_ms`, and returns false when the text is not a JSON object (out then holds the
+ * key and empty fields: until_ms 0, left_ms -1 for a pause; failures and calls -1). */
+bool rq_flow_parse_pause(const char *key, const char *doc, size_t len, int64_t now_ms,
+                         retryq_flow_pause_t *out);
+bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t now_ms,
+                           retryq_flow_breaker_t *out);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * The Redis key names of one queue (DESIGN §3). Every key but the pending list carries
- * the queue name in braces, a cluster hash tag, so one queue's keys share a slot.
+ * The Redis key names of one queue (DESIGN §3), flow control's included. Every key but
+ * the pending list carries the queue name in braces, a cluster hash tag, so one queue's
+ * keys share a slot.
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,9 @@ int retryq_keys_init(retryq_keys_t *keys, const char *queue, retryq_error_t *err
     snprintf(keys->workers, sizeof keys->workers, "{%s}:workers", queue);
     snprintf(keys->delayed, sizeof keys->delayed, "{%s}:delayed", queue);
     snprintf(keys->dead, sizeof keys->dead, "{%s}:dead", queue);
+    snprintf(keys->flow_paused, sizeof keys->flow_paused, "{%s}:flow:paused", queue);
+    snprintf(keys->flow_breakers, sizeof keys->flow_breakers, "{%s}:flow:breakers", queue);
+    snprintf(keys->flow_keys, sizeof keys->flow_keys, "{%s}:flow:keys", queue);
     return RETRYQ_OK;
 }
 
@@ -35,6 +39,18 @@ int retryq_keys_processing(const retryq_keys_t *keys, const char *worker_id, cha
     if (keys == NULL || worker_id == NULL || worker_id[0] == '\0' || buf == NULL)
         return RETRYQ_ERR_INVALID;
     int n = snprintf(buf, cap, "%s%s", keys->processing_prefix, worker_id);
+    if (n < 0 || (size_t)n >= cap)
+        return RETRYQ_ERR_TOO_LARGE;
+    return n;
+}
+
+int retryq_keys_flow(const retryq_keys_t *keys, retryq_flow_kind_t kind, const char *flow_key,
+                     char *buf, size_t cap)
+{
+    static const char *const kinds[] = {"pause", "permits", "bucket"};
+    if (keys == NULL || flow_key == NULL || buf == NULL || (unsigned)kind >= sizeof kinds / sizeof kinds[0])
+        return RETRYQ_ERR_INVALID;
+    int n = snprintf(buf, cap, "{%s}:flow:%s:%s", keys->pending, kinds[kind], flow_key);
     if (n < 0 || (size_t)n >= cap)
         return RETRYQ_ERR_TOO_LARGE;
     return n;

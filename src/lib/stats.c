@@ -64,22 +64,6 @@ static void names_sort_unique(names_t *n)
 
 /* ------------------------------------------------------------ Redis reads */
 
-static int redis_time_ms(retryq_client_t *client, int64_t *now_ms, retryq_error_t *err)
-{
-    redisReply *r = rq_client_command(client, REDIS_REPLY_ARRAY, err, "TIME");
-    if (r == NULL)
-        return RETRYQ_ERR_REDIS;
-    int rc = RETRYQ_OK;
-    if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING)
-        rc = rq_error(err, RETRYQ_ERR_REDIS, "Redis TIME: unexpected reply");
-    else
-        *now_ms = strtoll(r->element[0]->str, NULL, 10) * 1000 +
-                  strtoll(r->element[1]->str, NULL, 10) / 1000;
-    freeReplyObject(r);
-    return rc;
-}
-
 /* LLEN of a list, or ZCARD of a sorted set. */
 static int key_size(retryq_client_t *client, bool sorted_set, const char *key, int64_t *out,
                     retryq_error_t *err)
@@ -219,7 +203,7 @@ int retryq_stats(retryq_client_t *client, retryq_stats_t *out, retryq_error_t *e
     memset(out, 0, sizeof *out);
     out->oldest_pending_age_ms = -1;
     const retryq_keys_t *k = &client->keys;
-    int rc = redis_time_ms(client, &now_ms, err);
+    int rc = rq_client_time_ms(client, &now_ms, err);
     if (rc == RETRYQ_OK)
         rc = key_size(client, false, k->pending, &out->pending, err);
     if (rc == RETRYQ_OK)

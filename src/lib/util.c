@@ -36,6 +36,19 @@ bool rq_copy(char *dst, size_t cap, const char *src)
     return true;
 }
 
+void rq_copy_utf8(char *dst, size_t cap, const char *src, size_t len)
+{
+    if (cap == 0)
+        return;
+    size_t n = len < cap ? len : cap - 1;
+    /* A cut must not leave the start of a sequence without its continuation bytes. */
+    if (n < len)
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 int64_t rq_now_ms(void)
 {
     struct timespec ts;

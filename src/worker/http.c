@@ -1,10 +1,10 @@
 /*
  * The worker's HTTP endpoint (see http.h) on the worker's own event_base (evhttp).
  * Requests are answered from the worker's memory: nothing here waits for Redis or
- * PostgreSQL, so a scrape is never slower than building the text. The queue figures come
- * from http_refresh, which the worker's periodic schedule runs every HTTP_REFRESH_MS: it
- * asks Redis (one Lua call) every METRICS_SLOT_MS — every second until the first answer —
- * and never has two questions out.
+ * PostgreSQL, so a scrape is never slower than building the text. The queue figures and
+ * the flow-control state come from http_refresh, which the worker's periodic schedule
+ * runs every HTTP_REFRESH_MS: it asks Redis every METRICS_SLOT_MS — every second until
+ * the first answer — on the command connection, never with two questions of a kind out.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <hiredis/hiredis.h>
 
 #include "clock.h"
 #include "http.h"
@@ -29,7 +30,25 @@
 struct http_server {
     struct evhttp *http;
     int64_t last_roll_ms;    /* monotonic time the last throughput slot closed */
+    bool flow_asking;        /* a flow read is out (its first or its second step) */
+    http_flow_t flow;        /* the last complete flow read, shown by the status page */
+    http_flow_t reading;     /* the one being read */
 };
+
+/*
+ * KEYS: {Q}:flow:paused, {Q}:flow:breakers. ARGV: pauses to list, HSCAN COUNT. Returns
+ * {Redis's time in ms, live pauses, the soonest-ending live members, the HSCAN cursor,
+ * [field, value, ...] of one HSCAN step}. The pause documents are read afterwards with
+ * one MGET: their key names come from the index, and a script must name its keys in KEYS.
+ */
+static const char LUA_FLOW_INDEX[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local live = '(' .. now\n"
+    "local paused = redis.call('ZRANGEBYSCORE', KEYS[1], live, '+inf', 'LIMIT', 0, tonumber(ARGV[1]))\n"
+    "local scan = redis.call('HSCAN', KEYS[2], '0', 'COUNT', tonumber(ARGV[2]))\n"
+    "return {now, redis.call('ZCOUNT', KEYS[1], live, '+inf'), paused, scan[1], scan[2]}\n";
+#define FLOW_HSCAN_COUNT "1000"
 
 /* ------------------------------------------------------------------ readiness */
 
@@ -70,6 +89,121 @@ const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ flow control */
+
+/* The flow key in a reply element, or NULL for one no worker could have written. */
+static const char *flow_member(const redisReply *m)
+{
+    if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > RETRYQ_MAX_FLOW_KEY ||
+        memchr(m->str, '\0', m->len) != NULL)
+        return NULL;
+    return m->str;
+}
+
+static void flow_done(struct http_server *s)
+{
+    s->reading.known = true;
+    s->reading.read_ms = clock_mono_ms();
+    s->flow = s->reading;
+    s->flow_asking = false;
+}
+
+/* Step 2: the documents of the pauses listed, in order (nil: ended meanwhile). */
+static void on_flow_pauses(void *arg, const redisReply *r)
+{
+    worker_t *w = arg;
+    struct http_server *s = w->http;
+    if (s == NULL)
+        return; /* the endpoint is gone (teardown) */
+    http_flow_t *f = &s->reading;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != f->pause_count) {
+        s->flow_asking = false;
+        return;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *doc = r->element[i];
+        if (doc->type != REDIS_REPLY_STRING)
+            continue;
+        char key[RETRYQ_MAX_FLOW_KEY + 1];
+        snprintf(key, sizeof key, "%s", f->pauses[i].key); /* pauses[kept] may be this entry */
+        rq_flow_parse_pause(key, doc->str, doc->len, f->redis_ms, &f->pauses[kept++]);
+    }
+    f->pause_count = kept;
+    flow_done(s);
+}
+
+static void flow_breakers(http_flow_t *f, const redisReply *cursor, const redisReply *pairs, int64_t now_ms)
+{
+    f->breakers_cut = cursor->type != REDIS_REPLY_STRING || strcmp(cursor->str, "0") != 0;
+    for (size_t i = 0; i + 1 < pairs->elements; i += 2) {
+        const char *key = flow_member(pairs->element[i]);
+        const redisReply *value = pairs->element[i + 1];
+        retryq_flow_breaker_t b;
+        if (key == NULL || value->type != REDIS_REPLY_STRING ||
+            !rq_flow_parse_breaker(key, value->str, value->len, now_ms, &b) ||
+            (strcmp(b.state, "open") != 0 && strcmp(b.state, "half_open") != 0))
+            continue;
+        if (f->breaker_count == HTTP_FLOW_SHOWN) {
+            f->breakers_cut = true;
+            break;
+        }
+        f->breakers[f->breaker_count++] = b;
+    }
+}
+
+/* Step 1: the index and the breakers; then asks for the pauses' documents. */
+static void on_flow_index(void *arg, const redisReply *r)
+{
+    worker_t *w = arg;
+    struct http_server *s = w->http;
+    if (s == NULL)
+        return;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_ARRAY || r->element[4]->type != REDIS_REPLY_ARRAY) {
+        s->flow_asking = false;
+        return;
+    }
+    http_flow_t *f = &s->reading;
+    memset(f, 0, sizeof *f);
+    f->redis_ms = r->element[0]->integer;
+    f->paused_total = r->element[1]->integer;
+    flow_breakers(f, r->element[3], r->element[4], f->redis_ms);
+    const char *argv[1 + HTTP_FLOW_SHOWN];
+    char names[HTTP_FLOW_SHOWN][RETRYQ_MAX_QUEUE_NAME + RETRYQ_MAX_FLOW_KEY + 32];
+    argv[0] = "MGET";
+    for (size_t i = 0; i < r->element[2]->elements && f->pause_count < HTTP_FLOW_SHOWN; i++) {
+        const char *key = flow_member(r->element[2]->element[i]);
+        if (key == NULL ||
+            retryq_keys_flow(&w->keys, RETRYQ_FLOW_PAUSE, key, names[f->pause_count], sizeof names[0]) < 0)
+            continue;
+        /* Until the documents come, an entry holds only its key. */
+        snprintf(f->pauses[f->pause_count].key, sizeof f->pauses[0].key, "%s", key);
+        argv[1 + f->pause_count] = names[f->pause_count];
+        f->pause_count++;
+    }
+    if (f->pause_count == 0)
+        flow_done(s);
+    else
+        queue_command(w->queue, (int)(1 + f->pause_count), argv, on_flow_pauses, w);
+}
+
+static void flow_ask(worker_t *w)
+{
+    char shown[16];
+    snprintf(shown, sizeof shown, "%d", HTTP_FLOW_SHOWN);
+    const char *argv[] = {"EVAL", LUA_FLOW_INDEX, "2", w->keys.flow_paused, w->keys.flow_breakers,
+                          shown, FLOW_HSCAN_COUNT};
+    w->http->flow_asking = true; /* cleared when the read ends, which may be at once */
+    queue_command(w->queue, 7, argv, on_flow_index, w);
+}
+
+const http_flow_t *http_flow(const worker_t *w)
+{
+    return w->http != NULL ? &w->http->flow : NULL;
+}
+
 /* ------------------------------------------------------------------ queue figures */
 
 static void on_depths(void *arg, const queue_depths_t *d)
@@ -95,6 +229,8 @@ void http_refresh(worker_t *w, int64_t now_ms)
         w->metrics.depths_asking = true; /* cleared by on_depths, which may run at once */
         queue_depths(w->queue, w->cfg.lease_ms, on_depths, w);
     }
+    if ((slot_done || !s->flow.known) && !s->flow_asking && queue_ready(w->queue))
+        flow_ask(w);
 }
 
 /* ------------------------------------------------------------------ handlers */

@@ -173,6 +173,91 @@ static void worker_table(struct evbuffer *out, const worker_t *w)
     evbuffer_add_printf(out, "</table>\n</section>\n");
 }
 
+/* The time left of a pause or breaker read `age_ms` ago; "unknown" when not known. */
+static void time_left(struct evbuffer *out, int64_t left_ms, int64_t age_ms)
+{
+    if (left_ms < 0) {
+        evbuffer_add_printf(out, "unknown");
+        return;
+    }
+    int64_t left = left_ms - age_ms;
+    duration(out, left > 0 ? (double)left / 1000.0 : 0.0);
+}
+
+static void flow_pauses(struct evbuffer *out, const http_flow_t *f, int64_t age_ms)
+{
+    evbuffer_add_printf(out, "<table id=\"flow-paused\">\n<tr><th>paused key</th><th>cause</th>"
+                             "<th>reason</th><th>by</th><th>time left</th></tr>\n");
+    for (size_t i = 0; i < f->pause_count; i++) {
+        const retryq_flow_pause_t *p = &f->pauses[i];
+        evbuffer_add_printf(out, "<tr class=\"flow-pause\"><td class=\"flow-key\"><code>");
+        esc(out, p->key);
+        evbuffer_add_printf(out, "</code></td><td class=\"flow-cause\">");
+        esc(out, p->cause[0] != '\0' ? p->cause : "?");
+        evbuffer_add_printf(out, "</td><td class=\"flow-reason\">");
+        esc(out, p->reason[0] != '\0' ? p->reason : "-");
+        evbuffer_add_printf(out, "</td><td class=\"flow-by\">");
+        esc(out, p->by[0] != '\0' ? p->by : "?");
+        evbuffer_add_printf(out, "</td><td class=\"num flow-left\">");
+        time_left(out, p->left_ms, age_ms);
+        evbuffer_add_printf(out, "</td></tr>\n");
+    }
+    evbuffer_add_printf(out, "</table>\n");
+    if (f->paused_total > (int64_t)f->pause_count)
+        evbuffer_add_printf(out, "<p class=\"meta\" id=\"flow-paused-more\">%" PRId64
+                                 " more paused key(s): <code>retryq flow</code></p>\n",
+                            f->paused_total - (int64_t)f->pause_count);
+}
+
+static void flow_breakers(struct evbuffer *out, const http_flow_t *f, int64_t age_ms)
+{
+    evbuffer_add_printf(out, "<table id=\"flow-breakers\">\n<tr><th>key</th><th>breaker</th>"
+                             "<th>failed calls</th><th>worker</th><th>time left</th></tr>\n");
+    for (size_t i = 0; i < f->breaker_count; i++) {
+        const retryq_flow_breaker_t *b = &f->breakers[i];
+        evbuffer_add_printf(out, "<tr class=\"flow-breaker\"><td class=\"flow-key\"><code>");
+        esc(out, b->key);
+        evbuffer_add_printf(out, "</code></td><td class=\"flow-state\">%s</td><td class=\"num\">",
+                            strcmp(b->state, "open") == 0 ? "open" : "half-open");
+        if (b->failures >= 0 && b->calls >= 0)
+            evbuffer_add_printf(out, "%" PRId64 " of %" PRId64, b->failures, b->calls);
+        else
+            evbuffer_add_printf(out, "-");
+        evbuffer_add_printf(out, "</td><td>");
+        esc(out, b->worker[0] != '\0' ? b->worker : "?");
+        evbuffer_add_printf(out, "</td><td class=\"num flow-left\">");
+        time_left(out, b->until_ms > 0 ? b->left_ms : -1, age_ms);
+        evbuffer_add_printf(out, "</td></tr>\n");
+    }
+    evbuffer_add_printf(out, "</table>\n");
+    if (f->breakers_cut)
+        evbuffer_add_printf(out, "<p class=\"meta\" id=\"flow-breakers-more\">More breakers than shown: "
+                                 "<code>retryq flow</code></p>\n");
+}
+
+/* The paused keys and the open breakers, as the last flow read from Redis saw them. */
+static void flow_section(struct evbuffer *out, const worker_t *w)
+{
+    const http_flow_t *f = http_flow(w);
+    evbuffer_add_printf(out, "<section id=\"flow\">\n<h2>Flow control</h2>\n");
+    if (f == NULL || !f->known) {
+        evbuffer_add_printf(out, "<p id=\"flow-unknown\">Not read from Redis yet.</p>\n</section>\n");
+        return;
+    }
+    int64_t age_ms = clock_mono_ms() - f->read_ms;
+    if (f->pause_count == 0 && f->paused_total == 0 && f->breaker_count == 0)
+        evbuffer_add_printf(out, "<p id=\"flow-none\">No key paused, no circuit breaker open.</p>\n");
+    if (f->pause_count > 0 || f->paused_total > 0)
+        flow_pauses(out, f, age_ms);
+    if (f->breaker_count > 0)
+        flow_breakers(out, f, age_ms);
+    evbuffer_add_printf(out, "<p class=\"meta\">Jobs of a paused key wait in the delayed set without using "
+                             "an attempt. Pause or resume a key (MODEL/REGION) with <code>retryq flow pause"
+                             "</code> and <code>retryq flow resume</code>. Read from Redis ");
+    duration(out, (double)age_ms / 1000.0);
+    evbuffer_add_printf(out, " ago.</p>\n</section>\n");
+}
+
 static uint32_t slot_total(const metrics_t *m, unsigned age)
 {
     unsigned idx = (m->slot + METRICS_SLOTS - age) % METRICS_SLOTS;
@@ -284,6 +369,7 @@ void status_page_write(const worker_t *w, struct evbuffer *out)
     queue_table(out, w);
     worker_table(out, w);
     evbuffer_add_printf(out, "</div>\n");
+    flow_section(out, w);
     throughput(out, w);
     errors(out, w);
     evbuffer_add_printf(out, "<footer>Refreshes every 5 s. Machine-readable: <a href=\"/metrics\">/metrics</a>, "

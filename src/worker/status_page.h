@@ -1,10 +1,12 @@
 /*
  * The status page served at "/": one self-contained HTML page for people (no scripts,
  * no external assets, inline CSS and an inline SVG sparkline) that refreshes itself every
- * 5 s. It shows the queue depths, this worker's in-flight jobs and outcomes, the success
- * and failure rates, throughput over the last 5 minutes and the last errors. The figures
- * are the ones /metrics serves, read from the same memory; every number sits in an
- * element with a stable id (e.g. id="q-pending") so tests and scrapers can find it.
+ * 5 s. It shows the queue depths, this worker's in-flight jobs and outcomes, the paused
+ * flow-control keys and open circuit breakers (with cause, reason and time left), the
+ * success and failure rates, throughput over the last 5 minutes and the last errors.
+ * The figures are the ones /metrics serves, read from the same memory; every number sits
+ * in an element with a stable id (e.g. id="q-pending") so tests and scrapers can find
+ * it; the flow-control rows have classes (flow-pause, flow-key, flow-reason, ...).
  */
 #ifndef RETRYQ_WORKER_STATUS_PAGE_H
 #define RETRYQ_WORKER_STATUS_PAGE_H

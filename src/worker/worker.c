@@ -405,7 +405,8 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  *   orphan.sweep      orphan_interval_ms            janitor_sweep (starts a sweep only while
  *                                                   RUNNING with Redis and PostgreSQL up)
  *   metrics.refresh   1 s (HTTP_REFRESH_MS), with   http_refresh: throughput slots, queue
- *                     the HTTP endpoint only        depths for /metrics and the status page
+ *                     the HTTP endpoint only        depths for /metrics and the status page,
+ *                                                   the flow-control state for the page
  *   systemd.watchdog  WATCHDOG_USEC / 3 from        notify_watchdog (WATCHDOG=1)
  *                     READY=1, when it is ours
  *

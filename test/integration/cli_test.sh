@@ -2,7 +2,9 @@
 # The `retryq` command as a user runs it, against a real Redis (no PostgreSQL): --help
 # and --version, every command's --help, usage errors (exit 2), enqueue then stats,
 # the dead list (list, show, requeue, purge) on entries written by redis-cli, the
-# refreshing `stats --watch` (count, JSON lines, SIGINT), and exit 3 when Redis is away.
+# refreshing `stats --watch` (count, JSON lines, SIGINT), flow control (pause, resume,
+# list and the stats section, over breakers and permits written by redis-cli), and exit
+# 3 when Redis is away.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
@@ -224,9 +226,136 @@ check_eq "dead purge --yes: key gone" 0 "$(rcli EXISTS "$DEAD")"
 run --queue "$Q" dead list --json
 check_eq "dead list --json of an empty list" "0 []" "$rc $out"
 
+# ---- flow control: pause, resume, list, and the section of stats
+QL="cli_flow_$$"
+for action in list pause resume; do
+  run flow "$action" --help
+  check_eq "flow $action --help: exit 0" 0 "$rc"
+  check "flow $action --help: usage on stdout" has "$out" "Usage: retryq flow $action"
+done
+usage_error "flow unknown action" flow frobnicate
+usage_error "flow pause without KEY" flow pause
+usage_error "flow pause two keys" flow pause a/b c/d
+usage_error "flow pause bad --for" flow pause a/b --for 5x
+usage_error "flow pause --for 0" flow pause a/b --for 0
+usage_error "flow pause --for above 30 days" flow pause a/b --for 31d
+usage_error "flow resume without KEY" flow resume
+usage_error "flow --json with pause" flow --json pause a/b
+usage_error "flow list with an operand" flow list x
+
+run --queue "$QL" flow
+check_eq "flow (nothing known): exit 0" 0 "$rc"
+check "flow (nothing known): says so" has "$out" "no flow keys"
+run --queue "$QL" flow --json
+check_eq "flow --json (nothing known): an empty array" "0 []" "$rc $out"
+run --queue "$QL" stats
+check "stats: a flow line when nothing is stopped" has "$out" "flow: no key paused, no breaker open"
+
+PK="{$QL}:flow:pause:llama3.2-1b/us-east"
+run --queue "$QL" flow pause llama3.2-1b/us-east --for 10m --reason "provider maintenance"
+check_eq "flow pause: exit 0" 0 "$rc"
+check "flow pause: says paused, by whom and for how long" has "$out" \
+  "paused llama3.2-1b/us-east: cause operator, by operator, 10m00s left, until "
+check_eq "flow pause: the document" "operator|provider maintenance|operator" \
+  "$(rcli GET "$PK" | json '"|".join([d["cause"], d["reason"], d["by"]])')"
+check "flow pause: expires in 10 minutes" test "$(rcli PTTL "$PK")" -gt 590000
+check_eq "flow pause: indexed at its end" "$(rcli GET "$PK" | json 'd["until_ms"]')" \
+  "$(rcli ZSCORE "{$QL}:flow:paused" llama3.2-1b/us-east)"
+run --queue "$QL" flow pause llama3.2-1b/us-east --for 1m --reason shorter
+check_eq "flow pause, shorter: exit 0" 0 "$rc"
+check "flow pause, shorter: says the longer pause stays" has "$out" \
+  "llama3.2-1b/us-east stays paused: a pause that ends later is in place (cause operator"
+check_eq "flow pause, shorter: the document is kept" "provider maintenance" "$(rcli GET "$PK" | json 'd["reason"]')"
+run --queue "$QL" flow pause meta/llama-3/eu-west
+check "flow pause without --for: until resumed" has "$out" "paused meta/llama-3/eu-west until resumed"
+check "flow pause without --for: 30 days" test "$(rcli PTTL "{$QL}:flow:pause:meta/llama-3/eu-west")" -gt 2591000000
+run --queue "$QL" flow pause gpt-4
+check_eq "flow pause, not MODEL/REGION: exit 1" 1 "$rc"
+check "flow pause, not MODEL/REGION: says what a key is" has "$err" "flow key 'gpt-4': expected MODEL/REGION"
+run --queue "$QL" flow pause '*/eu-west'
+check_eq "flow pause, wildcard: exit 1" 1 "$rc"
+check "flow pause, wildcard: says why" has "$err" "wildcard"
+run --queue "$QL" flow pause a/b --reason $'two\nlines'
+check_eq "flow pause, control character in the reason: exit 1" 1 "$rc"
+check_eq "flow pause: refusals write nothing" 0 "$(rcli EXISTS "{$QL}:flow:pause:a/b")"
+
+# A breaker and permits as the workers write them.
+now=$(($(rcli TIME | head -1) * 1000))
+rcli HSET "{$QL}:flow:breakers" gpt-4o/eu-west \
+  "{\"state\":\"open\",\"until_ms\":$((now + 60000)),\"worker\":\"h:1:w\",\"failures\":12,\"calls\":20}" >/dev/null
+rcli ZADD "{$QL}:flow:keys" "$now" llama3.2-1b/us-east >/dev/null
+rcli ZADD "{$QL}:flow:permits:llama3.2-1b/us-east" $((now + 60000)) h:1:w:1 $((now + 60000)) h:1:w:2 \
+  $((now - 1)) h:2:w:1 >/dev/null
+
+run --queue "$QL" flow list
+check_eq "flow list: exit 0" 0 "$rc"
+check_eq "flow list: a header and three rows" 4 "$(wc -l <<<"$out")"
+check "flow list: the header" grep -qE '^KEY +STATE +CAUSE +REASON +LEFT +PERMITS$' <<<"$out"
+check "flow list: the paused key, its cause, reason, time left and live permits" \
+  grep -qE '^llama3\.2-1b/us-east +paused +operator +provider maintenance +(9m5[0-9]s|10m00s) +2$' <<<"$out"
+check "flow list: the open breaker" \
+  grep -qE '^gpt-4o/eu-west +open +- +12 of 20 calls failed \(worker h:1:w\) +[0-9.]+s +-$' <<<"$out"
+check "flow list: the pause until resumed" grep -qE '^meta/llama-3/eu-west +paused +operator +- +(29d23h|30d00h) +-$' <<<"$out"
+run --queue "$QL" flow list --json
+check_eq "flow list --json: exit 0" 0 "$rc"
+check "flow list --json: one object per key with its pause, breaker and permits" python3 -c '
+import json, sys
+rows = json.loads(sys.argv[1])
+assert [r["key"] for r in rows] == ["gpt-4o/eu-west", "llama3.2-1b/us-east", "meta/llama-3/eu-west"], rows
+b, p, m = rows
+assert set(b) == {"key", "state", "pause", "breaker", "permits_in_use"}, b
+assert b["state"] == "open" and b["pause"] is None and b["permits_in_use"] is None, b
+assert b["breaker"] == {"state": "open", "until_ms": b["breaker"]["until_ms"], "worker": "h:1:w", "failures": 12,
+                        "calls": 20, "left_seconds": b["breaker"]["left_seconds"]}, b
+assert 50 < b["breaker"]["left_seconds"] <= 60, b
+assert p["state"] == "paused" and p["breaker"] is None and p["permits_in_use"] == 2, p
+assert set(p["pause"]) == {"cause", "reason", "by", "until_ms", "left_seconds"}, p
+assert (p["pause"]["cause"], p["pause"]["reason"], p["pause"]["by"]) == ("operator", "provider maintenance", "operator")
+assert 590 < p["pause"]["left_seconds"] <= 600, p
+assert m["state"] == "paused" and m["pause"]["left_seconds"] > 2591000, m
+' "$out"
+
+run --queue "$QL" stats
+check_eq "stats with flow keys: exit 0" 0 "$rc"
+check "stats: the flow section's header" grep -qE '^FLOW KEY +STATE +CAUSE +LEFT +REASON$' <<<"$out"
+check "stats: the paused key with its reason and time left" \
+  grep -qE '^llama3\.2-1b/us-east +paused +operator +(9m5[0-9]s|10m00s) +provider maintenance$' <<<"$out"
+check "stats: the open breaker" grep -qE '^gpt-4o/eu-west +open +- +[0-9.]+s +12 of 20 calls failed' <<<"$out"
+run --queue "$QL" stats --json
+check_eq "stats --json with flow keys: exit 0" 0 "$rc"
+check "stats --json: a flow object with the paused keys and open breakers" python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+f = d["flow"]
+assert set(f) == {"paused", "breakers"}, f
+assert [p["key"] for p in f["paused"]] == ["llama3.2-1b/us-east", "meta/llama-3/eu-west"], f
+p = f["paused"][0]
+assert set(p) == {"key", "cause", "reason", "by", "until_ms", "left_seconds"}, p
+assert p["reason"] == "provider maintenance" and 590 < p["left_seconds"] <= 600, p
+assert [(b["key"], b["state"], b["failures"], b["calls"]) for b in f["breakers"]] == [("gpt-4o/eu-west", "open", 12, 20)], f
+' "$out"
+run --queue "$QL" stats --watch --json --count 1
+check_eq "stats --watch --json: the flow object too" "2 1" \
+  "$(json '"%d %d" % (len(d["flow"]["paused"]), len(d["flow"]["breakers"]))' <<<"$out")"
+
+run --queue "$QL" flow resume llama3.2-1b/us-east
+check_eq "flow resume: exit 0" 0 "$rc"
+check "flow resume: says what the pause was" has "$out" \
+  "resumed llama3.2-1b/us-east (its pause had cause operator, by operator, "
+check_eq "flow resume: the pause and its member are gone" "0 " \
+  "$(rcli EXISTS "$PK") $(rcli ZSCORE "{$QL}:flow:paused" llama3.2-1b/us-east)"
+run --queue "$QL" flow resume llama3.2-1b/us-east
+check_eq "flow resume, not paused: exit 0" 0 "$rc"
+check "flow resume, not paused: says so" has "$out" "llama3.2-1b/us-east was not paused: nothing to resume"
+run --queue "$QL" flow resume 'no-slash'
+check_eq "flow resume, invalid key: exit 1" 1 "$rc"
+rcli DEL "{$QL}:flow:pause:meta/llama-3/eu-west" "{$QL}:flow:paused" "{$QL}:flow:breakers" "{$QL}:flow:keys" \
+  "{$QL}:flow:permits:llama3.2-1b/us-east" >/dev/null
+
 # ---- Redis unavailable: exit 3
 for args in "stats" "stats --json" "stats --watch --count 2 --interval 0.2" "dead list" "dead show 0" \
-  "dead requeue 0" "dead requeue --all" "dead purge --yes" \
+  "dead requeue 0" "dead requeue --all" "dead purge --yes" "flow" "flow list --json" "flow pause m/r" \
+  "flow resume m/r" \
   "enqueue --execution-id 1 --region us-east --question-index 0 --attempt 1"; do
   # shellcheck disable=SC2086 # split on purpose
   run --redis-url "$DOWN" --queue "$Q" $args

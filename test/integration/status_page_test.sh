@@ -2,10 +2,11 @@
 # The status page at "/": after a run of jobs (successes, a router refusal, dead letters
 # whose text carries HTML) it must be plain self-contained HTML that refreshes itself,
 # escape everything that came from outside (the worker id and a region are written to
-# look like markup), draw the throughput sparkline, and show the same numbers /metrics
-# serves. Checked twice: the HTML as served (python's html.parser), and the page as
-# headless Chromium renders it (--dump-dom), with a screenshot kept under the build dir
-# (test-artifacts/status_page.png). Without chromium that second part prints SKIP.
+# look like markup), draw the throughput sparkline, show the same numbers /metrics
+# serves, and list a key paused by `retryq flow pause` in its Flow control section (and
+# no longer once resumed). Checked twice: the HTML as served (python's html.parser), and
+# the page as headless Chromium renders it (--dump-dom), with a screenshot kept under the
+# build dir (test-artifacts/status_page.png). Without chromium that second part prints SKIP.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../support/lib.sh
@@ -168,6 +169,62 @@ check "the page forbids scripts (Content-Security-Policy)" bash -c "curl -sI '$U
 check "the worker id is escaped in the served bytes" grep -qF 'ops&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;x' "$t_tmp/page.html"
 check "the region markup is escaped in the served bytes" grep -qF '&lt;img src=x onerror=alert(1)&gt;' "$t_tmp/page.html"
 
+# ---- the Flow control section: a key paused with `retryq flow pause` (not the key of
+# this test's jobs) shows with its cause, reason (escaped) and time left.
+FLOW_KEY='gpt-4o/eu-west'
+FLOW_REASON='provider <b>maintenance</b> & "checks"'
+"$RETRYQ_CLI" flow pause "$FLOW_KEY" --for 10m --reason "$FLOW_REASON" >/dev/null
+flow_check() { # <page.html> [none]: the paused key's row, or with "none" the empty section
+  python3 - "$1" "$FLOW_KEY" "$FLOW_REASON" "${2:-}" <<'PY'
+import html.parser, re, sys
+page, key, reason, none = sys.argv[1:5]
+
+class Page(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows, self.row, self.cell, self.text, self.ids = [], None, None, [], set()
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "tr" and "flow-pause" in (a.get("class") or "").split():
+            self.row = {}
+        if tag == "td" and self.row is not None:
+            self.cell, self.text = (a.get("class") or "").split(), []
+    def handle_endtag(self, tag):
+        if tag == "td" and self.row is not None and self.cell is not None:
+            for c in self.cell:
+                self.row[c] = "".join(self.text).strip()
+            self.cell = None
+        if tag == "tr" and self.row is not None:
+            self.rows.append(self.row)
+            self.row = None
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.text.append(data)
+
+p = Page()
+p.feed(open(page, encoding="utf-8").read())
+assert "flow" in p.ids, "no Flow control section (id=flow)"
+if none:
+    assert "flow-none" in p.ids and not p.rows, f"the section is not empty: {p.rows}"
+    sys.exit(0)
+rows = [r for r in p.rows if r.get("flow-key") == key]
+assert len(rows) == 1, f"no one row for {key}: {p.rows}"
+r = rows[0]
+assert (r.get("flow-cause"), r.get("flow-reason"), r.get("flow-by")) == ("operator", reason, "operator"), r
+assert re.fullmatch(r"9m[0-5][0-9]s|10m00s", r.get("flow-left", "")), f"time left {r.get('flow-left')!r}"
+PY
+}
+flow_shown() { # [none]
+  curl -fsS --max-time 5 "$URL" >"$t_tmp/flow.html" 2>/dev/null && flow_check "$t_tmp/flow.html" "$@" >"$t_tmp/flow.why" 2>&1
+}
+wait_for 20 flow_shown || cat "$t_tmp/flow.why"
+check "the Flow control section lists the key 'retryq flow pause' paused: cause, reason, by, time left" \
+  flow_check "$t_tmp/flow.html"
+check "the pause's reason is escaped in the served bytes" \
+  grep -qF 'provider &lt;b&gt;maintenance&lt;/b&gt; &amp; &quot;checks&quot;' "$t_tmp/flow.html"
+
 # ---- the page as a browser renders it.
 chrome=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [[ -z $chrome ]]; then
@@ -188,6 +245,7 @@ else
   check "chromium rendered the page (--dump-dom)" grep -q 'id="q-pending"' "$t_tmp/dom.html"
   check "the rendered page shows the numbers /metrics serves and no injected element" \
     page_check "$t_tmp/dom.html" "$t_tmp/metrics2.txt" expect
+  check "the rendered page shows the paused key in its Flow control section" flow_check "$t_tmp/dom.html"
   chrome_run --screenshot="$art/status_page.png" --window-size=1200,900 "$URL" >/dev/null || true
   png_ok() {
     python3 - "$art/status_page.png" <<'PY'
@@ -212,6 +270,10 @@ PY
     grep -iE 'error|fatal' "$t_tmp/chrome.log" | grep -v -iE 'dbus|gcm|gpu|sandbox|fontconfig|bus\.cc|angle|vaapi|viz' | head -5 || true
   fi
 fi
+
+"$RETRYQ_CLI" flow resume "$FLOW_KEY" >/dev/null
+wait_for 20 flow_shown none || cat "$t_tmp/flow.why"
+check "after 'retryq flow resume' the Flow control section says nothing is paused" flow_check "$t_tmp/flow.html" none
 
 kill -TERM "$wpid"
 set +e; wait "$wpid"; rc=$?; set -e

@@ -1,6 +1,6 @@
 /*
- * Key naming (DESIGN §3): the keys of a queue, the queue-name rules and the processing
- * list of one worker.
+ * Key naming (DESIGN §3): the keys of a queue, the queue-name rules, the processing
+ * list of one worker and the per-key keys of flow control.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +22,9 @@ static void test_keys_of_the_default_queue(void **state)
     assert_string_equal(keys.workers, "{retry_queue}:workers");
     assert_string_equal(keys.delayed, "{retry_queue}:delayed");
     assert_string_equal(keys.dead, "{retry_queue}:dead");
+    assert_string_equal(keys.flow_paused, "{retry_queue}:flow:paused");
+    assert_string_equal(keys.flow_breakers, "{retry_queue}:flow:breakers");
+    assert_string_equal(keys.flow_keys, "{retry_queue}:flow:keys");
 }
 
 static void test_queue_name_rules(void **state)
@@ -65,12 +68,33 @@ static void test_processing_key_of_a_worker(void **state)
     assert_int_equal(retryq_keys_processing(&keys, NULL, buf, sizeof buf), RETRYQ_ERR_INVALID);
 }
 
+static void test_flow_keys_of_a_flow_key(void **state)
+{
+    retryq_keys_t keys;
+    char buf[64];
+    const char *want = "{q}:flow:permits:meta/llama-3/eu-west";
+    (void)state;
+    assert_int_equal(retryq_keys_init(&keys, "q", NULL), RETRYQ_OK);
+    assert_int_equal(retryq_keys_flow(&keys, RETRYQ_FLOW_PAUSE, "m/r", buf, sizeof buf), 18);
+    assert_string_equal(buf, "{q}:flow:pause:m/r");
+    assert_int_equal(retryq_keys_flow(&keys, RETRYQ_FLOW_BUCKET, "m/r", buf, sizeof buf), 19);
+    assert_string_equal(buf, "{q}:flow:bucket:m/r");
+    assert_int_equal(retryq_keys_flow(&keys, RETRYQ_FLOW_PERMITS, "meta/llama-3/eu-west", buf, sizeof buf),
+                     (int)strlen(want));
+    assert_string_equal(buf, want);
+    assert_int_equal(retryq_keys_flow(&keys, RETRYQ_FLOW_PERMITS, "meta/llama-3/eu-west", buf, strlen(want)),
+                     RETRYQ_ERR_TOO_LARGE);
+    assert_int_equal(retryq_keys_flow(&keys, (retryq_flow_kind_t)7, "m/r", buf, sizeof buf), RETRYQ_ERR_INVALID);
+    assert_int_equal(retryq_keys_flow(&keys, RETRYQ_FLOW_PAUSE, NULL, buf, sizeof buf), RETRYQ_ERR_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys_of_the_default_queue),
         cmocka_unit_test(test_queue_name_rules),
         cmocka_unit_test(test_processing_key_of_a_worker),
+        cmocka_unit_test(test_flow_keys_of_a_flow_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
