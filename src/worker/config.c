@@ -836,6 +836,15 @@ static void print_help(FILE *out)
 
 /* ---------------------------------------------------------------- loading */
 
+/* A setting that must be given: -1 with "<who>: required: set <ENV> or --<flag>". */
+static int required(const char *value, const load_state_t *st, size_t i, char *err, size_t errcap)
+{
+    if (value != NULL && value[0] != '\0')
+        return 0;
+    snprintf(err, errcap, "%s: required: set %s or --%s", st->who[i], settings[i].env, settings[i].flag);
+    return -1;
+}
+
 /* Checks that involve more than one value, or a value's meaning beyond its syntax (the
  * Redis URL was parsed by load_redis already). */
 static int check(const config_t *cfg, const load_state_t *st, char *err, size_t errcap)
@@ -845,20 +854,12 @@ static int check(const config_t *cfg, const load_state_t *st, char *err, size_t 
     retryq_keys_t keys;
 
     find_setting("database_url", &i);
-    if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
-        snprintf(err, errcap, "%s: required: set %s or --%s", st->who[i], settings[i].env,
-                 settings[i].flag);
-        return -1;
-    }
-    if (check_database_url(cfg->database_url, st->who[i], err, errcap) < 0)
+    if (required(cfg->database_url, st, i, err, errcap) < 0 ||
+        check_database_url(cfg->database_url, st->who[i], err, errcap) < 0)
         return -1;
     find_setting("router_url", &i);
-    if (cfg->router_url == NULL || cfg->router_url[0] == '\0') {
-        snprintf(err, errcap, "%s: required: set %s or --%s", st->who[i], settings[i].env,
-                 settings[i].flag);
-        return -1;
-    }
-    if (check_router_url(cfg->router_url, st->who[i], err, errcap) < 0)
+    if (required(cfg->router_url, st, i, err, errcap) < 0 ||
+        check_router_url(cfg->router_url, st->who[i], err, errcap) < 0)
         return -1;
     find_setting("queue", &i);
     if (retryq_keys_init(&keys, cfg->queue, &rerr) != RETRYQ_OK) {
