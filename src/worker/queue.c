@@ -1220,6 +1220,65 @@ void queue_command(queue_t *q, int argc, const char **argv,
     ask(q, argc, argv, NULL, done, arg);
 }
 
+typedef struct script_ask {
+    void (*done)(void *arg, const redisReply *reply);
+    void *arg;
+} script_ask_t;
+
+static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    script_ask_t *a = privdata;
+    conn_t *c = ac->data;
+    redisReply *r = reply;
+    if (r != NULL && c != NULL) {
+        conn_replied(c);
+        if (reply_is_error(r))
+            log_warn("redis.script", "Redis refused a flow-control script: %s", r->str);
+        if (reply_is_transient(r))
+            conn_drop(c, r->str);
+    }
+    /* Called even while closing (with NULL) so the caller can free its state. */
+    a->done(a->arg, r != NULL && !reply_is_error(r) ? r : NULL);
+    free(a);
+}
+
+void queue_script(queue_t *q, const char *script, int nkeys, const char *const *keys, int nargs,
+                  const char *const *args, void (*done)(void *arg, const redisReply *reply),
+                  void *arg)
+{
+    int argc = 3 + nkeys + nargs;
+    const char **argv = malloc((size_t)argc * sizeof *argv);
+    script_ask_t *a = malloc(sizeof *a);
+    char count[16];
+    if (argv == NULL || a == NULL || q->cmd.state != CONN_READY) {
+        free(argv);
+        free(a);
+        done(arg, NULL);
+        return;
+    }
+    snprintf(count, sizeof count, "%d", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = count;
+    for (int i = 0; i < nkeys; i++)
+        argv[3 + i] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[3 + nkeys + i] = args[i];
+    a->done = done;
+    a->arg = arg;
+    bool sent = conn_send(&q->cmd, on_script_reply, a, argc, argv, NULL);
+    free(argv);
+    if (!sent) {
+        free(a);
+        done(arg, NULL);
+    }
+}
+
+void queue_command_op(queue_t *q, int argc, const char *const *argv)
+{
+    op_push(q, argc, argv, NULL, -1, NULL, NULL);
+}
+
 typedef struct depths_ask {
     void (*done)(void *arg, const queue_depths_t *d);
     void *arg;
