@@ -51,6 +51,8 @@ typedef struct config {
     bool exit_when_idle;       /* --exit-when-idle RETRYQ_EXIT_WHEN_IDLE */
     int log_level;             /* --log-level RETRYQ_LOG_LEVEL debug|info|warn|error, default info (a log_level_t) */
     bool log_json;             /* --log-format RETRYQ_LOG_FORMAT logfmt|json, default logfmt */
+    char *flow;                /* --flow RETRYQ_FLOW, per-key limits (flowrules.h), default none */
+    char *breaker;             /* --breaker RETRYQ_BREAKER, breaker thresholds or "off" (flowrules.h) */
 } config_t;
 
 /*

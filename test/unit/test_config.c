@@ -64,6 +64,8 @@ static const char *const all_env[] = {
     "RETRYQ_HTTP_ADDR",
     "RETRYQ_LOG_LEVEL",
     "RETRYQ_LOG_FORMAT",
+    "RETRYQ_FLOW",
+    "RETRYQ_BREAKER",
 };
 
 typedef struct run {
@@ -344,6 +346,13 @@ static void test_bad_environment_values(void **state)
         {"RETRYQ_LOG_LEVEL", "verbose", "must be debug, info, warn or error (got \"verbose\")"},
         {"RETRYQ_LOG_FORMAT", "xml", "must be logfmt or json (got \"xml\")"},
         {"RETRYQ_REQUEST_MODE", "fast", "must be runner or seed (got \"fast\")"},
+        {"RETRYQ_FLOW", "llama=concurrency:2", "key \"llama\" must be MODEL/REGION"},
+        {"RETRYQ_FLOW", "*/eu-west=concurrency:0", "concurrency must be given once"},
+        {"RETRYQ_FLOW", "*/*=rate:5", "rate must be given once, as R/s"},
+        {"RETRYQ_FLOW", "*/*=burst:5", "burst needs a rate"},
+        {"RETRYQ_FLOW", "*/*=speed:5", "unknown limit \"speed:5\""},
+        {"RETRYQ_BREAKER", "ratio:2", "ratio must be a fraction"},
+        {"RETRYQ_BREAKER", "backoff:5m..5s", "backoff must be MIN..MAX"},
         {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis:// or unix://"},
         {"RETRYQ_REDIS_URL", "redis://cache:99999", "port must be a number from 1 to 65535"},
         {"RETRYQ_DATABASE_URL", "", "required: set RETRYQ_DATABASE_URL or --database-url"},
