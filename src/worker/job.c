@@ -45,6 +45,7 @@
 #define STORE_BACKOFF_MIN_MS 200
 #define STORE_BACKOFF_MAX_MS 10000
 #define WRITE_DEADLINE_MS (5 * 60 * 1000)
+#define JOB_PROMOTE_TICK_MS 1000 /* the period of the schedule's promotion (worker.c TICK_MS) */
 
 typedef enum job_stage { STAGE_LOAD, STAGE_FLOW, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
@@ -750,6 +751,8 @@ static void job_park(job_t *job, const flow_answer_t *answer)
     flow_end(w->flow, job->pass, d.delay_ms);
     job->pass = NULL;
     queue_delay(w->queue, job->payload, job->len, job->payload, d.delay_ms);
+    if (d.delay_ms < JOB_PROMOTE_TICK_MS)
+        queue_promote_soon(w->queue, d.delay_ms + 5); /* the tick would add up to a second */
     job_end(job);
 }
 

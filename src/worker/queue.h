@@ -76,6 +76,9 @@ void queue_requeue(queue_t *q, const char *payload, size_t len);
 void queue_heartbeat(queue_t *q);
 void queue_recover(queue_t *q, int lease_ms);
 void queue_promote(queue_t *q);
+/* One more promotion, delay_ms from now, for a job parked for less than the schedule's
+ * tick (flow control's short waits); one timer, the earliest request wins. */
+void queue_promote_soon(queue_t *q, int64_t delay_ms);
 /* Compares one page of this worker's processing list with the jobs in flight (the job
  * callback with rescan = true, at most the room there is) so that a job left there by a
  * dropped write is taken again; call it periodically (each heartbeat). */
