@@ -186,12 +186,12 @@ typedef struct key_reply {
     flow_key_t *key;
 } key_reply_t;
 
-/* The pause documents asked for after a refresh, with the clocks of the refresh. */
+/* The pause documents asked for after a refresh (for their cause: the index says until when). */
 typedef struct fetch_reply {
     flow_t *f;
-    int64_t redis_now, mono_now;
     size_t count;
     char keys[FLOW_FETCH_MAX][FLOW_KEY_MAX + 1];
+    int64_t until[FLOW_FETCH_MAX]; /* monotonic, from the index's score */
 } fetch_reply_t;
 
 struct flow {
@@ -799,18 +799,13 @@ static void on_fetched(void *arg, const redisReply *r)
         int64_t now = clock_mono_ms();
         for (size_t i = 0; i < fr->count; i++) {
             flow_key_t *k = key_find(f, fr->keys[i], true);
-            if (k == NULL || r->element[i]->type != REDIS_REPLY_STRING)
+            if (k == NULL || r->element[i]->type != REDIS_REPLY_STRING || fr->until[i] <= now)
                 continue; /* over or resumed meanwhile */
             cJSON *doc = cJSON_Parse(r->element[i]->str);
             const cJSON *cause = cJSON_GetObjectItemCaseSensitive(doc, "cause");
-            const cJSON *until = cJSON_GetObjectItemCaseSensitive(doc, "until_ms");
             const cJSON *by = cJSON_GetObjectItemCaseSensitive(doc, "by");
-            if (cJSON_IsNumber(until)) {
-                int64_t local = fr->mono_now + ((int64_t)until->valuedouble - fr->redis_now);
-                if (local > now)
-                    pause_local(k, cause_of(cJSON_IsString(cause) ? cause->valuestring : NULL), local,
-                                true, cJSON_IsString(by) ? by->valuestring : NULL, now);
-            }
+            pause_local(k, cause_of(cJSON_IsString(cause) ? cause->valuestring : NULL), fr->until[i],
+                        true, cJSON_IsString(by) ? by->valuestring : NULL, now);
             cJSON_Delete(doc);
         }
     }
@@ -843,8 +838,10 @@ static void on_refreshed(void *arg, const redisReply *r)
             k->pause_in_redis = true;
             continue;
         }
-        if (fr != NULL && fr->count < FLOW_FETCH_MAX)
+        if (fr != NULL && fr->count < FLOW_FETCH_MAX) {
+            fr->until[fr->count] = until;
             rq_copy(fr->keys[fr->count++], sizeof fr->keys[0], k->text);
+        }
     }
     /* A pause this worker saw in Redis that is gone from it before its end: resumed. */
     if (list->elements / 2 < FLOW_PAUSED_READ)
@@ -856,8 +853,6 @@ static void on_refreshed(void *arg, const redisReply *r)
         return;
     }
     fr->f = f;
-    fr->redis_now = redis_now;
-    fr->mono_now = now;
     const char **argv = malloc((fr->count + 1) * sizeof *argv);
     char (*names)[REDIS_KEY_MAX] = malloc(fr->count * sizeof *names);
     if (argv == NULL || names == NULL) {
