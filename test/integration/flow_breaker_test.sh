@@ -80,4 +80,5 @@ check "the breaker pauses counted" test "$(metric a retry_flow_pauses_total key=
 check_eq "nothing dead-lettered" 0 "$(rcli LLEN "{$Q}:dead")"
 stop_worker a
 
+check_no_sanitizer_reports
 t_finish

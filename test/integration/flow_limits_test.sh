@@ -111,4 +111,5 @@ check "3: d's calls stayed within the limit" test "$(key_stat "llama3.2-1b|eu-we
 stop_worker d
 check_eq "3: no permit left" 0 "$(rcli ZCARD "$PERMITS")"
 
+check_no_sanitizer_reports
 t_finish

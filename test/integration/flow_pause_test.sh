@@ -90,4 +90,5 @@ stop_worker b
 check_eq "delayed set empty" 0 "$(rcli ZCARD "{$Q}:delayed")"
 check "the keys used are listed in {Q}:flow:keys" test "$(rcli ZCARD "{$Q}:flow:keys")" -eq 3
 
+check_no_sanitizer_reports
 t_finish

@@ -64,3 +64,9 @@ outcome_entries_not_one() {
   sql -c "SELECT count(*) FROM executions WHERE job_id = $1 ${2:+AND region = '$2'} AND
           jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) <> 1"
 }
+
+# After the workers stopped: no sanitizer report in any worker log (ASan/UBSan builds).
+check_no_sanitizer_reports() {
+  check "no sanitizer report in the worker logs" bash -c \
+    "! grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' '$t_tmp'/*.log"
+}
