@@ -17,17 +17,27 @@
  * ROUTER_* error code, stage and type), which the outcome documents use; metadata.receipt
  * is kept for receipt_data.
  *
+ * Headers: Retry-After and the x-ratelimit-* budget headers are read here too
+ * (router_parse_header, called by router.c for each header line), and a 429 or 503 that
+ * carries them becomes a pause hint (router_pause_hint): the router's own words to stop
+ * calling that model in that region for a while, which flow control (flow.c) turns into
+ * a pause of the key for every worker.
+ *
  * Every string handed out is valid UTF-8 without NUL (text.c), so it can go into text
  * and jsonb columns as is. cJSON keeps strings as C strings and would silently cut one
  * at an escaped NUL, so the body is first rewritten in a copy: \u0000 escapes are
  * dropped and lone UTF-16 surrogate escapes (which cJSON rejects, and jsonb too) become
  * \uFFFD. Duplicate keys: the last one wins, as in Go's encoding/json and jsonb.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <limits.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -516,6 +526,203 @@ cleanup:
     free(copy);
 }
 
+/* ------------------------------------------------------------------ headers */
+
+/* The value without the blanks around it, NUL-terminated in text; false when empty or
+ * longer than cap - 1. */
+static bool header_value(const char *value, size_t len, char *text, size_t cap)
+{
+    size_t start = 0, end = len;
+    while (start < end && strchr(" \t", value[start]) != NULL)
+        start++;
+    while (end > start && strchr(" \t\r\n", value[end - 1]) != NULL)
+        end--;
+    if (end == start || end - start >= cap)
+        return false;
+    memcpy(text, value + start, end - start);
+    text[end - start] = '\0';
+    return true;
+}
+
+static long clamp_hint(double ms)
+{
+    if (!(ms > 0))
+        return 0;
+    if (ms >= (double)ROUTER_HINT_MAX_MS)
+        return ROUTER_HINT_MAX_MS;
+    return (long)ceil(ms);
+}
+
+/* A time in seconds since the epoch, as a delay from now. */
+static long until_time(double when, time_t now)
+{
+    return clamp_hint((when - (double)now) * 1000.0);
+}
+
+long router_parse_retry_after(const char *value, size_t len, time_t now)
+{
+    char text[128];
+    if (!header_value(value, len, text, sizeof text))
+        return -1;
+    size_t n = strlen(text);
+    if (strspn(text, "0123456789") == n) {
+        double seconds = 0;
+        for (const char *p = text; *p != '\0' && seconds < 1e12; p++)
+            seconds = seconds * 10 + (*p - '0');
+        return clamp_hint(seconds * 1000.0);
+    }
+    time_t when = curl_getdate(text, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    return until_time((double)when, now);
+}
+
+/* Digits, optionally a '.' and more digits; false when there is no digit. */
+static bool read_decimal(const char **pp, double *out)
+{
+    const char *p = *pp;
+    double v = 0, scale = 1;
+    bool digits = false;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v < 1e15)
+            v = v * 10 + (*p - '0');
+        digits = true;
+    }
+    if (*p == '.')
+        for (p++; isdigit((unsigned char)*p); p++) {
+            scale /= 10;
+            v += (*p - '0') * scale;
+            digits = true;
+        }
+    *pp = p;
+    *out = v;
+    return digits;
+}
+
+long router_parse_reset(const char *value, size_t len, time_t now)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {/* longest first where one is the start of another */
+                 {"ms", 1},        {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ns", 1e-6},
+                 {"h", 3600000.0}, {"m", 60000}, {"s", 1000}};
+    char text[64];
+    if (!header_value(value, len, text, sizeof text))
+        return -1;
+    const char *p = text;
+    double total = 0, v = 0;
+    if (!read_decimal(&p, &v))
+        return -1;
+    if (*p == '\0') /* a bare number: seconds, or a Unix time */
+        return v >= 1e9 ? until_time(v, now) : clamp_hint(v * 1000.0);
+    for (p = text; *p != '\0';) {
+        if (!read_decimal(&p, &v))
+            return -1;
+        size_t u = 0;
+        while (u < sizeof units / sizeof units[0] &&
+               strncmp(p, units[u].unit, strlen(units[u].unit)) != 0)
+            u++;
+        if (u == sizeof units / sizeof units[0])
+            return -1;
+        p += strlen(units[u].unit);
+        total += v * units[u].ms;
+    }
+    return clamp_hint(total);
+}
+
+long router_parse_count(const char *value, size_t len)
+{
+    char text[32];
+    if (!header_value(value, len, text, sizeof text) || strspn(text, "0123456789") != strlen(text))
+        return -1;
+    long v = 0;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (v > (LONG_MAX - 9) / 10)
+            return LONG_MAX;
+        v = v * 10 + (*p - '0');
+    }
+    return v;
+}
+
+void router_parse_header(const char *line, size_t len, time_t now, long *retry_after_ms,
+                         router_ratelimit_t *rl)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } budget[] = {
+        {"x-ratelimit-reset-requests", ROUTER_RL_RESET_REQUESTS},
+        {"x-ratelimit-reset-tokens", ROUTER_RL_RESET_TOKENS},
+        {"x-ratelimit-remaining-requests", ROUTER_RL_REMAINING_REQUESTS},
+        {"x-ratelimit-remaining-tokens", ROUTER_RL_REMAINING_TOKENS},
+    };
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL)
+        return;
+    size_t name_len = (size_t)(colon - line);
+    const char *value = colon + 1;
+    size_t value_len = len - name_len - 1;
+    if (name_len == 11 && strncasecmp(line, "retry-after", 11) == 0) {
+        long ms = router_parse_retry_after(value, value_len, now);
+        if (ms >= 0)
+            *retry_after_ms = ms;
+        return;
+    }
+    for (size_t i = 0; i < sizeof budget / sizeof budget[0]; i++) {
+        if (name_len != strlen(budget[i].name) || strncasecmp(line, budget[i].name, name_len) != 0)
+            continue;
+        bool reset = budget[i].bit & (ROUTER_RL_RESET_REQUESTS | ROUTER_RL_RESET_TOKENS);
+        long v = reset ? router_parse_reset(value, value_len, now) : router_parse_count(value, value_len);
+        if (v < 0)
+            return;
+        long *slot = budget[i].bit == ROUTER_RL_RESET_REQUESTS       ? &rl->reset_requests_ms
+                     : budget[i].bit == ROUTER_RL_RESET_TOKENS       ? &rl->reset_tokens_ms
+                     : budget[i].bit == ROUTER_RL_REMAINING_REQUESTS ? &rl->remaining_requests
+                                                                     : &rl->remaining_tokens;
+        *slot = v;
+        rl->have |= budget[i].bit;
+        return;
+    }
+}
+
+/* An exhausted budget (remaining 0) with its reset: the time to wait, else -1. */
+static long budget_wait(const router_ratelimit_t *rl, unsigned remaining_bit, long remaining,
+                        unsigned reset_bit, long reset_ms)
+{
+    return (rl->have & remaining_bit) && remaining == 0 && (rl->have & reset_bit) ? reset_ms : -1;
+}
+
+const char *router_pause_hint(const router_result_t *r, long *pause_ms)
+{
+    const router_ratelimit_t *rl = &r->ratelimit;
+    const char *cause = NULL;
+    long pause = -1;
+    *pause_ms = -1;
+    if ((r->http_status != 429 && r->http_status != 503) || r->curl_code != CURLE_OK || r->timed_out)
+        return NULL;
+    if (r->retry_after_ms >= 0) {
+        pause = r->retry_after_ms;
+        cause = "retry_after";
+    }
+    long waits[] = {budget_wait(rl, ROUTER_RL_REMAINING_REQUESTS, rl->remaining_requests,
+                                ROUTER_RL_RESET_REQUESTS, rl->reset_requests_ms),
+                    budget_wait(rl, ROUTER_RL_REMAINING_TOKENS, rl->remaining_tokens,
+                                ROUTER_RL_RESET_TOKENS, rl->reset_tokens_ms)};
+    for (size_t i = 0; i < 2; i++) {
+        if (waits[i] < 0)
+            continue;
+        if (waits[i] > pause)
+            pause = waits[i];
+        if (cause == NULL)
+            cause = "ratelimit";
+    }
+    *pause_ms = pause;
+    return cause;
+}
+
+/* ------------------------------------------------------------------ the verdict */
+
 void router_classify(const router_result_t *r, router_outcome_t *out)
 {
     classifier_t c = {.out = out, .oom = false};
@@ -525,6 +732,7 @@ void router_classify(const router_result_t *r, router_outcome_t *out)
     out->failure = ROUTER_FAILURE_UNKNOWN;
     out->http_status = r->http_status;
     out->retry_after_ms = r->retry_after_ms;
+    out->pause_ms = -1;
 
     if (r->timed_out) {
         verdict(&c, ROUTER_TIMEOUT, "timeout", "router call timed out after %.1f s: %s",
@@ -551,4 +759,6 @@ void router_classify(const router_result_t *r, router_outcome_t *out)
         out->failure = ROUTER_FAILURE_UNKNOWN;
         out->inference_sec = 0;
     }
+    if (out->verdict == ROUTER_TRANSIENT)
+        out->pause_cause = router_pause_hint(r, &out->pause_ms);
 }

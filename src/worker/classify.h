@@ -40,6 +40,11 @@ typedef struct router_outcome {
     router_failure_t failure; /* the runner's kind of failure (NONE on success) */
     char *receipt_json;      /* metadata.receipt as JSON (an object, or JSON text in a string), or NULL */
     long retry_after_ms;     /* copied from the result, -1 when absent */
+    /* The router's own words to stop calling this model in this region for a while (a 429
+     * or 503 with Retry-After, or with an exhausted x-ratelimit budget and its reset):
+     * how long, and why ("retry_after" or "ratelimit"); -1 and NULL when none. */
+    long pause_ms;
+    const char *pause_cause; /* static text */
 } router_outcome_t;
 
 /* Classifies a finished call. Never fails; unknown shapes become ROUTER_FAILED. Text
@@ -52,5 +57,25 @@ const char *router_verdict_name(router_verdict_t verdict); /* "success","failed"
 const char *router_failure_code(router_failure_t failure, long http_status, char *buf, size_t cap);
 const char *router_failure_stage(router_failure_t failure); /* "router_http_request", ... */
 const char *router_failure_type(router_failure_t failure);  /* "http_error", "timeout", ... */
+
+/* ------------------------------------------------------------------ answer headers */
+
+#define ROUTER_HINT_MAX_MS (24L * 3600L * 1000L) /* longer hints are clamped to a day */
+/* Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP date, compared with `now`
+ * (a date in the past is 0). Blanks around the value are ignored. -1 when unreadable. */
+long router_parse_retry_after(const char *value, size_t len, time_t now);
+/* An x-ratelimit-reset-* value: a Go-style duration ("20s", "1m30s", "250ms", "6m0s",
+ * "0.5s", "1h2m", "100us"), or a bare number of seconds ("20", "1.5"; one of 10^9 or more
+ * is a Unix time, compared with `now`). -1 when unreadable. */
+long router_parse_reset(const char *value, size_t len, time_t now);
+/* An x-ratelimit-remaining-* value: a count >= 0, or -1 when unreadable. */
+long router_parse_count(const char *value, size_t len);
+/* Reads one header line ("Name: value\r\n") into *retry_after_ms / *ratelimit when it is
+ * one of those headers. */
+void router_parse_header(const char *line, size_t len, time_t now, long *retry_after_ms,
+                         router_ratelimit_t *ratelimit);
+/* The pause an answer asks for (see router_outcome_t.pause_ms): its cause, or NULL. */
+const char *router_pause_hint(const router_result_t *result, long *pause_ms);
+
 
 #endif

@@ -35,6 +35,7 @@
 #include "config.h"
 #include "connstr.h"
 #include "connstr_router.h"
+#include "flowrules.h"
 #include "internal.h"
 #include "log.h"
 
@@ -63,6 +64,7 @@ typedef enum group {
     G_ROUTER,
     G_TIMING,
     G_OPS,
+    G_FLOW,
     G_ADVANCED, /* tunables that rarely need changing: shown last, under their own note */
     G_COUNT,
 } group_t;
@@ -73,6 +75,7 @@ static const char *const group_titles[G_COUNT] = {
     "Router requests",
     "Leases, recovery and shutdown",
     "Health endpoint and logging",
+    "Flow control per model and region (docs/flow-control.md)",
     "Advanced",
 };
 
@@ -268,6 +271,14 @@ static const setting_t settings[] = {
      NUM(T_INT, "5000", 500, 100000, sweep_max_rows), "N", G_ADVANCED,
      "candidate rows one orphan sweep reads (in queries of 500, so rounded up to a multiple "
      "of 500); the next sweep continues after them"},
+    {"flow", "flow", "RETRYQ_FLOW", TEXT(T_STRING, "", flow), "RULES", G_FLOW,
+     "limits per MODEL/REGION key, shared by every worker: KEY=LIMIT[,LIMIT...][;KEY=...] with "
+     "concurrency:N, rate:R/s (or /m, /h), burst:B; KEY parts may be * (e.g. "
+     "\"*/eu-west=concurrency:8;llama3.2-1b/*=rate:5/s,burst:10\"; empty: no limits)"},
+    {"breaker", "breaker", "RETRYQ_BREAKER",
+     TEXT(T_STRING, "ratio:0.5,min:20,window:60s,backoff:5s..5m", breaker), "SETTINGS", G_FLOW,
+     "circuit breaker per key: open (pause the key) when at least ratio of at least min calls in "
+     "the window failed transiently, for a back-off doubling from MIN to MAX; \"off\" disables"},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -485,6 +496,29 @@ static int check_worker_id(const char *id, const char *who, char *err, size_t er
         return -1;
     }
     return 0;
+}
+
+/* RETRYQ_FLOW and RETRYQ_BREAKER, through the parsers flow control uses (flowrules.h). */
+static int check_flow(const config_t *cfg, const load_state_t *st, char *err, size_t errcap)
+{
+    size_t i = 0;
+    char why[400];
+    flow_rules_t *rules = malloc(sizeof *rules);
+    breaker_config_t breaker;
+    if (rules == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    int rc = flow_rules_parse(cfg->flow, rules, why, sizeof why);
+    free(rules);
+    find_setting("flow", &i);
+    if (rc == 0) {
+        rc = breaker_config_parse(cfg->breaker, &breaker, why, sizeof why);
+        find_setting("breaker", &i);
+    }
+    if (rc < 0)
+        snprintf(err, errcap, "%s: %s", st->who[i], why);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- applying a value */
@@ -874,6 +908,8 @@ static int check(const config_t *cfg, const load_state_t *st, char *err, size_t 
         return -1;
     find_setting("http_addr", &i);
     if (check_http_addr(cfg->http_addr, st->who[i], err, errcap) < 0)
+        return -1;
+    if (check_flow(cfg, st, err, errcap) < 0)
         return -1;
     find_setting("lease_ms", &i);
     find_setting("heartbeat_ms", &j);

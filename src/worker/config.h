@@ -75,6 +75,9 @@ typedef struct config {
     int sweep_page;            /* --sweep-page RETRYQ_SWEEP_PAGE, 10..100000, default 1000 */
     int sweep_max_rows;        /* --sweep-max-rows RETRYQ_SWEEP_MAX_ROWS, 500..100000,
                                   default 5000 */
+
+    char *flow;                /* --flow RETRYQ_FLOW, per-key limits (flowrules.h), default none */
+    char *breaker;             /* --breaker RETRYQ_BREAKER, breaker thresholds or "off" (flowrules.h) */
 } config_t;
 
 /*

@@ -92,7 +92,7 @@ const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
 /* ------------------------------------------------------------------ flow control */
 
 /* The flow key in a reply element, or NULL for one no worker could have written. */
-static const char *flow_member(const redisReply *m)
+static const char *page_flow_member(const redisReply *m)
 {
     if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > RETRYQ_MAX_FLOW_KEY ||
         memchr(m->str, '\0', m->len) != NULL)
@@ -100,7 +100,7 @@ static const char *flow_member(const redisReply *m)
     return m->str;
 }
 
-static void flow_done(struct http_server *s)
+static void page_flow_done(struct http_server *s)
 {
     s->reading.known = true;
     s->reading.read_ms = clock_mono_ms();
@@ -130,14 +130,14 @@ static void on_flow_pauses(void *arg, const redisReply *r)
         rq_flow_parse_pause(key, doc->str, doc->len, f->redis_ms, &f->pauses[kept++]);
     }
     f->pause_count = kept;
-    flow_done(s);
+    page_flow_done(s);
 }
 
-static void flow_breakers(http_flow_t *f, const redisReply *cursor, const redisReply *pairs, int64_t now_ms)
+static void page_flow_breakers(http_flow_t *f, const redisReply *cursor, const redisReply *pairs, int64_t now_ms)
 {
     f->breakers_cut = cursor->type != REDIS_REPLY_STRING || strcmp(cursor->str, "0") != 0;
     for (size_t i = 0; i + 1 < pairs->elements; i += 2) {
-        const char *key = flow_member(pairs->element[i]);
+        const char *key = page_flow_member(pairs->element[i]);
         const redisReply *value = pairs->element[i + 1];
         retryq_flow_breaker_t b;
         if (key == NULL || value->type != REDIS_REPLY_STRING ||
@@ -169,12 +169,12 @@ static void on_flow_index(void *arg, const redisReply *r)
     memset(f, 0, sizeof *f);
     f->redis_ms = r->element[0]->integer;
     f->paused_total = r->element[1]->integer;
-    flow_breakers(f, r->element[3], r->element[4], f->redis_ms);
+    page_flow_breakers(f, r->element[3], r->element[4], f->redis_ms);
     const char *argv[1 + HTTP_FLOW_SHOWN];
     char names[HTTP_FLOW_SHOWN][RETRYQ_MAX_QUEUE_NAME + RETRYQ_MAX_FLOW_KEY + 32];
     argv[0] = "MGET";
     for (size_t i = 0; i < r->element[2]->elements && f->pause_count < HTTP_FLOW_SHOWN; i++) {
-        const char *key = flow_member(r->element[2]->element[i]);
+        const char *key = page_flow_member(r->element[2]->element[i]);
         if (key == NULL ||
             retryq_keys_flow(&w->keys, RETRYQ_FLOW_PAUSE, key, names[f->pause_count], sizeof names[0]) < 0)
             continue;
@@ -184,12 +184,12 @@ static void on_flow_index(void *arg, const redisReply *r)
         f->pause_count++;
     }
     if (f->pause_count == 0)
-        flow_done(s);
+        page_flow_done(s);
     else
         queue_command(w->queue, (int)(1 + f->pause_count), argv, on_flow_pauses, w);
 }
 
-static void flow_ask(worker_t *w)
+static void page_flow_ask(worker_t *w)
 {
     char shown[16];
     snprintf(shown, sizeof shown, "%d", HTTP_FLOW_SHOWN);
@@ -230,7 +230,7 @@ void http_refresh(worker_t *w, int64_t now_ms)
         queue_depths(w->queue, w->cfg.lease_ms, on_depths, w);
     }
     if ((slot_done || !s->flow.known) && !s->flow_asking && queue_ready(w->queue))
-        flow_ask(w);
+        page_flow_ask(w);
 }
 
 /* ------------------------------------------------------------------ handlers */

@@ -8,14 +8,18 @@
  *   3 guard: status = 'retrying' AND retry_count = retry_attempt ─no─► ack as stale;
  *     region and max_retries checked too          here
  *   4 resolve the question ─bad─► record failed, dead list               question.c
- *   5 call the router (libcurl multi, 60 s)       router.c; the answer's meaning: classify.c
+ *   5 flow control: may this job call the router for its key (MODEL/REGION) now?
+ *     ─not now (paused, breaker open, no permit or token)─► parked: delayed set with the
+ *                                             same delivery, no database write   flow.c
+ *   6 call the router (libcurl multi, 60 s)       router.c; the answer's meaning: classify.c
+ *      the router's pause (429/503 with Retry-After or ratelimit headers) ─► parked
  *      transient (network, 5xx, 429, 408) ─► delayed set with delivery + 1, or failed
  *                                             after the last step of the backoff schedule
- *   6 record: one guarded UPDATE (status, output, history entry)
+ *   7 record: one guarded UPDATE (status, output, history entry)
  *                                                 documents: outcome.c; statement: batch.c
- *   7 ack (LREM) only after the record committed  queue.c
+ *   8 ack (LREM) only after the record committed  queue.c
  *
- * Every path off the happy one (delay, give up, poison, wait and redo, requeue) is decided
+ * Every path off the happy one (delay, give up, poison, wait and redo, requeue, park) is decided
  * by policy.c (`decide`). A database outage never fails a job: loads wait and retry; an
  * outcome already received is kept in memory and its write retried until a deadline, then
  * the job is handed back to the queue. Everything a job owns hangs off its struct and is
@@ -41,8 +45,9 @@
 #define DEFAULT_MODEL "llama3.2-1b"
 #define STORE_BACKOFF_MIN_MS 200
 #define STORE_BACKOFF_MAX_MS 10000
+#define JOB_PROMOTE_TICK_MS 1000 /* the period of the schedule's promotion (worker.c TICK_MS) */
 
-typedef enum job_stage { STAGE_LOAD, STAGE_CALL, STAGE_RECORD } job_stage_t;
+typedef enum job_stage { STAGE_LOAD, STAGE_FLOW, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
 struct job {
     worker_t *w;
@@ -60,6 +65,7 @@ struct job {
     char *model;
     question_t question;
     bool have_question;
+    flow_pass_t *pass;         /* flow control's pass from asking to the router's answer */
     router_call_t *call;
 
     /* The outcome waiting to be recorded. */
@@ -91,6 +97,7 @@ struct job_ctx {
 /* The steps. */
 static void job_load(job_t *job);
 static void job_resolve(job_t *job, const batch_row_t *row);
+static void job_flow(job_t *job);
 static void job_call(job_t *job);
 static void job_record(job_t *job);
 /* The endings: each frees the job. */
@@ -98,6 +105,7 @@ static void job_ack(job_t *job);
 static void job_dead(job_t *job, metrics_dead_t why, const char *reason);
 static void job_delay(job_t *job, int64_t delay_ms, const char *why);
 static void job_requeue(job_t *job, const char *why);
+static void job_park(job_t *job, const flow_answer_t *answer);
 /* The ways off the happy path. */
 static retry_decision_t decide(const job_t *job, retry_event_t event, long retry_after_ms);
 static void job_fail_input(job_t *job, const char *error, const char *code, const char *dead_reason,
@@ -284,10 +292,42 @@ static void job_resolve(job_t *job, const batch_row_t *row)
     if (job->question.note != NULL)
         log_event(LOG_LEVEL_WARN, job->req.execution_id, job->req.retry_attempt, "job.question",
                   "[RETRY] %s", job->question.note);
+    job_flow(job);
+}
+
+/* ------------------------------------------------------------------ 5 flow control */
+
+/* Flow control's answer: call now, or park the job. */
+static void job_flow_answer(job_t *job, const flow_answer_t *answer)
+{
+    if (answer->wait != RETRY_FLOW_GO) {
+        job_park(job, answer);
+        return;
+    }
     job_call(job);
 }
 
-/* ------------------------------------------------------------------ 5 router */
+static void on_flow_answer(void *arg, const flow_answer_t *answer)
+{
+    job_flow_answer(arg, answer);
+}
+
+/* May this job call the router for its key now? At once for a key without limits. */
+static void job_flow(job_t *job)
+{
+    flow_answer_t answer;
+    job->stage = STAGE_FLOW;
+    int rc = flow_ask(job->w->flow, job->model, job->router_region, on_flow_answer, job, &job->pass,
+                      &answer);
+    if (rc < 0) {
+        job_requeue(job, "out of memory asking flow control");
+        return;
+    }
+    if (rc == 1)
+        job_flow_answer(job, &answer);
+}
+
+/* ------------------------------------------------------------------ 6 router */
 
 /* "hybrid error: <message>" becomes the job's error. */
 static bool set_hybrid_error(job_t *job, const char *message)
@@ -347,6 +387,15 @@ static void on_router_done(void *arg, const router_result_t *result)
     log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "router.done",
               "router answered %s (HTTP %ld) in %.3f s", router_verdict_name(out.verdict),
               out.http_status, result->total_sec);
+    flow_answer_t flow = flow_done(w->flow, job->pass, &out);
+    if (flow.wait != RETRY_FLOW_GO) {
+        /* The router's own words: the key is paused; this call costs the job nothing. */
+        router_outcome_free(&out);
+        job_park(job, &flow);
+        return;
+    }
+    flow_end(w->flow, job->pass, -1);
+    job->pass = NULL;
     if (out.verdict == ROUTER_TRANSIENT) {
         retry_decision_t d = decide(job, RETRY_EV_ROUTER_TRANSIENT, out.retry_after_ms);
         if (d.action == RETRY_DELAY) {
@@ -390,7 +439,7 @@ static void job_call(job_t *job)
     w->metrics.attempts_total++;
 }
 
-/* ------------------------------------------------------------------ 6 record */
+/* ------------------------------------------------------------------ 7 record */
 
 /* What the record statement writes: the error only for a failure, the receipt only for a
  * success. */
@@ -425,7 +474,7 @@ static void job_record(job_t *job)
     batch_record(job->w->jobctx->batches, job, &row);
 }
 
-/* ------------------------------------------------------------------ 7 ack */
+/* ------------------------------------------------------------------ 8 ack */
 
 /* The outcome is in the database (or the guard said it never will be): ack, or
  * dead-letter a job given up on. */
@@ -679,6 +728,34 @@ static void job_delay(job_t *job, int64_t delay_ms, const char *why)
     job_end(job);
 }
 
+/* Parks the job in the delayed set as it is (delivery unchanged, nothing written to the
+ * database), for as long as the policy says for flow control's answer. */
+static void job_park(job_t *job, const flow_answer_t *answer)
+{
+    worker_t *w = job->w;
+    retry_policy_t policy = policy_of(w);
+    retry_facts_t facts = {.delivery = job->req.delivery,
+                           .retry_after_ms = -1,
+                           .random = worker_random(w),
+                           .flow_wait = answer->wait,
+                           .flow_wait_ms = answer->wait_ms};
+    retry_decision_t d = retry_decide(&policy, RETRY_EV_FLOW_WAIT, &facts);
+    w->metrics.parked_total++;
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        const char *pairs[] = {"key", flow_pass_key(job->pass), "wait", retry_flow_wait_name(answer->wait),
+                               NULL};
+        log_fields(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "job.parked",
+                   pairs, "[RETRY] flow control parks the job for %" PRId64 " ms (delivery %d kept)",
+                   d.delay_ms, job->req.delivery);
+    }
+    flow_end(w->flow, job->pass, d.delay_ms);
+    job->pass = NULL;
+    queue_delay(w->queue, job->payload, job->len, job->payload, d.delay_ms);
+    if (d.delay_ms < JOB_PROMOTE_TICK_MS)
+        queue_promote_soon(w->queue, d.delay_ms + 5); /* the tick would add up to a second */
+    job_end(job);
+}
+
 static void job_requeue(job_t *job, const char *why)
 {
     job->w->metrics.requeued_total++;
@@ -732,6 +809,8 @@ void job_free(job_t *job)
         return;
     if (job->timer != NULL)
         event_free(job->timer);
+    if (job->pass != NULL)
+        flow_end(job->w->flow, job->pass, -1);
     if (job->have_question)
         question_free(&job->question);
     free(job->payload);

@@ -1,9 +1,10 @@
 /*
- * One job's life: decode, load (one query), guard, resolve the question, call the
- * router, record the outcome (one guarded statement), then ack. Each job is one struct
- * that owns all its buffers and is freed in one place (job_free). Every path ends in
- * exactly one of: ack, dead-letter, delay (transient failure), requeue or — at a fast
- * stop — nothing (the job stays in the processing list for recovery). The functions of
+ * One job's life: decode, load (one query), guard, resolve the question, ask flow
+ * control, call the router, record the outcome (one guarded statement), then ack. Each
+ * job is one struct that owns all its buffers and is freed in one place (job_free). Every
+ * path ends in exactly one of: ack, dead-letter, delay (transient failure), park (flow
+ * control's "not now": delayed set, delivery kept), requeue or — at a fast stop —
+ * nothing (the job stays in the processing list for recovery). The functions of
  * job.c that batch.c calls with a statement's answer are declared in batch.h.
  */
 #ifndef RETRYQ_WORKER_JOB_H

@@ -177,18 +177,18 @@ static void number(line_t *l, const char *key, long long value)
     put(l, pair, strlen(pair));
 }
 
-void log_event(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
-               const char *fmt, ...)
+/* One line: the fixed fields, then `pairs` (key, value, ..., NULL), then msg. */
+static void log_line(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
+                     const char *const *pairs, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+
+static void log_line(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
+                     const char *const *pairs, const char *fmt, va_list ap)
 {
-    if (!log_enabled(level))
-        return;
     FILE *out = logger.out != NULL ? logger.out : stderr;
     char ts[48], msg[LOG_MSG_MAX];
     rq_format_rfc3339(rq_now_ms(), ts, sizeof ts);
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (n < 0) {
         rq_copy(msg, sizeof msg, "(message could not be formatted)");
     } else if ((size_t)n >= sizeof msg) {
@@ -209,9 +209,33 @@ void log_event(log_level_t level, int64_t execution_id, int32_t attempt, const c
         number(&l, "execution_id", (long long)execution_id);
     if (attempt > 0)
         number(&l, "attempt", attempt);
+    for (size_t i = 0; pairs != NULL && pairs[i] != NULL && pairs[i + 1] != NULL; i += 2)
+        field(&l, pairs[i], pairs[i + 1], false);
     field(&l, "msg", msg, false);
     if (logger.json)
         l.buf[l.len++] = '}';
     l.buf[l.len++] = '\n';
     fwrite(l.buf, 1, l.len, out);
+}
+
+void log_event(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
+               const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, execution_id, attempt, event, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_fields(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
+                const char *const *pairs, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, execution_id, attempt, event, pairs, fmt, ap);
+    va_end(ap);
 }

@@ -30,6 +30,12 @@ bool log_enabled(log_level_t level);
 void log_event(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* The same with more fields before msg: `pairs` is key, value, key, value, ..., NULL (keys
+ * are bare words; values any text), e.g. {"key", "llama3.2-1b/eu-west", "cause",
+ * "retry_after", NULL}. */
+void log_fields(log_level_t level, int64_t execution_id, int32_t attempt, const char *event,
+                const char *const *pairs, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
 #define log_debug(ev, ...) \
     do { if (log_enabled(LOG_LEVEL_DEBUG)) log_event(LOG_LEVEL_DEBUG, 0, 0, ev, __VA_ARGS__); } while (0)
 #define log_info(ev, ...) log_event(LOG_LEVEL_INFO, 0, 0, ev, __VA_ARGS__)

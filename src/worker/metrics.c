@@ -322,6 +322,77 @@ static void write_queue(struct evbuffer *out, const worker_t *w)
                      (double)(clock_mono_ms() - m->depths_at_ms) / 1000.0);
 }
 
+/* ------------------------------------------------------------------ flow control */
+
+typedef enum flow_family {
+    FLOW_PAUSED,
+    FLOW_WAITING,
+    FLOW_PERMITS,
+    FLOW_BREAKER,
+    FLOW_PAUSES,
+    FLOW_FAMILIES
+} flow_family_t;
+
+static const struct {
+    const char *name, *type, *help;
+} flow_families[FLOW_FAMILIES] = {
+    {"retry_flow_paused", "gauge", "1 while this worker knows the key (MODEL/REGION) to be paused."},
+    {"retry_flow_waiting", "gauge",
+     "Jobs of the key this worker parked in the delayed set whose due time has not come."},
+    {"retry_flow_permits_in_use", "gauge", "Concurrency permits of the key this worker holds."},
+    {"retry_flow_breaker_state", "gauge",
+     "This worker's circuit breaker of the key: 0 closed, 1 open, 2 half-open."},
+    {"retry_flow_pauses_total", "counter",
+     "Pauses of the key this worker began or learned of, by cause."},
+};
+
+typedef struct flow_writer {
+    struct evbuffer *out;
+    flow_family_t family;
+} flow_writer_t;
+
+static void flow_sample(void *arg, const flow_figures_t *k)
+{
+    flow_writer_t *fw = arg;
+    const char *name = flow_families[fw->family].name;
+    double v = 0;
+    switch (fw->family) {
+    case FLOW_PAUSED: v = k->paused ? 1 : 0; break;
+    case FLOW_WAITING: v = (double)k->waiting; break;
+    case FLOW_PERMITS: v = (double)k->permits; break;
+    case FLOW_BREAKER: v = (double)k->breaker; break;
+    case FLOW_PAUSES:
+        for (int c = 0; c < FLOW_CAUSES; c++) {
+            evbuffer_add_printf(fw->out, "%s{key=\"", name);
+            metrics_write_label_value(fw->out, k->key);
+            evbuffer_add_printf(fw->out, "\",cause=\"%s\"} %llu\n", flow_cause_name((flow_cause_t)c),
+                                (unsigned long long)k->pauses[c]);
+        }
+        return;
+    case FLOW_FAMILIES: return;
+    }
+    sample1(fw->out, name, "key", k->key, v);
+}
+
+/* The per-key families, for at most FLOW_METRICS_KEYS keys (those with something to
+ * show first), so a stream of odd model ids cannot grow /metrics without bound. */
+static void write_flow(struct evbuffer *out, const worker_t *w)
+{
+    flow_writer_t fw = {.out = out};
+    size_t tracked = 0;
+    for (int f = 0; f < FLOW_FAMILIES; f++) {
+        fw.family = (flow_family_t)f;
+        family(out, flow_families[f].name, flow_families[f].type, flow_families[f].help);
+        if (w->flow != NULL)
+            tracked = flow_each_key(w->flow, FLOW_METRICS_KEYS, flow_sample, &fw);
+    }
+    gauge(out, "retry_flow_keys", "Flow keys this worker tracks (at most 200 are exported per family).",
+          (double)tracked);
+    counter(out, "retry_flow_parked_total",
+            "Jobs parked by flow control (delayed set, delivery count kept, no attempt used).",
+            w->metrics.parked_total);
+}
+
 void metrics_write(const worker_t *w, struct evbuffer *out)
 {
     const metrics_t *m = &w->metrics;
@@ -350,6 +421,7 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
     counter(out, "retry_taken_total", "Jobs taken from the queue.", m->taken_total);
     counter(out, "retry_requeued_total", "Jobs handed back to the queue unfinished.",
             m->requeued_total);
+    write_flow(out, w);
     counter(out, "retry_store_retries_total", "Database steps retried after an outage.",
             m->store_retries_total);
     counter(out, "retry_orphans_requeued_total",

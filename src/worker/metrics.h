@@ -71,6 +71,7 @@ typedef struct metrics {
     uint64_t stale_total;     /* guard said superseded or already recorded; duplicates */
     uint64_t delayed_total;   /* transient failures sent to the delayed set */
     uint64_t requeued_total;  /* jobs handed back to the queue (write deadline passed, ...) */
+    uint64_t parked_total;    /* jobs parked by flow control (delayed set, delivery kept) */
     uint64_t store_retries_total; /* database steps retried after an outage */
     uint64_t orphans_total;   /* executions re-enqueued by the orphan sweep */
     uint64_t db_batches_total[2];     /* batch statements answered: [0] loads, [1] records */

@@ -15,6 +15,21 @@ const char *retry_action_name(retry_action_t action)
     case RETRY_POISON: return "poison";
     case RETRY_WAIT: return "wait";
     case RETRY_REQUEUE: return "requeue";
+    case RETRY_PARK: return "park";
+    }
+    return "unknown";
+}
+
+const char *retry_flow_wait_name(retry_flow_wait_t wait)
+{
+    switch (wait) {
+    case RETRY_FLOW_GO: return "go";
+    case RETRY_FLOW_PAUSE: return "pause";
+    case RETRY_FLOW_BREAKER: return "breaker";
+    case RETRY_FLOW_PROBE: return "probe";
+    case RETRY_FLOW_CONCURRENCY: return "concurrency";
+    case RETRY_FLOW_RATE: return "rate";
+    case RETRY_FLOW_UNKNOWN: return "unknown";
     }
     return "unknown";
 }
@@ -43,6 +58,37 @@ static retry_decision_t wait_out(const retry_policy_t *p, const retry_facts_t *f
     return d;
 }
 
+/* `base` plus a jitter of 0..`frac_percent` % of it, at most `cap` ms. */
+static int64_t jittered(int64_t base, int frac_percent, int64_t cap, uint64_t random)
+{
+    int64_t spread = base * frac_percent / 100;
+    if (spread > cap)
+        spread = cap;
+    return base + (int64_t)(random % (uint64_t)(spread + 1));
+}
+
+/* Parking: where flow control's "not now" puts the job, and for how long. */
+static retry_decision_t park(const retry_policy_t *p, const retry_facts_t *f)
+{
+    int64_t max = p->park_max_ms > 0 ? p->park_max_ms : 60000;
+    int64_t wait = f->flow_wait_ms > 0 ? f->flow_wait_ms : 0;
+    switch (f->flow_wait) {
+    case RETRY_FLOW_PAUSE:
+    case RETRY_FLOW_BREAKER:
+        return decision(RETRY_PARK, jittered(wait < max ? wait : max, 10, 1000, f->random));
+    case RETRY_FLOW_RATE:
+        return decision(RETRY_PARK, jittered(wait < max ? wait : max, 10, 250, f->random));
+    case RETRY_FLOW_CONCURRENCY:
+        return decision(RETRY_PARK, 100 + (int64_t)(f->random % 201));
+    case RETRY_FLOW_PROBE:
+        return decision(RETRY_PARK, 500 + (int64_t)(f->random % 1001));
+    case RETRY_FLOW_GO:
+    case RETRY_FLOW_UNKNOWN:
+        break;
+    }
+    return decision(RETRY_PARK, 1000 + (int64_t)(f->random % 1001));
+}
+
 retry_decision_t retry_decide(const retry_policy_t *p, retry_event_t event, const retry_facts_t *f)
 {
     switch (event) {
@@ -67,6 +113,8 @@ retry_decision_t retry_decide(const retry_policy_t *p, retry_event_t event, cons
         return wait_out(p, f);
     case RETRY_EV_TAKEN:
         return decision(f->delivery >= p->max_deliveries ? RETRY_POISON : RETRY_GO_ON, 0);
+    case RETRY_EV_FLOW_WAIT:
+        return park(p, f);
     }
     return decision(RETRY_REQUEUE, 0);
 }

@@ -37,6 +37,12 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* queue_promote_soon: a promotion armed this little after the one asked for serves it; the
+ * next due job is chased when due within PROMOTE_SOON_WITHIN_MS, at most every
+ * PROMOTE_SOON_MIN_MS. */
+#define PROMOTE_SOON_SLACK_MS 50
+#define PROMOTE_SOON_WITHIN_MS 1000
+#define PROMOTE_SOON_MIN_MS 20
 
 /* Moves up to ARGV[1] jobs from the queue into the processing list, oldest first. */
 static const char LUA_POP_BATCH[] =
@@ -188,15 +194,21 @@ static const char LUA_RECLAIM[] =
     "return moved\n";
 
 /* KEYS: delayed, queue. Due jobs go to the tail of the queue (they waited their turn). */
-static const char LUA_PROMOTE[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)\n"
-    "for _, v in ipairs(due) do\n"
-    "  redis.call('ZREM', KEYS[1], v)\n"
-    "  redis.call('LPUSH', KEYS[2], v)\n"
+#define LUA_PROMOTE_MOVE                                                                    \
+    "local t = redis.call('TIME')\n"                                                        \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"               \
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)\n"     \
+    "for _, v in ipairs(due) do\n"                                                          \
+    "  redis.call('ZREM', KEYS[1], v)\n"                                                    \
+    "  redis.call('LPUSH', KEYS[2], v)\n"                                                   \
     "end\n"
-    "return #due\n";
+static const char LUA_PROMOTE[] = LUA_PROMOTE_MOVE "return #due\n";
+
+/* The same, then {moved, ms until the next delayed job is due (-1: none left)}. */
+static const char LUA_PROMOTE_NEXT[] =
+    LUA_PROMOTE_MOVE
+    "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "return {#due, nxt[2] and math.max(0, tonumber(nxt[2]) - now) or -1}\n";
 
 /* KEYS: processing, queue, workers, workerinfo. ARGV: own id. */
 static const char LUA_LEAVE[] =
@@ -298,6 +310,8 @@ struct queue {
     int64_t recover_after_ms; /* monotonic: no lease recovery before (peers re-announce) */
     struct event *pop_retry; /* after a refused pop */
     backoff_t pop_backoff;
+    struct event *promote_soon; /* one early promotion (queue_promote_soon) */
+    int64_t promote_at_ms;   /* monotonic time it is armed for; 0 = not armed */
     int64_t pop_failing_ms;  /* monotonic time of the first refused pop in a row, 0 = none */
     char pop_error[200];
     char workerinfo[RETRYQ_MAX_QUEUE_NAME + 32];   /* {Q}:workerinfo */
@@ -1340,6 +1354,65 @@ void queue_command(queue_t *q, int argc, const char **argv,
     ask(q, argc, argv, NULL, done, arg);
 }
 
+typedef struct script_ask {
+    void (*done)(void *arg, const redisReply *reply);
+    void *arg;
+} script_ask_t;
+
+static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    script_ask_t *a = privdata;
+    conn_t *c = ac->data;
+    redisReply *r = reply;
+    if (r != NULL && c != NULL) {
+        conn_replied(c);
+        if (reply_is_error(r))
+            log_warn("redis.script", "Redis refused a flow-control script: %s", r->str);
+        if (reply_is_transient(r))
+            conn_drop(c, r->str);
+    }
+    /* Called even while closing (with NULL) so the caller can free its state. */
+    a->done(a->arg, r != NULL && !reply_is_error(r) ? r : NULL);
+    free(a);
+}
+
+void queue_script(queue_t *q, const char *script, int nkeys, const char *const *keys, int nargs,
+                  const char *const *args, void (*done)(void *arg, const redisReply *reply),
+                  void *arg)
+{
+    int argc = 3 + nkeys + nargs;
+    const char **argv = malloc((size_t)argc * sizeof *argv);
+    script_ask_t *a = malloc(sizeof *a);
+    char count[16];
+    if (argv == NULL || a == NULL || q->cmd.state != CONN_READY) {
+        free(argv);
+        free(a);
+        done(arg, NULL);
+        return;
+    }
+    snprintf(count, sizeof count, "%d", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = count;
+    for (int i = 0; i < nkeys; i++)
+        argv[3 + i] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[3 + nkeys + i] = args[i];
+    a->done = done;
+    a->arg = arg;
+    bool sent = conn_send(&q->cmd, on_script_reply, a, argc, argv, NULL);
+    free(argv);
+    if (!sent) {
+        free(a);
+        done(arg, NULL);
+    }
+}
+
+void queue_command_op(queue_t *q, int argc, const char *const *argv)
+{
+    op_push(q, argc, argv, NULL, -1, NULL, NULL);
+}
+
 typedef struct depths_ask {
     void (*done)(void *arg, const queue_depths_t *d);
     void *arg;
@@ -1510,6 +1583,48 @@ void queue_promote(queue_t *q)
     periodic(q, "delayed.promote", 5, argv);
 }
 
+/* The soon promotion's answer: moved jobs, and when the next delayed job is due. Another
+ * one is armed when that is within a tick, so short parks come back on time. */
+static void on_promote_soon_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    queue_t *q = privdata;
+    redisReply *r = reply;
+    if (r == NULL || q->cmd.ac != ac)
+        return;
+    conn_replied(&q->cmd);
+    if (reply_is_error(r)) {
+        log_warn("redis.periodic", "delayed.promote failed: %s", r->str);
+        if (reply_is_transient(r))
+            conn_drop(&q->cmd, r->str);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+        r->element[1]->integer >= 0 && r->element[1]->integer < PROMOTE_SOON_WITHIN_MS)
+        queue_promote_soon(q, r->element[1]->integer < PROMOTE_SOON_MIN_MS ? PROMOTE_SOON_MIN_MS
+                                                                           : r->element[1]->integer);
+}
+
+static void promote_soon_cb(evutil_socket_t fd, short what, void *arg)
+{
+    queue_t *q = arg;
+    q->promote_at_ms = 0;
+    if (q->cmd.state != CONN_READY)
+        return; /* the schedule's tick promotes once Redis is back */
+    const char *argv[] = {"EVAL", LUA_PROMOTE_NEXT, "2", q->keys.delayed, q->keys.pending};
+    conn_send(&q->cmd, on_promote_soon_reply, q, 5, argv, NULL);
+}
+
+void queue_promote_soon(queue_t *q, int64_t delay_ms)
+{
+    int64_t now = clock_mono_ms(), at = now + (delay_ms > 0 ? delay_ms : 0);
+    /* one armed at most PROMOTE_SOON_SLACK_MS later (or earlier: its answer re-arms) serves */
+    if (q->closing || (q->promote_at_ms != 0 && q->promote_at_ms <= at + PROMOTE_SOON_SLACK_MS))
+        return;
+    struct timeval tv = clock_tv_ms(at - now);
+    if (evtimer_add(q->promote_soon, &tv) == 0)
+        q->promote_at_ms = at;
+}
+
 /*
  * A blocking pop that is still out when the worker leaves could move a job pushed after
  * the LEAVE into a list nobody watches any more. So the LEAVE waits for the pop's reply
@@ -1622,7 +1737,9 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
     conn_init(q, &q->pop, "pop");
     conn_init(q, &q->cmd, "command");
     q->pop_retry = evtimer_new(base, pop_retry_cb, q);
-    if (q->pop.timer == NULL || q->cmd.timer == NULL || q->pop_retry == NULL) {
+    q->promote_soon = evtimer_new(base, promote_soon_cb, q);
+    if (q->pop.timer == NULL || q->cmd.timer == NULL || q->pop_retry == NULL ||
+        q->promote_soon == NULL) {
         snprintf(err, errcap, "out of memory");
         queue_free(q);
         return NULL;
@@ -1663,6 +1780,8 @@ void queue_free(queue_t *q)
     }
     if (q->pop_retry != NULL)
         event_free(q->pop_retry);
+    if (q->promote_soon != NULL)
+        event_free(q->promote_soon);
     while (q->ops_head != NULL) {
         op_t *op = q->ops_head;
         op_unlink(q, op);

@@ -83,6 +83,9 @@ void queue_requeue(queue_t *q, const char *payload, size_t len);
 void queue_heartbeat(queue_t *q);
 void queue_recover(queue_t *q, int lease_ms);
 void queue_promote(queue_t *q);
+/* One more promotion, delay_ms from now, for a job parked for less than the schedule's
+ * tick (flow control's short waits); one timer, the earliest request wins. */
+void queue_promote_soon(queue_t *q, int64_t delay_ms);
 /* Compares one page of this worker's processing list with the jobs in flight (the job
  * callback with rescan = true, at most the room there is) so that a job left there by a
  * dropped write is taken again; call it periodically (each heartbeat). */
@@ -120,6 +123,20 @@ void queue_push(queue_t *q, const char *payload, size_t len);
 struct redisReply;
 void queue_command(queue_t *q, int argc, const char **argv,
                    void (*done)(void *arg, const struct redisReply *reply), void *arg);
+
+/* ---- for flow control (flow.c) ---- */
+/* Runs one Lua script with EVAL on the command connection: `keys` are all the keys it
+ * touches (KEYS, so Redis Cluster can route it), `args` its ARGV. `done` gets the reply,
+ * or NULL when the script could not be sent or answered, was refused (logged), or the
+ * queue is being freed. Not sent again when the connection is lost: the caller must be
+ * able to live with a lost reply. May call `done` before returning. */
+void queue_script(queue_t *q, const char *script, int nkeys, const char *const *keys, int nargs,
+                  const char *const *args, void (*done)(void *arg, const struct redisReply *reply),
+                  void *arg);
+/* One command as an operation: sent in order with the acks and sent again after a
+ * reconnect until Redis answers, for commands whose second run changes nothing more than
+ * the first (ZREM of a permit, say); no reply for the caller. */
+void queue_command_op(queue_t *q, int argc, const char *const *argv);
 
 /* ---- for /metrics and the status page ---- */
 typedef struct queue_depths {

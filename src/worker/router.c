@@ -33,6 +33,7 @@
 
 #include "clock.h"
 #include "connstr_router.h"
+#include "classify.h"
 #include "router.h"
 
 #define DEFAULT_TIMEOUT_MS 60000L
@@ -41,7 +42,6 @@
 #define MAX_IDLE_CONNECTIONS 256L     /* keep-alive connections kept between calls */
 #define SPARE_EASY_MAX 64             /* finished easy handles kept for reuse */
 #define BODY_INITIAL_CAP 4096
-#define RETRY_AFTER_MAX_MS (24L * 3600L * 1000L) /* longer hints are clamped to a day */
 
 /* The paths the runner's Go client tries, in its order, when the previous one answers 404.
  * The router remembers the last path that answered anything else. */
@@ -72,6 +72,7 @@ struct router_call {
     bool too_large;
     bool out_of_memory;
     long retry_after_ms;
+    router_ratelimit_t ratelimit;
     CURLcode code;
     long http_status;
     int path_first, tries; /* index of the first path tried; paths tried after it */
@@ -268,47 +269,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-/* Retry-After: delay-seconds or an HTTP date (RFC 9110 §10.2.3). */
-static void parse_retry_after(router_call_t *call, const char *value, size_t len)
-{
-    char text[128];
-    size_t start = 0, end = len;
-    long ms = 0;
-
-    while (start < end && (value[start] == ' ' || value[start] == '\t'))
-        start++;
-    while (end > start && strchr(" \t\r\n", value[end - 1]) != NULL)
-        end--;
-    if (end == start || end - start >= sizeof text)
-        return;
-    memcpy(text, value + start, end - start);
-    text[end - start] = '\0';
-    if (strspn(text, "0123456789") == end - start) {
-        for (const char *p = text; *p != '\0' && ms < RETRY_AFTER_MAX_MS; p++)
-            ms = ms * 10 + (*p - '0');
-        ms = ms > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS : ms * 1000;
-    } else {
-        time_t when = curl_getdate(text, NULL);
-        time_t now = time(NULL);
-        if (when == (time_t)-1)
-            return;
-        if (when <= now)
-            ms = 0;
-        else if (when - now > RETRY_AFTER_MAX_MS / 1000)
-            ms = RETRY_AFTER_MAX_MS;
-        else
-            ms = (long)(when - now) * 1000;
-    }
-    call->retry_after_ms = ms;
-}
-
 static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
 {
-    static const char name[] = "retry-after:";
+    router_call_t *call = userp;
     size_t n = size * nitems;
 
-    if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
-        parse_retry_after(userp, data + sizeof name - 1, n - (sizeof name - 1));
+    router_parse_header(data, n, time(NULL), &call->retry_after_ms, &call->ratelimit);
     return n;
 }
 
@@ -488,6 +454,7 @@ static void dispatch(router_t *router, router_call_t *call)
     result.timed_out = call->code == CURLE_OPERATION_TIMEDOUT && elapsed_us >= (int64_t)router->timeout_ms * 1000;
     result.total_sec = (double)elapsed_us / 1e6;
     result.retry_after_ms = call->retry_after_ms;
+    result.ratelimit = call->ratelimit;
     result.path = inference_paths[(call->path_first + call->tries) % PATH_COUNT];
     if (call->errbuf[0] != '\0')
         result.error = call->errbuf;
@@ -512,6 +479,7 @@ static void try_next_path(router_t *router, router_call_t *call)
         call->body[0] = '\0';
     call->too_large = false;
     call->retry_after_ms = -1;
+    memset(&call->ratelimit, 0, sizeof call->ratelimit);
     call->errbuf[0] = '\0';
     call->http_status = 0;
     if (curl_easy_setopt(call->easy, CURLOPT_URL,

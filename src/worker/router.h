@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct event_base;
 
@@ -25,6 +26,19 @@ typedef struct router_config {
     size_t max_body;           /* response cap in bytes, default 4 MiB */
 } router_config_t;
 
+/* The x-ratelimit-* headers of an answer (OpenAI's and Groq's names); zeroed = none seen. */
+#define ROUTER_RL_RESET_REQUESTS 1u     /* x-ratelimit-reset-requests */
+#define ROUTER_RL_RESET_TOKENS 2u       /* x-ratelimit-reset-tokens */
+#define ROUTER_RL_REMAINING_REQUESTS 4u /* x-ratelimit-remaining-requests */
+#define ROUTER_RL_REMAINING_TOKENS 8u   /* x-ratelimit-remaining-tokens */
+typedef struct router_ratelimit {
+    unsigned have;                 /* which of the fields below an answer carried (bits above) */
+    long reset_requests_ms;        /* time until the request budget is refilled */
+    long reset_tokens_ms;          /* time until the token budget is refilled */
+    long remaining_requests;       /* requests left in the budget */
+    long remaining_tokens;         /* tokens left in the budget */
+} router_ratelimit_t;
+
 /* What came back from one call; valid only during the callback. */
 typedef struct router_result {
     int curl_code;            /* CURLE_OK (0) or the curl error */
@@ -35,6 +49,7 @@ typedef struct router_result {
     bool timed_out;           /* total timeout hit (CURLE_OPERATION_TIMEDOUT) */
     double total_sec;         /* wall time of the call */
     long retry_after_ms;      /* from a Retry-After header (seconds or HTTP date); -1 when absent */
+    router_ratelimit_t ratelimit; /* x-ratelimit-* headers */
     const char *error;        /* curl's error text or "" */
     const char *path;         /* the router path of the last try ("/inference", ...) */
 } router_result_t;

@@ -400,8 +400,12 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  *   tick              1 s (TICK_MS)                 resolve_redis when 30 s have passed
  *                                                   since the last lookup; queue_promote
  *                                                   (due delayed jobs); notify_tick (STATUS=)
- *   heartbeat         heartbeat_ms                  queue_heartbeat; queue_recover
- *                                                   (lease_ms); queue_self_check
+ *   heartbeat         heartbeat_ms                  queue_heartbeat; flow_heartbeat (renew
+ *                                                   the leases of the flow permits held);
+ *                                                   queue_recover (lease_ms); queue_self_check
+ *   flow.refresh      1 s (FLOW_REFRESH_MS)         flow_refresh: end local pauses that are
+ *                                                   over, read the paused keys of every
+ *                                                   worker and operator, note the keys used
  *   orphan.sweep      orphan_interval_ms            janitor_sweep (starts a sweep only while
  *                                                   RUNNING with Redis and PostgreSQL up)
  *   metrics.refresh   1 s (HTTP_REFRESH_MS), with   http_refresh: throughput slots, queue
@@ -420,7 +424,7 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  * timers (store.c), curl's timer (router.c), the drain and stop deadlines and the DNS
  * deadline at start (this file). They live and die with their object.
  */
-#define SCHEDULE_ROWS 6
+#define SCHEDULE_ROWS 7
 
 typedef enum periodic_from {
     FROM_INIT,  /* armed at the end of worker_init */
@@ -463,8 +467,14 @@ static void run_tick(worker_t *w, int64_t now_ms)
 static void run_heartbeat(worker_t *w, int64_t now_ms)
 {
     queue_heartbeat(w->queue);
+    flow_heartbeat(w->flow);
     queue_recover(w->queue, w->cfg.lease_ms);
     queue_self_check(w->queue);
+}
+
+static void run_flow_refresh(worker_t *w, int64_t now_ms)
+{
+    flow_refresh(w->flow, now_ms);
 }
 
 static void run_orphan_sweep(worker_t *w, int64_t now_ms)
@@ -493,6 +503,8 @@ static void schedule_table(const worker_t *w, periodic_task_t tasks[SCHEDULE_ROW
          run_tick},
         {"heartbeat",        w->cfg.heartbeat_ms,                  FROM_INIT,  UNTIL_STOPPING,
          run_heartbeat},
+        {"flow.refresh",     FLOW_REFRESH_MS,                      FROM_INIT,  UNTIL_EXIT,
+         run_flow_refresh},
         {"orphan.sweep",     w->cfg.orphan_interval_ms,            FROM_INIT,  UNTIL_EXIT,
          run_orphan_sweep},
         {"metrics.refresh",  w->http != NULL ? HTTP_REFRESH_MS : 0, FROM_INIT, UNTIL_EXIT,
@@ -723,6 +735,40 @@ static int init_queue(worker_t *w, char *err, size_t errcap)
     return 0;
 }
 
+/* Flow control on the queue's command connection, with the limits of RETRYQ_FLOW and the
+ * breaker of RETRYQ_BREAKER (both checked by config.c already). */
+static int init_flow(worker_t *w, char *err, size_t errcap)
+{
+    flow_rules_t *rules = malloc(sizeof *rules);
+    breaker_config_t breaker;
+    char why[400];
+    if (rules == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return WORKER_EXIT_SOFTWARE;
+    }
+    int rc = 0;
+    if (flow_rules_parse(w->cfg.flow, rules, why, sizeof why) < 0 ||
+        breaker_config_parse(w->cfg.breaker, &breaker, why, sizeof why) < 0) {
+        snprintf(err, errcap, "flow control: %s", why);
+        rc = WORKER_EXIT_CONFIG;
+    } else {
+        flow_config_t fcfg = {.rules = rules,
+                              .breaker = &breaker,
+                              .queue = w->queue,
+                              .keys = &w->keys,
+                              .worker_id = w->id,
+                              .lease_ms = w->cfg.lease_ms};
+        w->flow = flow_new(&fcfg, err, errcap);
+        if (w->flow == NULL)
+            rc = WORKER_EXIT_SOFTWARE;
+        else if (rules->count > 0 || !breaker.enabled)
+            log_info("flow.config", "flow control: %d rule(s) of limits, breaker %s", rules->count,
+                     breaker.enabled ? "on" : "off");
+    }
+    free(rules);
+    return rc;
+}
+
 /* The signals (armed now) and the drain and stop deadlines (armed by a stop). */
 static int init_signals(worker_t *w, char *err, size_t errcap)
 {
@@ -755,7 +801,7 @@ int worker_init(worker_t *w, const config_t *cfg, char *err, size_t errcap)
 {
     static int (*const steps[])(worker_t *w, char *err, size_t errcap) = {
         init_loop, init_database, init_statements, init_jobs,
-        init_queue, init_signals, init_http, schedule_init,
+        init_queue, init_flow, init_signals, init_http, schedule_init,
     };
     int rc = init_identity(w, cfg, err, errcap);
     for (size_t i = 0; rc == 0 && i < sizeof steps / sizeof steps[0]; i++)
@@ -789,6 +835,7 @@ void worker_destroy(worker_t *w)
     http_stop(w);
     if (w->router != NULL)
         router_free(w->router);
+    flow_close(w->flow); /* replies the queue still owes are dropped */
     queue_free(w->queue);
     if (w->store != NULL)
         store_free(w->store);
@@ -800,6 +847,7 @@ void worker_destroy(worker_t *w)
         resolver_free(w->resolver); /* after the store: its lookups are cancelled by then */
     janitor_free(w);
     job_free_all(w);
+    flow_free(w->flow); /* after the jobs have given their passes back */
     if (w->bank != NULL)
         question_bank_free(w->bank);
     if (w->base != NULL)

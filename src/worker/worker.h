@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "flow.h"
 #include "metrics.h"
 #include "question.h"
 #include "queue.h"
@@ -57,6 +58,7 @@ typedef struct worker {
     retryq_keys_t keys;
     retryq_redis_url_t redis_url;
     queue_t *queue;
+    flow_t *flow;            /* flow control per model and region (flow.h) */
     store_t *store;
     struct resolver *resolver; /* evdns: host names of the Redis and database URLs */
     struct resolve_request *redis_dns; /* a lookup of the Redis host in progress */

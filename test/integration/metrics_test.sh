@@ -30,7 +30,7 @@ cat >"$bank" <<'JSON'
 {"ok_q": "What is 2+2?",
  "refused_q": "[mock:router_error] Who are you?",
  "hang_q": "[mock:hang] Who are you?",
- "down_q": "[mock:http_503] What is the capital of France?"}
+ "down_q": "[mock:http_502] What is the capital of France?"}
 JSON
 job=$(insert_job '{"id":"metrics","questions":["ok_q","refused_q","hang_q","down_q","math_basic"]}')
 declare -A ex
@@ -100,12 +100,12 @@ v() { prom value "$@" <"$t_tmp/m1"; }
 check_eq "retry_success_total" 2 "$(v retry_success_total)"
 check_eq "retry_failure_total{reason=failed} (router said no)" 1 "$(v retry_failure_total reason=failed)"
 check_eq "retry_failure_total{reason=timeout}" 1 "$(v retry_failure_total reason=timeout)"
-check_eq "retry_failure_total{reason=transient_exhausted} (503 on every try)" 1 "$(v retry_failure_total reason=transient_exhausted)"
+check_eq "retry_failure_total{reason=transient_exhausted} (502 on every try)" 1 "$(v retry_failure_total reason=transient_exhausted)"
 check_eq "retry_failure_total{reason=bad_job} (question index out of range)" 1 "$(v retry_failure_total reason=bad_job)"
 check_eq "retry_failure_total{reason=poison}" 0 "$(v retry_failure_total reason=poison)"
 check_eq "retry_attempts_total: one per router call" 7 "$(v retry_attempts_total)"
 check_eq "retry_router_requests_total{code=200}" 3 "$(v retry_router_requests_total code=200)"
-check_eq "retry_router_requests_total{code=503}" 3 "$(v retry_router_requests_total code=503)"
+check_eq "retry_router_requests_total{code=502}" 3 "$(v retry_router_requests_total code=502)"
 check_eq "retry_router_requests_total{code=timeout}" 1 "$(v retry_router_requests_total code=timeout)"
 check_eq "retry_router_requests_total{code=network}" 0 "$(v retry_router_requests_total code=network)"
 check_eq "histogram: one observation per outcome with a router call" 5 "$(v retry_duration_seconds_count)"
@@ -118,7 +118,7 @@ check_eq "retry_dead_letter_total{reason=not_found}" 1 "$(v retry_dead_letter_to
 check_eq "retry_dead_letter_total{reason=invalid_question_index}" 1 "$(v retry_dead_letter_total reason=invalid_question_index)"
 check_eq "retry_dead_letter_total{reason=other}" 0 "$(v retry_dead_letter_total reason=other)"
 check_eq "retry_stale_total" 1 "$(v retry_stale_total)"
-check_eq "retry_delayed_total: two backoffs for the 503s" 2 "$(v retry_delayed_total)"
+check_eq "retry_delayed_total: two backoffs for the 502s" 2 "$(v retry_delayed_total)"
 check_eq "retry_inflight back to 0" 0 "$(v retry_inflight)"
 check_eq "retry_queue_depth{state=delayed}" 0 "$(v retry_queue_depth state=delayed)"
 check_eq "retry_queue_depth{state=processing}" 0 "$(v retry_queue_depth state=processing)"

@@ -22,7 +22,7 @@ cat >"$bank" <<'JSON'
  "receipt_text_q": "[mock:receipt_string] What is 2+2?",
  "refused_q": "[mock:router_error] Who are you?",
  "hang_q": "[mock:hang] Who are you?",
- "down_q": "[mock:http_503] What is the capital of France?",
+ "down_q": "[mock:http_502] What is the capital of France?",
  "garbage_q": "[mock:garbage] Who are you?",
  "teapot_q": "[mock:http_400] Who are you?"}
 JSON
@@ -151,9 +151,10 @@ check_eq "timeout: error is a hybrid error" t "$(field "${ex[hang]}" "output_dat
 check_eq "timeout: original_error from the runner's row" "hybrid error: dial tcp: connection refused" "$(field "${ex[hang]}" original_error)"
 check_eq "timeout: row keeps max_retries 5 and may be retried again" 5 "$(field "${ex[hang]}" max_retries)"
 
-# HTTP 503 every time, then given up: ROUTER_HTTP_503
-check_eq "503 given up: failed" failed "$(field "${ex[down]}" status)"
-check_eq "503 given up: code, stage, type, http_status, url" 'ROUTER_HTTP_503|router_http_request|http_error|503|/inference' \
+# HTTP 502 every time, then given up: ROUTER_HTTP_502 (a 503 would carry the mock's
+# Retry-After and pause the key instead: flow control)
+check_eq "502 given up: failed" failed "$(field "${ex[down]}" status)"
+check_eq "502 given up: code, stage, type, http_status, url" 'ROUTER_HTTP_502|router_http_request|http_error|502|/inference' \
   "$(field "${ex[down]}" "concat_ws('|', output_data->>'error_code', output_data#>>'{failure,stage}', output_data#>>'{failure,type}', output_data#>>'{failure,http_status}', output_data#>>'{failure,url}')")"
 check_eq "garbage: ROUTER_JSON_ERROR at router_response_parse" 'ROUTER_JSON_ERROR|router_response_parse|json_error' \
   "$(field "${ex[garbage]}" "concat_ws('|', output_data->>'error_code', output_data#>>'{failure,stage}', output_data#>>'{failure,type}')")"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # retryq-worker under valgrind memcheck, through a real pipeline: private Redis and
 # PostgreSQL, the mock router, a fresh database with a handful of executions whose answers
-# take every path of a job (success, router error, transient 503 through the delayed set
+# take every path of a job (success, router error, transient 502 through the delayed set
 # to "gave up", NUL and invalid UTF-8 in the answer, timeout, bad question index, unknown
 # execution, invalid payload). Two runs:
 #   1. --exit-when-idle: the normal teardown after all the work;
@@ -36,7 +36,7 @@ bank="$t_tmp/bank.json"
 cat >"$bank" <<'JSON'
 {"ok_q": "What is 2+2?",
  "refused_q": "[mock:router_error] Who are you?",
- "down_q": "[mock:http_503] Who are you?",
+ "down_q": "[mock:http_502] Who are you?",
  "nul_q": "[mock:nul] Who are you?",
  "garbage_q": "[mock:garbage] Who are you?",
  "hang_q": "[mock:hang] Who are you?"}
@@ -77,7 +77,7 @@ check_eq "run 1: no definitely lost bytes" "" "$(grep -E 'definitely lost: [1-9]
 status() { sql -c "SELECT status FROM executions WHERE id = $1"; }
 check_eq "ok -> completed" completed "$(status "${ex[ok_q]}")"
 check_eq "router error -> failed" failed "$(status "${ex[refused_q]}")"
-check_eq "503 every time -> failed after the schedule" failed "$(status "${ex[down_q]}")"
+check_eq "502 every time -> failed after the schedule" failed "$(status "${ex[down_q]}")"
 check_eq "NUL and invalid UTF-8 answer -> completed" completed "$(status "${ex[nul_q]}")"
 check_eq "garbage -> failed" failed "$(status "${ex[garbage_q]}")"
 check_eq "hang -> timeout" timeout "$(status "${ex[hang_q]}")"

@@ -15,6 +15,8 @@ Q="e2e_$$"
 export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
 start_router --latency-ms 5
 
+# A 5xx without Retry-After: a 503 or 429 with one pauses the key instead (flow control,
+# docs/flow-control.md; flow_pause_test.sh), which never fails a job.
 bank="$t_tmp/bank.json"
 cat >"$bank" <<'JSON'
 {"ok_q": "What is 2+2?",
@@ -23,7 +25,7 @@ cat >"$bank" <<'JSON'
  "garbage_q": "[mock:garbage] Who are you?",
  "hang_q": "[mock:hang] Who are you?",
  "flaky_q": "[mock:flaky_once] What is the capital of France?",
- "down_q": "[mock:http_503] What is the capital of France?",
+ "down_q": "[mock:http_500] What is the capital of France?",
  "nul_q": "[mock:nul] Who are you?",
  "huge_q": "[mock:huge] Who are you?"}
 JSON
@@ -97,8 +99,8 @@ check_eq "malformed JSON -> failed" failed "$(status "${ex[garbage_q]}")"
 check_eq "hang past the timeout -> timeout" timeout "$(status "${ex[hang_q]}")"
 check_eq "timeout history entry" '[{"status": "timeout"}]' "$(field "${ex[hang_q]}" "jsonb_path_query_array(retry_history, '\$[*] ? (@.status == \"timeout\")') #- '{0,attempt}' #- '{0,timestamp}' #- '{0,worker}' #- '{0,provider}' #- '{0,duration_ms}' #- '{0,error}'")"
 check_eq "503 once, then success through the delayed set" completed "$(status "${ex[flaky_q]}")"
-check_eq "503 every time -> failed after the schedule" failed "$(status "${ex[down_q]}")"
-check_eq "503 every time: error says it gave up" t "$(field "${ex[down_q]}" "output_data->>'error' LIKE 'hybrid error: gave up after 3 tries%'")"
+check_eq "500 every time -> failed after the schedule" failed "$(status "${ex[down_q]}")"
+check_eq "500 every time: error says it gave up" t "$(field "${ex[down_q]}" "output_data->>'error' LIKE 'hybrid error: gave up after 3 tries%'")"
 check_eq "NUL and invalid UTF-8 answer stored safely" completed "$(status "${ex[nul_q]}")"
 check_eq "answer over the size cap -> failed" failed "$(status "${ex[huge_q]}")"
 check_eq "null question_id resolved by index" completed "$(status "${ex[by_index]}")"
@@ -132,7 +134,7 @@ calls=$(curl -fsS "$ROUTER_URL/stats")
 calls_for() { python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"].get(sys.argv[1], 0))' "$1" <<<"$calls"; }
 check_eq "router called once for a success" 1 "$(calls_for "${ex[ok_q]}")"
 check_eq "router called twice for 503-then-ok" 2 "$(calls_for "${ex[flaky_q]}")"
-check_eq "router called three times for always-503" 3 "$(calls_for "${ex[down_q]}")"
+check_eq "router called three times for always-500" 3 "$(calls_for "${ex[down_q]}")"
 check_eq "router never called for a stale job" 0 "$(calls_for "${ex[mismatch]}")"
 check "log keeps the [RETRY] marker with execution ids" grep -q "execution_id=${ex[ok_q]} attempt=1.*\[RETRY\]" "$t_tmp/worker.log"
 

@@ -88,6 +88,46 @@ static void taken_job_past_the_bound_is_poison(void **state)
     assert_int_equal(decide(RETRY_EV_TAKEN, 5, -1, 0, 0, 0).action, RETRY_POISON);
 }
 
+static retry_decision_t park(retry_flow_wait_t why, int64_t wait_ms, int delivery, uint64_t random)
+{
+    retry_policy_t p = policy();
+    retry_facts_t f = {.delivery = delivery, .retry_after_ms = -1, .random = random,
+                       .flow_wait = why, .flow_wait_ms = wait_ms};
+    return retry_decide(&p, RETRY_EV_FLOW_WAIT, &f);
+}
+
+static void flow_waits_park_without_a_delivery(void **state)
+{
+    (void)state;
+    /* whatever the delivery count (even past every bound), flow control only parks */
+    for (int delivery = 0; delivery < 10; delivery++)
+        assert_int_equal(park(RETRY_FLOW_PAUSE, 20000, delivery, 0).action, RETRY_PARK);
+    /* a pause: its time left, plus up to 10 % (at most 1 s) to spread the herd */
+    assert_int_equal(park(RETRY_FLOW_PAUSE, 20000, 0, 0).delay_ms, 20000);
+    retry_decision_t d = park(RETRY_FLOW_PAUSE, 20000, 0, 999);
+    assert_int_equal(d.delay_ms, 20999);
+    d = park(RETRY_FLOW_PAUSE, 5000, 0, 500);
+    assert_int_equal(d.delay_ms, 5000 + 500 % 501);
+    for (uint64_t r = 0; r < 3000; r += 7) {
+        d = park(RETRY_FLOW_BREAKER, 5000, 0, r);
+        assert_in_range(d.delay_ms, 5000, 5500);
+    }
+    /* long pauses park a minute at a time (a resume reaches parked jobs within it) */
+    assert_int_equal(park(RETRY_FLOW_PAUSE, 30LL * 86400 * 1000, 0, 0).delay_ms, 60000);
+    assert_in_range(park(RETRY_FLOW_BREAKER, 300000, 0, UINT64_MAX).delay_ms, 60000, 61000);
+    /* the next token, plus up to 10 % (at most 250 ms) */
+    assert_int_equal(park(RETRY_FLOW_RATE, 200, 0, 0).delay_ms, 200);
+    assert_in_range(park(RETRY_FLOW_RATE, 10000, 0, UINT64_MAX).delay_ms, 10000, 10250);
+    /* no permit: 100..300 ms; the probe out: 0.5..1.5 s; Redis silent: 1..2 s */
+    for (uint64_t r = 0; r < 5000; r += 13) {
+        assert_in_range(park(RETRY_FLOW_CONCURRENCY, 0, 0, r).delay_ms, 100, 300);
+        assert_in_range(park(RETRY_FLOW_PROBE, 0, 0, r).delay_ms, 500, 1500);
+        assert_in_range(park(RETRY_FLOW_UNKNOWN, 0, 0, r).delay_ms, 1000, 2000);
+    }
+    assert_string_equal(retry_action_name(RETRY_PARK), "park");
+    assert_string_equal(retry_flow_wait_name(RETRY_FLOW_CONCURRENCY), "concurrency");
+}
+
 static void action_names(void **state)
 {
     (void)state;
@@ -107,6 +147,7 @@ int main(void)
         cmocka_unit_test(outages_wait_with_a_doubling_backoff),
         cmocka_unit_test(outcome_waits_until_the_write_deadline),
         cmocka_unit_test(taken_job_past_the_bound_is_poison),
+        cmocka_unit_test(flow_waits_park_without_a_delivery),
         cmocka_unit_test(action_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
