@@ -217,7 +217,7 @@ static const setting_t settings[] = {
      CHOICE("logfmt", format_choices, set_format, get_format), "logfmt|json", G_OPS,
      "log line format"},
 
-    {"flow", "flow", "RETRYQ_FLOW", TEXT(T_STRING, "", flow), "RULES", G_FLOW,
+    {"flow", "flow", "RETRYQ_FLOW", TEXT(T_STRING, NULL, flow), "RULES", G_FLOW,
      "limits per MODEL/REGION key, shared by every worker: KEY=LIMIT[,LIMIT...][;KEY=...] with "
      "concurrency:N, rate:R/s (or /m, /h), burst:B; KEY parts may be * (e.g. "
      "\"*/eu-west=concurrency:8;llama3.2-1b/*=rate:5/s,burst:10\"; empty: no limits)"},
