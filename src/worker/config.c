@@ -271,7 +271,7 @@ static const setting_t settings[] = {
      NUM(T_INT, "5000", 500, 100000, sweep_max_rows), "N", G_ADVANCED,
      "candidate rows one orphan sweep reads (in queries of 500, so rounded up to a multiple "
      "of 500); the next sweep continues after them"},
-    {"flow", "flow", "RETRYQ_FLOW", TEXT(T_STRING, "", flow), "RULES", G_FLOW,
+    {"flow", "flow", "RETRYQ_FLOW", TEXT(T_STRING, NULL, flow), "RULES", G_FLOW,
      "limits per MODEL/REGION key, shared by every worker: KEY=LIMIT[,LIMIT...][;KEY=...] with "
      "concurrency:N, rate:R/s (or /m, /h), burst:B; KEY parts may be * (e.g. "
      "\"*/eu-west=concurrency:8;llama3.2-1b/*=rate:5/s,burst:10\"; empty: no limits)"},

@@ -85,6 +85,20 @@ check "both workers logged the pause" bash -c "grep -q 'event=flow.paused key=$B
 check "worker logs: flow.resumed" grep -q "event=flow.resumed key=$BAD" "$t_tmp/a.log"
 check "the pause counted by cause" test "$(metric a retry_flow_pauses_total key="$BAD" cause=retry_after)" -ge 1
 check_eq "nothing dead-lettered" 0 "$(rcli LLEN "{$Q}:dead")"
+
+# The x-ratelimit-* headers end to end: a 429 with "Retry-After: 1" and an exhausted
+# request budget that resets in 4 s pauses the key for the longer, 4 s.
+RL=llama3.2-1b/us-east
+job2=$(insert_job '{"id":"flow-ratelimit","questions":["math_basic"]}')
+seed_key "$job2" 1 us-east
+key_rules '{"rules":[{"model":"llama3.2-1b","region":"us-east","mode":"http_429","retry_after":"1","ratelimit_reset_ms":4000,"for_ms":3000}]}'
+push_key "$job2" us-east
+rl_paused() { [[ $(rcli EXISTS "{$Q}:flow:pause:$RL") == 1 ]]; }
+check "ratelimit: the key is paused" wait_for 10 rl_paused
+check "ratelimit: for the budget's reset (4 s), not Retry-After's 1 s" test "$(rcli PTTL "{$Q}:flow:pause:$RL")" -gt 2000
+check "ratelimit: the job completes after the pause" wait_for 30 all_done "$job2" 1
+check_eq "ratelimit: one outcome entry, no delivery used" "0 0" \
+  "$(outcome_entries_not_one "$job2") $(sql -c "SELECT count(*) FROM executions WHERE job_id = $job2 AND jsonb_path_exists(retry_history, '\$[*].delivery')")"
 stop_worker a
 stop_worker b
 check_eq "delayed set empty" 0 "$(rcli ZCARD "{$Q}:delayed")"
