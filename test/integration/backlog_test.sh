@@ -2,7 +2,7 @@
 # Cost that stays flat with a long queue (issue 17): with 100,000 jobs queued, every Redis
 # call the worker and the CLI make stays short. 100,000 runner-shaped 'retrying' rows are
 # queued with `retryq enqueue --from` (retryq_enqueue_many); a worker then takes, records,
-# delays (10 % HTTP 503), dead-letters (a few bad payloads) and sweeps for orphans (every
+# delays (10 % HTTP 500), dead-letters (a few bad payloads) and sweeps for orphans (every
 # 300 ms, which reads the whole queue in pages) for a while, and `retryq stats` and
 # `retryq dead list` run beside it. Redis's own figures must then show:
 #   - no call in the slow log at 50 ms or more: a script that reads the whole
@@ -23,7 +23,7 @@ private_services # a Redis of its own: its slow log and command statistics are t
 new_database
 Q="backlog_$$"
 export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
-start_router --latency-ms 50 --fail-rate 0.1 --fail-mode http_503
+start_router --latency-ms 50 --fail-rate 0.1 --fail-mode http_500
 export RETRYQ_ROUTER_URL=$ROUTER_URL RETRYQ_HTTP_ADDR=off
 
 job=$(insert_job '{"id":"backlog","questions":["math_basic","geography_basic"]}')
@@ -53,7 +53,7 @@ t_pids+=("$pid")
 recorded() { sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'"; }
 enough() { (($(recorded) >= 5000)) && (($(grep -c 'event=sweep.done' "$log") >= 2)); }
 check "the worker records 5,000 outcomes and completes two sweeps of the long queue" wait_for 240 enough
-check "the delayed set was used (HTTP 503 answers)" test "$(grep -c 'event=job.delayed' "$log")" -ge 1
+check "the delayed set was used (HTTP 500 answers)" test "$(grep -c 'event=job.delayed' "$log")" -ge 1
 check_eq "the bad payloads were dead-lettered" 3 "$(rcli LLEN "{$Q}:dead")"
 stats=$("$RETRYQ_CLI" stats --json)
 check "retryq stats beside it: the queue is still long" python3 -c \
