@@ -12,7 +12,8 @@
  *     request (`retryq_submit`), reads queue statistics, applies migrations, manages
  *     the dead list and pauses, resumes and lists flow-control keys;
  *   - the retry by filter (`retryq_submit_filter`) and the retry sets it records
- *     (`retryq_sets_list`, `retryq_set_show`).
+ *     (`retryq_sets_list`, `retryq_set_show`);
+ *   - cancelling retries (`retryq_cancel`, `retryq_set_cancel`).
  *
  * Conventions: functions return RETRYQ_OK (0) or a negative retryq_code; when an
  * error struct is passed it receives a human sentence. Nothing here keeps global
@@ -141,6 +142,8 @@ typedef struct retryq_keys {
     char flow_paused[RETRYQ_MAX_QUEUE_NAME + 32];    /* {Q}:flow:paused (ZSET, index of pauses) */
     char flow_breakers[RETRYQ_MAX_QUEUE_NAME + 32];  /* {Q}:flow:breakers (HASH) */
     char flow_keys[RETRYQ_MAX_QUEUE_NAME + 32];      /* {Q}:flow:keys (ZSET, keys in use) */
+    char cancelled[RETRYQ_MAX_QUEUE_NAME + 32];      /* {Q}:cancelled (ZSET, tombstones
+                                                        "<execution_id>:<attempt>" -> ms) */
 } retryq_keys_t;
 
 /* Queue names are 1..200 bytes of printable ASCII without braces or spaces. */
@@ -473,6 +476,57 @@ typedef struct retryq_set_detail {
 RETRYQ_API int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
                                retryq_set_detail_t *detail, retryq_error_t *err) RETRYQ_MUST_CHECK;
 RETRYQ_API void retryq_set_detail_free(retryq_set_detail_t *detail);
+
+/* ------------------------------------------------------------------ cancel */
+
+/* What a cancel did with one retry (execution, attempt). */
+typedef enum retryq_cancel_outcome {
+    RETRYQ_CANCEL_CANCELLED = 0, /* its job will never run; the row is as before the retry */
+    RETRYQ_CANCEL_RUNNING,       /* a worker holds the job: it finishes normally */
+    RETRYQ_CANCEL_FINISHED,      /* not open: the row holds an outcome, a later retry or
+                                    an earlier cancel (nothing was done) */
+} retryq_cancel_outcome_t;
+
+typedef struct retryq_cancel_item {
+    int64_t execution_id;
+    char region[RETRYQ_MAX_REGION + 1];
+    int32_t attempt;             /* the retry's attempt (retry_count while it was open) */
+    retryq_cancel_outcome_t outcome;
+    char status[51];             /* CANCELLED: the status restored; otherwise as found */
+} retryq_cancel_item_t;
+
+typedef struct retryq_cancel_result {
+    int64_t cancelled, running, finished; /* items by outcome */
+    retryq_cancel_item_t *items;          /* malloc'd, `count` entries */
+    size_t count;
+} retryq_cancel_result_t;
+
+/*
+ * Cancels the open retry of one execution (by id AND region, as submit). A job no worker
+ * has taken never runs: Redis records a tombstone "<execution_id>:<attempt>" in
+ * {Q}:cancelled that the worker's pop respects, atomically with looking for the job in
+ * every worker's processing list (found there: RUNNING, it finishes normally). Then the
+ * row is put back as it was before the retry (retryq_cancel_restore, migration 0014):
+ * status, retry_count = attempt - 1 (the unrun attempt does not count against
+ * max_retries), last_retry_at, original_error, output_data untouched, and one
+ * {"attempt":N,"status":"cancelled","timestamp":...} entry appended to retry_history.
+ * A row that is not 'retrying' is FINISHED (RETRYQ_OK, nothing changes).
+ * RETRYQ_ERR_NOT_FOUND when no such execution; RETRYQ_ERR_REDIS / RETRYQ_ERR_DATABASE when a
+ * step fails (a failed restore takes its tombstones back: the retry goes on). Free the
+ * result with retryq_cancel_result_free (also after a failure).
+ */
+RETRYQ_API int retryq_cancel(retryq_client_t *client, int64_t execution_id, const char *region,
+                             retryq_cancel_result_t *result, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/*
+ * The same for every member of retry set `id`, in chunks of 200 members (one Redis script
+ * and one transaction each). Members not open are FINISHED. RETRYQ_ERR_NOT_FOUND when there
+ * is no set `id`. On a failure in a later chunk the result holds what the chunks before
+ * did (they stay cancelled) and the code says why it stopped.
+ */
+RETRYQ_API int retryq_set_cancel(retryq_client_t *client, int64_t id, retryq_cancel_result_t *result,
+                                 retryq_error_t *err) RETRYQ_MUST_CHECK;
+RETRYQ_API void retryq_cancel_result_free(retryq_cancel_result_t *result);
 
 /* One live or dead worker from {Q}:workers. */
 typedef struct retryq_worker_info {

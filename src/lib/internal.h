@@ -59,4 +59,60 @@ bool rq_flow_parse_pause(const char *key, const char *doc, size_t len, int64_t n
 bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t now_ms,
                            retryq_flow_breaker_t *out);
 
+/*
+ * RQ_LUA_IDENTITY: Lua source of ident(v), the identity "<execution_id>:<retry_attempt>"
+ * of a job's JSON text, or nil when the text is not an object holding both as digits
+ * (execution_id may be a decimal string, as the wire format allows). Leading zeros are
+ * dropped, so the identity equals what C prints with %lld. A scanner of the outermost
+ * object rather than cjson, for the reason the worker's delivery bump gives (queue.c):
+ * cjson keeps numbers as doubles, so ids above 2^53 would change. Strings (with their
+ * escapes) and nested values are skipped, so a key inside a nested object or a string is
+ * not taken for the job's. Shared by the pop (src/worker/queue.c) and the cancel
+ * (src/lib/cancel.c), which must agree on every byte of it.
+ */
+#define RQ_LUA_IDENTITY                                                                     \
+    "local function ident(v)\n"                                                             \
+    "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
+    "  if not i or string.byte(v, i) ~= 123 then return nil end\n"                          \
+    "  local depth, pos, want_key, eid, att = 0, i, false, nil, nil\n"                      \
+    "  while true do\n"                                                                     \
+    "    local s = string.find(v, '[{}%[%]\",]', pos)\n"                                    \
+    "    if not s then return nil end\n"                                                    \
+    "    local c = string.byte(v, s)\n"                                                     \
+    "    if c == 34 then\n"                                                                 \
+    "      local e = s + 1\n"                                                               \
+    "      while true do\n"                                                                 \
+    "        local f = string.find(v, '[\"\\\\]', e)\n"                                     \
+    "        if not f then return nil end\n"                                                \
+    "        if string.byte(v, f) == 92 then e = f + 2 else e = f; break end\n"            \
+    "      end\n"                                                                           \
+    "      if depth == 1 and want_key then\n"                                               \
+    "        want_key = false\n"                                                            \
+    "        local k = string.sub(v, s + 1, e - 1)\n"                                       \
+    "        if k == 'execution_id' then\n"                                                 \
+    "          local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*\"?(%d+)', e + 1)\n" \
+    "          if d then eid = d end\n"                                                     \
+    "        elseif k == 'retry_attempt' then\n"                                            \
+    "          local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e + 1)\n"  \
+    "          if d then att = d end\n"                                                     \
+    "        end\n"                                                                         \
+    "      end\n"                                                                           \
+    "      pos = e + 1\n"                                                                   \
+    "    elseif c == 123 or c == 91 then\n"                                                 \
+    "      depth = depth + 1\n"                                                             \
+    "      if depth == 1 then want_key = true end\n"                                        \
+    "      pos = s + 1\n"                                                                   \
+    "    elseif c == 125 or c == 93 then\n"                                                 \
+    "      depth = depth - 1\n"                                                             \
+    "      if depth == 0 then break end\n"                                                  \
+    "      pos = s + 1\n"                                                                   \
+    "    else\n"                                                                            \
+    "      if depth == 1 then want_key = true end\n"                                        \
+    "      pos = s + 1\n"                                                                   \
+    "    end\n"                                                                             \
+    "  end\n"                                                                               \
+    "  if not eid or not att then return nil end\n"                                         \
+    "  return (string.gsub(eid, '^0+(%d)', '%1')) .. ':' .. (string.gsub(att, '^0+(%d)', '%1'))\n" \
+    "end\n"
+
 #endif

@@ -1,7 +1,7 @@
 /*
  * Retry sets (retryq_sets_list, retryq_set_show): what a retry by filter submitted and
  * where it stands. Nothing here is stored as progress: every figure is computed from the
- * members' executions through migration 0013's functions (retryq_set_progress,
+ * members' executions through migration 0013's and 0014's functions (retryq_set_progress,
  * retryq_set_slices, retryq_member_state), so it is right after any restart and
  * whoever wrote the outcome. A show reads its parts in one READ ONLY snapshot, so they
  * add up.
@@ -50,7 +50,7 @@ static const char SQL_OUTCOMES[] =
     "count(*), coalesce(sum(t.tokens_in), 0)::bigint, coalesce(sum(t.tokens_out), 0)::bigint, "
     "count(*) FILTER (WHERE t.tokens_in IS NOT NULL OR t.tokens_out IS NOT NULL) "
     "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
-    "CROSS JOIN LATERAL (SELECT retryq_member_state(e.status, e.retry_count, m.attempt) AS state) s "
+    "CROSS JOIN LATERAL (SELECT retryq_member_state(e.status, e.retry_count, m.attempt, m.cancelled_at) AS state) s "
     "CROSS JOIN LATERAL (SELECT round(retryq_output_tokens(e.output_data, 'in')) AS tokens_in, "
     "round(retryq_output_tokens(e.output_data, 'out')) AS tokens_out) t "
     "WHERE m.set_id = $1::bigint AND s.state IN ('failed', 'completed') "
@@ -60,7 +60,7 @@ static const char SQL_OPEN[] =
     "SELECT m.execution_id, m.region, coalesce(e.model_id, ''), m.attempt, "
     "coalesce(" UTC_TEXT("e.last_retry_at") ", '') "
     "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
-    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt) = 'open' "
+    "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt, m.cancelled_at) = 'open' "
     "ORDER BY m.execution_id LIMIT $2::bigint";
 
 /* Percent and ETA of counted progress, from `window_ms` (the span the last minute's

@@ -435,6 +435,9 @@ static void on_lock(void *arg, bool got)
 
 void janitor_sweep(worker_t *w)
 {
+    /* Every worker trims the cancel tombstones (one cheap ZREMRANGEBYSCORE; no lock). */
+    if (queue_ready(w->queue))
+        queue_trim_cancelled(w->queue, JANITOR_TOMBSTONE_RETENTION_MS);
     if (w->sweeping || w->state != WORKER_RUNNING || !queue_ready(w->queue) ||
         !store_connected(w->store))
         return;

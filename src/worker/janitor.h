@@ -4,7 +4,8 @@
  * Redis loses the job in a failover) the execution would stay 'retrying' forever. Every
  * orphan interval one worker (a Redis lock decides which) looks for executions retrying
  * for longer than the orphan age, asks Redis which of them have no job anywhere, and
- * pushes a job for each. A duplicate is harmless: the guard acks it as stale.
+ * pushes a job for each. A duplicate is harmless: the guard acks it as stale. The same
+ * timer trims the cancel tombstones older than their retention.
  */
 #ifndef RETRYQ_WORKER_JANITOR_H
 #define RETRYQ_WORKER_JANITOR_H
@@ -12,6 +13,10 @@
 #include "worker.h"
 
 extern const char JANITOR_SQL_ORPHANS[];
+
+/* How long a cancel tombstone ({Q}:cancelled) is kept when no pop consumes it: 7 days,
+ * far longer than any job waits in the queue or the delayed set (docs/reliability.md). */
+#define JANITOR_TOMBSTONE_RETENTION_MS (INT64_C(7) * 24 * 3600 * 1000)
 
 /* Starts one sweep unless one is running (called from a timer). */
 void janitor_sweep(worker_t *w);

@@ -413,6 +413,9 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
     counter(out, "retry_stale_total",
             "Jobs acknowledged without effect (superseded, already recorded or duplicate).",
             m->stale_total);
+    counter(out, "retry_jobs_cancelled_total",
+            "Cancelled jobs dropped when taken from the queue (retryq cancel), not run.",
+            m->cancelled_total);
     family(out, "retry_dead_letter_total", "counter", "Jobs moved to the dead list, by reason class.");
     for (size_t d = 0; d < METRICS_DEAD_COUNT; d++)
         sample1(out, "retry_dead_letter_total", "reason", DEAD_NAMES[d], (double)m->dead[d]);

@@ -69,6 +69,7 @@ typedef struct metrics {
     uint64_t taken_total;     /* jobs taken from the queue (incl. rescans) */
     uint64_t attempts_total;  /* router calls started (retry_attempts_total) */
     uint64_t stale_total;     /* guard said superseded or already recorded; duplicates */
+    uint64_t cancelled_total; /* cancelled jobs a pop dropped (retryq cancel's tombstones) */
     uint64_t delayed_total;   /* transient failures sent to the delayed set */
     uint64_t requeued_total;  /* jobs handed back to the queue (write deadline passed, ...) */
     uint64_t parked_total;    /* jobs parked by flow control (delayed set, delivery kept) */

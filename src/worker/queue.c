@@ -44,15 +44,82 @@
 #define PROMOTE_SOON_WITHIN_MS 1000
 #define PROMOTE_SOON_MIN_MS 20
 
-/* Moves up to ARGV[1] jobs from the queue into the processing list, oldest first. */
+/*
+ * KEYS: queue, processing, cancelled, workers. ARGV: max jobs, own id. Moves up to ARGV[1]
+ * jobs from the queue into the processing list, oldest first. While {Q}:cancelled holds
+ * tombstones (retryq_cancel), a job whose identity has one is taken out of the processing
+ * list again (RPOPLPUSH put it at the head), its tombstone is consumed and it is not
+ * handed out: its identities come last in the reply, as one nested array. The worker is
+ * put in {Q}:workers when it is not there yet (its first heartbeat travels on the other
+ * connection and may arrive later), so a cancel that reads the workers sees every list
+ * a job can be in.
+ */
 static const char LUA_POP_BATCH[] =
-    "local out = {}\n"
+    RQ_LUA_IDENTITY
+    "if not redis.call('ZSCORE', KEYS[4], ARGV[2]) then\n"
+    "  local t = redis.call('TIME')\n"
+    "  redis.call('ZADD', KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])\n"
+    "end\n"
+    "local check = redis.call('EXISTS', KEYS[3]) == 1\n"
+    "local out, gone = {}, {}\n"
     "for i = 1, tonumber(ARGV[1]) do\n"
     "  local v = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])\n"
     "  if not v then break end\n"
-    "  out[i] = v\n"
+    "  local id = check and ident(v)\n"
+    "  if id and redis.call('ZSCORE', KEYS[3], id) then\n"
+    "    redis.call('LREM', KEYS[2], 1, v)\n"
+    "    redis.call('ZREM', KEYS[3], id)\n"
+    "    gone[#gone + 1] = id\n"
+    "  else\n"
+    "    out[#out + 1] = v\n"
+    "  end\n"
     "end\n"
+    "if #gone > 0 then out[#out + 1] = gone end\n"
     "return out\n";
+
+/* KEYS: processing, cancelled. ARGV: the job a blocking pop just moved. The tombstone
+ * check of LUA_POP_BATCH for that one job: the job itself when it may run, else {identity}
+ * (it left the processing list and its tombstone is consumed). */
+static const char LUA_POP_CHECK[] =
+    RQ_LUA_IDENTITY
+    "if redis.call('EXISTS', KEYS[2]) == 0 then return ARGV[1] end\n"
+    "local id = ident(ARGV[1])\n"
+    "if id and redis.call('ZSCORE', KEYS[2], id) then\n"
+    "  redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
+    "  redis.call('ZREM', KEYS[2], id)\n"
+    "  return {id}\n"
+    "end\n"
+    "return ARGV[1]\n";
+
+/* KEYS: processing, cancelled. The own list after the pop connection was lost, with the
+ * tombstone check of the pops: a job a blocking pop moved whose LUA_POP_CHECK reply was
+ * lost is dropped here when it is cancelled (no job of the list that was handed out has a
+ * tombstone: every way into the list checks). The cancelled identities come last, nested. */
+static const char LUA_RESCAN[] =
+    RQ_LUA_IDENTITY
+    "local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
+    "if redis.call('EXISTS', KEYS[2]) == 0 then return all end\n"
+    "local out, gone = {}, {}\n"
+    "for _, v in ipairs(all) do\n"
+    "  local id = ident(v)\n"
+    "  if id and redis.call('ZSCORE', KEYS[2], id) then\n"
+    "    redis.call('LREM', KEYS[1], 1, v)\n"
+    "    redis.call('ZREM', KEYS[2], id)\n"
+    "    gone[#gone + 1] = id\n"
+    "  else\n"
+    "    out[#out + 1] = v\n"
+    "  end\n"
+    "end\n"
+    "if #gone > 0 then out[#out + 1] = gone end\n"
+    "return out\n";
+
+/* KEYS: cancelled. ARGV: retention ms. Tombstones older than the retention are dropped
+ * (a cancelled job normally consumes its own at the pop; one whose job never came back,
+ * e.g. lost in a failover, would otherwise stay forever). Redis's clock, as the cancel's. */
+static const char LUA_TRIM_CANCELLED[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))\n";
 
 /* KEYS: processing, dead. ARGV: payload, dead entry, cap. */
 static const char LUA_DEAD[] =
@@ -295,6 +362,7 @@ struct queue {
     conn_t cmd;
     size_t room;
     bool popping;            /* a reply on the pop connection is awaited (pop or rescan) */
+    bool pop_checking;       /* the reply awaited is LUA_POP_CHECK's, after a blocking pop */
     bool checking;           /* a self-check of the own list is out on the command conn */
     bool check_due;          /* a self-check waits for the pop in flight to answer */
     int64_t check_cursor;    /* self-check: entries from the tail already read */
@@ -387,6 +455,7 @@ static void conn_lost(conn_t *c)
         return;
     if (c == &q->pop) {
         q->popping = false;
+        q->pop_checking = false;
         q->pop_failing_ms = 0; /* an outage now, not a refusal */
         if (q->leaving)
             send_leave(q); /* the pop's outcome is unknown: the LEAVE hands back whatever it moved */
@@ -519,7 +588,8 @@ static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (!q->leaving && r->type == REDIS_REPLY_ARRAY)
         for (size_t i = r->elements; i > 0; i--) { /* oldest first */
             const redisReply *e = r->element[i - 1];
-            if (e->type == REDIS_REPLY_STRING && !op_pending_for(q, e->str, e->len))
+            if ((e->type == REDIS_REPLY_STRING && !op_pending_for(q, e->str, e->len)) ||
+                e->type == REDIS_REPLY_ARRAY)
                 deliver(q, e, true);
         }
     q->popping = false;
@@ -634,10 +704,10 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
             /* A pop answer lost with the old connection may have moved jobs into this
              * worker's list; lease recovery would find them only after this worker
              * dies, so read the list and let the worker adopt what it does not hold. */
-            const char *argv[] = {"LRANGE", q->processing, "0", "-1"};
+            const char *argv[] = {"EVAL", LUA_RESCAN, "2", q->processing, q->keys.cancelled};
             q->popping = true;
             q->unblock_sent = false;
-            conn_send(c, on_rescan_reply, q, 4, argv, NULL);
+            conn_send(c, on_rescan_reply, q, 5, argv, NULL);
         }
         q->had_pop_connection = true;
     }
@@ -838,8 +908,14 @@ void queue_watchdog(queue_t *q, int64_t now_ms)
 
 static void deliver(queue_t *q, const redisReply *r, bool rescan)
 {
-    if (r->type == REDIS_REPLY_STRING)
+    if (r->type == REDIS_REPLY_STRING) {
         q->cb.job(q->cb.arg, r->str, r->len, rescan);
+    } else if (r->type == REDIS_REPLY_ARRAY && q->cb.cancelled != NULL) {
+        /* The identities of cancelled jobs the pop dropped (LUA_POP_BATCH, LUA_POP_CHECK). */
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                q->cb.cancelled(q->cb.arg, r->element[i]->str, r->element[i]->len);
+    }
 }
 
 /* A refused pop that is not about the connection (OOM, WRONGTYPE, a script error...):
@@ -876,6 +952,21 @@ static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
     conn_replied(&q->pop);
     q->pop_reply_ms = clock_mono_ms();
     q->pop.allowance_ms = q->cfg.command_timeout_ms;
+    bool was_check = q->pop_checking;
+    q->pop_checking = false;
+    if (!was_check && !q->leaving && r->type == REDIS_REPLY_STRING) {
+        /* A blocking pop moved one job: the tombstone check (LUA_POP_CHECK) decides before
+         * the worker sees it; its reply comes back here. */
+        const char *argv[] = {"EVAL", LUA_POP_CHECK, "2", q->processing, q->keys.cancelled, r->str};
+        size_t lens[] = {4, sizeof LUA_POP_CHECK - 1, 1, strlen(q->processing),
+                         strlen(q->keys.cancelled), r->len};
+        q->pop_checking = true;
+        if (conn_send(&q->pop, on_pop_reply, q, 6, argv, lens))
+            return;
+        q->pop_checking = false;
+        q->popping = false; /* not sent: the job stays in the list for the self-check */
+        return;
+    }
     if (reply_is_error(r)) {
         q->popping = false;
         set_error(q, "pop", r->str);
@@ -948,8 +1039,9 @@ static void maybe_pop(queue_t *q)
         char n[24];
         size_t batch = q->room < (size_t)q->cfg.batch ? q->room : (size_t)q->cfg.batch;
         snprintf(n, sizeof n, "%zu", batch);
-        const char *argv[] = {"EVAL", LUA_POP_BATCH, "2", q->keys.pending, q->processing, n};
-        conn_send(&q->pop, on_pop_reply, q, 6, argv, NULL);
+        const char *argv[] = {"EVAL", LUA_POP_BATCH, "4", q->keys.pending, q->processing,
+                              q->keys.cancelled, q->keys.workers, n, q->worker_id};
+        conn_send(&q->pop, on_pop_reply, q, 9, argv, NULL);
         return;
     }
     char secs[32];
@@ -1575,6 +1667,14 @@ static void on_recovery_start(queue_t *q)
         }
     }
     q->had_cmd_connection = true;
+}
+
+void queue_trim_cancelled(queue_t *q, int64_t retention_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)retention_ms);
+    const char *argv[] = {"EVAL", LUA_TRIM_CANCELLED, "1", q->keys.cancelled, ms};
+    periodic(q, "trim_cancelled", 5, argv);
 }
 
 void queue_promote(queue_t *q)

@@ -33,6 +33,10 @@ typedef struct queue_callbacks {
      * `rescan` marks jobs found in this worker's own list after the pop connection was
      * lost: the worker ignores those it already holds. */
     void (*job)(void *arg, const char *payload, size_t len, bool rescan);
+    /* A job taken by a pop was cancelled (retryq_cancel left a tombstone for it): it left
+     * the processing list again and is not handed out. `id` is "<execution_id>:<attempt>",
+     * valid during the call. May be NULL. */
+    void (*cancelled)(void *arg, const char *id, size_t len);
     /* The pop found the queue empty (after its blocking wait). */
     void (*idle)(void *arg);
     /* Connection state changed (for readiness, logs and resuming work). */
@@ -83,6 +87,8 @@ void queue_requeue(queue_t *q, const char *payload, size_t len);
 void queue_heartbeat(queue_t *q);
 void queue_recover(queue_t *q, int lease_ms);
 void queue_promote(queue_t *q);
+/* Drops the tombstones of {Q}:cancelled older than retention_ms (Redis clock). */
+void queue_trim_cancelled(queue_t *q, int64_t retention_ms);
 /* One more promotion, delay_ms from now, for a job parked for less than the schedule's
  * tick (flow control's short waits); one timer, the earliest request wins. */
 void queue_promote_soon(queue_t *q, int64_t delay_ms);

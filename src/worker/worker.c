@@ -177,6 +177,16 @@ static void on_queue_idle(void *arg)
     }
 }
 
+/* A pop dropped a cancelled job (retryq_cancel): counted and logged, nothing else to do
+ * (the cancel restores the row). */
+static void on_queue_cancelled(void *arg, const char *id, size_t len)
+{
+    worker_t *w = arg;
+    w->metrics.cancelled_total++;
+    log_info("job.cancelled", "[RETRY] job %.*s was cancelled: dropped when taken, not run",
+             (int)(len > 64 ? 64 : len), id);
+}
+
 static void on_queue_job(void *arg, const char *payload, size_t len, bool rescan)
 {
     worker_t *w = arg;
@@ -728,7 +738,7 @@ static int init_queue(worker_t *w, char *err, size_t errcap)
         .resolver = w->resolver,
     };
     queue_callbacks_t qcb = {
-        .job = on_queue_job, .idle = on_queue_idle, .state = on_queue_state, .arg = w};
+        .job = on_queue_job, .cancelled = on_queue_cancelled, .idle = on_queue_idle, .state = on_queue_state, .arg = w};
     w->queue = queue_new(w->base, &qcfg, &qcb, err, errcap);
     if (w->queue == NULL)
         return WORKER_EXIT_SOFTWARE;

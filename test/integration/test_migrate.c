@@ -1,9 +1,9 @@
 /*
- * retryq's own migrations (sql/migrations/0012 and 0013, embedded in libretryq) through
+ * retryq's own migrations (sql/migrations/0012, 0013 and 0014, embedded in libretryq) through
  * retryq_migrate / retryq_migrate_version, against databases cloned from the runner's
  * schema (services.sh's retryq_template: the runner up to its 0010, which refuses
  * 'retrying'). Proves: the template refuses the retry statuses until migrated; migrate
- * applies 0012 and 0013, records version 13 clean in retryq_schema_migrations and leaves
+ * applies 0012, 0013 and 0014, records version 14 clean in retryq_schema_migrations and leaves
  * the runner's schema_migrations alone; a second run applies nothing; going down to 12
  * removes only the retry sets and functions; the SQL files
  * themselves are safe to run twice; the new statuses become legal (and only those);
@@ -30,8 +30,9 @@
 #include "retryq/retryq.h"
 #include "testutil.h"
 
-#define LATEST 13 /* the newest embedded migration */
-#define STEPS 2   /* up migrations from nothing to LATEST: 0012, 0013 */
+#define SETS 13   /* retry sets */
+#define LATEST 14 /* the newest embedded migration (cancel) */
+#define STEPS 3   /* up migrations from nothing to LATEST: 0012, 0013, 0014 */
 #define WORKER 12 /* 0012_retry_worker, the status check and the sweep index */
 
 typedef struct fixture {
@@ -162,7 +163,7 @@ static void test_migrate_applies_0012_and_records_version(void **state)
     migrate_ok(fx, -1, STEPS);
     expect_version(fx, LATEST, false);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations"), 1);
-    assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations WHERE version = 13 AND NOT dirty"), 1);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations WHERE version = 14 AND NOT dirty"), 1);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM schema_migrations WHERE version = 10 AND NOT dirty"), 1);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM schema_migrations"), 1);
     assert_true(sweep_index_exists(fx));
@@ -229,6 +230,8 @@ static void test_sql_files_are_safe_to_run_twice(void **state)
     fixture_t *fx = *state;
     run_in_transaction(fx, embedded_sql(WORKER, 1));
     run_in_transaction(fx, embedded_sql(WORKER, 1));
+    run_in_transaction(fx, embedded_sql(SETS, 1));
+    run_in_transaction(fx, embedded_sql(SETS, 1));
     run_in_transaction(fx, embedded_sql(LATEST, 1));
     run_in_transaction(fx, embedded_sql(LATEST, 1));
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname IN ('retryq_sets', "
@@ -244,6 +247,9 @@ static void test_sql_files_are_safe_to_run_twice(void **state)
     PQclear(tu_exec(fx->pg, "DELETE FROM executions", 0));
     run_in_transaction(fx, embedded_sql(LATEST, 0));
     run_in_transaction(fx, embedded_sql(LATEST, 0));
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname = 'retryq_cancel_restore'"), 0);
+    run_in_transaction(fx, embedded_sql(SETS, 0));
+    run_in_transaction(fx, embedded_sql(SETS, 0));
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname LIKE 'retryq_set%'"), 0);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'retryq_%'"), 0);
     run_in_transaction(fx, embedded_sql(WORKER, 0));
@@ -430,7 +436,7 @@ static void test_down_to_12_removes_only_the_sets(void **state)
     PQclear(tu_exec(fx->pg, "INSERT INTO retryq_set_members SELECT id, $1::bigint, 'us-east', 1, 'failed' "
                             "FROM retryq_sets", 1, text));
     char *before = row_all(fx, id);
-    migrate_ok(fx, WORKER, 1);
+    migrate_ok(fx, WORKER, 2);
     expect_version(fx, WORKER, false);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname LIKE 'retryq_set%'"), 0);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'retryq_%'"), 0);
@@ -441,7 +447,7 @@ static void test_down_to_12_removes_only_the_sets(void **state)
     assert_string_equal(after, before);
     free(before);
     free(after);
-    migrate_ok(fx, -1, 1);
+    migrate_ok(fx, -1, 2);
     expect_version(fx, LATEST, false);
 }
 
@@ -457,7 +463,7 @@ static void test_dirty_record_refuses(void **state)
     assert_int_equal(migrate(fx, -1, &applied, &err), RETRYQ_ERR_SCHEMA);
     assert_int_equal(err.code, RETRYQ_ERR_SCHEMA);
     assert_int_equal(applied, 0);
-    assert_non_null(strstr(err.message, "dirty at version 13"));
+    assert_non_null(strstr(err.message, "dirty at version 14"));
     assert_non_null(strstr(err.message, "by hand"));
 
     memset(&err, 0, sizeof err);

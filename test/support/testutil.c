@@ -384,6 +384,7 @@ void tu_redis_del_queue(redisContext *rc, const char *queue)
     del_key(rc, keys.delayed);
     del_key(rc, keys.dead);
     del_key(rc, keys.workers);
+    del_key(rc, keys.cancelled);
     /* {Q}:processing:* with the glob characters of the queue name escaped */
     char pattern[2 * sizeof keys.processing_prefix + 2];
     size_t n = 0;

@@ -25,6 +25,7 @@ static void test_keys_of_the_default_queue(void **state)
     assert_string_equal(keys.flow_paused, "{retry_queue}:flow:paused");
     assert_string_equal(keys.flow_breakers, "{retry_queue}:flow:breakers");
     assert_string_equal(keys.flow_keys, "{retry_queue}:flow:keys");
+    assert_string_equal(keys.cancelled, "{retry_queue}:cancelled");
 }
 
 static void test_queue_name_rules(void **state)

@@ -1,0 +1,459 @@
+/*
+ * Cancelling retries: retryq_cancel (one execution) and retryq_set_cancel (every open
+ * member of a retry set), in chunks of RQ_CANCEL_CHUNK executions:
+ *
+ *   1. Redis decides, atomically per chunk (LUA_CANCEL): a job whose identity
+ *      "<execution_id>:<attempt>" is in a worker's processing list is "running" and
+ *      finishes normally; any other gets a tombstone in {Q}:cancelled, which the
+ *      worker's pops respect (src/worker/queue.c): the job never runs.
+ *   2. PostgreSQL restores the cancelled rows (retryq_cancel_restore, migration 0014),
+ *      guarded by status = 'retrying' AND retry_count = attempt; a row that is no longer
+ *      open is "finished" and its tombstone is taken back.
+ *   3. When step 2 fails, the chunk's tombstones are taken back (best effort) and the
+ *      error is returned: the retries go on as if no cancel had been asked.
+ *
+ * Every key the script touches is in KEYS (Redis Cluster): the caller reads the workers
+ * from {Q}:workers and passes their processing lists; the script reads {Q}:workers again
+ * and answers -1 when a worker is missing from KEYS, and the call is made again with the
+ * new list. docs/reliability.md gives the reasoning about races and crashes.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+
+#include "statement.h"
+
+#define RQ_CANCEL_CHUNK 200
+#define RQ_CANCEL_TRIES 5 /* Redis calls when workers come and go meanwhile */
+
+/*
+ * KEYS: workers, cancelled, the processing lists of the workers. ARGV: processing prefix,
+ * then the identities. Returns -1 when a worker of {Q}:workers has no list in KEYS, else
+ * one integer per identity: 1 cancelled (tombstone written, score = Redis time in ms),
+ * 0 running (a processing list holds a job of that identity).
+ */
+static const char LUA_CANCEL[] =
+    RQ_LUA_IDENTITY
+    "local given = {}\n"
+    "for i = 3, #KEYS do given[KEYS[i]] = true end\n"
+    "for _, w in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  if not given[ARGV[1] .. w] then return -1 end\n"
+    "end\n"
+    "local held = {}\n"
+    "for i = 3, #KEYS do\n"
+    "  for _, v in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do\n"
+    "    local id = ident(v)\n"
+    "    if id then held[id] = true end\n"
+    "  end\n"
+    "end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local out = {}\n"
+    "for i = 2, #ARGV do\n"
+    "  if held[ARGV[i]] then out[#out + 1] = 0\n"
+    "  else redis.call('ZADD', KEYS[2], now, ARGV[i]); out[#out + 1] = 1 end\n"
+    "end\n"
+    "return out\n";
+
+static const char SQL_RESTORE[] =
+    "SELECT r.execution_id, r.outcome, coalesce(r.status, '') FROM retryq_cancel_restore("
+    "$1::bigint[], ARRAY(SELECT x.v FROM jsonb_array_elements_text($2::jsonb) WITH ORDINALITY "
+    "AS x(v, ord) ORDER BY x.ord), $3::integer[], $4::text) r";
+
+static const char SQL_ROW[] =
+    "SELECT status, retry_count FROM executions WHERE id = $1::bigint AND region = $2";
+
+static const char SQL_SET_EXISTS[] = "SELECT 1 FROM retryq_sets WHERE id = $1::bigint";
+
+static const char SQL_MEMBERS[] =
+    "SELECT m.execution_id, m.region, m.attempt, "
+    "retryq_member_state(e.status, e.retry_count, m.attempt, m.cancelled_at), coalesce(e.status, '') "
+    "FROM retryq_set_members m LEFT JOIN executions e ON e.id = m.execution_id "
+    "WHERE m.set_id = $1::bigint AND m.execution_id > $2::bigint "
+    "ORDER BY m.execution_id LIMIT $3::bigint";
+
+static int grow(retryq_cancel_result_t *res, size_t *cap, retryq_error_t *err)
+{
+    if (res->count < *cap)
+        return RETRYQ_OK;
+    size_t n = *cap == 0 ? 64 : *cap * 2;
+    retryq_cancel_item_t *items = realloc(res->items, n * sizeof *items);
+    if (items == NULL)
+        return rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+    res->items = items;
+    *cap = n;
+    return RETRYQ_OK;
+}
+
+static void count_item(retryq_cancel_result_t *res, const retryq_cancel_item_t *it)
+{
+    if (it->outcome == RETRYQ_CANCEL_CANCELLED)
+        res->cancelled++;
+    else if (it->outcome == RETRYQ_CANCEL_RUNNING)
+        res->running++;
+    else
+        res->finished++;
+}
+
+static void identity(const retryq_cancel_item_t *it, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%" PRId64 ":%" PRId32, it->execution_id, it->attempt);
+}
+
+/* ZREM of the tombstones of the items whose `take_back` is set; failures are ignored (a
+ * tombstone left behind is trimmed after its retention, or consumed by a pop). */
+static void take_back(retryq_client_t *client, retryq_cancel_item_t *items, const bool *take, size_t n)
+{
+    const retryq_keys_t *keys = retryq_client_keys(client);
+    const char **argv = calloc(n + 2, sizeof *argv);
+    char (*ids)[48] = calloc(n, sizeof *ids);
+    size_t argc = 2;
+    if (argv != NULL && ids != NULL) {
+        argv[0] = "ZREM";
+        argv[1] = keys->cancelled;
+        for (size_t i = 0; i < n; i++)
+            if (take[i]) {
+                identity(&items[i], ids[i], sizeof ids[i]);
+                argv[argc++] = ids[i];
+            }
+        if (argc > 2) {
+            retryq_error_t ignored;
+            redisReply *r = rq_client_command_argv(client, -1, &ignored, (int)argc, argv, NULL);
+            if (r != NULL)
+                freeReplyObject(r);
+        }
+    }
+    free(argv);
+    free(ids);
+}
+
+/* Step 1: the Redis decision for items[0..n) (all open). Sets each one's outcome to
+ * CANCELLED or RUNNING. */
+static int decide(retryq_client_t *client, retryq_cancel_item_t *items, size_t n, retryq_error_t *err)
+{
+    const retryq_keys_t *keys = retryq_client_keys(client);
+    for (int attempt = 0; attempt < RQ_CANCEL_TRIES; attempt++) {
+        redisReply *ws = rq_client_command(client, REDIS_REPLY_ARRAY, err, "ZRANGE %s 0 -1", keys->workers);
+        if (ws == NULL)
+            return RETRYQ_ERR_REDIS;
+        size_t nk = 2 + ws->elements;
+        size_t argc = 3 + nk + 1 + n;
+        const char **argv = calloc(argc, sizeof *argv);
+        char **lists = calloc(ws->elements + 1, sizeof *lists);
+        char (*ids)[48] = calloc(n, sizeof *ids);
+        char numkeys[24];
+        int rc = RETRYQ_OK;
+        if (argv == NULL || lists == NULL || ids == NULL) {
+            rc = rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+            goto next;
+        }
+        snprintf(numkeys, sizeof numkeys, "%zu", nk);
+        argv[0] = "EVAL";
+        argv[1] = LUA_CANCEL;
+        argv[2] = numkeys;
+        argv[3] = keys->workers;
+        argv[4] = keys->cancelled;
+        for (size_t i = 0; i < ws->elements; i++) {
+            size_t len = strlen(keys->processing_prefix) + ws->element[i]->len + 1;
+            lists[i] = malloc(len);
+            if (lists[i] == NULL) {
+                rc = rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+                goto next;
+            }
+            snprintf(lists[i], len, "%s%.*s", keys->processing_prefix, (int)ws->element[i]->len,
+                     ws->element[i]->str);
+            argv[5 + i] = lists[i];
+        }
+        argv[3 + nk] = keys->processing_prefix;
+        for (size_t i = 0; i < n; i++) {
+            identity(&items[i], ids[i], sizeof ids[i]);
+            argv[4 + nk + i] = ids[i];
+        }
+        redisReply *r = rq_client_command_argv(client, -1, err, (int)argc, argv, NULL);
+        if (r == NULL) {
+            rc = RETRYQ_ERR_REDIS;
+        } else if (r->type == REDIS_REPLY_INTEGER && r->integer == -1) {
+            rc = 1; /* a worker came meanwhile: read the workers again */
+        } else if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+            rc = rq_error(err, RETRYQ_ERR_REDIS, "cancel: unexpected reply from Redis");
+        } else {
+            for (size_t i = 0; i < n; i++)
+                items[i].outcome = r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1
+                                       ? RETRYQ_CANCEL_CANCELLED
+                                       : RETRYQ_CANCEL_RUNNING;
+        }
+        if (r != NULL)
+            freeReplyObject(r);
+    next:
+        if (lists != NULL)
+            for (size_t i = 0; i < ws->elements; i++)
+                free(lists[i]);
+        free(lists);
+        free(argv);
+        free(ids);
+        freeReplyObject(ws);
+        if (rc != 1)
+            return rc;
+    }
+    return rq_error(err, RETRYQ_ERR_REDIS,
+                    "cancel: the workers kept changing while the jobs were looked for; try again");
+}
+
+/* Step 2: restores the CANCELLED items in one transaction; those PostgreSQL finds no
+ * longer open become FINISHED. */
+static int restore(retryq_client_t *client, retryq_cancel_item_t *items, size_t n, retryq_error_t *err)
+{
+    rq_statement_t st;
+    size_t want = 0;
+    for (size_t i = 0; i < n; i++)
+        want += items[i].outcome == RETRYQ_CANCEL_CANCELLED;
+    if (want == 0)
+        return RETRYQ_OK;
+    char *ids = malloc(want * 24 + 3), *attempts = malloc(want * 12 + 3);
+    cJSON *regions = cJSON_CreateArray();
+    char *regions_text = NULL;
+    char stamp[RETRYQ_MAX_TIMESTAMP + 1];
+    PGresult *res = NULL;
+    int rc = RETRYQ_OK;
+    bool opened = false;
+    if (ids == NULL || attempts == NULL || regions == NULL) {
+        rc = rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t a = 0, b = 0;
+    ids[a++] = '{';
+    attempts[b++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].outcome != RETRYQ_CANCEL_CANCELLED)
+            continue;
+        a += (size_t)snprintf(ids + a, 24, "%s%" PRId64, a > 1 ? "," : "", items[i].execution_id);
+        b += (size_t)snprintf(attempts + b, 12, "%s%" PRId32, b > 1 ? "," : "", items[i].attempt);
+        if (!cJSON_AddItemToArray(regions, cJSON_CreateString(items[i].region))) {
+            rc = rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    ids[a++] = '}';
+    ids[a] = '\0';
+    attempts[b++] = '}';
+    attempts[b] = '\0';
+    regions_text = cJSON_PrintUnformatted(regions);
+    if (regions_text == NULL) {
+        rc = rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    rq_format_rfc3339(rq_now_ms(), stamp, sizeof stamp);
+    rc = rq_statement_open(&st, client, "[RETRY] cancel", err);
+    if (rc != RETRYQ_OK)
+        goto done;
+    opened = true;
+    const char *const params[] = {ids, regions_text, attempts, stamp};
+    rc = rq_statement_begin(&st, client->command_timeout_ms, false);
+    if (rc == RETRYQ_OK)
+        rc = rq_statement_exec(&st, SQL_RESTORE, 4, params, "restoring the cancelled executions", &res);
+    if (rc == RETRYQ_OK)
+        rc = rq_statement_commit(&st, "COMMIT (the restore may or may not be recorded)");
+    if (rc == RETRYQ_OK) {
+        for (int r = 0; r < PQntuples(res); r++) {
+            int64_t id = rq_statement_int(res, r, 0);
+            const char *outcome = PQgetvalue(res, r, 1);
+            for (size_t i = 0; i < n; i++) {
+                if (items[i].execution_id != id || items[i].outcome != RETRYQ_CANCEL_CANCELLED)
+                    continue;
+                if (strcmp(outcome, "cancelled") != 0)
+                    items[i].outcome = RETRYQ_CANCEL_FINISHED;
+                rq_copy(items[i].status, sizeof items[i].status, PQgetvalue(res, r, 2));
+                break;
+            }
+        }
+    }
+done:
+    if (res != NULL)
+        PQclear(res);
+    if (opened)
+        rq_statement_end(&st);
+    free(ids);
+    free(attempts);
+    cJSON_Delete(regions);
+    free(regions_text);
+    return rc;
+}
+
+/* Steps 1 to 3 for items[0..n), all open at attempt items[i].attempt. */
+static int cancel_chunk(retryq_client_t *client, retryq_cancel_item_t *items, size_t n,
+                        retryq_error_t *err)
+{
+    if (n == 0)
+        return RETRYQ_OK;
+    int rc = decide(client, items, n, err);
+    if (rc != RETRYQ_OK)
+        return rc;
+    bool *take = calloc(n, sizeof *take);
+    if (take == NULL) {
+        for (size_t i = 0; i < n; i++)
+            items[i].outcome = RETRYQ_CANCEL_RUNNING; /* tombstones stay: nothing will be counted as cancelled */
+        return rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        take[i] = items[i].outcome == RETRYQ_CANCEL_CANCELLED;
+    rc = restore(client, items, n, err);
+    if (rc != RETRYQ_OK) {
+        /* Not restored: the retries go on. Their tombstones are taken back. */
+        take_back(client, items, take, n);
+        for (size_t i = 0; i < n; i++)
+            if (take[i])
+                items[i].outcome = RETRYQ_CANCEL_RUNNING;
+    } else {
+        /* Rows found finished keep no tombstone. */
+        for (size_t i = 0; i < n; i++)
+            take[i] = take[i] && items[i].outcome == RETRYQ_CANCEL_FINISHED;
+        take_back(client, items, take, n);
+    }
+    free(take);
+    return rc;
+}
+
+int retryq_cancel(retryq_client_t *client, int64_t execution_id, const char *region,
+                  retryq_cancel_result_t *result, retryq_error_t *err)
+{
+    rq_statement_t st;
+    PGresult *res = NULL;
+    char id[24];
+    if (result == NULL || client == NULL || region == NULL)
+        return rq_error(err, RETRYQ_ERR_INVALID, "cancel: missing client, region or result");
+    memset(result, 0, sizeof *result);
+    if (execution_id <= 0)
+        return rq_error(err, RETRYQ_ERR_INVALID, "cancel: the execution id must be a positive integer");
+    if (region[0] == '\0' || strlen(region) > RETRYQ_MAX_REGION)
+        return rq_error(err, RETRYQ_ERR_INVALID, "cancel: the region must be 1..%d bytes",
+                        RETRYQ_MAX_REGION);
+    result->items = calloc(1, sizeof *result->items);
+    if (result->items == NULL)
+        return rq_error(err, RETRYQ_ERR_NOMEM, "out of memory");
+    retryq_cancel_item_t *it = &result->items[0];
+    it->execution_id = execution_id;
+    rq_copy(it->region, sizeof it->region, region);
+
+    snprintf(id, sizeof id, "%" PRId64, execution_id);
+    const char *const params[] = {id, region};
+    int rc = rq_statement_open(&st, client, "[RETRY] cancel", err);
+    if (rc != RETRYQ_OK)
+        return rc;
+    rc = rq_statement_exec(&st, SQL_ROW, 2, params, "reading the execution", &res);
+    if (rc == RETRYQ_OK && PQntuples(res) != 1)
+        rc = rq_error(err, RETRYQ_ERR_NOT_FOUND,
+                      "[RETRY] no execution %" PRId64 " in region '%s' (the region must match the "
+                      "stored value exactly, e.g. 'us-east')",
+                      execution_id, region);
+    if (rc == RETRYQ_OK) {
+        rq_copy(it->status, sizeof it->status, PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
+        it->attempt = (int32_t)rq_statement_int(res, 0, 1);
+    }
+    if (res != NULL)
+        PQclear(res);
+    rq_statement_end(&st);
+    if (rc != RETRYQ_OK)
+        return rc;
+    result->count = 1;
+    if (strcmp(it->status, "retrying") != 0 || it->attempt < 1) {
+        it->outcome = RETRYQ_CANCEL_FINISHED;
+    } else {
+        rc = cancel_chunk(client, it, 1, err);
+        if (rc != RETRYQ_OK) {
+            result->count = 0;
+            return rc;
+        }
+    }
+    count_item(result, it);
+    return RETRYQ_OK;
+}
+
+int retryq_set_cancel(retryq_client_t *client, int64_t set_id, retryq_cancel_result_t *result,
+                      retryq_error_t *err)
+{
+    rq_statement_t st;
+    char subject[48], set_arg[24], after[24], limit[24];
+    size_t cap = 0;
+    int64_t last = 0;
+    if (result == NULL || client == NULL)
+        return rq_error(err, RETRYQ_ERR_INVALID, "cancel: missing client or result");
+    memset(result, 0, sizeof *result);
+    if (set_id <= 0)
+        return rq_error(err, RETRYQ_ERR_INVALID, "cancel: the set id must be a positive integer");
+    snprintf(subject, sizeof subject, "retry set %" PRId64, set_id);
+    snprintf(set_arg, sizeof set_arg, "%" PRId64, set_id);
+    snprintf(limit, sizeof limit, "%d", RQ_CANCEL_CHUNK);
+
+    for (bool first = true;; first = false) {
+        PGresult *res = NULL;
+        int rc = rq_statement_open(&st, client, subject, err);
+        if (rc != RETRYQ_OK)
+            return rc;
+        if (first) {
+            const char *const p1[] = {set_arg};
+            rc = rq_statement_exec(&st, SQL_SET_EXISTS, 1, p1, "looking for the set", &res);
+            if (rc == RETRYQ_OK && PQntuples(res) != 1)
+                rc = rq_error(err, RETRYQ_ERR_NOT_FOUND, "no retry set %" PRId64, set_id);
+            if (res != NULL)
+                PQclear(res);
+            res = NULL;
+        }
+        snprintf(after, sizeof after, "%" PRId64, last);
+        const char *const params[] = {set_arg, after, limit};
+        if (rc == RETRYQ_OK)
+            rc = rq_statement_exec(&st, SQL_MEMBERS, 3, params, "reading the set's members", &res);
+        rq_statement_end(&st);
+        if (rc != RETRYQ_OK) {
+            if (res != NULL)
+                PQclear(res);
+            return rc;
+        }
+        int rows = PQntuples(res);
+        size_t start = result->count;
+        for (int r = 0; r < rows && rc == RETRYQ_OK; r++) {
+            rc = grow(result, &cap, err);
+            if (rc != RETRYQ_OK)
+                break;
+            retryq_cancel_item_t *it = &result->items[result->count++];
+            memset(it, 0, sizeof *it);
+            it->execution_id = rq_statement_int(res, r, 0);
+            rq_copy(it->region, sizeof it->region, PQgetvalue(res, r, 1));
+            it->attempt = (int32_t)rq_statement_int(res, r, 2);
+            it->outcome = strcmp(PQgetvalue(res, r, 3), "open") == 0 ? RETRYQ_CANCEL_RUNNING
+                                                                     : RETRYQ_CANCEL_FINISHED;
+            rq_copy(it->status, sizeof it->status, PQgetvalue(res, r, 4));
+            last = it->execution_id;
+        }
+        PQclear(res);
+        if (rc != RETRYQ_OK)
+            return rc;
+        /* The open members of this page, gathered at its end for one Redis call. */
+        size_t open = start;
+        for (size_t i = start; i < result->count; i++)
+            if (result->items[i].outcome == RETRYQ_CANCEL_RUNNING) {
+                retryq_cancel_item_t t = result->items[open];
+                result->items[open] = result->items[i];
+                result->items[i] = t;
+                open++;
+            }
+        rc = cancel_chunk(client, result->items + start, open - start, err);
+        for (size_t i = start; i < result->count; i++)
+            count_item(result, &result->items[i]);
+        if (rc != RETRYQ_OK)
+            return rc; /* the chunks before stay cancelled; the result says which */
+        if (rows < RQ_CANCEL_CHUNK)
+            return RETRYQ_OK;
+    }
+}
+
+void retryq_cancel_result_free(retryq_cancel_result_t *result)
+{
+    if (result == NULL)
+        return;
+    free(result->items);
+    memset(result, 0, sizeof *result);
+}
