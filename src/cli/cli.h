@@ -129,6 +129,9 @@ int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
 int cli_cmd_dead(cli_t *cli, int argc, char **argv);
 int cli_cmd_sets(cli_t *cli, int argc, char **argv);
 int cli_cmd_flow(cli_t *cli, int argc, char **argv);
+int cli_cmd_cancel(cli_t *cli, int argc, char **argv);
+/* `retryq sets cancel ID` (cmd_cancel.c), with the client open. Returns an exit code. */
+int cli_sets_cancel(cli_t *cli, int64_t set_id, bool json);
 
 /* Flow control as `flow list` and `stats` show it (cmd_flow.c): one row per flow key,
  * merged from the pauses, the published breakers and the keys in use. */

@@ -23,7 +23,8 @@
 static const char usage[] =
     "Usage: retryq sets [--limit N] [--json]\n"
     "       retryq sets show ID [--open N] [--json]\n"
-    "       retryq sets watch ID [--interval SECONDS] [--json]\n\n"
+    "       retryq sets watch ID [--interval SECONDS] [--json]\n"
+    "       retryq sets cancel ID [--json]\n\n"
     "A retry set is what one 'retryq retry --job/--since' retried: its filter, who ran it\n"
     "and when, and its members (execution, attempt). Progress comes from the executions:\n"
     "open (still retrying at that attempt), completed, failed (failed, timeout or error),\n"
@@ -34,7 +35,10 @@ static const char usage[] =
     "                       token usage of the completed outputs, the open executions\n"
     "                       (--open N of them, default 50)\n"
     "  sets watch ID        the show view every --interval seconds (default 2) until the set\n"
-    "                       is done (exit 0) or Ctrl-C (exit 130)\n\n"
+    "                       is done (exit 0) or Ctrl-C (exit 130)\n"
+    "  sets cancel ID       cancel the open members: jobs no worker has taken never run and\n"
+    "                       their executions go back to their status before the retry\n"
+    "                       (the attempt does not count); taken ones finish normally\n\n"
     "Options:\n"
     "  --json               one JSON object (watch: one line per refresh)\n"
     "  -h, --help           show this help\n";
@@ -339,16 +343,17 @@ int cli_cmd_sets(cli_t *cli, int argc, char **argv)
     }
     const char *action = optind < argc ? argv[optind] : "list";
     bool show = strcmp(action, "show") == 0, watch = strcmp(action, "watch") == 0;
-    if (!show && !watch && (optind < argc && strcmp(action, "list") != 0))
-        return cli_usage_error(cli, "unknown action '%s' (list, show ID or watch ID)", action);
-    if ((show || watch) && optind + 1 >= argc)
+    bool cancel = strcmp(action, "cancel") == 0, one = show || watch || cancel;
+    if (!one && (optind < argc && strcmp(action, "list") != 0))
+        return cli_usage_error(cli, "unknown action '%s' (list, show ID, watch ID or cancel ID)", action);
+    if (one && optind + 1 >= argc)
         return cli_usage_error(cli, "%s needs a set ID", action);
-    if ((show || watch) && !cli_parse_int(cli, "ID", argv[optind + 1], 1, INT64_MAX, &id))
+    if (one && !cli_parse_int(cli, "ID", argv[optind + 1], 1, INT64_MAX, &id))
         return CLI_EXIT_USAGE;
-    int first_extra = optind + ((show || watch) ? 2 : (optind < argc ? 1 : 0));
+    int first_extra = optind + (one ? 2 : (optind < argc ? 1 : 0));
     if (first_extra < argc)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[first_extra]);
-    if (limit_text != NULL && (show || watch))
+    if (limit_text != NULL && one)
         return cli_usage_error(cli, "--limit is for the list of sets");
     if (open_text != NULL && !show)
         return cli_usage_error(cli, "--open is for 'sets show'");
@@ -363,6 +368,8 @@ int cli_cmd_sets(cli_t *cli, int argc, char **argv)
         return rc;
     if (show)
         return show_set(cli, id, open, json);
+    if (cancel)
+        return cli_sets_cancel(cli, id, json);
     if (watch)
         return watch_set(cli, id, interval_s, json);
     return list_sets(cli, limit, json);

@@ -21,7 +21,8 @@ static const cli_command_t commands[] = {
     {"stats", "show queue depths, the oldest job's age and the workers", cli_cmd_stats},
     {"migrate", "apply retryq's database migrations or show the schema version", cli_cmd_migrate},
     {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
-    {"sets", "list the retry sets of 'retry --job/--since', show or watch one", cli_cmd_sets},
+    {"sets", "list the retry sets of 'retry --job/--since', show, watch or cancel one", cli_cmd_sets},
+    {"cancel", "cancel an execution's open retry (its job never runs, the row is restored)", cli_cmd_cancel},
     {"flow", "pause, resume or list flow-control keys (MODEL/REGION)", cli_cmd_flow},
 };
 
@@ -46,12 +47,13 @@ static void print_help(void)
            "Exit codes:\n"
            "  0  done (retry: queued, or the execution had already completed)\n"
            "  1  refused: not found, not retryable, max retries reached, invalid value,\n"
-           "     schema not migrated\n"
+           "     schema not migrated, nothing open to cancel\n"
            "  2  usage error: unknown option, missing or malformed value\n"
            "  3  Redis or PostgreSQL unavailable\n"
            "  4  retry committed in PostgreSQL but not queued in Redis (the worker's\n"
            "     orphan sweep re-enqueues it)\n"
-           "  5  retry not queued: the execution is in flight\n"
+           "  5  retry not queued: the execution is in flight (cancel: a worker holds\n"
+           "     the job, it finishes normally)\n"
            "  130 'sets watch' stopped by Ctrl-C before the set was done (143: SIGTERM)\n");
 }
 
