@@ -60,21 +60,25 @@ bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t
                            retryq_flow_breaker_t *out);
 
 /*
- * RQ_LUA_IDENTITY: Lua source of ident(v), the identity "<execution_id>:<retry_attempt>"
- * of a job's JSON text, or nil when the text is not an object holding both as digits
- * (execution_id may be a decimal string, as the wire format allows). Leading zeros are
- * dropped, so the identity equals what C prints with %lld. A scanner of the outermost
- * object rather than cjson, for the reason the worker's delivery bump gives (queue.c):
- * cjson keeps numbers as doubles, so ids above 2^53 would change. Strings (with their
- * escapes) and nested values are skipped, so a key inside a nested object or a string is
- * not taken for the job's. Shared by the pop (src/worker/queue.c) and the cancel
- * (src/lib/cancel.c), which must agree on every byte of it.
+ * Lua source shared by the scripts of the pop (src/worker/queue.c) and the cancel
+ * (src/lib/cancel.c), which must agree on every byte of a job's reading. They read the job
+ * text with a scanner of its outermost object rather than cjson: cjson keeps numbers as
+ * doubles, so an execution_id above 2^53 would come back changed, and re-encoding may
+ * reorder keys or escape slashes.
+ *
+ * RQ_LUA_WALK: walk(v, on_key) goes through the top-level keys of the object `v`, skipping
+ * strings (with their escapes) and nested values, so a key inside a nested object or a
+ * string is not taken for the job's; leading and trailing whitespace is no obstacle. For
+ * each top-level key it calls on_key(key, pos), pos being just after the key's closing
+ * quote; a non-nil answer stops the walk and is returned second (nil, answer). At the end
+ * it returns the position of the closing brace; nil when `v` is not an object or is cut.
+ * A key spelled with escapes ("deliv\u0065ry") is not recognised.
  */
-#define RQ_LUA_IDENTITY                                                                     \
-    "local function ident(v)\n"                                                             \
+#define RQ_LUA_WALK                                                                         \
+    "local function walk(v, on_key)\n"                                                      \
     "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
     "  if not i or string.byte(v, i) ~= 123 then return nil end\n"                          \
-    "  local depth, pos, want_key, eid, att = 0, i, false, nil, nil\n"                      \
+    "  local depth, pos, want_key = 0, i, false\n"                                          \
     "  while true do\n"                                                                     \
     "    local s = string.find(v, '[{}%[%]\",]', pos)\n"                                    \
     "    if not s then return nil end\n"                                                    \
@@ -88,14 +92,8 @@ bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t
     "      end\n"                                                                           \
     "      if depth == 1 and want_key then\n"                                               \
     "        want_key = false\n"                                                            \
-    "        local k = string.sub(v, s + 1, e - 1)\n"                                       \
-    "        if k == 'execution_id' then\n"                                                 \
-    "          local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*\"?(%d+)', e + 1)\n" \
-    "          if d then eid = d end\n"                                                     \
-    "        elseif k == 'retry_attempt' then\n"                                            \
-    "          local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e + 1)\n"  \
-    "          if d then att = d end\n"                                                     \
-    "        end\n"                                                                         \
+    "        local r = on_key(string.sub(v, s + 1, e - 1), e + 1)\n"                        \
+    "        if r ~= nil then return nil, r end\n"                                          \
     "      end\n"                                                                           \
     "      pos = e + 1\n"                                                                   \
     "    elseif c == 123 or c == 91 then\n"                                                 \
@@ -104,15 +102,61 @@ bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t
     "      pos = s + 1\n"                                                                   \
     "    elseif c == 125 or c == 93 then\n"                                                 \
     "      depth = depth - 1\n"                                                             \
-    "      if depth == 0 then break end\n"                                                  \
+    "      if depth == 0 then return s end\n"                                               \
     "      pos = s + 1\n"                                                                   \
     "    else\n"                                                                            \
     "      if depth == 1 then want_key = true end\n"                                        \
     "      pos = s + 1\n"                                                                   \
     "    end\n"                                                                             \
     "  end\n"                                                                               \
-    "  if not eid or not att then return nil end\n"                                         \
+    "end\n"
+
+/*
+ * RQ_LUA_BUMP (with RQ_LUA_WALK): bump(v), the job text with its top-level "delivery"
+ * raised by one (added as 1 when absent), every other byte kept. Text that is not an
+ * object, or whose delivery is not digits, is returned unchanged (the worker
+ * dead-letters it when it decodes it).
+ */
+#define RQ_LUA_BUMP                                                                         \
+    RQ_LUA_WALK                                                                             \
+    "local function bump(v)\n"                                                              \
+    "  local close, done = walk(v, function(k, e)\n"                                        \
+    "    if k ~= 'delivery' then return nil end\n"                                          \
+    "    local _, b, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e)\n"            \
+    "    if not b then return v end\n"                                                      \
+    "    return string.sub(v, 1, b - #d) .. tostring(tonumber(d) + 1) .. string.sub(v, b + 1)\n" \
+    "  end)\n"                                                                              \
+    "  if done then return done end\n"                                                      \
+    "  if not close then return v end\n"                                                    \
+    "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
+    "  local j = close - 1\n"                                                               \
+    "  while j > i and string.find(string.sub(v, j, j), '^[ \\t\\r\\n]$') do j = j - 1 end\n" \
+    "  local sep = j > i and ',' or ''\n"                                                   \
+    "  return string.sub(v, 1, close - 1) .. sep .. '\"delivery\":1' .. string.sub(v, close)\n" \
+    "end\n"
+
+/*
+ * RQ_LUA_IDENTITY (with RQ_LUA_WALK): ident(v), the identity "<execution_id>:<retry_attempt>"
+ * of a job's text, or nil when it is not an object holding both as digits (execution_id
+ * may be a decimal string, as the wire format allows). Leading zeros are dropped, so the
+ * identity equals what C prints with %lld.
+ */
+#define RQ_LUA_IDENTITY_ONLY                                                                \
+    "local function ident(v)\n"                                                             \
+    "  local eid, att\n"                                                                    \
+    "  local close = walk(v, function(k, e)\n"                                              \
+    "    if k == 'execution_id' then\n"                                                     \
+    "      local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*\"?(%d+)', e)\n"        \
+    "      if d then eid = d end\n"                                                         \
+    "    elseif k == 'retry_attempt' then\n"                                                \
+    "      local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e)\n"           \
+    "      if d then att = d end\n"                                                         \
+    "    end\n"                                                                             \
+    "    return nil\n"                                                                      \
+    "  end)\n"                                                                              \
+    "  if not close or not eid or not att then return nil end\n"                            \
     "  return (string.gsub(eid, '^0+(%d)', '%1')) .. ':' .. (string.gsub(att, '^0+(%d)', '%1'))\n" \
     "end\n"
+#define RQ_LUA_IDENTITY RQ_LUA_WALK RQ_LUA_IDENTITY_ONLY
 
 #endif

@@ -149,59 +149,9 @@ static const char LUA_HEARTBEAT[] =
     "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
     "return now\n";
 
-/*
- * bump(v): the job text with its top-level "delivery" raised by one (added as 1 when
- * absent), every other byte kept. A scanner rather than cjson: cjson keeps numbers as
- * doubles, so an execution_id above 2^53 would come back changed, and re-encoding may
- * reorder keys or escape slashes. It walks the outermost object, skipping strings (with
- * their escapes) and nested values, so a "delivery" inside a nested object or a string
- * is not taken for the job's, and trailing whitespace is no obstacle. Text that is not
- * an object is returned unchanged (the worker dead-letters it when it decodes it).
- */
-#define LUA_BUMP                                                                            \
-    "local function bump(v)\n"                                                              \
-    "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
-    "  if not i or string.byte(v, i) ~= 123 then return v end\n"                            \
-    "  local depth, pos, want_key, close = 0, i, false, nil\n"                              \
-    "  while true do\n"                                                                     \
-    "    local s = string.find(v, '[{}%[%]\",]', pos)\n"                                    \
-    "    if not s then return v end\n"                                                      \
-    "    local c = string.byte(v, s)\n"                                                     \
-    "    if c == 34 then\n"                                                                 \
-    "      local e = s + 1\n"                                                               \
-    "      while true do\n"                                                                 \
-    "        local f = string.find(v, '[\"\\\\]', e)\n"                                     \
-    "        if not f then return v end\n"                                                  \
-    "        if string.byte(v, f) == 92 then e = f + 2 else e = f; break end\n"            \
-    "      end\n"                                                                           \
-    "      if depth == 1 and want_key then\n"                                               \
-    "        want_key = false\n"                                                            \
-    "        if string.sub(v, s + 1, e - 1) == 'delivery' then\n"                           \
-    "          local _, b, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e + 1)\n"  \
-    "          if not b then return v end\n"                                                \
-    "          return string.sub(v, 1, b - #d) .. tostring(tonumber(d) + 1) ..\n"          \
-    "                 string.sub(v, b + 1)\n"                                               \
-    "        end\n"                                                                         \
-    "      end\n"                                                                           \
-    "      pos = e + 1\n"                                                                   \
-    "    elseif c == 123 or c == 91 then\n"                                                 \
-    "      depth = depth + 1\n"                                                             \
-    "      if depth == 1 then want_key = true end\n"                                        \
-    "      pos = s + 1\n"                                                                   \
-    "    elseif c == 125 or c == 93 then\n"                                                 \
-    "      depth = depth - 1\n"                                                             \
-    "      if depth == 0 then close = s; break end\n"                                       \
-    "      pos = s + 1\n"                                                                   \
-    "    else\n"                                                                            \
-    "      if depth == 1 then want_key = true end\n"                                        \
-    "      pos = s + 1\n"                                                                   \
-    "    end\n"                                                                             \
-    "  end\n"                                                                               \
-    "  local j = close - 1\n"                                                               \
-    "  while j > i and string.find(string.sub(v, j, j), '^[ \\t\\r\\n]$') do j = j - 1 end\n" \
-    "  local sep = j > i and ',' or ''\n"                                                   \
-    "  return string.sub(v, 1, close - 1) .. sep .. '\"delivery\":1' .. string.sub(v, close)\n" \
-    "end\n"
+/* bump(v), the job text with its top-level "delivery" raised by one: RQ_LUA_BUMP
+ * (src/lib/internal.h), a scanner of the outermost object shared with the cancel. */
+#define LUA_BUMP RQ_LUA_BUMP
 
 /*
  * KEYS: workers, queue, workerinfo. ARGV: lease ms, processing prefix, own id, max jobs

@@ -14,7 +14,8 @@
  * back the tombstone of a member found finished, and the set's progress counts the
  * cancelled ones; a failed restore (the row locked elsewhere past the statement timeout)
  * takes its tombstones back and changes nothing; the Lua identity scanner the pop and the
- * cancel share reads ids above 2^53 exactly, string ids, and skips decoys.
+ * cancel share reads ids above 2^53 exactly, string ids, and skips decoys, and the
+ * delivery bump built on the same walk keeps every other byte.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -362,9 +363,8 @@ static void test_failed_restore_takes_tombstones_back(void **state)
     free(status);
 }
 
-static char *ident(fixture_t *fx, const char *job)
+static char *lua_call(fixture_t *fx, const char *script, const char *job)
 {
-    static const char script[] = RQ_LUA_IDENTITY "return ident(ARGV[1]) or ''\n";
     redisReply *r = redisCommand(fx->redis, "EVAL %s 0 %s", script, job);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STRING);
@@ -373,7 +373,7 @@ static char *ident(fixture_t *fx, const char *job)
     return s;
 }
 
-static void test_identity_scanner(void **state)
+static void test_lua_scanners(void **state)
 {
     fixture_t *fx = *state;
     static const char *const cases[][2] = {
@@ -387,9 +387,27 @@ static void test_identity_scanner(void **state)
         {"[1,2]", ""},
         {"not json", ""},
     };
+    static const char ident[] = RQ_LUA_IDENTITY "return ident(ARGV[1]) or ''\n";
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *got = ident(fx, cases[i][0]);
+        char *got = lua_call(fx, ident, cases[i][0]);
         assert_string_equal(got, cases[i][1]);
+        free(got);
+    }
+    /* the delivery bump of lease recovery walks the same way */
+    static const char *const bumps[][2] = {
+        {"{\"execution_id\":9007199254740993,\"retry_attempt\":1}",
+         "{\"execution_id\":9007199254740993,\"retry_attempt\":1,\"delivery\":1}"},
+        {"{\"a\":\"x\",\"delivery\" : 4}", "{\"a\":\"x\",\"delivery\" : 5}"},
+        {"{\"meta\":{\"delivery\":0,\"x\":\"}\"},\"retry_attempt\":1} \n",
+         "{\"meta\":{\"delivery\":0,\"x\":\"}\"},\"retry_attempt\":1,\"delivery\":1} \n"},
+        {"{}", "{\"delivery\":1}"},
+        {"{\"delivery\":\"x\"}", "{\"delivery\":\"x\"}"},
+        {"not json", "not json"},
+    };
+    static const char bump[] = RQ_LUA_BUMP "return bump(ARGV[1])\n";
+    for (size_t i = 0; i < sizeof bumps / sizeof bumps[0]; i++) {
+        char *got = lua_call(fx, bump, bumps[i][0]);
+        assert_string_equal(got, bumps[i][1]);
         free(got);
     }
 }
@@ -405,7 +423,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_open_and_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_identity_scanner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lua_scanners, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
