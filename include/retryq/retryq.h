@@ -269,7 +269,8 @@ typedef struct retryq_submit_result {
  * IN_FLIGHT; only failed/timeout/error are retryable (else RETRYQ_ERR_NOT_RETRYABLE);
  * retry_count < max_retries (else RETRYQ_ERR_MAX_RETRIES); then retry_count + 1,
  * last_retry_at = now(), status 'retrying', one {attempt,timestamp,status:"retrying"}
- * entry appended to retry_history, original_error = COALESCE(original_error,
+ * entry appended to retry_history (with previous_status, previous_last_retry_at and
+ * original_error_filled: what retryq_cancel restores), original_error = COALESCE(original_error,
  * output_data->>'error') (the runner's failure text, before a retry replaces it);
  * commit; then LPUSH.
  *
