@@ -491,9 +491,9 @@ typedef enum retryq_cancel_outcome {
 typedef struct retryq_cancel_item {
     int64_t execution_id;
     char region[RETRYQ_MAX_REGION + 1];
-    int32_t attempt;             /* the retry's attempt (retry_count while it was open) */
+    int32_t attempt; /* the retry's attempt (retry_count while it was open) */
     retryq_cancel_outcome_t outcome;
-    char status[51];             /* CANCELLED: the status restored; otherwise as found */
+    char status[51]; /* CANCELLED: the status restored; otherwise as found */
 } retryq_cancel_item_t;
 
 typedef struct retryq_cancel_result {

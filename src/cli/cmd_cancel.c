@@ -35,7 +35,8 @@ static const char *const OUTCOME_NAMES[] = {"cancelled", "running", "finished"};
 static cJSON *result_json(const retryq_cancel_result_t *r, int64_t set_id)
 {
     cJSON *root = cJSON_CreateObject(), *ids = NULL, *items = NULL, *lists[3] = {NULL, NULL, NULL};
-    bool ok = root != NULL && (set_id <= 0 || cJSON_AddNumberToObject(root, "set_id", (double)set_id)) &&
+    bool ok = root != NULL &&
+              (set_id <= 0 || cJSON_AddNumberToObject(root, "set_id", (double)set_id)) &&
               cJSON_AddNumberToObject(root, "cancelled", (double)r->cancelled) &&
               cJSON_AddNumberToObject(root, "running", (double)r->running) &&
               cJSON_AddNumberToObject(root, "finished", (double)r->finished) &&
@@ -85,8 +86,8 @@ static int print_result(const retryq_cancel_result_t *r, int64_t set_id, bool js
     else
         printf("[RETRY] execution %" PRId64 " (%s) attempt %" PRId32 ": ", r->items[0].execution_id,
                r->items[0].region, r->items[0].attempt);
-    printf("%" PRId64 " cancelled (restored, will not run), %" PRId64 " running (finish normally), %" PRId64
-           " already finished\n",
+    printf("%" PRId64 " cancelled (restored, will not run), %" PRId64
+           " running (finish normally), %" PRId64 " already finished\n",
            r->cancelled, r->running, r->finished);
     print_ids(r, RETRYQ_CANCEL_CANCELLED, "cancelled: ");
     print_ids(r, RETRYQ_CANCEL_RUNNING, "running: ");
@@ -126,9 +127,7 @@ int cli_cmd_cancel(cli_t *cli, int argc, char **argv)
     int c;
     while ((c = cli_next_option(cli, argc, argv, options)) != -1) {
         switch (c) {
-        case 'h':
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
+        case 'h': fputs(usage, stdout); return CLI_EXIT_OK;
         case 'e': id_text = optarg; break;
         case 'r': region = optarg; break;
         case 'j': json = true; break;
@@ -159,7 +158,8 @@ int cli_cmd_cancel(cli_t *cli, int argc, char **argv)
         rc = CLI_EXIT_IN_FLIGHT;
     else if (rc == CLI_EXIT_OK && r.finished > 0) {
         if (!json)
-            cli_error("execution %" PRId64 " has no open retry to cancel (status '%s')", id, r.items[0].status);
+            cli_error("execution %" PRId64 " has no open retry to cancel (status '%s')", id,
+                      r.items[0].status);
         rc = CLI_EXIT_REFUSED;
     }
     retryq_cancel_result_free(&r);

@@ -345,7 +345,8 @@ int cli_cmd_sets(cli_t *cli, int argc, char **argv)
     bool show = strcmp(action, "show") == 0, watch = strcmp(action, "watch") == 0;
     bool cancel = strcmp(action, "cancel") == 0, one = show || watch || cancel;
     if (!one && (optind < argc && strcmp(action, "list") != 0))
-        return cli_usage_error(cli, "unknown action '%s' (list, show ID, watch ID or cancel ID)", action);
+        return cli_usage_error(cli, "unknown action '%s' (list, show ID, watch ID or cancel ID)",
+                               action);
     if (one && optind + 1 >= argc)
         return cli_usage_error(cli, "%s needs a set ID", action);
     if (one && !cli_parse_int(cli, "ID", argv[optind + 1], 1, INT64_MAX, &id))

@@ -22,7 +22,8 @@ static const cli_command_t commands[] = {
     {"migrate", "apply retryq's database migrations or show the schema version", cli_cmd_migrate},
     {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
     {"sets", "list the retry sets of 'retry --job/--since', show, watch or cancel one", cli_cmd_sets},
-    {"cancel", "cancel an execution's open retry (its job never runs, the row is restored)", cli_cmd_cancel},
+    {"cancel", "cancel an execution's open retry (its job never runs, the row is restored)",
+     cli_cmd_cancel},
     {"flow", "pause, resume or list flow-control keys (MODEL/REGION)", cli_cmd_flow},
 };
 

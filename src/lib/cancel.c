@@ -36,8 +36,7 @@
  * one integer per identity: 1 cancelled (tombstone written, score = Redis time in ms),
  * 0 running (a processing list holds a job of that identity).
  */
-static const char LUA_CANCEL[] =
-    RQ_LUA_IDENTITY
+static const char LUA_CANCEL[] = RQ_LUA_IDENTITY
     "local given = {}\n"
     "for i = 3, #KEYS do given[KEYS[i]] = true end\n"
     "for _, w in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
@@ -110,7 +109,7 @@ static void take_back(retryq_client_t *client, retryq_cancel_item_t *items, cons
 {
     const retryq_keys_t *keys = retryq_client_keys(client);
     const char **argv = calloc(n + 2, sizeof *argv);
-    char (*ids)[48] = calloc(n, sizeof *ids);
+    char(*ids)[48] = calloc(n, sizeof *ids);
     size_t argc = 2;
     if (argv != NULL && ids != NULL) {
         argv[0] = "ZREM";
@@ -137,14 +136,15 @@ static int decide(retryq_client_t *client, retryq_cancel_item_t *items, size_t n
 {
     const retryq_keys_t *keys = retryq_client_keys(client);
     for (int attempt = 0; attempt < RQ_CANCEL_TRIES; attempt++) {
-        redisReply *ws = rq_client_command(client, REDIS_REPLY_ARRAY, err, "ZRANGE %s 0 -1", keys->workers);
+        redisReply *ws = rq_client_command(client, REDIS_REPLY_ARRAY, err, "ZRANGE %s 0 -1",
+                                           keys->workers);
         if (ws == NULL)
             return RETRYQ_ERR_REDIS;
         size_t nk = 2 + ws->elements;
         size_t argc = 3 + nk + 1 + n;
         const char **argv = calloc(argc, sizeof *argv);
         char **lists = calloc(ws->elements + 1, sizeof *lists);
-        char (*ids)[48] = calloc(n, sizeof *ids);
+        char(*ids)[48] = calloc(n, sizeof *ids);
         char numkeys[24];
         int rc = RETRYQ_OK;
         if (argv == NULL || lists == NULL || ids == NULL) {
@@ -182,7 +182,8 @@ static int decide(retryq_client_t *client, retryq_cancel_item_t *items, size_t n
             rc = rq_error(err, RETRYQ_ERR_REDIS, "cancel: unexpected reply from Redis");
         } else {
             for (size_t i = 0; i < n; i++)
-                items[i].outcome = r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1
+                items[i].outcome = r->element[i]->type == REDIS_REPLY_INTEGER &&
+                                           r->element[i]->integer == 1
                                        ? RETRYQ_CANCEL_CANCELLED
                                        : RETRYQ_CANCEL_RUNNING;
         }

@@ -737,8 +737,11 @@ static int init_queue(worker_t *w, char *err, size_t errcap)
         .self_check_page = w->cfg.self_check_page,
         .resolver = w->resolver,
     };
-    queue_callbacks_t qcb = {
-        .job = on_queue_job, .cancelled = on_queue_cancelled, .idle = on_queue_idle, .state = on_queue_state, .arg = w};
+    queue_callbacks_t qcb = {.job = on_queue_job,
+                             .cancelled = on_queue_cancelled,
+                             .idle = on_queue_idle,
+                             .state = on_queue_state,
+                             .arg = w};
     w->queue = queue_new(w->base, &qcfg, &qcb, err, errcap);
     if (w->queue == NULL)
         return WORKER_EXIT_SOFTWARE;

@@ -92,20 +92,22 @@ static int teardown(void **state)
  * after `count` earlier retries, the last of them at a known time. */
 static int64_t runner_row(fixture_t *fx, const char *status, int count, int max)
 {
-    int64_t id = tu_insert_execution(fx->pg, fx->job, "us-east", status, "mistral-7b", "math_basic", count, max);
+    int64_t id = tu_insert_execution(fx->pg, fx->job, "us-east", status, "mistral-7b", "math_basic",
+                                     count, max);
     char text[24];
     snprintf(text, sizeof text, "%" PRId64, id);
-    PQclear(tu_exec(fx->pg,
-                    "UPDATE executions SET output_data = '{\"error\": \"hybrid error: context deadline exceeded\", "
-                    "\"error_code\": \"ROUTER_TIMEOUT\", \"failure\": {\"stage\": \"inference\", \"code\": "
-                    "\"ROUTER_TIMEOUT\", \"transient\": true}}', original_error = NULL, "
-                    "completed_at = localtimestamp - interval '5 minutes', "
-                    "last_retry_at = CASE WHEN retry_count > 0 THEN '2026-11-30 10:11:12.345678+00'::timestamptz END, "
-                    "retry_history = CASE WHEN retry_count > 0 THEN '[{\"attempt\": 1, \"timestamp\": "
-                    "\"2026-11-30T10:11:12Z\", \"status\": \"retrying\"}, {\"attempt\": 1, \"timestamp\": "
-                    "\"2026-11-30T10:12:00Z\", \"status\": \"timeout\", \"error\": \"deadline\"}]'::jsonb "
-                    "ELSE '[]'::jsonb END WHERE id = $1::int",
-                    1, text));
+    PQclear(
+        tu_exec(fx->pg,
+                "UPDATE executions SET output_data = '{\"error\": \"hybrid error: context deadline exceeded\", "
+                "\"error_code\": \"ROUTER_TIMEOUT\", \"failure\": {\"stage\": \"inference\", \"code\": "
+                "\"ROUTER_TIMEOUT\", \"transient\": true}}', original_error = NULL, "
+                "completed_at = localtimestamp - interval '5 minutes', "
+                "last_retry_at = CASE WHEN retry_count > 0 THEN '2026-11-30 10:11:12.345678+00'::timestamptz END, "
+                "retry_history = CASE WHEN retry_count > 0 THEN '[{\"attempt\": 1, \"timestamp\": "
+                "\"2026-11-30T10:11:12Z\", \"status\": \"retrying\"}, {\"attempt\": 1, \"timestamp\": "
+                "\"2026-11-30T10:12:00Z\", \"status\": \"timeout\", \"error\": \"deadline\"}]'::jsonb "
+                "ELSE '[]'::jsonb END WHERE id = $1::int",
+                1, text));
     return id;
 }
 
@@ -119,12 +121,14 @@ static char *row_text(fixture_t *fx, int64_t id, const char *sql)
 /* Every column but retry_history, as JSON. */
 static char *row_rest(fixture_t *fx, int64_t id)
 {
-    return row_text(fx, id, "SELECT (to_jsonb(e) - 'retry_history')::text FROM executions e WHERE id = $1::int");
+    return row_text(fx, id,
+                    "SELECT (to_jsonb(e) - 'retry_history')::text FROM executions e WHERE id = $1::int");
 }
 
 static bool tombstone(fixture_t *fx, int64_t id, int attempt)
 {
-    redisReply *r = redisCommand(fx->redis, "ZSCORE %s %" PRId64 ":%d", fx->keys.cancelled, id, attempt);
+    redisReply *r = redisCommand(fx->redis, "ZSCORE %s %" PRId64 ":%d", fx->keys.cancelled, id,
+                                 attempt);
     assert_non_null(r);
     bool found = r->type == REDIS_REPLY_STRING;
     freeReplyObject(r);
@@ -169,7 +173,8 @@ static void test_runner_row_restored_exactly(void **state)
     char *before = row_rest(fx, id);
     char *history = row_text(fx, id, "SELECT retry_history::text FROM executions WHERE id = $1::int");
     submit(fx, id, 2);
-    char *retrying = row_text(fx, id, "SELECT (retry_history->-1)::text FROM executions WHERE id = $1::int");
+    char *retrying = row_text(fx, id,
+                              "SELECT (retry_history->-1)::text FROM executions WHERE id = $1::int");
     char *original = row_text(fx, id, "SELECT original_error FROM executions WHERE id = $1::int");
     assert_non_null(original); /* the retry filled it... */
 
@@ -188,17 +193,19 @@ static void test_runner_row_restored_exactly(void **state)
     assert_string_equal(after, before);
     char text[24];
     snprintf(text, sizeof text, "%" PRId64, id);
-    assert_int_equal(tu_query_int(fx->pg, "SELECT count(*) FROM executions WHERE id = $1::int AND "
-                                          "retry_history = $2::jsonb || jsonb_build_array($3::jsonb) || "
-                                          "jsonb_build_array(jsonb_build_object('attempt', 2, 'status', 'cancelled', "
-                                          "'timestamp', retry_history->-1->'timestamp'))",
+    assert_int_equal(tu_query_int(fx->pg,
+                                  "SELECT count(*) FROM executions WHERE id = $1::int AND "
+                                  "retry_history = $2::jsonb || jsonb_build_array($3::jsonb) || "
+                                  "jsonb_build_array(jsonb_build_object('attempt', 2, 'status', 'cancelled', "
+                                  "'timestamp', retry_history->-1->'timestamp'))",
                                   3, text, history, retrying),
                      1);
     assert_true(tombstone(fx, id, 2));
 
     /* retried again: the attempt number is the same */
     submit(fx, id, 2);
-    char *status = row_text(fx, id, "SELECT status || ':' || retry_count FROM executions WHERE id = $1::int");
+    char *status = row_text(fx, id,
+                            "SELECT status || ':' || retry_count FROM executions WHERE id = $1::int");
     assert_string_equal(status, "retrying:2");
     free(before);
     free(history);
@@ -215,11 +222,12 @@ static void test_runner_made_retry_falls_back(void **state)
     fixture_t *fx = *state;
     int64_t first = runner_row(fx, "failed", 0, 3), second = runner_row(fx, "timeout", 1, 3);
     char text[24];
-    PQclear(tu_exec(fx->pg, "UPDATE executions SET status = 'retrying', retry_count = retry_count + 1, "
-                            "last_retry_at = now(), retry_history = retry_history || jsonb_build_array("
-                            "jsonb_build_object('attempt', retry_count + 1, 'timestamp', '2026-12-01T00:00:00Z', "
-                            "'status', 'retrying')) WHERE job_id = $1::int", 1,
-                    (snprintf(text, sizeof text, "%" PRId64, fx->job), text)));
+    PQclear(tu_exec(fx->pg,
+                    "UPDATE executions SET status = 'retrying', retry_count = retry_count + 1, "
+                    "last_retry_at = now(), retry_history = retry_history || jsonb_build_array("
+                    "jsonb_build_object('attempt', retry_count + 1, 'timestamp', '2026-12-01T00:00:00Z', "
+                    "'status', 'retrying')) WHERE job_id = $1::int",
+                    1, (snprintf(text, sizeof text, "%" PRId64, fx->job), text)));
     retryq_cancel_result_t res;
     retryq_error_t err = {0};
     assert_int_equal(retryq_cancel(fx->client, first, "us-east", &res, &err), RETRYQ_OK);
@@ -228,10 +236,13 @@ static void test_runner_made_retry_falls_back(void **state)
     assert_int_equal(retryq_cancel(fx->client, second, "us-east", &res, &err), RETRYQ_OK);
     assert_string_equal(res.items[0].status, "timeout");
     retryq_cancel_result_free(&res);
-    char *a = row_text(fx, first, "SELECT status || ':' || retry_count || ':' || coalesce(last_retry_at::text, 'null') "
-                                  "FROM executions WHERE id = $1::int");
-    char *b = row_text(fx, second, "SELECT status || ':' || retry_count || ':' || "
-                                   "(last_retry_at = '2026-11-30T10:11:12Z'::timestamptz) FROM executions WHERE id = $1::int");
+    char *a = row_text(fx, first,
+                       "SELECT status || ':' || retry_count || ':' || coalesce(last_retry_at::text, 'null') "
+                       "FROM executions WHERE id = $1::int");
+    char *b =
+        row_text(fx, second,
+                 "SELECT status || ':' || retry_count || ':' || "
+                 "(last_retry_at = '2026-11-30T10:11:12Z'::timestamptz) FROM executions WHERE id = $1::int");
     assert_string_equal(a, "failed:0:null");
     assert_string_equal(b, "timeout:1:true");
     free(a);
@@ -315,8 +326,11 @@ static void test_set_cancel(void **state)
     assert_int_equal(zcard(fx), 3);
     assert_false(tombstone(fx, ids[4], 1));
     snprintf(text, sizeof text, "%" PRId64, fx->job);
-    assert_int_equal(tu_query_int(fx->pg, "SELECT count(*) FROM executions WHERE job_id = $1::int AND "
-                                          "status IN ('failed', 'timeout') AND retry_count = 0", 1, text), 3);
+    assert_int_equal(tu_query_int(fx->pg,
+                                  "SELECT count(*) FROM executions WHERE job_id = $1::int AND "
+                                  "status IN ('failed', 'timeout') AND retry_count = 0",
+                                  1, text),
+                     3);
 
     retryq_set_detail_t d;
     assert_int_equal(retryq_set_show(fx->client, set, 0, &d, &err), RETRYQ_OK);
@@ -341,8 +355,11 @@ static void test_failed_restore_takes_tombstones_back(void **state)
     fixture_t *fx = *state;
     int64_t id = runner_row(fx, "failed", 0, 3);
     submit(fx, id, 1);
-    retryq_options_t opts = {.database_url = fx->url, .redis_url = tu_redis_url(), .queue = fx->queue,
-                             .connect_timeout_ms = 2000, .command_timeout_ms = 300};
+    retryq_options_t opts = {.database_url = fx->url,
+                             .redis_url = tu_redis_url(),
+                             .queue = fx->queue,
+                             .connect_timeout_ms = 2000,
+                             .command_timeout_ms = 300};
     retryq_error_t err = {0};
     retryq_client_t *c = retryq_client_new(&opts, &err);
     assert_non_null(c);
@@ -358,7 +375,8 @@ static void test_failed_restore_takes_tombstones_back(void **state)
     PQfinish(other);
     retryq_client_free(c);
     assert_false(tombstone(fx, id, 1));
-    char *status = row_text(fx, id, "SELECT status || ':' || retry_count FROM executions WHERE id = $1::int");
+    char *status = row_text(fx, id,
+                            "SELECT status || ':' || retry_count FROM executions WHERE id = $1::int");
     assert_string_equal(status, "retrying:1");
     free(status);
 }
@@ -381,7 +399,8 @@ static void test_lua_scanners(void **state)
          "9007199254740993:2"},
         {"{\"execution_id\":\"9223372036854775807\",\"retry_attempt\":3}", "9223372036854775807:3"},
         {" { \"nested\": {\"execution_id\": 1, \"retry_attempt\": 9}, \"note\": \"\\\"execution_id\\\":2\","
-         " \"execution_id\" : 0042 , \"retry_attempt\" : 1 } ", "42:1"},
+         " \"execution_id\" : 0042 , \"retry_attempt\" : 1 } ",
+         "42:1"},
         {"{\"a\":[{\"retry_attempt\":5}],\"retry_attempt\":4,\"execution_id\":7}", "7:4"},
         {"{\"execution_id\":7}", ""},
         {"[1,2]", ""},

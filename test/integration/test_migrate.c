@@ -163,7 +163,8 @@ static void test_migrate_applies_0012_and_records_version(void **state)
     migrate_ok(fx, -1, STEPS);
     expect_version(fx, LATEST, false);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations"), 1);
-    assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations WHERE version = 14 AND NOT dirty"), 1);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM retryq_schema_migrations WHERE version = 14 AND NOT dirty"),
+                     1);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM schema_migrations WHERE version = 10 AND NOT dirty"), 1);
     assert_int_equal(count_of(fx, "SELECT count(*) FROM schema_migrations"), 1);
     assert_true(sweep_index_exists(fx));
@@ -247,7 +248,8 @@ static void test_sql_files_are_safe_to_run_twice(void **state)
     PQclear(tu_exec(fx->pg, "DELETE FROM executions", 0));
     run_in_transaction(fx, embedded_sql(LATEST, 0));
     run_in_transaction(fx, embedded_sql(LATEST, 0));
-    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname = 'retryq_cancel_restore'"), 0);
+    assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_proc WHERE proname = 'retryq_cancel_restore'"),
+                     0);
     run_in_transaction(fx, embedded_sql(SETS, 0));
     run_in_transaction(fx, embedded_sql(SETS, 0));
     assert_int_equal(count_of(fx, "SELECT count(*) FROM pg_class WHERE relname LIKE 'retryq_set%'"), 0);
