@@ -59,6 +59,25 @@ bool rq_flow_parse_pause(const char *key, const char *doc, size_t len, int64_t n
 bool rq_flow_parse_breaker(const char *key, const char *doc, size_t len, int64_t now_ms,
                            retryq_flow_breaker_t *out);
 
+/* Retry set progress (sets.c), also read by the worker's status page. The SQL pieces:
+ * a timestamp column as RFC 3339 UTC text; the span (ms) a set's rate of outcomes is
+ * counted over — the last minute, or less for a younger set (s = retryq_sets); the
+ * progress columns of retryq_set_progress / retryq_set_slices (p), in the order
+ * rq_set_progress_add reads them. */
+#define RQ_SET_UTC_TEXT(column) \
+    "to_char(" column " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define RQ_SET_RATE_WINDOW_MS \
+    "extract(epoch FROM least(interval '1 minute', now() - s.created_at)) * 1000"
+#define RQ_SET_PROGRESS_COLUMNS "p.total, p.open, p.completed, p.failed, p.superseded, " \
+                                "p.cancelled, p.other, p.finished_last_minute"
+#define RQ_SET_PROGRESS_COUNT 8
+struct pg_result;
+/* Adds the RQ_SET_PROGRESS_COUNT counts of row `row` from column `col` on to *p. */
+void rq_set_progress_add(const struct pg_result *res, int row, int col, retryq_set_progress_t *p);
+/* Percent and ETA of counted progress, from `window_ms` (RQ_SET_RATE_WINDOW_MS; <= 0: no
+ * ETA). */
+void rq_set_progress_finish(retryq_set_progress_t *p, double window_ms);
+
 /*
  * Lua source shared by the scripts of the pop (src/worker/queue.c) and the cancel
  * (src/lib/cancel.c), which must agree on every byte of a job's reading. They read the job

@@ -15,24 +15,14 @@
 
 #define DEFAULT_LIST 50
 #define DEFAULT_OPEN 50
-/* The rate of an ETA is the last minute's outcomes, over less for a younger set. */
-#define RATE_WINDOW "least(interval '1 minute', now() - s.created_at)"
-
-#define UTC_TEXT(column) "to_char(" column " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
-/* The progress columns, in the order progress_add takes them. */
-#define PROGRESS_COLUMNS "p.total, p.open, p.completed, p.failed, p.superseded, p.cancelled, p.other, " \
-                         "p.finished_last_minute"
-#define PROGRESS_COUNT 8
-
 /* A set's own columns and the span its rate of outcomes is counted over (ms). */
-#define SET_COLUMNS "s.id, s.name, s.filter::text, s.created_by, " UTC_TEXT("s.created_at") \
-                    ", extract(epoch FROM " RATE_WINDOW ") * 1000"
+#define SET_COLUMNS "s.id, s.name, s.filter::text, s.created_by, " RQ_SET_UTC_TEXT("s.created_at") \
+                    ", " RQ_SET_RATE_WINDOW_MS
 #define SET_COUNT 6
 
 /* The newest sets, with their progress (one pass over each set's members). */
 static const char SQL_SETS[] =
-    "SELECT " SET_COLUMNS ", " PROGRESS_COLUMNS " "
+    "SELECT " SET_COLUMNS ", " RQ_SET_PROGRESS_COLUMNS " "
     "FROM retryq_sets s LEFT JOIN LATERAL retryq_set_progress(ARRAY[s.id]) p ON true "
     "ORDER BY s.id DESC LIMIT $1::bigint";
 
@@ -40,7 +30,7 @@ static const char SQL_SETS[] =
 static const char SQL_SET[] = "SELECT " SET_COLUMNS " FROM retryq_sets s WHERE s.id = $1::bigint";
 
 static const char SQL_SLICES[] =
-    "SELECT coalesce(p.model_id, ''), p.region, " PROGRESS_COLUMNS " "
+    "SELECT coalesce(p.model_id, ''), p.region, " RQ_SET_PROGRESS_COLUMNS " "
     "FROM retryq_set_slices(ARRAY[$1::bigint]) p ORDER BY 1, 2";
 
 /* The finished members in one pass: a row per error code of the failed ones, and one
@@ -58,33 +48,10 @@ static const char SQL_OUTCOMES[] =
 
 static const char SQL_OPEN[] =
     "SELECT m.execution_id, m.region, coalesce(e.model_id, ''), m.attempt, "
-    "coalesce(" UTC_TEXT("e.last_retry_at") ", '') "
+    "coalesce(" RQ_SET_UTC_TEXT("e.last_retry_at") ", '') "
     "FROM retryq_set_members m JOIN executions e ON e.id = m.execution_id "
     "WHERE m.set_id = $1::bigint AND retryq_member_state(e.status, e.retry_count, m.attempt, m.cancelled_at) = 'open' "
     "ORDER BY m.execution_id LIMIT $2::bigint";
-
-/* Percent and ETA of counted progress, from `window_ms` (the span the last minute's
- * outcomes were counted over; <= 0: no ETA). */
-static void progress_finish(retryq_set_progress_t *p, double window_ms)
-{
-    p->percent = p->total > 0 ? (double)(p->total - p->open) * 100.0 / (double)p->total : 100.0;
-    if (p->open == 0)
-        p->eta_ms = 0;
-    else if (p->finished_last_minute == 0 || window_ms <= 0)
-        p->eta_ms = -1;
-    else
-        p->eta_ms = (int64_t)((double)p->open * window_ms / (double)p->finished_last_minute + 0.5);
-}
-
-/* The PROGRESS_COUNT counts from column `col` on, added to *p. */
-static void progress_add(const PGresult *res, int row, int col, retryq_set_progress_t *p)
-{
-    int64_t *counts[PROGRESS_COUNT] = {&p->total, &p->open, &p->completed, &p->failed,
-                                       &p->superseded, &p->cancelled, &p->other,
-                                       &p->finished_last_minute};
-    for (int i = 0; i < PROGRESS_COUNT; i++)
-        *counts[i] += rq_statement_int(res, row, col + i);
-}
 
 static char *dup_value(const PGresult *res, int row, int col, bool *ok)
 {
@@ -133,8 +100,8 @@ static int read_sets(rq_statement_t *st, int64_t id, size_t limit, retryq_set_t 
         rq_copy(s->created_at, sizeof s->created_at, PQgetvalue(res, i, 4));
         *window_ms = strtod(PQgetvalue(res, i, 5), NULL);
         if (PQnfields(res) > SET_COUNT)
-            progress_add(res, i, SET_COUNT, &s->progress);
-        progress_finish(&s->progress, *window_ms);
+            rq_set_progress_add(res, i, SET_COUNT, &s->progress);
+        rq_set_progress_finish(&s->progress, *window_ms);
         *n = (size_t)i + 1;
     }
     PQclear(res);
@@ -205,8 +172,8 @@ static bool slice_row(retryq_set_detail_t *d, const PGresult *res, int i)
     bool ok = true;
     d->slices[i].model_id = dup_value(res, i, 0, &ok);
     d->slices[i].region = dup_value(res, i, 1, &ok);
-    progress_add(res, i, 2, &d->slices[i].progress);
-    progress_add(res, i, 2, &d->set.progress); /* the set's progress: the sum of its slices */
+    rq_set_progress_add(res, i, 2, &d->slices[i].progress);
+    rq_set_progress_add(res, i, 2, &d->set.progress); /* the set's progress: the sum of its slices */
     return ok;
 }
 
@@ -274,7 +241,7 @@ int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_limit,
                        (void **)&detail->slices, sizeof *detail->slices, &detail->slice_count, slice_row);
     }
     if (rc == RETRYQ_OK) {
-        progress_finish(&detail->set.progress, window_ms);
+        rq_set_progress_finish(&detail->set.progress, window_ms);
         rc = read_outcomes(&st, detail);
     }
     snprintf(limit, sizeof limit, "%zu", open_limit != 0 ? open_limit : DEFAULT_OPEN);
@@ -301,4 +268,26 @@ void retryq_set_detail_free(retryq_set_detail_t *d)
     free(d->slices);
     free(d->open);
     memset(d, 0, sizeof *d);
+}
+
+/* ------------------------------------------------------------ shared with the worker */
+
+void rq_set_progress_finish(retryq_set_progress_t *p, double window_ms)
+{
+    p->percent = p->total > 0 ? (double)(p->total - p->open) * 100.0 / (double)p->total : 100.0;
+    if (p->open == 0)
+        p->eta_ms = 0;
+    else if (p->finished_last_minute == 0 || window_ms <= 0)
+        p->eta_ms = -1;
+    else
+        p->eta_ms = (int64_t)((double)p->open * window_ms / (double)p->finished_last_minute + 0.5);
+}
+
+void rq_set_progress_add(const PGresult *res, int row, int col, retryq_set_progress_t *p)
+{
+    int64_t *counts[RQ_SET_PROGRESS_COUNT] = {&p->total, &p->open, &p->completed, &p->failed,
+                                              &p->superseded, &p->cancelled, &p->other,
+                                              &p->finished_last_minute};
+    for (int i = 0; i < RQ_SET_PROGRESS_COUNT; i++)
+        *counts[i] += rq_statement_int(res, row, col + i);
 }

@@ -21,6 +21,7 @@
 #include "internal.h"
 #include "log.h"
 #include "metrics.h"
+#include "page_sets.h"
 #include "status_page.h"
 
 #define HTTP_TIMEOUT_SEC 5
@@ -283,6 +284,7 @@ static void on_metrics(struct evhttp_request *req, worker_t *w, struct evbuffer 
 
 static void on_status(struct evhttp_request *req, worker_t *w, struct evbuffer *out)
 {
+    page_sets_want(w->page_sets, clock_mono_ms()); /* for the next view: this one shows the last read */
     status_page_write(w, out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
                       "default-src 'none'; style-src 'unsafe-inline'");

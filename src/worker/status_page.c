@@ -14,6 +14,7 @@
 #include "http.h"
 #include "internal.h"
 #include "metrics.h"
+#include "page_sets.h"
 #include "status_page.h"
 #include "worker.h"
 
@@ -258,6 +259,70 @@ static void flow_section(struct evbuffer *out, const worker_t *w)
     evbuffer_add_printf(out, " ago.</p>\n</section>\n");
 }
 
+/* One set's row: id, name, progress bar and percent, outcome counts, ETA. */
+static void set_row(struct evbuffer *out, const page_set_t *s)
+{
+    const retryq_set_progress_t *p = &s->progress;
+    evbuffer_add_printf(out, "<tr class=\"set\" id=\"set-%" PRId64 "\"><td class=\"num set-id\">%" PRId64
+                             "</td><td class=\"set-name\">", s->id, s->id);
+    esc(out, s->name);
+    evbuffer_add_printf(out, "</td><td class=\"set-created\">");
+    esc(out, s->created_at);
+    evbuffer_add_printf(out, " by ");
+    esc(out, s->created_by);
+    evbuffer_add_printf(out, "</td><td><progress class=\"set-bar\" max=\"100\" value=\"%.1f\"></progress> "
+                             "<span class=\"num set-percent\">%.1f</span>%%</td>"
+                             "<td class=\"num set-total\">%" PRId64 "</td><td class=\"num set-open\">%" PRId64
+                             "</td><td class=\"num set-completed\">%" PRId64 "</td><td class=\"num set-failed\">%" PRId64
+                             "</td><td class=\"num set-cancelled\">%" PRId64 "</td><td class=\"num set-superseded\">%" PRId64
+                             "</td><td class=\"set-eta\">",
+                        p->percent, p->percent, p->total, p->open, p->completed, p->failed, p->cancelled,
+                        p->superseded);
+    if (p->eta_ms == 0)
+        evbuffer_add_printf(out, "done");
+    else if (p->eta_ms < 0)
+        evbuffer_add_printf(out, "unknown (no outcome in the last minute)");
+    else
+        duration(out, (double)p->eta_ms / 1000.0);
+    evbuffer_add_printf(out, "</td></tr>\n");
+}
+
+static void sets_section(struct evbuffer *out, const worker_t *w)
+{
+    evbuffer_add_printf(out, "<section id=\"sets\">\n<h2>Retry sets</h2>\n");
+    const page_sets_view_t *v = page_sets_view(w->page_sets);
+    if (v == NULL) {
+        evbuffer_add_printf(out, "<p id=\"sets-unavailable\">%s</p>\n</section>\n",
+                            w->schema_ok ? "This database has no retry sets yet: run <code>retryq migrate</code>."
+                                         : "The database schema has not been checked yet.");
+        return;
+    }
+    if (!v->known) {
+        evbuffer_add_printf(out, "<p id=\"sets-unknown\">Reading from PostgreSQL&hellip;</p>\n</section>\n");
+        return;
+    }
+    if (v->error[0] != '\0') {
+        evbuffer_add_printf(out, "<p class=\"bad\" id=\"sets-error\">Could not read the retry sets: ");
+        esc(out, v->error);
+        evbuffer_add_printf(out, "</p>\n");
+    } else if (v->n == 0) {
+        evbuffer_add_printf(out, "<p id=\"sets-none\">No retry sets yet: <code>retryq retry --job JOB</code> "
+                                 "retries what failed in one command and makes one.</p>\n");
+    } else {
+        evbuffer_add_printf(out, "<table id=\"sets-table\">\n<tr><th>set</th><th>name</th><th>created</th>"
+                                 "<th>progress</th><th>members</th><th>open</th><th>completed</th>"
+                                 "<th>failed</th><th>cancelled</th><th>superseded</th><th>ETA</th></tr>\n");
+        for (size_t i = 0; i < v->n; i++)
+            set_row(out, &v->sets[i]);
+        evbuffer_add_printf(out, "</table>\n");
+    }
+    evbuffer_add_printf(out, "<p class=\"meta\">Active sets first, then the newest (of the last %d). Counted "
+                             "from the executions; details: <code>retryq sets show ID</code>. Read from "
+                             "PostgreSQL ", PAGE_SETS_SCANNED);
+    duration(out, (double)(clock_mono_ms() - v->read_ms) / 1000.0);
+    evbuffer_add_printf(out, " ago.</p>\n</section>\n");
+}
+
 static uint32_t slot_total(const metrics_t *m, unsigned age)
 {
     unsigned idx = (m->slot + METRICS_SLOTS - age) % METRICS_SLOTS;
@@ -370,6 +435,7 @@ void status_page_write(const worker_t *w, struct evbuffer *out)
     worker_table(out, w);
     evbuffer_add_printf(out, "</div>\n");
     flow_section(out, w);
+    sets_section(out, w);
     throughput(out, w);
     errors(out, w);
     evbuffer_add_printf(out, "<footer>Refreshes every 5 s. Machine-readable: <a href=\"/metrics\">/metrics</a>, "

@@ -32,6 +32,7 @@
 #include "job.h"
 #include "log.h"
 #include "notify.h"
+#include "page_sets.h"
 #include "resolve.h"
 #include "worker.h"
 
@@ -229,9 +230,36 @@ static const char SCHEMA_SQL[] =
     "unnest(ARRAY['retrying', 'timeout', 'error']) st "
     "WHERE position(quote_literal(st) IN pg_get_constraintdef(c.oid)) = 0) m "
     "WHERE c.conrelid = to_regclass('executions') AND c.contype = 'c' "
-    "AND pg_get_constraintdef(c.oid) ~ '\\mstatus\\M' AND m.missing IS NOT NULL)";
+    "AND pg_get_constraintdef(c.oid) ~ '\\mstatus\\M' AND m.missing IS NOT NULL), "
+    /* not a problem: whether retry sets (migration 0013) are there for the status page */
+    "to_regprocedure('retryq_set_progress(bigint[])') IS NOT NULL";
 
 static void maybe_start(worker_t *w);
+
+/* The deadlines and resolver of every database connection of the worker. */
+static store_options_t db_options(const worker_t *w)
+{
+    const config_t *cfg = &w->cfg;
+    return (store_options_t){.query_timeout_ms = cfg->db_query_timeout_ms,
+                             .lock_timeout_ms = cfg->db_lock_timeout_ms,
+                             .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
+                             .pipeline_depth = cfg->db_pipeline_depth,
+                             .resolver = w->resolver,
+                             .password = cfg->database_password};
+}
+
+/* The status page's retry sets, on a connection of their own, when the page is served and
+ * the database has them (a worker runs without them: they are only shown). */
+static void start_page_sets(worker_t *w)
+{
+    if (w->http == NULL || !w->schema_has_sets || w->page_sets != NULL)
+        return;
+    char err[256];
+    store_options_t sopts = db_options(w);
+    w->page_sets = page_sets_new(w->base, w->cfg.database_url, &sopts, err, sizeof err);
+    if (w->page_sets == NULL)
+        log_warn("status.sets", "the status page will not show retry sets: %s", err);
+}
 static void schedule_start_at_ready(worker_t *w);
 
 static void on_schema(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
@@ -267,6 +295,7 @@ static void on_schema(void *arg, store_status_t status, const PGresult *res, con
         if (n > 0)
             o = o + (size_t)n < sizeof problems ? o + (size_t)n : sizeof problems - 1;
     }
+    bool has_sets = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
     /* The probe is done either way (freeing it from its own callback is allowed). */
     store_free(w->schema_probe);
     w->schema_probe = NULL;
@@ -276,6 +305,8 @@ static void on_schema(void *arg, store_status_t status, const PGresult *res, con
         return;
     }
     w->schema_ok = true;
+    w->schema_has_sets = has_sets;
+    start_page_sets(w);
     maybe_start(w);
 }
 
@@ -658,12 +689,7 @@ static int init_loop(worker_t *w, char *err, size_t errcap)
 static int init_database(worker_t *w, char *err, size_t errcap)
 {
     const config_t *cfg = &w->cfg;
-    store_options_t sopts = {.query_timeout_ms = cfg->db_query_timeout_ms,
-                             .lock_timeout_ms = cfg->db_lock_timeout_ms,
-                             .tcp_timeout_ms = cfg->db_tcp_timeout_ms,
-                             .pipeline_depth = cfg->db_pipeline_depth,
-                             .resolver = w->resolver,
-                             .password = cfg->database_password};
+    store_options_t sopts = db_options(w);
     w->store = store_new_opts(w->base, cfg->database_url, cfg->db_pool_size, &sopts, err, errcap);
     if (w->store == NULL)
         return WORKER_EXIT_CONFIG;
@@ -854,6 +880,7 @@ void worker_destroy(worker_t *w)
         store_free(w->store);
     if (w->schema_probe != NULL)
         store_free(w->schema_probe);
+    page_sets_free(w->page_sets);
     if (w->redis_dns != NULL)
         resolve_cancel(w->redis_dns);
     if (w->resolver != NULL)

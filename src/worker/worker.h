@@ -67,6 +67,8 @@ typedef struct worker {
     int64_t redis_dns_ms;    /* monotonic time of the last lookup */
     store_t *schema_probe;   /* the start-up schema check's own connection, until it answered */
     bool schema_ok;          /* the schema check passed */
+    bool schema_has_sets;    /* the database has retry sets (migration 0013) */
+    struct page_sets *page_sets; /* the status page's retry sets (page_sets.h), or NULL */
     router_t *router;
     question_bank_t *bank;
     http_server_t *http;

@@ -62,7 +62,6 @@ leaks() { # <file>: prints which secrets the file holds
   return 0
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ------------------------------------------------------------------ the question bank
 # Each question id maps to a prompt holding the rule that steers its router answer.

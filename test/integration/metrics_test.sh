@@ -12,7 +12,6 @@ source "$here/../support/lib.sh"
 need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
 prom() { python3 "$here/prom_text.py" "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 scrape() { curl -fsS --max-time 5 "http://127.0.0.1:$PORT/metrics" 2>/dev/null; }
 # val NAME [label=value ...]: the sample's value from a fresh scrape ("" when absent)
 val() { scrape | prom value "$@" || true; }

@@ -29,7 +29,6 @@ done_count() {
 }
 all_done() { (($(done_count "$1" "${3:-}") >= $2)); }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_worker <name> [flags...]: a worker in the background with its own /metrics port
 # (WPORT[name]), log ($t_tmp/<name>.log) and pid (WPID[name]).

@@ -112,3 +112,18 @@ INSERT INTO executions (job_id, provider_id, region, status, question_id, model_
 VALUES (:job, 'router', :'region', :'status', NULLIF(:'qid', ''), :'model', 'first failure') RETURNING id;
 SQL
 }
+
+# Headless Chromium (scripts/deps.sh installs it): chrome_bin prints its path ("" when
+# missing); chrome_run <args...> is one headless run with a fresh profile, its complaints
+# in $t_tmp/chrome.log.
+chrome_bin() { command -v chromium || command -v chromium-browser || command -v google-chrome || true; }
+chrome_run() {
+  local profile
+  profile=$(mktemp -d "$t_tmp/chrome.XXXXXX")
+  timeout 120 "$(chrome_bin)" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$profile" "$@" 2>>"$t_tmp/chrome.log"
+}
+
+# A TCP port free on loopback now (the OS's pick).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
