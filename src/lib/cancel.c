@@ -442,10 +442,14 @@ int retryq_set_cancel(retryq_client_t *client, int64_t set_id, retryq_cancel_res
                 open++;
             }
         rc = cancel_chunk(client, result->items + start, open - start, err);
+        if (rc != RETRYQ_OK) {
+            /* This page's outcomes are unknown or undone: the result keeps the pages
+             * before, which stay cancelled. */
+            result->count = start;
+            return rc;
+        }
         for (size_t i = start; i < result->count; i++)
             count_item(result, &result->items[i]);
-        if (rc != RETRYQ_OK)
-            return rc; /* the chunks before stay cancelled; the result says which */
         if (rows < RQ_CANCEL_CHUNK)
             return RETRYQ_OK;
     }
