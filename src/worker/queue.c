@@ -52,7 +52,8 @@
  * handed out: its identities come last in the reply, as one nested array. The worker is
  * put in {Q}:workers when it is not there yet (its first heartbeat travels on the other
  * connection and may arrive later), so a cancel that reads the workers sees every list
- * a job can be in.
+ * a job can be in. ZCARD, not EXISTS: the least-privilege ACL of docs/security.md grants
+ * no @keyspace command.
  */
 static const char LUA_POP_BATCH[] =
     RQ_LUA_IDENTITY
@@ -60,7 +61,7 @@ static const char LUA_POP_BATCH[] =
     "  local t = redis.call('TIME')\n"
     "  redis.call('ZADD', KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])\n"
     "end\n"
-    "local check = redis.call('EXISTS', KEYS[3]) == 1\n"
+    "local check = redis.call('ZCARD', KEYS[3]) > 0\n"
     "local out, gone = {}, {}\n"
     "for i = 1, tonumber(ARGV[1]) do\n"
     "  local v = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])\n"
@@ -82,7 +83,7 @@ static const char LUA_POP_BATCH[] =
  * (it left the processing list and its tombstone is consumed). */
 static const char LUA_POP_CHECK[] =
     RQ_LUA_IDENTITY
-    "if redis.call('EXISTS', KEYS[2]) == 0 then return ARGV[1] end\n"
+    "if redis.call('ZCARD', KEYS[2]) == 0 then return ARGV[1] end\n"
     "local id = ident(ARGV[1])\n"
     "if id and redis.call('ZSCORE', KEYS[2], id) then\n"
     "  redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
@@ -98,7 +99,7 @@ static const char LUA_POP_CHECK[] =
 static const char LUA_RESCAN[] =
     RQ_LUA_IDENTITY
     "local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
-    "if redis.call('EXISTS', KEYS[2]) == 0 then return all end\n"
+    "if redis.call('ZCARD', KEYS[2]) == 0 then return all end\n"
     "local out, gone = {}, {}\n"
     "for _, v in ipairs(all) do\n"
     "  local id = ident(v)\n"
