@@ -14,7 +14,7 @@
 #    each cancelled job consumed its own at the pop, counted by the worker), and the set's
 #    progress counts the cancelled members.
 # 2. A race: 200 single `retryq retry` + `retryq cancel` pairs, 8 at a time, while a worker
-#    pops at concurrency 64 from a fast router, its calls held to 25/s by flow control so
+#    pops at concurrency 64 from a fast router, its calls held to 5/s by flow control so
 #    that a backlog forms and jobs are parked in the delayed set and come back (the pop
 #    must drop the cancelled ones there too): every execution is either cancelled (never
 #    called; restored) or ran and recorded exactly one outcome — never both or neither —
@@ -148,7 +148,7 @@ SELECT :job, 'modal-us-east', 'us-east', 'failed', 'fast_q', 'llama3.2-1b', 0, 3
        '{"error": "hybrid error: HTTP 503", "error_code": "ROUTER_HTTP_503"}', localtimestamp
   FROM generate_series(1, :n);
 SQL
-"$RETRYQ_WORKER_BIN" --concurrency 64 --flow "llama3.2-1b/us-east=rate:25/s,burst:2" \
+"$RETRYQ_WORKER_BIN" --concurrency 64 --flow "llama3.2-1b/us-east=rate:5/s,burst:2" \
   --router-url "$ROUTER_URL" --question-bank "$bank" --http-addr off --log-level info >"$t_tmp/worker2.log" 2>&1 &
 worker2=$!
 t_pids+=("$worker2")
