@@ -57,9 +57,7 @@ t_pids+=("$wa")
 "$RETRYQ_WORKER_BIN" --worker-id sentinel-b --http-addr "127.0.0.1:$mport2" >"$t_tmp/worker-b.log" 2>&1 &
 wb=$!
 t_pids+=("$wb")
-metric() { # <port> <name>: the sample's value (0 when absent)
-  curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null | awk -v n="$2" '$1 == n {print $2; f=1} END {if (!f) print 0}'
-}
+metric() { ha_metric "$@"; }
 now_ms() { date +%s%3N; }
 start=$SECONDS
 
@@ -100,22 +98,7 @@ wait "$wb" 2>/dev/null || true
 
 # ---- the longest time each worker went without recording an outcome
 worst=$(( (failover1_ms > failover2_ms ? failover1_ms : failover2_ms) + 10000 ))
-gaps() { # <log>: prints "<longest gap ms> <outcomes>"
-  python3 - "$1" <<'PY'
-import re, sys
-from datetime import datetime
-ts = []
-for line in open(sys.argv[1], errors="replace"):
-    if "event=job.recorded" not in line:
-        continue
-    m = re.search(r'ts=(\S+)', line)
-    if m:
-        ts.append(datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp())
-ts.sort()
-gap = max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
-print(int(gap * 1000), len(ts))
-PY
-}
+gaps() { ha_gaps "$@"; }
 read -r gap_a n_a <<<"$(gaps "$t_tmp/worker-a.log")"
 read -r gap_b n_b <<<"$(gaps "$t_tmp/worker-b.log")"
 echo "worker a: $n_a outcomes, longest gap $gap_a ms, failovers followed $fa"

@@ -139,3 +139,186 @@ ha_has_replicas() { (($(ha_online_replicas "$(ha_primary_port 2>/dev/null || ech
 ha_wait_replicas() { wait_for "$2" ha_has_replicas "$1"; }
 
 ha_sentinel_log() { cat "$HA_DIR"/sentinel*/sentinel.log 2>/dev/null; }
+
+# ---- Redis Cluster, on free loopback ports in the test's temp dir, beside the Sentinel setup
+#
+#   cl_start [primaries] [replicas per primary]   redis-server --cluster-enabled yes nodes
+#                                     (default 3 primaries, 1 replica each; node timeout
+#                                     CL_NODE_TIMEOUT_MS, default 2000), joined with
+#                                     redis-cli --cluster create; sets CL_URL
+#                                     (redis+cluster://seed,...) and CL_PORTS (index = node)
+#   cl_cli PORT ARGS...               redis-cli to one node
+#   cl_owner_port SLOT                the port of the primary serving SLOT
+#   cl_primaries                      the ports of the primaries, one a line
+#   cl_replica_of PORT                the port of one replica of that primary
+#   cl_move_slot SLOT TO_PORT         moves SLOT and its keys to the primary on TO_PORT as
+#                                     redis-cli --cluster reshard does (SETSLOT IMPORTING /
+#                                     MIGRATING, MIGRATE in batches, SETSLOT NODE everywhere)
+#   cl_failover PORT                  CLUSTER FAILOVER on a replica of that primary, then
+#                                     waits for the replica to serve its slots
+#   cl_kill PORT                      SIGKILL the node on PORT
+#   cl_wait_ok SECONDS                until every live node says cluster_state:ok
+CL_NODE_TIMEOUT_MS=${CL_NODE_TIMEOUT_MS:-2000}
+CL_PORTS=()
+CL_BUS_PORTS=() # cluster-port: the default (port + 10000) can fall outside the range
+CL_PIDS=()
+
+cl_cli() { redis-cli --no-auth-warning -h 127.0.0.1 -p "$1" ${HA_PASSWORD:+-a "$HA_PASSWORD"} "${@:2}"; }
+
+cl_node_start() { # <index>
+  local i=$1 port=${CL_PORTS[$1]} args=()
+  mkdir -p "$HA_DIR/cluster$i"
+  [[ -n $HA_PASSWORD ]] && args+=(--requirepass "$HA_PASSWORD" --masterauth "$HA_PASSWORD")
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$HA_DIR/cluster$i" \
+    --logfile "$HA_DIR/cluster$i/redis.log" --cluster-enabled yes \
+    --cluster-config-file nodes.conf --cluster-node-timeout "$CL_NODE_TIMEOUT_MS" \
+    --cluster-port "${CL_BUS_PORTS[$i]}" \
+    --appendonly yes --appendfsync everysec --save '' --maxmemory-policy noeviction \
+    --protected-mode no --repl-diskless-sync yes --repl-diskless-sync-delay 0 "${args[@]}" \
+    >/dev/null 2>&1 &
+  CL_PIDS[$i]=$!
+  t_pids+=("$!")
+  wait_for 10 ha_ping "$port" || { echo "FAIL - cluster node $i did not start on $port"; return 1; }
+}
+
+cl_start() {
+  local primaries=${1:-3} replicas=${2:-1} n i ports addrs=() seeds=""
+  n=$((primaries * (1 + replicas)))
+  mkdir -p "$HA_DIR"
+  read -r -a ports <<<"$(ha_free_ports $((2 * n)))"
+  CL_PORTS=("${ports[@]:0:$n}")
+  CL_BUS_PORTS=("${ports[@]:$n}")
+  for ((i = 0; i < n; i++)); do
+    cl_node_start "$i" || exit 1
+    addrs+=("127.0.0.1:${CL_PORTS[$i]}")
+  done
+  redis-cli --no-auth-warning ${HA_PASSWORD:+-a "$HA_PASSWORD"} --cluster create "${addrs[@]}" \
+    --cluster-replicas "$replicas" --cluster-yes >"$HA_DIR/create.log" 2>&1 ||
+    { cat "$HA_DIR/create.log"; echo "FAIL - redis-cli --cluster create"; exit 1; }
+  cl_wait_ok 30 || { echo "FAIL - the cluster did not come up"; exit 1; }
+  wait_for 30 cl_replicas_in_sync "$((primaries * replicas))" ||
+    { echo "FAIL - the replicas did not sync"; exit 1; }
+  for ((i = 0; i < primaries; i++)); do seeds+="${seeds:+,}127.0.0.1:${CL_PORTS[$i]}"; done
+  CL_URL="redis+cluster://$seeds"
+}
+
+cl_live_ports() { local p; for p in "${CL_PORTS[@]}"; do if ha_ping "$p"; then echo "$p"; fi; done; }
+cl_any_port() { local p; for p in "${CL_PORTS[@]}"; do if ha_ping "$p"; then echo "$p"; return 0; fi; done; return 1; }
+
+cl_is_ok() {
+  local p
+  for p in $(cl_live_ports); do
+    [[ $(cl_cli "$p" CLUSTER INFO 2>/dev/null | tr -d '\r' | grep '^cluster_state:') == cluster_state:ok ]] || return 1
+  done
+}
+cl_wait_ok() { wait_for "$1" cl_is_ok; }
+
+cl_replicas_in_sync() { # <n>: that many replicas report master_link_status:up
+  local p up=0
+  for p in $(cl_live_ports); do
+    cl_cli "$p" INFO replication 2>/dev/null | tr -d '\r' | grep -q '^master_link_status:up' && up=$((up + 1))
+  done
+  ((up >= $1))
+}
+
+# "<id> <port> <flags>" of every node as one live node sees it
+cl_nodes() {
+  local p
+  p=$(cl_any_port)
+  cl_cli "$p" CLUSTER NODES | awk '{split($2, a, "[:@]"); print $1, a[2], $3, $4}'
+}
+cl_id_of() { cl_cli "$1" CLUSTER MYID; }
+
+cl_primaries() { cl_nodes | awk '$3 ~ /master/ && $3 !~ /fail/ {print $2}'; }
+
+cl_owner_port() { # <slot>: from CLUSTER NODES, whose slot fields are N or A-B
+  local p
+  p=$(cl_any_port)
+  cl_cli "$p" CLUSTER NODES | awk -v slot="$1" '$3 ~ /master/ && $3 !~ /fail/ {
+    for (i = 9; i <= NF; i++) {
+      if ($i ~ /^\[/) continue
+      n = split($i, r, "-"); lo = r[1]; hi = n > 1 ? r[2] : r[1]
+      if (slot + 0 >= lo + 0 && slot + 0 <= hi + 0) { split($2, a, "[:@]"); print a[2]; exit }
+    }
+  }'
+}
+
+cl_replica_of() { # <primary port>: one replica's port
+  local id
+  id=$(cl_id_of "$1")
+  cl_nodes | awk -v id="$id" '$4 == id && $3 !~ /fail/ {print $2; exit}'
+}
+
+# Moves one slot with its keys, as redis-cli --cluster reshard does for each slot.
+cl_move_slot() { # <slot> <to port>
+  local slot=$1 to=$2 from from_id to_id keys p
+  from=$(cl_owner_port "$slot")
+  [[ $from != "$to" ]] || { echo "slot $slot is on $to already"; return 1; }
+  from_id=$(cl_id_of "$from")
+  to_id=$(cl_id_of "$to")
+  cl_cli "$to" CLUSTER SETSLOT "$slot" IMPORTING "$from_id" >/dev/null || return 1
+  cl_cli "$from" CLUSTER SETSLOT "$slot" MIGRATING "$to_id" >/dev/null || return 1
+  while :; do
+    keys=$(cl_cli "$from" CLUSTER GETKEYSINSLOT "$slot" 10)
+    [[ -n $keys ]] || break
+    # shellcheck disable=SC2086 # one argument per key
+    cl_cli "$from" MIGRATE 127.0.0.1 "$to" "" 0 5000 ${HA_PASSWORD:+AUTH "$HA_PASSWORD"} KEYS $keys \
+      >/dev/null || return 1
+  done
+  for p in $(cl_primaries); do cl_cli "$p" CLUSTER SETSLOT "$slot" NODE "$to_id" >/dev/null; done
+}
+
+cl_failover() { # <primary port>: its replica takes over
+  local replica
+  replica=$(cl_replica_of "$1")
+  [[ -n $replica ]] || { echo "no replica of $1"; return 1; }
+  cl_cli "$replica" CLUSTER FAILOVER >/dev/null || return 1
+  wait_for 30 cl_is_primary "$replica"
+}
+cl_is_primary() { [[ $(cl_cli "$1" ROLE 2>/dev/null | head -1) == master ]]; }
+
+cl_kill() {
+  local i
+  for i in "${!CL_PORTS[@]}"; do
+    if [[ ${CL_PORTS[$i]} == "$1" ]]; then
+      kill -9 "${CL_PIDS[$i]}" 2>/dev/null || true
+      wait "${CL_PIDS[$i]}" 2>/dev/null || true
+    fi
+  done
+}
+
+# ---- figures the failover tests print
+#   ha_metric PORT NAME      a sample of the worker's /metrics on that port (0 when absent)
+#   ha_gaps LOG              "<longest gap in ms between two recorded outcomes> <outcomes>",
+#                            from a worker's job.recorded log lines
+#   ha_queue_left CLI Q      jobs left in any list or set of queue Q, through the redis-cli
+#                            function CLI (of the node that serves the queue)
+ha_metric() {
+  curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null | awk -v n="$2" '$1 == n {print $2; f=1} END {if (!f) print 0}'
+}
+
+ha_gaps() {
+  python3 - "$1" <<'PY'
+import re, sys
+from datetime import datetime
+ts = []
+for line in open(sys.argv[1], errors="replace"):
+    if "event=job.recorded" not in line:
+        continue
+    m = re.search(r'ts=(\S+)', line)
+    if m:
+        ts.append(datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp())
+ts.sort()
+gap = max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
+print(int(gap * 1000), len(ts))
+PY
+}
+
+ha_queue_left() {
+  local cli=$1 q=$2 key n
+  n=$(( $("$cli" LLEN "$q") + $("$cli" ZCARD "{$q}:delayed") + $("$cli" LLEN "{$q}:dead") ))
+  for key in $("$cli" --scan --pattern "{$q}:processing:*"); do
+    n=$((n + $("$cli" LLEN "$key")))
+  done
+  echo "$n"
+}
