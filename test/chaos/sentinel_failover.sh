@@ -48,15 +48,9 @@ seed_job_file "$job" "$t_tmp/jobs.jsonl"
   { cat "$t_tmp/enqueue.err"; echo "FAIL - enqueue through the sentinels"; exit 1; }
 check_eq "seeded $N jobs through the sentinels" "$N" "$(pcli LLEN "$Q")"
 
-finished() { sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'"; }
-wait_finished() { wait_for "${2:-120}" bash -c "(( \$(psql '$DB' -XAtc \"SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'\") >= $1 ))"; }
-read -r mport1 mport2 <<<"$(ha_free_ports 2)"
-"$RETRYQ_WORKER_BIN" --worker-id sentinel-a --http-addr "127.0.0.1:$mport1" >"$t_tmp/worker-a.log" 2>&1 &
-wa=$!
-t_pids+=("$wa")
-"$RETRYQ_WORKER_BIN" --worker-id sentinel-b --http-addr "127.0.0.1:$mport2" >"$t_tmp/worker-b.log" 2>&1 &
-wb=$!
-t_pids+=("$wb")
+finished() { ha_finished "$job"; }
+wait_finished() { ha_wait_finished "$job" "$1" "${2:-120}"; }
+ha_two_workers sentinel
 metric() { ha_metric "$@"; }
 now_ms() { date +%s%3N; }
 start=$SECONDS
@@ -106,9 +100,7 @@ echo "worker b: $n_b outcomes, longest gap $gap_b ms, failovers followed $fb"
 grep -h 'event=redis.failover' "$t_tmp"/worker-?.log || true
 
 # ---- the invariants
-retrying=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status = 'retrying'")
-completed=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status = 'completed'")
-not_once=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) <> 1")
+read -r retrying completed not_once <<<"$(ha_outcomes "$job")"
 calls=$(curl -fsS "$ROUTER_URL/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_total"])')
 left_pending=$(pcli LLEN "$Q")
 left_delayed=$(pcli ZCARD "{$Q}:delayed")

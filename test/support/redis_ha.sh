@@ -322,3 +322,30 @@ ha_queue_left() {
   done
   echo "$n"
 }
+
+# ---- the load both failover tests run
+#   ha_two_workers PREFIX      starts workers PREFIX-a and PREFIX-b (logs $t_tmp/worker-a.log,
+#                              worker-b.log); sets wa, wb (pids) and mport1, mport2 (HTTP)
+#   ha_finished JOB            executions of that job no longer retrying
+#   ha_wait_finished JOB N S   until at least N are, for at most S seconds
+#   ha_outcomes JOB            "<retrying> <completed> <executions without exactly one outcome>"
+ha_two_workers() {
+  read -r mport1 mport2 <<<"$(ha_free_ports 2)"
+  "$RETRYQ_WORKER_BIN" --worker-id "$1-a" --http-addr "127.0.0.1:$mport1" >"$t_tmp/worker-a.log" 2>&1 &
+  wa=$!
+  t_pids+=("$wa")
+  "$RETRYQ_WORKER_BIN" --worker-id "$1-b" --http-addr "127.0.0.1:$mport2" >"$t_tmp/worker-b.log" 2>&1 &
+  wb=$!
+  t_pids+=("$wb")
+}
+
+ha_finished() { sql -c "SELECT count(*) FROM executions WHERE job_id = $1 AND status <> 'retrying'"; }
+ha_has_finished() { (($(ha_finished "$1") >= $2)); }
+ha_wait_finished() { wait_for "$3" ha_has_finished "$1" "$2"; }
+
+ha_outcomes() {
+  sql -F ' ' -c "SELECT count(*) FILTER (WHERE status = 'retrying'), count(*) FILTER (WHERE status = 'completed'),
+                        count(*) FILTER (WHERE jsonb_array_length(jsonb_path_query_array(retry_history,
+                          '\$[*] ? (@.status != \"retrying\")')) <> 1)
+                 FROM executions WHERE job_id = $1"
+}
