@@ -12,9 +12,9 @@ uint16_t cluster_crc16(const char *buf, size_t len)
 {
     uint16_t crc = 0;
     for (size_t i = 0; i < len; i++) {
-        crc ^= (uint16_t)((unsigned char)buf[i] << 8);
+        crc = (uint16_t)(crc ^ ((unsigned)(unsigned char)buf[i] << 8));
         for (int bit = 0; bit < 8; bit++)
-            crc = (crc & 0x8000) != 0 ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+            crc = (uint16_t)((crc & 0x8000u) != 0 ? ((unsigned)crc << 1) ^ 0x1021u : (unsigned)crc << 1);
     }
     return crc;
 }
