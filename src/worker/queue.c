@@ -1698,6 +1698,8 @@ static void on_quiet_reply(redisAsyncContext *ac, void *reply, void *privdata)
     conn_replied(c);
     if (reply_is_error(r))
         log_warn("redis.command", "%s refused: %s", c->name, r->str);
+    if (reply_is_transient(r))
+        conn_drop(c, r->str);
 }
 
 /* Whether the worker registered with `info` (see queue_new) ran on this host, in this

@@ -17,11 +17,15 @@
 #   ha_failover                       SENTINEL FAILOVER, then waits for the new primary
 #   ha_wait_replicas N SECONDS        until the primary reports N connected replicas in sync
 #   ha_sentinel_log                   the sentinels' logs, concatenated
+#   ha_watch PORT [replicas] [sentinels]  the same around a primary already running on PORT
+#                                     (it becomes node 0; ha_kill/ha_restart then do not
+#                                     apply to it): a replica of it and sentinels
 # HA_PASSWORD (data nodes: requirepass/masterauth) and HA_SENTINEL_PASSWORD (the
 # sentinels' requirepass), when set before ha_start, turn authentication on.
 HA_MASTER=${HA_MASTER:-retryq}
 HA_PASSWORD=${HA_PASSWORD:-}
 HA_SENTINEL_PASSWORD=${HA_SENTINEL_PASSWORD:-}
+HA_DOWN_AFTER_MS=${HA_DOWN_AFTER_MS:-1000} # sentinel down-after-milliseconds
 HA_DIR="$t_tmp/ha"
 HA_NODE_PORTS=()
 HA_SENTINEL_PORTS=()
@@ -60,7 +64,7 @@ protected-mode no
 dir $HA_DIR/sentinel$i
 logfile $HA_DIR/sentinel$i/sentinel.log
 sentinel monitor $HA_MASTER 127.0.0.1 ${HA_NODE_PORTS[0]} 2
-sentinel down-after-milliseconds $HA_MASTER 1000
+sentinel down-after-milliseconds $HA_MASTER $HA_DOWN_AFTER_MS
 sentinel failover-timeout $HA_MASTER 5000
 sentinel parallel-syncs $HA_MASTER 1
 EOF
@@ -87,6 +91,24 @@ ha_start() {
     list+="${list:+,}127.0.0.1:${HA_SENTINEL_PORTS[$i]}"
   done
   # every sentinel knows the replicas and the other sentinels before the test goes on
+  wait_for 30 ha_sentinels_settled "$replicas" "$((sentinels - 1))" ||
+    { echo "FAIL - the sentinels did not discover each other"; exit 1; }
+  HA_URL="redis+sentinel://$list/$HA_MASTER"
+}
+
+ha_watch() {
+  local primary=$1 replicas=${2:-1} sentinels=${3:-3} ports i list=""
+  command -v redis-sentinel >/dev/null || { echo "FAIL - redis-sentinel not found (scripts/deps.sh)"; exit 1; }
+  mkdir -p "$HA_DIR"
+  read -r -a ports <<<"$(ha_free_ports $((replicas + sentinels)))"
+  HA_NODE_PORTS=("$primary" "${ports[@]:0:$replicas}")
+  HA_SENTINEL_PORTS=("${ports[@]:$replicas}")
+  for ((i = 1; i <= replicas; i++)); do ha_node_start "$i" "$primary" || exit 1; done
+  ha_wait_replicas "$replicas" 30 || { echo "FAIL - replicas did not sync"; exit 1; }
+  for ((i = 0; i < sentinels; i++)); do
+    ha_sentinel_start "$i" || exit 1
+    list+="${list:+,}127.0.0.1:${HA_SENTINEL_PORTS[$i]}"
+  done
   wait_for 30 ha_sentinels_settled "$replicas" "$((sentinels - 1))" ||
     { echo "FAIL - the sentinels did not discover each other"; exit 1; }
   HA_URL="redis+sentinel://$list/$HA_MASTER"
