@@ -77,7 +77,7 @@ EOF
 }
 
 ha_start() {
-  local replicas=${1:-1} sentinels=${2:-3} ports i list=""
+  local replicas=${1:-1} sentinels=${2:-3} ports i
   command -v redis-sentinel >/dev/null || { echo "FAIL - redis-sentinel not found (scripts/deps.sh)"; exit 1; }
   mkdir -p "$HA_DIR"
   read -r -a ports <<<"$(ha_free_ports $((1 + replicas + sentinels)))"
@@ -85,33 +85,32 @@ ha_start() {
   HA_SENTINEL_PORTS=("${ports[@]:$((1 + replicas))}")
   ha_node_start 0 || exit 1
   for ((i = 1; i <= replicas; i++)); do ha_node_start "$i" "${HA_NODE_PORTS[0]}" || exit 1; done
+  ha_sentinels_up "$replicas"
+}
+
+# After the data nodes: the replicas in sync, the sentinels started and settled; HA_URL.
+ha_sentinels_up() { # <replicas>
+  local replicas=$1 i list=""
   ha_wait_replicas "$replicas" 30 || { echo "FAIL - replicas did not sync"; exit 1; }
-  for ((i = 0; i < sentinels; i++)); do
+  for i in "${!HA_SENTINEL_PORTS[@]}"; do
     ha_sentinel_start "$i" || exit 1
     list+="${list:+,}127.0.0.1:${HA_SENTINEL_PORTS[$i]}"
   done
   # every sentinel knows the replicas and the other sentinels before the test goes on
-  wait_for 30 ha_sentinels_settled "$replicas" "$((sentinels - 1))" ||
+  wait_for 30 ha_sentinels_settled "$replicas" "$((${#HA_SENTINEL_PORTS[@]} - 1))" ||
     { echo "FAIL - the sentinels did not discover each other"; exit 1; }
   HA_URL="redis+sentinel://$list/$HA_MASTER"
 }
 
 ha_watch() {
-  local primary=$1 replicas=${2:-1} sentinels=${3:-3} ports i list=""
+  local primary=$1 replicas=${2:-1} sentinels=${3:-3} ports i
   command -v redis-sentinel >/dev/null || { echo "FAIL - redis-sentinel not found (scripts/deps.sh)"; exit 1; }
   mkdir -p "$HA_DIR"
   read -r -a ports <<<"$(ha_free_ports $((replicas + sentinels)))"
   HA_NODE_PORTS=("$primary" "${ports[@]:0:$replicas}")
   HA_SENTINEL_PORTS=("${ports[@]:$replicas}")
   for ((i = 1; i <= replicas; i++)); do ha_node_start "$i" "$primary" || exit 1; done
-  ha_wait_replicas "$replicas" 30 || { echo "FAIL - replicas did not sync"; exit 1; }
-  for ((i = 0; i < sentinels; i++)); do
-    ha_sentinel_start "$i" || exit 1
-    list+="${list:+,}127.0.0.1:${HA_SENTINEL_PORTS[$i]}"
-  done
-  wait_for 30 ha_sentinels_settled "$replicas" "$((sentinels - 1))" ||
-    { echo "FAIL - the sentinels did not discover each other"; exit 1; }
-  HA_URL="redis+sentinel://$list/$HA_MASTER"
+  ha_sentinels_up "$replicas"
 }
 
 ha_sentinels_settled() { # <replicas> <other sentinels>
