@@ -870,12 +870,14 @@ static void cluster_moved(queue_t *q, int slot, const char *host, int port)
                  q->primary[0] != '\0' ? q->primary : "?", addr);
     }
     rq_copy(q->primary, sizeof q->primary, addr);
-    rq_copy(q->url.host, sizeof q->url.host, host);
-    q->url.port = port;
     conn_t *conns[] = {&q->pop, &q->cmd};
     for (size_t i = 0; i < 2; i++)
         if (conns[i]->ac != NULL)
             conn_drop(conns[i], "the queue's slot moved to another node");
+    if (resolve_is_name(host))
+        return; /* a host name: the discovery resolves it without blocking the loop */
+    rq_copy(q->url.host, sizeof q->url.host, host);
+    q->url.port = port;
     q->primary_known = true; /* after the drops, which forget it */
 }
 

@@ -193,6 +193,20 @@ static void on_answer_resolved(void *arg, const char *addr, const char *error)
     finish(s, addr, s->answer_port);
 }
 
+/* The address an answer named (a primary, or the owner of the slot): a name is resolved
+ * on the loop first (a Cluster announcing host names, a sentinel its primary's). */
+static void answer(sentinel_t *s, const char *host, int port)
+{
+    if (s->resolver != NULL && resolve_is_name(host)) {
+        s->answer_port = port;
+        s->probe_dns = resolve_start(s->resolver, host, on_answer_resolved, s);
+        if (s->probe_dns == NULL)
+            probe_failed(s, false, "out of memory");
+        return;
+    }
+    finish(s, host, port);
+}
+
 static void on_probe_auth(redisAsyncContext *ac, void *reply, void *privdata)
 {
     sentinel_t *s = privdata;
@@ -231,7 +245,7 @@ static void on_probe_reply(redisAsyncContext *ac, void *reply, void *privdata)
         memcpy(s->seen, seen, sizeof seen);
         s->seen_count = seen_count;
         probe_close(s, true);
-        finish(s, host, owner_port);
+        answer(s, host, owner_port);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -248,14 +262,7 @@ static void on_probe_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     probe_close(s, true);
-    if (s->resolver != NULL && resolve_is_name(host)) {
-        s->answer_port = (int)port;
-        s->probe_dns = resolve_start(s->resolver, host, on_answer_resolved, s);
-        if (s->probe_dns == NULL)
-            probe_failed(s, false, "out of memory");
-        return;
-    }
-    finish(s, host, (int)port);
+    answer(s, host, (int)port);
 }
 
 static void on_probe_connect(const redisAsyncContext *ac, int status)
