@@ -167,6 +167,9 @@ static size_t bulk_window(bulk_t *b, redisContext *rc, size_t next)
     }
     for (int k = 0; k < batches; k++) {
         if (!bulk_reply(b, rc, bounds[k], bounds[k + 1])) {
+            if (b->redirect != NULL) /* its jobs are UNSENT: bulk_run fails them */
+                freeReplyObject(b->redirect);
+            b->redirect = NULL;
             rq_client_redis_reset(b->client);
             bulk_fail_range(b, bounds[k + 1], bounds[batches], IN_BATCH,
                             "Redis LPUSH failed: connection lost (the job may have been queued)");

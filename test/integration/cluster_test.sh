@@ -6,9 +6,10 @@
 # they run:
 #   1. a quarter through, the queue's slot moves to another primary with its keys, as
 #      redis-cli --cluster reshard moves a slot (SETSLOT IMPORTING/MIGRATING, MIGRATE in
-#      batches, SETSLOT NODE on every primary); `retryq stats --watch` runs across it on
-#      one client (it must follow MOVED without an error) and `retryq enqueue` (one job,
-#      and a file in bulk) right after it;
+#      batches, SETSLOT NODE on every primary), the pending list first; a bulk
+#      `retryq enqueue --from` started once the old owner refuses LPUSH (-ASK) must wait out
+#      the migration and follow MOVED, `retryq stats --watch` runs across it on one client
+#      (without an error) and `retryq enqueue` of one job follows it;
 #   2. halfway, CLUSTER FAILOVER on a replica of the primary that now owns the slot;
 #   3. three quarters through, SIGKILL of the primary that then owns it (its replica is
 #      promoted by the cluster itself).
@@ -74,13 +75,26 @@ wait_for 10 test -s "$t_tmp/watch.out" || true
 from=$(cl_owner_port "$slot")
 to=$(cl_primaries | grep -vx "$from" | head -n 1 || true)
 t0=$(now_ms)
-check "the queue's slot $slot and its keys moved from $from to $to" cl_move_slot "$slot" "$to"
+check "the move of slot $slot from $from to $to began" cl_migrate_begin "$slot" "$to"
+# the pending list first: the old owner now answers an LPUSH with -ASK (the key is gone
+# from it), and a bulk enqueue started now must wait out the migration (ASK, then MOVED)
+check "the pending list migrated first" cl_migrate_keys "$slot" "$Q"
+"$RETRYQ_CLI" enqueue --from "$t_tmp/late.jsonl" >"$t_tmp/late.out" 2>&1 &
+late=$!
+t_pids+=("$late")
+lpush_refused() { cl_cli "$from" CLIENT LIST | grep -q 'cmd=lpush'; }
+check "the bulk enqueue met the half-migrated slot on $from" wait_for 10 lpush_refused
+check "the slot's other keys migrated" cl_migrate_keys "$slot"
+cl_migrate_end "$slot"
 move_ms=$(($(now_ms) - t0))
 check_eq "the cluster names the new owner" "$to" "$(cl_owner_port "$slot")"
 echo "move: slot $slot $from -> $to in $move_ms ms, at $(finished) finished"
 lines_at_move=$(wc -l <"$t_tmp/watch.out")
+late_rc=0
+wait "$late" || late_rc=$?
+cat "$t_tmp/late.out"
+check_eq "retryq enqueue --from (bulk) across the migration queued every job" 0 "$late_rc"
 check "retryq enqueue (one job) right after the move" "$RETRYQ_CLI" enqueue --raw "$last"
-check "retryq enqueue --from (bulk) right after the move" "$RETRYQ_CLI" enqueue --from "$t_tmp/late.jsonl"
 check "retryq stats through the cluster URL" "$RETRYQ_CLI" stats
 watch_grows() { (($(wc -l <"$t_tmp/watch.out") >= lines_at_move + 5)); }
 check "retryq stats --watch kept refreshing across the move (MOVED followed)" wait_for 20 watch_grows

@@ -174,7 +174,8 @@ ha_sentinel_log() { cat "$HA_DIR"/sentinel*/sentinel.log 2>/dev/null; }
 #   cl_replica_of PORT                the port of one replica of that primary
 #   cl_move_slot SLOT TO_PORT         moves SLOT and its keys to the primary on TO_PORT as
 #                                     redis-cli --cluster reshard does (SETSLOT IMPORTING /
-#                                     MIGRATING, MIGRATE in batches, SETSLOT NODE everywhere)
+#                                     MIGRATING, MIGRATE in batches, SETSLOT NODE everywhere);
+#                                     cl_migrate_begin / _keys / _end are its three steps
 #   cl_failover PORT                  CLUSTER FAILOVER on a replica of that primary, then
 #                                     waits for the replica to serve its slots
 #   cl_kill PORT                      SIGKILL the node on PORT
@@ -270,23 +271,43 @@ cl_replica_of() { # <primary port>: one replica's port
   cl_nodes | awk -v id="$id" '$4 == id && $3 !~ /fail/ {print $2; exit}'
 }
 
-# Moves one slot with its keys, as redis-cli --cluster reshard does for each slot.
-cl_move_slot() { # <slot> <to port>
-  local slot=$1 to=$2 from from_id to_id keys p
-  from=$(cl_owner_port "$slot")
-  [[ $from != "$to" ]] || { echo "slot $slot is on $to already"; return 1; }
-  from_id=$(cl_id_of "$from")
-  to_id=$(cl_id_of "$to")
-  cl_cli "$to" CLUSTER SETSLOT "$slot" IMPORTING "$from_id" >/dev/null || return 1
-  cl_cli "$from" CLUSTER SETSLOT "$slot" MIGRATING "$to_id" >/dev/null || return 1
+# Moves one slot with its keys, as redis-cli --cluster reshard does for each slot, in three
+# steps a test can stop between: begin (the target IMPORTING, the owner MIGRATING), keys
+# (MIGRATE the keys named, or every key left, 10 at a time), end (SETSLOT NODE on every
+# primary). CL_FROM / CL_TO: the ports of the migration under way.
+cl_migrate_begin() { # <slot> <to port>
+  CL_FROM=$(cl_owner_port "$1")
+  CL_TO=$2
+  [[ $CL_FROM != "$CL_TO" ]] || { echo "slot $1 is on $CL_TO already"; return 1; }
+  cl_cli "$CL_TO" CLUSTER SETSLOT "$1" IMPORTING "$(cl_id_of "$CL_FROM")" >/dev/null &&
+    cl_cli "$CL_FROM" CLUSTER SETSLOT "$1" MIGRATING "$(cl_id_of "$CL_TO")" >/dev/null
+}
+
+cl_migrate() { # <keys...>
+  # shellcheck disable=SC2086 # one argument per key
+  cl_cli "$CL_FROM" MIGRATE 127.0.0.1 "$CL_TO" "" 0 5000 ${HA_PASSWORD:+AUTH "$HA_PASSWORD"} KEYS "$@" >/dev/null
+}
+
+cl_migrate_keys() { # <slot> [keys...]
+  local slot=$1 keys
+  shift
+  (($# == 0)) || { cl_migrate "$@"; return; }
   while :; do
-    keys=$(cl_cli "$from" CLUSTER GETKEYSINSLOT "$slot" 10)
-    [[ -n $keys ]] || break
+    keys=$(cl_cli "$CL_FROM" CLUSTER GETKEYSINSLOT "$slot" 10)
+    [[ -n $keys ]] || return 0
     # shellcheck disable=SC2086 # one argument per key
-    cl_cli "$from" MIGRATE 127.0.0.1 "$to" "" 0 5000 ${HA_PASSWORD:+AUTH "$HA_PASSWORD"} KEYS $keys \
-      >/dev/null || return 1
+    cl_migrate $keys || return 1
   done
-  for p in $(cl_primaries); do cl_cli "$p" CLUSTER SETSLOT "$slot" NODE "$to_id" >/dev/null; done
+}
+
+cl_migrate_end() { # <slot>
+  local p to_id
+  to_id=$(cl_id_of "$CL_TO")
+  for p in $(cl_primaries); do cl_cli "$p" CLUSTER SETSLOT "$1" NODE "$to_id" >/dev/null; done
+}
+
+cl_move_slot() { # <slot> <to port>
+  cl_migrate_begin "$1" "$2" && cl_migrate_keys "$1" && cl_migrate_end "$1"
 }
 
 cl_failover() { # <primary port>: its replica takes over
