@@ -170,6 +170,8 @@ RETRYQ_API int retryq_keys_flow(const retryq_keys_t *keys, retryq_flow_kind_t ki
  * redis+sentinel://[[user]:password@]host1[:port1][,host2[:port2]...]/MASTER_NAME[/db]
  *   (sentinel ports default to 26379; user and password are the data nodes' own, the
  *   sentinels' password comes from RETRYQ_REDIS_SENTINEL_PASSWORD[_FILE])
+ * redis+cluster://[[user]:password@]host1[:port1][,host2[:port2]...]
+ *   (seed nodes of a Redis Cluster, ports default to 6379; no database: Cluster has only 0)
  * Percent-escapes in user and password are decoded.
  */
 #define RETRYQ_REDIS_MAX_ENDPOINTS 8
@@ -186,12 +188,13 @@ typedef struct retryq_redis_url {
     char user[128];     /* "" when absent: AUTH <password> */
     char password[256]; /* "" when absent: no AUTH */
     int db;             /* 0 when absent */
-    /* redis+sentinel:// only (a Cluster form would reuse the endpoint list) */
+    /* redis+sentinel:// (and the endpoint list of redis+cluster://) */
     bool is_sentinel;
     char master[128];                 /* the master name the sentinels monitor */
-    int endpoint_count;               /* sentinels listed, 0 for the other forms */
+    int endpoint_count;               /* sentinels or seed nodes listed, 0 for the others */
     retryq_redis_endpoint_t endpoints[RETRYQ_REDIS_MAX_ENDPOINTS];
     char sentinel_password[256];      /* never part of the URL text; "" = no AUTH */
+    bool is_cluster;                  /* redis+cluster://: endpoints are the seed nodes */
 } retryq_redis_url_t;
 
 RETRYQ_API int retryq_redis_url_parse(const char *url, retryq_redis_url_t *out,

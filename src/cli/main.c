@@ -34,8 +34,9 @@ static void print_help(void)
         printf("  %-10s %s\n", commands[i].name, commands[i].summary);
     printf("\nOptions (also accepted after the command):\n"
            "  --redis-url URL      Redis (redis://[[user]:password@]host[:port][/db],\n"
-           "                       unix://[[user]:password@]/path[?db=N] or\n"
-           "                       redis+sentinel://[[user]:password@]h1:p1[,h2:p2]/MASTER[/db];\n"
+           "                       unix://[[user]:password@]/path[?db=N],\n"
+           "                       redis+sentinel://[[user]:password@]h1:p1[,h2:p2]/MASTER[/db] or\n"
+           "                       redis+cluster://[[user]:password@]h1:p1[,h2:p2] (no db);\n"
            "                       sentinel password: env RETRYQ_REDIS_SENTINEL_PASSWORD[_FILE]);\n"
            "                       env RETRYQ_REDIS_URL, default redis://127.0.0.1:6379\n"
            "  --database-url URL   PostgreSQL conninfo or URI; env RETRYQ_DATABASE_URL\n"

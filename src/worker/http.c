@@ -60,7 +60,8 @@ const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
         !queue_ready(w->queue) && queue_discovery_failing_ms(w->queue) > 0) {
         snprintf(detail, cap, "%s (for %.1f s)", queue_last_error(w->queue),
                  (double)queue_discovery_failing_ms(w->queue) / 1000.0);
-        return "redis unavailable: no sentinel names a primary";
+        return w->redis_url.is_cluster ? "redis unavailable: no cluster node names the queue's primary"
+                                       : "redis unavailable: no sentinel names a primary";
     }
     if (w->state == WORKER_STARTING) {
         snprintf(detail, cap, "%s", queue_last_error(w->queue));

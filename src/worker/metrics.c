@@ -440,7 +440,8 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
     counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
             queue_reconnects(w->queue));
     counter(out, "retry_redis_failovers_total",
-            "Redis primary changes followed (Sentinel: the sentinels named another server).",
+            "Redis primary changes followed (Sentinel: the sentinels named another server; "
+            "Cluster: a MOVED or the nodes named another owner of the queue's slot).",
             queue_failovers(w->queue));
     gauge(out, "retry_redis_unsent_operations", "Redis writes (acks, moves) not yet confirmed.",
           (double)queue_unsent(w->queue));

@@ -384,8 +384,10 @@ static void dns_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * database connections start meanwhile) until the answer or the connect timeout. */
 static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
 {
-    /* Sentinel: the queue resolves the sentinels' and the primary's names itself. */
-    if (w->redis_url.is_unix || w->redis_url.is_sentinel || !resolve_is_name(w->redis_url.host))
+    /* Sentinel: the queue resolves the sentinels' and the primary's names itself; Cluster:
+     * the seeds are asked as they are written (the nodes answer with addresses). */
+    if (w->redis_url.is_unix || w->redis_url.is_sentinel || w->redis_url.is_cluster ||
+        !resolve_is_name(w->redis_url.host))
         return 0;
     rq_copy(w->redis_name, sizeof w->redis_name, w->redis_url.host);
     bool expired = false;
