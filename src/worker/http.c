@@ -266,7 +266,12 @@ static void on_readyz(struct evhttp_request *req, worker_t *w, struct evbuffer *
     char detail[300];
     const char *why = http_not_ready(w, detail, sizeof detail);
     if (why == NULL) {
+        /* Paused is not unready: the worker is healthy and does what it was told. */
+        char pause[RETRYQ_MAX_PAUSE_REASON + RETRYQ_MAX_PAUSE_BY + 100];
+        pause_describe(w, pause, sizeof pause);
         evbuffer_add_printf(out, "ready\n");
+        if (pause[0] != '\0')
+            evbuffer_add_printf(out, "queue paused %s\n", pause);
         reply(req, 200, "OK", TEXT_PLAIN, out);
         return;
     }

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "job.h"
 #include "metrics.h"
 #include "text.h"
 #include "worker.h"
@@ -450,6 +451,11 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
           store_connected(w->store) ? 1 : 0);
     gauge(out, "retry_worker_running", "1 while the worker takes jobs (0 starting or draining).",
           w->state == WORKER_RUNNING ? 1 : 0);
+    gauge(out, "retry_queue_paused",
+          "1 while the queue is paused (retryq pause): no jobs taken, no router calls started.",
+          pause_is_paused(w) ? 1 : 0);
+    gauge(out, "retry_jobs_held", "Jobs this worker holds in its processing list while the queue is paused.",
+          (double)job_held_count(w));
     family(out, "retry_worker_info", "gauge", "Build and identity of this worker (always 1).");
     evbuffer_add_printf(out, "retry_worker_info{version=\"");
     metrics_write_label_value(out, RETRYQ_VERSION_STRING);
