@@ -15,14 +15,23 @@
 
 #include "client.h"
 
+/* The head of both scripts: Redis's time, and the pause in place as [field, value, ...]
+ * (empty when there is none). A key of another type (written by hand) reads as a pause
+ * whose reason says so: the workers take nothing until `retryq resume` deletes it. */
+#define LUA_HEAD                                                                              \
+    "local t = redis.call('TIME')\n"                                                          \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                 \
+    "local kind = redis.call('TYPE', KEYS[1])['ok']\n"                                        \
+    "local cur = {}\n"                                                                        \
+    "if kind == 'hash' then cur = redis.call('HGETALL', KEYS[1])\n"                           \
+    "elseif kind ~= 'none' then cur = {'reason', 'unreadable pause: ' .. KEYS[1] .. ' is a ' .. " \
+    "kind .. ', not a hash (retryq resume deletes it)'} end\n"
+
 /* KEYS: {Q}:paused. ARGV: reason, by. A pause in place stays as it is. Returns {written
  * (0/1), the hash in force as [field, value, ...], Redis's time in ms}. */
 static const char LUA_PAUSE[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  return {0, redis.call('HGETALL', KEYS[1]), now}\n"
-    "end\n"
+    LUA_HEAD
+    "if #cur > 0 then return {0, cur, now} end\n"
     "redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'by', ARGV[2], 'since_ms', string.format('%d', now))\n"
     "return {1, redis.call('HGETALL', KEYS[1]), now}\n";
 
@@ -30,9 +39,7 @@ static const char LUA_PAUSE[] =
  * ms, the hash as it was, [field, value, ...], empty when the queue ran}. The worker reads
  * the pause with it too (internal.h). */
 const char rq_pause_lua_read[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local cur = redis.call('HGETALL', KEYS[1])\n"
+    LUA_HEAD
     "if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end\n"
     "return {now, cur}\n";
 

@@ -51,7 +51,8 @@ const http_flow_t *http_flow(const worker_t *w);
 #define HTTP_POP_STALL_MS 15000
 
 /* NULL when the worker is ready; else a short reason ("starting", "draining", "redis
- * unavailable", "database unavailable", "no progress on the Redis pop connection") and
+ * unavailable", "database unavailable", "the queue's pause cannot be read: taking no
+ * jobs", "no progress on the Redis pop connection") and
  * `detail` (may be "") says more. */
 const char *http_not_ready(const worker_t *w, char *detail, size_t cap);
 

@@ -41,9 +41,15 @@ static void on_read(void *arg, const redisReply *r)
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         !rq_pause_parse(r->element[1], r->element[0]->integer, &info)) {
-        w->pause.reads_failed++;
+        /* Lost with the connection: quiet, the reconnect reads again. Refused on a live
+         * connection (an ACL without EVAL, say): say so, every 10 s or so. */
+        if (w->pause.failed_in_row++ % 40 == 0 && w->queue != NULL && queue_ready(w->queue))
+            log_warn("queue.pause", "could not read the queue's pause %s from Redis (%s)%s", w->keys.paused,
+                     r == NULL ? "refused or no answer" : "unexpected reply",
+                     w->pause.known ? ": keeping the last state" : ": taking no jobs until it is read");
         return;
     }
+    w->pause.failed_in_row = 0;
     bool first = !w->pause.known, was = w->pause.info.paused;
     retryq_pause_state_t before = w->pause.info;
     w->pause.known = true;

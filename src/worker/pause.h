@@ -25,7 +25,7 @@ typedef struct pause_state {
     bool asking;               /* a read is out */
     retryq_pause_state_t info; /* the last read; info.paused says whether the queue is paused */
     int64_t read_mono_ms;      /* monotonic time of that read (info.age_ms counts from it) */
-    uint64_t reads_failed;     /* reads that got no answer (kept at the last state) */
+    uint64_t failed_in_row;    /* reads in a row that got no usable answer (the last state is kept) */
 } pause_state_t;
 
 /* Asks Redis for {Q}:paused unless a read is out or the queue is not connected. */

@@ -18,6 +18,8 @@
 # the executions table until the pause is in place) are held in the processing lists and
 # call nothing until the resume; a worker stopped meanwhile hands its held jobs back to the
 # queue, and restarted while paused takes nothing.
+# A {Q}:paused of the wrong type counts as a pause (its reason says so) until `retryq
+# resume` deletes it.
 # Also the CLI around it: a second pause keeps the first, --json, resume of a running
 # queue, usage and refusal exit codes.
 set -euo pipefail
@@ -216,5 +218,21 @@ check_eq "{Q}:paused is gone" 0 "$(rcli EXISTS "{$Q}:paused")"
 check_eq "the router was called once per execution" $((N + M)) "$(requests)"
 stop_worker a
 stop_worker b
+
+# ---- a {Q}:paused of the wrong type (written by hand): read as a pause whose reason
+# says so, so a worker that starts takes nothing; `retryq resume` deletes it.
+job3=$(insert_job '{"id":"pause-unreadable","questions":["math_basic"]}')
+seed_key "$job3" 3 asia-pacific
+rcli SET "{$Q}:paused" "not a hash" >/dev/null
+push_key "$job3" asia-pacific
+start_worker c
+unreadable() { curl -fsS "http://127.0.0.1:${WPORT[c]}/readyz" 2>/dev/null | grep -q "^queue paused by unknown, since unknown: unreadable pause: {$Q}:paused is a string, not a hash"; }
+check "a {Q}:paused that is not a hash: the worker starts, ready and paused, saying why" wait_for 30 unreadable
+check_eq "... and takes nothing" "3 0 0" "$(depths)"
+check "retryq stats shows it as a pause" bash -c "'$RETRYQ_CLI' stats | grep -q '^paused *yes, by unknown, since unknown (unknown): unreadable pause'"
+"$RETRYQ_CLI" resume >/dev/null
+check_eq "retryq resume deleted it" 0 "$(rcli EXISTS "{$Q}:paused")"
+check "... and the worker runs the jobs" wait_for 30 all_done "$job3" 3
+stop_worker c
 check_no_sanitizer_reports
 t_finish

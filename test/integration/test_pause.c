@@ -2,10 +2,11 @@
  * Pausing the queue against a real Redis (RETRYQ_TEST_REDIS_URL): retryq_pause writes the
  * hash {Q}:paused (reason, by, since_ms on Redis's clock) with no expiry; "by" defaults to
  * user@host; a second pause keeps the first as it is; retryq_pause_get reads it with its
- * age and says "not paused" for a queue that runs; retryq_resume deletes it, returns what
- * it deleted and says when there was none; retryq_stats carries the pause; invalid
- * reasons and names are refused with a sentence and write nothing; an unreachable Redis
- * is RETRYQ_ERR_REDIS. Every test uses its own queue name.
+ * age, says "not paused" for a queue that runs and reads a key of another type as a pause
+ * that says so; retryq_resume deletes it, returns what it deleted and says when there was
+ * none; retryq_stats carries the pause; invalid reasons and names are refused with a
+ * sentence and write nothing; an unreachable Redis is RETRYQ_ERR_REDIS. Every test uses
+ * its own queue name.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -191,6 +192,22 @@ static void test_unreadable_fields_still_mean_paused(void **state)
     assert_int_equal(p.since_ms, 0);
     assert_int_equal(p.age_ms, -1);
     assert_string_equal(p.reason, "");
+
+    /* A key of another type written by hand: a pause whose reason says so; pause keeps
+     * it, resume deletes it. */
+    freeReplyObject(redisCommand(f->redis, "DEL %s", retryq_client_keys(f->client)->paused));
+    freeReplyObject(redisCommand(f->redis, "SET %s %s", retryq_client_keys(f->client)->paused, "junk"));
+    assert_int_equal(retryq_pause_get(f->client, &p, &err), RETRYQ_OK);
+    assert_true(p.paused);
+    assert_non_null(strstr(p.reason, "unreadable pause: "));
+    assert_non_null(strstr(p.reason, "is a string, not a hash (retryq resume deletes it)"));
+    bool applied = true;
+    assert_int_equal(retryq_pause(f->client, "new", NULL, &applied, &p, &err), RETRYQ_OK);
+    assert_false(applied);
+    bool was = false;
+    assert_int_equal(retryq_resume(f->client, &was, NULL, &err), RETRYQ_OK);
+    assert_true(was);
+    assert_int_equal(integer(f, "EXISTS %s", retryq_client_keys(f->client)->paused), 0);
 }
 
 static void test_resume_deletes_and_returns_the_pause(void **state)
