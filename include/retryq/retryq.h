@@ -10,7 +10,8 @@
  *   - parsing of redis:// and unix:// URLs;
  *   - a synchronous client that enqueues a job, performs the runner's whole retry
  *     request (`retryq_submit`), reads queue statistics, applies migrations, manages
- *     the dead list and pauses, resumes and lists flow-control keys;
+ *     the dead list, pauses and resumes the whole queue (`retryq_pause`) and pauses,
+ *     resumes and lists flow-control keys;
  *   - the retry by filter (`retryq_submit_filter`) and the retry sets it records
  *     (`retryq_sets_list`, `retryq_set_show`).
  *
