@@ -85,13 +85,13 @@ void rq_set_progress_add(const struct pg_result *res, int row, int col, retryq_s
  * ETA). */
 void rq_set_progress_finish(retryq_set_progress_t *p, double window_ms);
 
-/* The queue's pause (pause.c), also read by the worker: fills `out` from the reply of
- * HGETALL {Q}:paused (`pairs`: field, value, ...; an empty array when the queue runs) as
+/* The queue's pause (pause.c), also read by the worker: fills `out` from the pause as the
+ * scripts return it (`pairs`: field, value, ...; an empty array when the queue runs) as
  * seen at Redis time `now_ms` (0: unknown, age_ms -1). False when the reply is not an
  * array of strings (out then says not paused). */
 struct redisReply;
 /* The script that reads {Q}:paused (KEYS[1]; ARGV[1] "0": read, "1": read and delete);
- * its reply is {Redis's time in ms, the HGETALL of the hash}. */
+ * its reply is {Redis's time in ms, [field, value, ...] of the pause}. */
 extern const char rq_pause_lua_read[];
 bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause_state_t *out);
 

@@ -16,16 +16,20 @@
 #include "client.h"
 
 /* The head of both scripts: Redis's time, and the pause in place as [field, value, ...]
- * (empty when there is none). A key of another type (written by hand) reads as a pause
- * whose reason says so: the workers take nothing until `retryq resume` deletes it. */
+ * (empty when there is none). Only HMGET and TIME, so the worker's least-privilege ACL
+ * (docs/security.md) is enough to read it; a hash with none of the three fields is no
+ * pause. A key of another type (written by hand) reads as a pause whose reason says so:
+ * the workers take nothing until `retryq resume` deletes it. */
 #define LUA_HEAD                                                                              \
     "local t = redis.call('TIME')\n"                                                          \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                 \
-    "local kind = redis.call('TYPE', KEYS[1])['ok']\n"                                        \
     "local cur = {}\n"                                                                        \
-    "if kind == 'hash' then cur = redis.call('HGETALL', KEYS[1])\n"                           \
-    "elseif kind ~= 'none' then cur = {'reason', 'unreadable pause: ' .. KEYS[1] .. ' is a ' .. " \
-    "kind .. ', not a hash (retryq resume deletes it)'} end\n"
+    "local f = redis.pcall('HMGET', KEYS[1], 'reason', 'by', 'since_ms')\n"                   \
+    "if f.err then\n"                                                                         \
+    "  cur = {'reason', 'unreadable pause: ' .. KEYS[1] .. ' is not a hash (retryq resume deletes it)'}\n" \
+    "elseif f[1] or f[2] or f[3] then\n"                                                      \
+    "  cur = {'reason', f[1] or '', 'by', f[2] or '', 'since_ms', f[3] or ''}\n"              \
+    "end\n"
 
 /* KEYS: {Q}:paused. ARGV: reason, by. A pause in place stays as it is. Returns {written
  * (0/1), the hash in force as [field, value, ...], Redis's time in ms}. */
@@ -33,7 +37,7 @@ static const char LUA_PAUSE[] =
     LUA_HEAD
     "if #cur > 0 then return {0, cur, now} end\n"
     "redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'by', ARGV[2], 'since_ms', string.format('%d', now))\n"
-    "return {1, redis.call('HGETALL', KEYS[1]), now}\n";
+    "return {1, {'reason', ARGV[1], 'by', ARGV[2], 'since_ms', string.format('%d', now)}, now}\n";
 
 /* KEYS: {Q}:paused. ARGV: 1 to delete it (resume), 0 to read it. Returns {Redis's time in
  * ms, the hash as it was, [field, value, ...], empty when the queue ran}. The worker reads

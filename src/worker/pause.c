@@ -1,7 +1,7 @@
 /*
  * The queue's pause as this worker knows it (see pause.h). One read at a time, on the
  * queue's command connection: the script libretryq's retryq_pause_get runs (Redis's TIME
- * and HGETALL {Q}:paused). A read that gets no answer (Redis lost, the queue freed)
+ * and HMGET of {Q}:paused, within the worker's least-privilege ACL). A read that gets no answer (Redis lost, the queue freed)
  * changes nothing: the worker keeps the last state it knew, so a pause stays a pause
  * through an outage, and a worker that never read the key takes nothing.
  */

@@ -17,7 +17,8 @@
 # Then jobs taken but not yet calling the router (their loads kept waiting by a lock on
 # the executions table until the pause is in place) are held in the processing lists and
 # call nothing until the resume; a worker stopped meanwhile hands its held jobs back to the
-# queue, and restarted while paused takes nothing.
+# queue, and restarted while paused takes nothing; delayed jobs are still promoted and the
+# heartbeats go on.
 # A {Q}:paused of the wrong type counts as a pause (its reason says so) until `retryq
 # resume` deletes it.
 # Also the CLI around it: a second pause keeps the first, --json, resume of a running
@@ -209,13 +210,29 @@ check_eq "the restarted worker took nothing" 0 "$(metric b retry_taken_total)"
 check_eq "its processing list is empty" 0 "$(rcli LLEN "{$Q}:processing:b-$$")"
 check_eq "no router call meanwhile" "$r3" "$(requests)"
 check_eq "depths unchanged meanwhile" "$d3" "$(depths)"
+# What goes on while paused: a delayed job that falls due is promoted to the queue, and
+# every worker's heartbeat stays fresh (the queue has been paused for several seconds).
+job4=$(insert_job '{"id":"pause-promote","questions":["math_basic"]}')
+seed_key "$job4" 1 us-east
+payload=$(sql -c "SELECT json_build_object('execution_id', id, 'region', region, 'question_index', 0, 'retry_attempt', 1)::text FROM executions WHERE job_id = $job4")
+rcli EVAL "local t = redis.call('TIME'); return redis.call('ZADD', KEYS[1], t[1] * 1000, ARGV[1])" 1 "{$Q}:delayed" "$payload" >/dev/null
+promoted() { [[ $(rcli ZCARD "{$Q}:delayed") == 0 && $(rcli LPOS "$Q" "$payload") != "" ]]; }
+check "while paused, a due delayed job is promoted to the queue" wait_for 5 promoted
+fresh() {
+  "$RETRYQ_CLI" stats --json | python3 -c '
+import json, sys; w = json.load(sys.stdin)["workers"]
+sys.exit(0 if len(w) == 2 and all(x["heartbeat_age_seconds"] < 7 for x in w) else 1)'
+}
+paused_for=$("$RETRYQ_CLI" stats --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["pause"]["paused_seconds"])')
+check "while paused (for ${paused_for} s), both workers' heartbeats stay fresh (< 7 s, every 5 s)" fresh
 "$RETRYQ_CLI" resume >/dev/null
 check "after the resume the held and pending jobs complete" wait_for 60 all_done "$job2" "$M"
+check "... and the promoted one" wait_for 30 all_done "$job4" 1
 check_eq "exactly one outcome entry each" 0 "$(outcome_entries_not_one "$job2")"
 check "worker a released its held jobs at once" grep -q "event=queue.released" "$t_tmp/a.log"
 check "nothing left in Redis" wait_for 10 empty
 check_eq "{Q}:paused is gone" 0 "$(rcli EXISTS "{$Q}:paused")"
-check_eq "the router was called once per execution" $((N + M)) "$(requests)"
+check_eq "the router was called once per execution" $((N + M + 1)) "$(requests)"
 stop_worker a
 stop_worker b
 
@@ -226,7 +243,7 @@ seed_key "$job3" 3 asia-pacific
 rcli SET "{$Q}:paused" "not a hash" >/dev/null
 push_key "$job3" asia-pacific
 start_worker c
-unreadable() { curl -fsS "http://127.0.0.1:${WPORT[c]}/readyz" 2>/dev/null | grep -q "^queue paused by unknown, since unknown: unreadable pause: {$Q}:paused is a string, not a hash"; }
+unreadable() { curl -fsS "http://127.0.0.1:${WPORT[c]}/readyz" 2>/dev/null | grep -q "^queue paused by unknown, since unknown: unreadable pause: {$Q}:paused is not a hash"; }
 check "a {Q}:paused that is not a hash: the worker starts, ready and paused, saying why" wait_for 30 unreadable
 check_eq "... and takes nothing" "3 0 0" "$(depths)"
 check "retryq stats shows it as a pause" bash -c "'$RETRYQ_CLI' stats | grep -q '^paused *yes, by unknown, since unknown (unknown): unreadable pause'"
