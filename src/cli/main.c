@@ -23,6 +23,8 @@ static const cli_command_t commands[] = {
     {"dead", "list, show, requeue or purge the dead-lettered jobs", cli_cmd_dead},
     {"sets", "list the retry sets of 'retry --job/--since', show or watch one", cli_cmd_sets},
     {"flow", "pause, resume or list flow-control keys (MODEL/REGION)", cli_cmd_flow},
+    {"pause", "pause the queue: every worker stops taking jobs and starting router calls", cli_cmd_pause},
+    {"resume", "resume a paused queue", cli_cmd_resume},
 };
 
 static void print_help(void)
