@@ -10,7 +10,8 @@
  *   - parsing of redis:// and unix:// URLs;
  *   - a synchronous client that enqueues a job, performs the runner's whole retry
  *     request (`retryq_submit`), reads queue statistics, applies migrations, manages
- *     the dead list and pauses, resumes and lists flow-control keys;
+ *     the dead list, pauses and resumes the whole queue (`retryq_pause`) and pauses,
+ *     resumes and lists flow-control keys;
  *   - the retry by filter (`retryq_submit_filter`) and the retry sets it records
  *     (`retryq_sets_list`, `retryq_set_show`);
  *   - cancelling retries (`retryq_cancel`, `retryq_set_cancel`).
@@ -142,6 +143,7 @@ typedef struct retryq_keys {
     char flow_paused[RETRYQ_MAX_QUEUE_NAME + 32];    /* {Q}:flow:paused (ZSET, index of pauses) */
     char flow_breakers[RETRYQ_MAX_QUEUE_NAME + 32];  /* {Q}:flow:breakers (HASH) */
     char flow_keys[RETRYQ_MAX_QUEUE_NAME + 32];      /* {Q}:flow:keys (ZSET, keys in use) */
+    char paused[RETRYQ_MAX_QUEUE_NAME + 32];         /* {Q}:paused (HASH, the queue's pause) */
     char cancelled[RETRYQ_MAX_QUEUE_NAME + 32];      /* {Q}:cancelled (ZSET, tombstones
                                                         "<execution_id>:<attempt>" -> ms) */
 } retryq_keys_t;
@@ -173,6 +175,8 @@ RETRYQ_API int retryq_keys_flow(const retryq_keys_t *keys, retryq_flow_kind_t ki
  * redis+sentinel://[[user]:password@]host1[:port1][,host2[:port2]...]/MASTER_NAME[/db]
  *   (sentinel ports default to 26379; user and password are the data nodes' own, the
  *   sentinels' password comes from RETRYQ_REDIS_SENTINEL_PASSWORD[_FILE])
+ * redis+cluster://[[user]:password@]host1[:port1][,host2[:port2]...]
+ *   (seed nodes of a Redis Cluster, ports default to 6379; no database: Cluster has only 0)
  * Percent-escapes in user and password are decoded.
  */
 #define RETRYQ_REDIS_MAX_ENDPOINTS 8
@@ -189,12 +193,13 @@ typedef struct retryq_redis_url {
     char user[128];     /* "" when absent: AUTH <password> */
     char password[256]; /* "" when absent: no AUTH */
     int db;             /* 0 when absent */
-    /* redis+sentinel:// only (a Cluster form would reuse the endpoint list) */
+    /* redis+sentinel:// (and the endpoint list of redis+cluster://) */
     bool is_sentinel;
     char master[128];                 /* the master name the sentinels monitor */
-    int endpoint_count;               /* sentinels listed, 0 for the other forms */
+    int endpoint_count;               /* sentinels or seed nodes listed, 0 for the others */
     retryq_redis_endpoint_t endpoints[RETRYQ_REDIS_MAX_ENDPOINTS];
     char sentinel_password[256];      /* never part of the URL text; "" = no AUTH */
+    bool is_cluster;                  /* redis+cluster://: endpoints are the seed nodes */
 } retryq_redis_url_t;
 
 RETRYQ_API int retryq_redis_url_parse(const char *url, retryq_redis_url_t *out,
@@ -478,6 +483,50 @@ RETRYQ_API int retryq_set_show(retryq_client_t *client, int64_t id, size_t open_
                                retryq_set_detail_t *detail, retryq_error_t *err) RETRYQ_MUST_CHECK;
 RETRYQ_API void retryq_set_detail_free(retryq_set_detail_t *detail);
 
+/* ------------------------------------------------------- pause the queue */
+
+/*
+ * Pausing the queue stops every worker from taking jobs and from starting router calls:
+ * within a second of retryq_pause returning no worker starts a call, a worker started
+ * while the queue is paused takes nothing, and the jobs a worker already holds wait in
+ * its processing list. Calls already made finish and record their outcomes. Delayed jobs
+ * keep being promoted, heartbeats, lease recovery and the orphan sweep keep running.
+ *
+ * The pause is the hash {Q}:paused: reason, by, since_ms (Redis's clock, TIME in the
+ * script). It has no expiry: only retryq_resume ends it.
+ */
+#define RETRYQ_MAX_PAUSE_REASON 200 /* bytes of a pause's reason */
+#define RETRYQ_MAX_PAUSE_BY 255     /* bytes of who paused */
+
+/* Fixed size, owns no heap memory. Text longer than a field is cut (never inside a UTF-8
+ * sequence); a field missing from the hash is "" (since_ms 0, age_ms -1). */
+typedef struct retryq_pause_state {
+    bool paused;
+    char reason[RETRYQ_MAX_PAUSE_REASON + 1];
+    char by[RETRYQ_MAX_PAUSE_BY + 1];         /* "user@host" unless the caller named someone */
+    int64_t since_ms;                         /* Redis clock, ms since the epoch */
+    int64_t age_ms;                           /* Redis's time when read minus since_ms, >= 0 */
+} retryq_pause_state_t;
+
+/*
+ * Pauses the queue for every worker. `reason` (NULL or "": none) and `by` (NULL or "":
+ * the OS user and this host's name, "user@host") are at most RETRYQ_MAX_PAUSE_REASON and
+ * RETRYQ_MAX_PAUSE_BY bytes of UTF-8 without control characters. One script: when the
+ * queue is already paused that pause stays as it is (its reason, by and since) and
+ * `*applied` is false. `applied` and `in_place` (the pause in force after the call) are
+ * optional. RETRYQ_ERR_INVALID for a bad reason or by; RETRYQ_ERR_REDIS when Redis fails.
+ */
+RETRYQ_API int retryq_pause(retryq_client_t *client, const char *reason, const char *by, bool *applied,
+                            retryq_pause_state_t *in_place, retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* Ends the pause (one script: read and DEL). A queue that is not paused is not an error:
+ * `*was_paused` is false. `deleted` receives the pause that ended. Both are optional. */
+RETRYQ_API int retryq_resume(retryq_client_t *client, bool *was_paused, retryq_pause_state_t *deleted,
+                             retryq_error_t *err) RETRYQ_MUST_CHECK;
+
+/* Reads the pause: out->paused is false (and the rest empty) when the queue runs. */
+RETRYQ_API int retryq_pause_get(retryq_client_t *client, retryq_pause_state_t *out,
+                                retryq_error_t *err) RETRYQ_MUST_CHECK;
 /* ------------------------------------------------------------------ cancel */
 
 /* What a cancel did with one retry (execution, attempt). */
@@ -544,6 +593,7 @@ typedef struct retryq_stats {
     int64_t oldest_pending_age_ms;    /* from the oldest job's enqueued_at; -1 unknown */
     size_t worker_count;
     retryq_worker_info_t *workers;    /* malloc'd array, worker_count entries */
+    retryq_pause_state_t pause;       /* the queue's pause; pause.paused false when it runs */
 } retryq_stats_t;
 
 RETRYQ_API int retryq_stats(retryq_client_t *client, retryq_stats_t *out, retryq_error_t *err) RETRYQ_MUST_CHECK;

@@ -129,6 +129,14 @@ int cli_cmd_migrate(cli_t *cli, int argc, char **argv);
 int cli_cmd_dead(cli_t *cli, int argc, char **argv);
 int cli_cmd_sets(cli_t *cli, int argc, char **argv);
 int cli_cmd_flow(cli_t *cli, int argc, char **argv);
+int cli_cmd_pause(cli_t *cli, int argc, char **argv);
+int cli_cmd_resume(cli_t *cli, int argc, char **argv);
+
+/* The queue's pause as `pause`, `resume` and `stats` show it (cmd_pause.c): "by WHO,
+ * since TIME (AGE): REASON", and its JSON members (reason, by, since, since_ms,
+ * paused_seconds) added to `o` (false when memory ran out). */
+void cli_pause_describe(const retryq_pause_state_t *p, char *buf, size_t cap);
+bool cli_pause_add_json(struct cJSON *o, const retryq_pause_state_t *p);
 int cli_cmd_cancel(cli_t *cli, int argc, char **argv);
 /* `retryq sets cancel ID` (cmd_cancel.c), with the client open. Returns an exit code. */
 int cli_sets_cancel(cli_t *cli, int64_t set_id, bool json);

@@ -25,6 +25,7 @@ static const char usage[] =
     "pushes itself), and each registered worker with the age of its last heartbeat and\n"
     "its jobs in flight, then the flow-control keys that are stopped: paused (with the\n"
     "cause, reason and time left) or with an open circuit breaker (see 'retryq flow').\n"
+    "A paused queue ('retryq pause') shows who paused it, since when and why.\n"
     "Ages use Redis's clock.\n\n"
     "Options:\n"
     "  --json       print one JSON object: pending, processing, delayed, dead,\n"
@@ -32,7 +33,8 @@ static const char usage[] =
     "               [{id, heartbeat_age_seconds, inflight}] and flow {paused: [{key,\n"
     "               cause, reason, by, until_ms, left_seconds}], breakers: [{key, state,\n"
     "               until_ms, left_seconds, worker, failures, calls}]} (open and\n"
-    "               half-open breakers)\n"
+    "               half-open breakers), pause (null when the queue runs, else {reason,\n"
+    "               by, since, since_ms, paused_seconds})\n"
     "  --watch      refresh the view until Ctrl-C (exit 0), with how fast each depth\n"
     "               changes (jobs per second since the previous refresh); the screen is\n"
     "               cleared when the output is a terminal, else refreshes are separated\n"
@@ -128,9 +130,22 @@ static void print_workers(const retryq_stats_t *st)
     }
 }
 
+/* "paused       yes, by WHO, since TIME (AGE): REASON", or "no". */
+static void print_pause(const retryq_stats_t *st)
+{
+    char text[RETRYQ_MAX_PAUSE_REASON + RETRYQ_MAX_PAUSE_BY + 200];
+    if (!st->pause.paused) {
+        printf("%-13s%s\n", "paused", "no");
+        return;
+    }
+    cli_pause_describe(&st->pause, text, sizeof text);
+    printf("%-13syes, %s\n", "paused", text);
+}
+
 static void print_table(const snapshot_t *s, const double *rates)
 {
     print_depths(&s->st, rates);
+    print_pause(&s->st);
     print_workers(&s->st);
     cli_flow_print_section(&s->flow);
 }
@@ -164,6 +179,12 @@ static cJSON *stats_json(const snapshot_t *s)
         ok = w != NULL && cJSON_AddItemToArray(workers, w);
     }
     ok = ok && (flow = cli_flow_section_json(&s->flow)) != NULL && cJSON_AddItemToObject(root, "flow", flow);
+    if (ok && !st->pause.paused) {
+        ok = cJSON_AddNullToObject(root, "pause") != NULL;
+    } else if (ok) {
+        cJSON *pause = cJSON_AddObjectToObject(root, "pause");
+        ok = pause != NULL && cli_pause_add_json(pause, &st->pause);
+    }
     if (!ok) {
         cJSON_Delete(root);
         return NULL;

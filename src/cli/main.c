@@ -25,6 +25,8 @@ static const cli_command_t commands[] = {
     {"cancel", "cancel an execution's open retry (its job never runs, the row is restored)",
      cli_cmd_cancel},
     {"flow", "pause, resume or list flow-control keys (MODEL/REGION)", cli_cmd_flow},
+    {"pause", "pause the queue: every worker stops taking jobs and starting router calls", cli_cmd_pause},
+    {"resume", "resume a paused queue", cli_cmd_resume},
 };
 
 static void print_help(void)
@@ -36,8 +38,9 @@ static void print_help(void)
         printf("  %-10s %s\n", commands[i].name, commands[i].summary);
     printf("\nOptions (also accepted after the command):\n"
            "  --redis-url URL      Redis (redis://[[user]:password@]host[:port][/db],\n"
-           "                       unix://[[user]:password@]/path[?db=N] or\n"
-           "                       redis+sentinel://[[user]:password@]h1:p1[,h2:p2]/MASTER[/db];\n"
+           "                       unix://[[user]:password@]/path[?db=N],\n"
+           "                       redis+sentinel://[[user]:password@]h1:p1[,h2:p2]/MASTER[/db] or\n"
+           "                       redis+cluster://[[user]:password@]h1:p1[,h2:p2] (no db);\n"
            "                       sentinel password: env RETRYQ_REDIS_SENTINEL_PASSWORD[_FILE]);\n"
            "                       env RETRYQ_REDIS_URL, default redis://127.0.0.1:6379\n"
            "  --database-url URL   PostgreSQL conninfo or URI; env RETRYQ_DATABASE_URL\n"

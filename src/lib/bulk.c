@@ -11,9 +11,14 @@
  * Redis may have queued them (the reply was lost, not necessarily the command); pushing
  * such a job again is harmless, because the worker records an attempt at most once.
  * Jobs after a broken connection are not sent and also get RETRYQ_ERR_REDIS.
+ *
+ * On a Redis Cluster a batch answered -MOVED, -ASK, -TRYAGAIN or -CLUSTERDOWN did not
+ * run: its jobs are sent again after the window, the way rq_client_cluster_again says
+ * (to the node a MOVED names, or after a pause).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client.h"
 
@@ -36,6 +41,11 @@ typedef struct bulk {
     const char **argv;
     size_t *argvlen;
     char *text;
+    /* Redis Cluster: a redirected batch's reply, kept until the window is read */
+    redisReply *redirect;
+    size_t redo_from;          /* the first job of a redirected batch (n: none) */
+    int redirects;
+    struct timespec start;
 } bulk_t;
 
 /* Records a job that will not be queued, keeping the first reason for the summary. */
@@ -73,6 +83,8 @@ static size_t bulk_append(bulk_t *b, redisContext *rc, size_t next, bool *sent)
     size_t i = next;
     for (; i < b->n && argc - 2 < BULK_BATCH; i++) {
         retryq_error_t err = {0};
+        if (b->codes[i] != UNSENT)
+            continue; /* sent again after a redirection: only the jobs not queued */
         if (retryq_job_validate(&b->jobs[i], RETRYQ_MAX_ATTEMPT, &err) != RETRYQ_OK) {
             bulk_fail(b, i, err.code, err.message);
             continue;
@@ -105,6 +117,19 @@ static bool bulk_reply(bulk_t *b, redisContext *rc, size_t from, size_t to)
                  rc->errstr[0] != '\0' ? rc->errstr : "connection lost");
         bulk_fail_range(b, from, to, IN_BATCH, message);
         return false;
+    }
+    if (b->client->redis.is_cluster && reply->type == REDIS_REPLY_ERROR &&
+        (strncmp(reply->str, "MOVED ", 6) == 0 || cluster_retry_later(reply->str))) {
+        for (size_t i = from; i < to; i++)
+            if (b->codes[i] == IN_BATCH)
+                b->codes[i] = UNSENT;
+        if (from < b->redo_from)
+            b->redo_from = from;
+        if (b->redirect == NULL)
+            b->redirect = reply;
+        else
+            freeReplyObject(reply);
+        return true;
     }
     if (reply->type == REDIS_REPLY_INTEGER) {
         for (size_t i = from; i < to; i++)
@@ -142,9 +167,28 @@ static size_t bulk_window(bulk_t *b, redisContext *rc, size_t next)
     }
     for (int k = 0; k < batches; k++) {
         if (!bulk_reply(b, rc, bounds[k], bounds[k + 1])) {
+            if (b->redirect != NULL) /* its jobs are UNSENT: bulk_run fails them */
+                freeReplyObject(b->redirect);
+            b->redirect = NULL;
             rq_client_redis_reset(b->client);
             bulk_fail_range(b, bounds[k + 1], bounds[batches], IN_BATCH,
                             "Redis LPUSH failed: connection lost (the job may have been queued)");
+            return b->n;
+        }
+    }
+    if (b->redirect == NULL) {
+        b->redirects = 0; /* progress: the pauses' budget starts again */
+        clock_gettime(CLOCK_MONOTONIC, &b->start);
+    } else {
+        bool again = rq_client_cluster_again(b->client, b->redirect, &b->redirects, &b->start);
+        char message[400];
+        snprintf(message, sizeof message, "Redis LPUSH failed: %s", b->redirect->str);
+        freeReplyObject(b->redirect);
+        b->redirect = NULL;
+        next = b->redo_from;
+        b->redo_from = b->n;
+        if (!again) {
+            bulk_fail_range(b, next, b->n, UNSENT, message);
             return b->n;
         }
     }
@@ -156,8 +200,13 @@ static int bulk_run(bulk_t *b, retryq_error_t *err)
     retryq_error_t connect_err = {0};
     redisContext *rc = rq_client_redis(b->client, &connect_err);
     size_t next = 0;
-    while (rc != NULL && next < b->n)
+    b->redo_from = b->n;
+    clock_gettime(CLOCK_MONOTONIC, &b->start);
+    while (rc != NULL && next < b->n) {
         next = bulk_window(b, rc, next);
+        if (next < b->n)
+            rc = rq_client_redis(b->client, &connect_err); /* anew after a MOVED */
+    }
     bulk_fail_range(b, 0, b->n, UNSENT,
                     rc == NULL ? connect_err.message : "Redis LPUSH not sent: the connection broke");
     if (b->failed == 0)

@@ -12,6 +12,12 @@
  * connection or a READONLY reply drops it, so the next call asks again. The sentinels'
  * password comes from RETRYQ_REDIS_SENTINEL_PASSWORD or the first line of the file named
  * by RETRYQ_REDIS_SENTINEL_PASSWORD_FILE.
+ *
+ * redis+cluster://: the first use asks the node a MOVED named last, then the seeds, then
+ * the nodes the last CLUSTER SLOTS answer listed, for the primary serving the queue's slot
+ * (cluster.h), and connects there. A -MOVED reply re-connects to the node it names and
+ * sends the command again; -ASK, -TRYAGAIN and -CLUSTERDOWN (the slot is being migrated,
+ * the cluster fails over) send it again after a short pause.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "client.h"
 #include "connstr.h"
@@ -26,6 +33,8 @@
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
 #define DEFAULT_TIMEOUT_MS 5000
 #define ENCODED_JOB_MAX 1024 /* the longest valid job encodes to about 600 bytes */
+#define CLUSTER_REDIRECTS_MAX 5 /* MOVED followed for one command before giving up */
+#define CLUSTER_PAUSE_MS 50     /* between two tries after ASK, TRYAGAIN, CLUSTERDOWN */
 
 /* ------------------------------------------------------------ settings */
 
@@ -285,11 +294,82 @@ static redisContext *sentinel_connect(const retryq_client_t *client, retryq_erro
     return NULL;
 }
 
-static redisContext *redis_connect(const retryq_client_t *client, retryq_error_t *err)
+/* Asks one node for CLUSTER SLOTS and picks the primary of the queue's slot; false with
+ * why filled. */
+static bool ask_cluster_node(retryq_client_t *client, const char *node_host, int node_port,
+                             char *host, size_t host_cap, int *port, char *why, size_t cap)
+{
+    retryq_error_t step = {0};
+    redisContext *rc = tcp_connect(client, node_host, node_port, why, cap);
+    if (rc == NULL)
+        return false;
+    bool ok = false;
+    if (redis_handshake(&client->redis, rc, &step) != RETRYQ_OK) {
+        snprintf(why, cap, "%s", step.message);
+        goto done;
+    }
+    redisReply *r = redisCommand(rc, "CLUSTER SLOTS");
+    int slot = cluster_keyslot(client->keys.pending, strlen(client->keys.pending));
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        snprintf(why, cap, "CLUSTER SLOTS: %s", r != NULL ? r->str : rc->errstr);
+    else if (!(ok = cluster_slot_owner(r, slot, node_host, host, host_cap, port, client->cluster_seen,
+                                       (int)(sizeof client->cluster_seen / sizeof client->cluster_seen[0]),
+                                       &client->cluster_seen_count)))
+        snprintf(why, cap, "no node serves slot %d of queue %s", slot, client->keys.pending);
+    if (r != NULL)
+        freeReplyObject(r);
+done:
+    redisFree(rc);
+    return ok;
+}
+
+/* The node a MOVED named, the seeds, then the nodes seen last, until one names the owner
+ * of the queue's slot; then the connection to that owner. */
+static redisContext *cluster_connect(retryq_client_t *client, retryq_error_t *err)
+{
+    const retryq_redis_url_t *u = &client->redis;
+    char why[400] = "", where[300];
+    cluster_node_t ask[1 + RETRYQ_REDIS_MAX_ENDPOINTS + 16];
+    int n = 0;
+    if (client->cluster_hint.port != 0)
+        ask[n++] = client->cluster_hint;
+    for (int i = 0; i < u->endpoint_count; i++) {
+        rq_copy(ask[n].host, sizeof ask[n].host, u->endpoints[i].host);
+        ask[n++].port = u->endpoints[i].port;
+    }
+    for (int i = 0; i < client->cluster_seen_count; i++)
+        ask[n++] = client->cluster_seen[i];
+    for (int i = 0; i < n; i++) {
+        char host[256], step[300] = "";
+        int port = 0;
+        connstr_redis_address(ask[i].host, ask[i].port, where, sizeof where);
+        if (!ask_cluster_node(client, ask[i].host, ask[i].port, host, sizeof host, &port, step,
+                              sizeof step)) {
+            snprintf(why, sizeof why, "node %s: %s", where, step);
+            continue;
+        }
+        connstr_redis_address(host, port, where, sizeof where);
+        redisContext *rc = tcp_connect(client, host, port, step, sizeof step);
+        if (rc != NULL && redis_handshake(u, rc, err) != RETRYQ_OK) {
+            redisFree(rc);
+            return NULL;
+        }
+        if (rc != NULL)
+            return rc;
+        snprintf(why, sizeof why, "primary %s of the queue's slot: %s", where, step);
+    }
+    rq_error(err, RETRYQ_ERR_REDIS, "cannot find the Redis Cluster node serving queue %s through "
+             "%d node(s): %s", client->keys.pending, n, why);
+    return NULL;
+}
+
+static redisContext *redis_connect(retryq_client_t *client, retryq_error_t *err)
 {
     const retryq_redis_url_t *u = &client->redis;
     if (u->is_sentinel)
         return sentinel_connect(client, err);
+    if (u->is_cluster)
+        return cluster_connect(client, err);
     struct timeval connect_tv = timeval_of_ms(client->connect_timeout_ms);
     redisContext *rc = u->is_unix ? redisConnectUnixWithTimeout(u->path, connect_tv)
                                   : redisConnectWithTimeout(u->host, u->port, connect_tv);
@@ -326,36 +406,99 @@ void rq_client_redis_reset(retryq_client_t *client)
     client->rc = NULL;
 }
 
+bool rq_client_cluster_again(retryq_client_t *client, const redisReply *reply, int *redirects,
+                             const struct timespec *start)
+{
+    if (!client->redis.is_cluster || reply == NULL || reply->type != REDIS_REPLY_ERROR)
+        return false;
+    cluster_redirect_kind_t kind;
+    int slot, port;
+    char host[256];
+    if (cluster_redirect_parse(reply->str, &kind, &slot, host, sizeof host, &port) &&
+        kind == CLUSTER_MOVED) {
+        if (++*redirects > CLUSTER_REDIRECTS_MAX)
+            return false;
+        if (host[0] == '\0' && client->rc != NULL && client->rc->tcp.host != NULL)
+            rq_copy(host, sizeof host, client->rc->tcp.host);
+        rq_copy(client->cluster_hint.host, sizeof client->cluster_hint.host, host);
+        client->cluster_hint.port = port;
+        rq_client_redis_reset(client);
+        return true;
+    }
+    if (!cluster_retry_later(reply->str))
+        return false;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t spent = (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+    if (spent + CLUSTER_PAUSE_MS > client->command_timeout_ms)
+        return false;
+    struct timespec pause = {0, CLUSTER_PAUSE_MS * 1000000L};
+    nanosleep(&pause, NULL);
+    if (strncmp(reply->str, "CLUSTERDOWN", 11) == 0)
+        rq_client_redis_reset(client); /* the slot may have another owner once it is up */
+    return true;
+}
+
+/* Sends one formatted command and checks its reply, following a Cluster's redirections
+ * (the command text is kept, so it can be sent again). `name` is the command text or its
+ * first word, for messages. */
+static redisReply *formatted_command(retryq_client_t *client, int type, retryq_error_t *err,
+                                     const char *name, const char *cmd, size_t len)
+{
+    int redirects = 0;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        redisContext *rc = rq_client_redis(client, err);
+        if (rc == NULL)
+            return NULL;
+        redisReply *reply = NULL;
+        if (redisAppendFormattedCommand(rc, cmd, len) != REDIS_OK ||
+            redisGetReply(rc, (void **)&reply) != REDIS_OK)
+            reply = NULL;
+        if (rq_client_cluster_again(client, reply, &redirects, &start)) {
+            freeReplyObject(reply);
+            continue;
+        }
+        /* READONLY: a demoted primary (a failover); the next call finds the new one. */
+        bool readonly = reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+                        strncasecmp(reply->str, "READONLY", 8) == 0;
+        redisReply *checked = checked_reply(rc, reply, type, name, err);
+        if (reply == NULL || readonly)
+            rq_client_redis_reset(client);
+        return checked;
+    }
+}
+
 redisReply *rq_client_command(retryq_client_t *client, int type, retryq_error_t *err,
                               const char *fmt, ...)
 {
-    redisContext *rc = rq_client_redis(client, err);
-    if (rc == NULL)
-        return NULL;
+    char *cmd = NULL;
     va_list ap;
     va_start(ap, fmt);
-    redisReply *reply = redisvCommand(rc, fmt, ap);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
     va_end(ap);
-    /* READONLY: a demoted primary (a failover); the next call finds the new one. */
-    bool readonly = reply != NULL && reply->type == REDIS_REPLY_ERROR &&
-                    strncasecmp(reply->str, "READONLY", 8) == 0;
-    redisReply *checked = checked_reply(rc, reply, type, fmt, err);
-    if (reply == NULL || readonly)
-        rq_client_redis_reset(client);
-    return checked;
+    if (len < 0) {
+        rq_error(err, RETRYQ_ERR_NOMEM, "out of memory formatting a Redis command");
+        return NULL;
+    }
+    redisReply *reply = formatted_command(client, type, err, fmt, cmd, (size_t)len);
+    redisFreeCommand(cmd);
+    return reply;
 }
 
 redisReply *rq_client_command_argv(retryq_client_t *client, int type, retryq_error_t *err, int argc,
                                    const char **argv, const size_t *argvlen)
 {
-    redisContext *rc = rq_client_redis(client, err);
-    if (rc == NULL)
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        rq_error(err, RETRYQ_ERR_NOMEM, "out of memory formatting a Redis command");
         return NULL;
-    redisReply *reply = redisCommandArgv(rc, argc, argv, argvlen);
-    redisReply *checked = checked_reply(rc, reply, type, argv[0], err);
-    if (reply == NULL)
-        rq_client_redis_reset(client);
-    return checked;
+    }
+    redisReply *reply = formatted_command(client, type, err, argv[0], cmd, (size_t)len);
+    redisFreeCommand(cmd);
+    return reply;
 }
 
 int rq_client_time_ms(retryq_client_t *client, int64_t *now_ms, retryq_error_t *err)

@@ -7,6 +7,7 @@
  *   redis://[[user]:password@]host[:port][/db]     host may be an IPv6 literal in []
  *   unix://[[user]:password@]/path/to/socket[?db=N]
  *   redis+sentinel://[[user]:password@]h1[:p1][,h2[:p2]...]/MASTER[/db]   (ports 26379)
+ *   redis+cluster://[[user]:password@]h1[:p1][,h2[:p2]...]                (ports 6379, no db)
  * The authority ends at the first '/', '?' or '#', and user information at its last '@':
  * a password holding '/', '?', '#' or ':' must percent-encode them. User, password, host
  * (an IPv6 zone is written %25) and socket path are percent-decoded. rediss:// is refused:
@@ -273,27 +274,24 @@ static bool valid_master_name(const char *s, const char *end, size_t cap)
     return true;
 }
 
-/* redis+sentinel://[userinfo@]h1[:p1][,h2[:p2]...]/MASTER[/db]: the sentinels in
- * endpoints (the first also in host/port), the master name, the data nodes' database. */
-static int parse_sentinel(redis_parse_t *p, const char *s)
+/* h1[:p1][,h2[:p2]...] in item..end into the endpoint list (the first also in host/port);
+ * `what` names an item in errors. */
+static int parse_endpoints(redis_parse_t *p, const char *item, const char *end, int default_port,
+                           const char *what)
 {
     retryq_redis_url_t *out = p->out;
-    const char *end = s + strcspn(s, "/?#"), *item;
-    int rc = parse_userinfo(p, s, end, &item);
-    if (rc != RETRYQ_OK)
-        return rc;
     for (;;) {
         const char *comma = memchr(item, ',', (size_t)(end - item));
         const char *item_end = comma != NULL ? comma : end;
         if (item == item_end)
             return rq_error(p->err, RETRYQ_ERR_INVALID,
-                            "redis URL: empty sentinel address in the list (host1:port1,host2:port2)");
+                            "redis URL: empty %s address in the list (host1:port1,host2:port2)", what);
         if (out->endpoint_count == RETRYQ_REDIS_MAX_ENDPOINTS)
-            return rq_error(p->err, RETRYQ_ERR_INVALID, "redis URL: more than %d sentinels",
-                            RETRYQ_REDIS_MAX_ENDPOINTS);
+            return rq_error(p->err, RETRYQ_ERR_INVALID, "redis URL: more than %d %ss",
+                            RETRYQ_REDIS_MAX_ENDPOINTS, what);
         retryq_redis_endpoint_t *e = &out->endpoints[out->endpoint_count];
-        e->port = 26379;
-        rc = parse_host_port(item, item_end, e->host, sizeof e->host, &e->port, p->err);
+        e->port = default_port;
+        int rc = parse_host_port(item, item_end, e->host, sizeof e->host, &e->port, p->err);
         if (rc != RETRYQ_OK)
             return rc;
         out->endpoint_count++;
@@ -303,6 +301,43 @@ static int parse_sentinel(redis_parse_t *p, const char *s)
     }
     rq_copy(out->host, sizeof out->host, out->endpoints[0].host);
     out->port = out->endpoints[0].port;
+    return RETRYQ_OK;
+}
+
+/* redis+cluster://[userinfo@]h1[:p1][,h2[:p2]...]: seed nodes (ports 6379). A Cluster
+ * has only database 0, so a /db part is refused rather than ignored. */
+static int parse_cluster(redis_parse_t *p, const char *s)
+{
+    const char *end = s + strcspn(s, "/?#"), *item;
+    int rc = parse_userinfo(p, s, end, &item);
+    if (rc == RETRYQ_OK)
+        rc = parse_endpoints(p, item, end, 6379, "cluster node");
+    if (rc != RETRYQ_OK)
+        return rc;
+    if (*end == '/' && end[1] == '\0')
+        end++;
+    if (*end == '/')
+        return rq_error(p->err, RETRYQ_ERR_INVALID,
+                        "redis URL: redis+cluster:// takes no database (Redis Cluster has only "
+                        "database 0): write redis+cluster://host1:port1,host2:port2");
+    if (*end != '\0')
+        return rq_error(p->err, RETRYQ_ERR_INVALID,
+                        "redis URL: unexpected '%c' part (redis+cluster:// is a list of "
+                        "host:port)", *end);
+    return RETRYQ_OK;
+}
+
+/* redis+sentinel://[userinfo@]h1[:p1][,h2[:p2]...]/MASTER[/db]: the sentinels in
+ * endpoints (the first also in host/port), the master name, the data nodes' database. */
+static int parse_sentinel(redis_parse_t *p, const char *s)
+{
+    retryq_redis_url_t *out = p->out;
+    const char *end = s + strcspn(s, "/?#"), *item;
+    int rc = parse_userinfo(p, s, end, &item);
+    if (rc == RETRYQ_OK)
+        rc = parse_endpoints(p, item, end, 26379, "sentinel");
+    if (rc != RETRYQ_OK)
+        return rc;
     const char *name = end + (*end == '/'), *name_end = name + strcspn(name, "/?#");
     if (*end != '/' || !valid_master_name(name, name_end, sizeof out->master))
         return rq_error(p->err, RETRYQ_ERR_INVALID,
@@ -364,12 +399,15 @@ int connstr_redis_parse(const char *url, unsigned flags, retryq_redis_url_t *out
     } else if (has_prefix(url, "redis+sentinel://")) {
         out->is_sentinel = true;
         rc = parse_sentinel(&p, url + strlen("redis+sentinel://"));
+    } else if (has_prefix(url, "redis+cluster://")) {
+        out->is_cluster = true;
+        rc = parse_cluster(&p, url + strlen("redis+cluster://"));
     } else if (has_prefix(url, "unix://")) {
         out->is_unix = true;
         rc = parse_unix(&p, url + strlen("unix://"));
     } else {
         return rq_error(err, RETRYQ_ERR_INVALID,
-                        "redis URL: must start with redis://, redis+sentinel:// or unix://");
+                        "redis URL: must start with redis://, redis+sentinel://, redis+cluster:// or unix://");
     }
     if (rc == RETRYQ_OK && p.holds_password && (flags & CONNSTR_REDIS_PASSWORD_ELSEWHERE) != 0)
         return CONNSTR_REDIS_HOLDS_PASSWORD;
@@ -396,13 +434,16 @@ int connstr_redis_set_password(retryq_redis_url_t *u, const char *password, retr
 void connstr_redis_format(const retryq_redis_url_t *u, char *buf, size_t cap)
 {
     out_t o = out_start(buf, cap);
-    put(&o, u->is_sentinel ? "redis+sentinel://" : u->is_unix ? "unix://" : "redis://");
+    put(&o, u->is_sentinel  ? "redis+sentinel://"
+            : u->is_cluster ? "redis+cluster://"
+            : u->is_unix    ? "unix://"
+                            : "redis://");
     if (u->user[0] != '\0' || u->password[0] != '\0') {
         put_encoded(&o, u->user, NULL);
         put(&o, u->password[0] != '\0' ? ":***@" : "@");
     }
     char number[16];
-    if (u->is_sentinel) {
+    if (u->is_sentinel || u->is_cluster) {
         for (int i = 0; i < u->endpoint_count; i++) {
             const retryq_redis_endpoint_t *e = &u->endpoints[i];
             bool v6 = strchr(e->host, ':') != NULL;
@@ -413,6 +454,8 @@ void connstr_redis_format(const retryq_redis_url_t *u, char *buf, size_t cap)
             snprintf(number, sizeof number, ":%d", e->port);
             put(&o, number);
         }
+        if (u->is_cluster)
+            return;
         put(&o, "/");
         put(&o, u->master);
         snprintf(number, sizeof number, "/%d", u->db);

@@ -12,7 +12,6 @@
  * The history entry's timestamp is the chunk's jobs' enqueued_at, as for a single submit.
  */
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,19 +107,6 @@ static char *filter_document(const retryq_filter_t *f, int64_t limit)
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     return text;
-}
-
-/* The caller's name, else the OS user's. */
-static void who(const char *given, char *buf, size_t cap)
-{
-    struct passwd pw, *found = NULL;
-    char scratch[1024];
-    const char *user = getenv("USER");
-    if (given != NULL && given[0] != '\0')
-        user = given;
-    else if (getpwuid_r(geteuid(), &pw, scratch, sizeof scratch, &found) == 0 && found != NULL)
-        user = found->pw_name;
-    rq_copy(buf, cap, user != NULL && user[0] != '\0' ? user : "unknown");
 }
 
 static int check_arguments(const retryq_filter_t *f, const retryq_bulk_options_t *o, retryq_error_t *err)
@@ -307,7 +293,7 @@ int retryq_submit_filter(retryq_client_t *client, const retryq_filter_t *filter,
                     .limit = o->limit, .dry_run = o->dry_run,
                     .chunk = o->chunk != 0 ? o->chunk : RETRYQ_BULK_CHUNK,
                     .sample_cap = o->sample != 0 ? o->sample : DEFAULT_SAMPLE};
-    who(o->created_by, b.created_by, sizeof b.created_by);
+    rq_who(o->created_by, b.created_by, sizeof b.created_by);
     b.filter_json = filter_document(filter, o->limit);
     b.jobs = malloc(b.chunk * sizeof *b.jobs);
     result->sample = calloc(b.sample_cap, sizeof *result->sample);

@@ -110,21 +110,6 @@ int retryq_flow_key_validate(const char *key, retryq_error_t *err)
     return RETRYQ_OK;
 }
 
-static int check_reason(const char *reason, retryq_error_t *err)
-{
-    size_t n = strlen(reason);
-    if (n > RETRYQ_MAX_FLOW_REASON)
-        return rq_error(err, RETRYQ_ERR_INVALID, "reason: %zu bytes, at most %d", n, RETRYQ_MAX_FLOW_REASON);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)reason[i];
-        if (c < 0x20 || c == 0x7f)
-            return rq_error(err, RETRYQ_ERR_INVALID, "reason: must not contain control characters");
-    }
-    if (!rq_utf8_valid(reason, n))
-        return rq_error(err, RETRYQ_ERR_INVALID, "reason: must be valid UTF-8");
-    return RETRYQ_OK;
-}
-
 /* A member of an index as a flow key: false for one no worker could have written (too
  * long, or holding a NUL), which is then skipped rather than cut. */
 static bool member_key(const redisReply *m)
@@ -230,7 +215,7 @@ int retryq_flow_pause(retryq_client_t *client, const char *key, int64_t duration
                         duration_ms);
     int rc = pause_key(client, key, name, err);
     if (rc == RETRYQ_OK)
-        rc = check_reason(reason != NULL ? reason : "", err);
+        rc = rq_check_text("reason", reason != NULL ? reason : "", RETRYQ_MAX_FLOW_REASON, err);
     if (rc != RETRYQ_OK)
         return rc;
     char *reason_json = json_string(reason != NULL ? reason : "");

@@ -22,6 +22,13 @@ bool rq_copy(char *dst, size_t cap, const char *src);
  * longer text is cut before the UTF-8 sequence that would not fit whole. */
 void rq_copy_utf8(char *dst, size_t cap, const char *src, size_t len);
 
+/* The caller's name `given`, else the OS user's (getpwuid_r, else $USER, else "unknown"). */
+void rq_who(const char *given, char *buf, size_t cap);
+
+/* Checks an operator's text (a reason, a name): at most `max` bytes of valid UTF-8 without
+ * control characters. RETRYQ_ERR_INVALID with "<what>: ..." otherwise. */
+int rq_check_text(const char *what, const char *text, size_t max, retryq_error_t *err);
+
 /* Milliseconds since the epoch (wall clock) and an RFC 3339 UTC timestamp of it. */
 int64_t rq_now_ms(void);
 void rq_format_rfc3339(int64_t epoch_ms, char *buf, size_t cap);
@@ -77,6 +84,16 @@ void rq_set_progress_add(const struct pg_result *res, int row, int col, retryq_s
 /* Percent and ETA of counted progress, from `window_ms` (RQ_SET_RATE_WINDOW_MS; <= 0: no
  * ETA). */
 void rq_set_progress_finish(retryq_set_progress_t *p, double window_ms);
+
+/* The queue's pause (pause.c), also read by the worker: fills `out` from the pause as the
+ * scripts return it (`pairs`: field, value, ...; an empty array when the queue runs) as
+ * seen at Redis time `now_ms` (0: unknown, age_ms -1). False when the reply is not an
+ * array of strings (out then says not paused). */
+struct redisReply;
+/* The script that reads {Q}:paused (KEYS[1]; ARGV[1] "0": read, "1": read and delete);
+ * its reply is {Redis's time in ms, [field, value, ...] of the pause}. */
+extern const char rq_pause_lua_read[];
+bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause_state_t *out);
 
 /*
  * Lua source shared by the scripts of the pop (src/worker/queue.c) and the cancel

@@ -31,6 +31,7 @@ int retryq_keys_init(retryq_keys_t *keys, const char *queue, retryq_error_t *err
     snprintf(keys->flow_paused, sizeof keys->flow_paused, "{%s}:flow:paused", queue);
     snprintf(keys->flow_breakers, sizeof keys->flow_breakers, "{%s}:flow:breakers", queue);
     snprintf(keys->flow_keys, sizeof keys->flow_keys, "{%s}:flow:keys", queue);
+    snprintf(keys->paused, sizeof keys->paused, "{%s}:paused", queue);
     snprintf(keys->cancelled, sizeof keys->cancelled, "{%s}:cancelled", queue);
     return RETRYQ_OK;
 }

@@ -1,7 +1,8 @@
 /*
  * Queue statistics (retryq_stats): depths of the pending, processing, delayed and dead
- * keys, every registered worker with its heartbeat age and in-flight count, and the age
- * of the oldest pending job. Ages use Redis's clock (TIME), as the worker's leases do.
+ * keys, every registered worker with its heartbeat age and in-flight count, the age of
+ * the oldest pending job and the queue's pause (pause.c). Ages use Redis's clock (TIME),
+ * as the worker's leases do.
  *
  * The figures come from separate commands, so they are a near snapshot, not an atomic
  * one. Processing lists are found with SCAN (never KEYS); SCAN may return a key twice,
@@ -202,6 +203,7 @@ int retryq_stats(retryq_client_t *client, retryq_stats_t *out, retryq_error_t *e
         return rq_error(err, RETRYQ_ERR_INVALID, "stats: missing client or result");
     memset(out, 0, sizeof *out);
     out->oldest_pending_age_ms = -1;
+    out->pause.age_ms = -1;
     const retryq_keys_t *k = &client->keys;
     int rc = rq_client_time_ms(client, &now_ms, err);
     if (rc == RETRYQ_OK)
@@ -216,6 +218,8 @@ int retryq_stats(retryq_client_t *client, retryq_stats_t *out, retryq_error_t *e
         rc = read_workers(client, now_ms, out, err);
     if (rc == RETRYQ_OK)
         rc = oldest_pending_age(client, now_ms, &out->oldest_pending_age_ms, err);
+    if (rc == RETRYQ_OK)
+        rc = retryq_pause_get(client, &out->pause, err);
     if (rc != RETRYQ_OK)
         retryq_stats_free(out);
     return rc;

@@ -3,10 +3,13 @@
  * error sentences, bounded copies, time, the raw-text JSON nesting check and strict
  * UTF-8.
  */
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -47,6 +50,33 @@ void rq_copy_utf8(char *dst, size_t cap, const char *src, size_t len)
             n--;
     memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+void rq_who(const char *given, char *buf, size_t cap)
+{
+    struct passwd pw, *found = NULL;
+    char scratch[1024];
+    const char *user = getenv("USER");
+    if (given != NULL && given[0] != '\0')
+        user = given;
+    else if (getpwuid_r(geteuid(), &pw, scratch, sizeof scratch, &found) == 0 && found != NULL)
+        user = found->pw_name;
+    rq_copy(buf, cap, user != NULL && user[0] != '\0' ? user : "unknown");
+}
+
+int rq_check_text(const char *what, const char *text, size_t max, retryq_error_t *err)
+{
+    size_t n = strlen(text);
+    if (n > max)
+        return rq_error(err, RETRYQ_ERR_INVALID, "%s: %zu bytes, at most %zu", what, n, max);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < 0x20 || c == 0x7f)
+            return rq_error(err, RETRYQ_ERR_INVALID, "%s: must not contain control characters", what);
+    }
+    if (!rq_utf8_valid(text, n))
+        return rq_error(err, RETRYQ_ERR_INVALID, "%s: must be valid UTF-8", what);
+    return RETRYQ_OK;
 }
 
 int64_t rq_now_ms(void)

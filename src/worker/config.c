@@ -140,8 +140,9 @@ static int get_mode(const config_t *cfg)
 static const setting_t settings[] = {
     {"redis_url", "redis-url", "RETRYQ_REDIS_URL",
      TEXT(T_REDIS_URL, "redis://127.0.0.1:6379", redis_url), "URL", G_CONNECT,
-      "Redis: redis://[[user]:password@]host[:port][/db], unix://[[user]:password@]/path[?db=N] or "
-     "redis+sentinel://[[user]:password@]host1:port1[,host2:port2...]/MASTER_NAME[/db]"},
+      "Redis: redis://[[user]:password@]host[:port][/db], unix://[[user]:password@]/path[?db=N], "
+     "redis+sentinel://[[user]:password@]host1:port1[,host2:port2...]/MASTER_NAME[/db] or "
+     "redis+cluster://[[user]:password@]host1:port1[,host2:port2...] (seed nodes, no db)"},
     {"redis_password_file", "redis-password-file", "RETRYQ_REDIS_PASSWORD_FILE", FILE_SETTING,
      "PATH", G_CONNECT, "file whose first line is the Redis password (put into the Redis URL)"},
     {"redis_sentinel_password", "redis-sentinel-password", "RETRYQ_REDIS_SENTINEL_PASSWORD",

@@ -6,6 +6,7 @@
  * runs every HTTP_REFRESH_MS: it asks Redis every METRICS_SLOT_MS — every second until
  * the first answer — on the command connection, never with two questions of a kind out.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,8 @@ const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
         !queue_ready(w->queue) && queue_discovery_failing_ms(w->queue) > 0) {
         snprintf(detail, cap, "%s (for %.1f s)", queue_last_error(w->queue),
                  (double)queue_discovery_failing_ms(w->queue) / 1000.0);
-        return "redis unavailable: no sentinel names a primary";
+        return w->redis_url.is_cluster ? "redis unavailable: no cluster node names the queue's primary"
+                                       : "redis unavailable: no sentinel names a primary";
     }
     if (w->state == WORKER_STARTING) {
         snprintf(detail, cap, "%s", queue_last_error(w->queue));
@@ -80,6 +82,11 @@ const char *http_not_ready(const worker_t *w, char *detail, size_t cap)
     if (!store_connected(w->store)) {
         snprintf(detail, cap, "%s", store_last_error(w->store));
         return "database unavailable";
+    }
+    if (!w->pause.known && w->pause.failed_in_row > 0) {
+        snprintf(detail, cap, "%s could not be read %" PRIu64 " time(s) in a row", w->keys.paused,
+                 w->pause.failed_in_row);
+        return "the queue's pause cannot be read: taking no jobs";
     }
     int64_t stalled = queue_pop_stalled_ms(w->queue);
     if (stalled > HTTP_POP_STALL_MS) {
@@ -266,7 +273,12 @@ static void on_readyz(struct evhttp_request *req, worker_t *w, struct evbuffer *
     char detail[300];
     const char *why = http_not_ready(w, detail, sizeof detail);
     if (why == NULL) {
+        /* Paused is not unready: the worker is healthy and does what it was told. */
+        char pause[RETRYQ_MAX_PAUSE_REASON + RETRYQ_MAX_PAUSE_BY + 100];
+        pause_describe(w, pause, sizeof pause);
         evbuffer_add_printf(out, "ready\n");
+        if (pause[0] != '\0')
+            evbuffer_add_printf(out, "queue paused %s\n", pause);
         reply(req, 200, "OK", TEXT_PLAIN, out);
         return;
     }

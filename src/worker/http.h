@@ -3,7 +3,8 @@
  *   /          a small status page for people (status_page.c; also at /status)
  *   /healthz   200 while the loop answers
  *   /readyz    200 when Redis and PostgreSQL are connected, the worker is taking jobs and
- *              the pop connection makes progress; else 503 with the reason
+ *              the pop connection makes progress; else 503 with the reason. A paused queue
+ *              is ready (200), with a second line "queue paused by WHO, since TIME: REASON"
  *   /metrics   Prometheus text format 0.0.4 (metrics.c)
  * GET and HEAD only (405 otherwise), small request limits. It also keeps the figures the
  * pages show fresh (http_refresh): the queue depths and the flow-control pauses and
@@ -50,7 +51,8 @@ const http_flow_t *http_flow(const worker_t *w);
 #define HTTP_POP_STALL_MS 15000
 
 /* NULL when the worker is ready; else a short reason ("starting", "draining", "redis
- * unavailable", "database unavailable", "no progress on the Redis pop connection") and
+ * unavailable", "database unavailable", "the queue's pause cannot be read: taking no
+ * jobs", "no progress on the Redis pop connection") and
  * `detail` (may be "") says more. */
 const char *http_not_ready(const worker_t *w, char *detail, size_t cap);
 

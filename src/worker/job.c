@@ -8,7 +8,9 @@
  *   3 guard: status = 'retrying' AND retry_count = retry_attempt ─no─► ack as stale;
  *     region and max_retries checked too          here
  *   4 resolve the question ─bad─► record failed, dead list               question.c
- *   5 flow control: may this job call the router for its key (MODEL/REGION) now?
+ *   5 the queue's pause (`retryq pause`): held here, in the processing list, until the
+ *     resume; handed back to the queue when the worker stops meanwhile   pause.c
+ *     flow control: may this job call the router for its key (MODEL/REGION) now?
  *     ─not now (paused, breaker open, no permit or token)─► parked: delayed set with the
  *                                             same delivery, no database write   flow.c
  *   6 call the router (libcurl multi, 60 s)       router.c; the answer's meaning: classify.c
@@ -47,7 +49,7 @@
 #define STORE_BACKOFF_MAX_MS 10000
 #define JOB_PROMOTE_TICK_MS 1000 /* the period of the schedule's promotion (worker.c TICK_MS) */
 
-typedef enum job_stage { STAGE_LOAD, STAGE_FLOW, STAGE_CALL, STAGE_RECORD } job_stage_t;
+typedef enum job_stage { STAGE_LOAD, STAGE_HELD, STAGE_FLOW, STAGE_CALL, STAGE_RECORD } job_stage_t;
 
 struct job {
     worker_t *w;
@@ -297,11 +299,35 @@ static void job_resolve(job_t *job, const batch_row_t *row)
 
 /* ------------------------------------------------------------------ 5 flow control */
 
+/* While the queue is paused the job waits here, before flow control and the router;
+ * true when it was held (or, with the worker stopping, handed back). */
+static bool job_hold(job_t *job)
+{
+    worker_t *w = job->w;
+    if (!pause_holds(w))
+        return false;
+    if (w->state != WORKER_RUNNING) {
+        job_requeue(job, "the queue is paused and this worker stops");
+        return true;
+    }
+    job->stage = STAGE_HELD;
+    log_event(LOG_LEVEL_DEBUG, job->req.execution_id, job->req.retry_attempt, "job.held",
+              "[RETRY] the queue is paused: the job waits in the processing list");
+    return true;
+}
+
 /* Flow control's answer: call now, or park the job. */
 static void job_flow_answer(job_t *job, const flow_answer_t *answer)
 {
     if (answer->wait != RETRY_FLOW_GO) {
         job_park(job, answer);
+        return;
+    }
+    if (pause_holds(job->w)) {
+        /* Paused while flow control was asked: give the permit back, ask again later. */
+        flow_end(job->w->flow, job->pass, -1);
+        job->pass = NULL;
+        job_hold(job);
         return;
     }
     job_call(job);
@@ -316,6 +342,8 @@ static void on_flow_answer(void *arg, const flow_answer_t *answer)
 static void job_flow(job_t *job)
 {
     flow_answer_t answer;
+    if (job_hold(job))
+        return;
     job->stage = STAGE_FLOW;
     int rc = flow_ask(job->w->flow, job->model, job->router_region, on_flow_answer, job, &job->pass,
                       &answer);
@@ -763,6 +791,46 @@ static void job_requeue(job_t *job, const char *why)
               "[RETRY] handing the job back to the queue: %s", why);
     queue_requeue(job->w->queue, job->payload, job->len);
     job_end(job);
+}
+
+/* ------------------------------------------------------------------ the queue's pause */
+
+/* The first held job, or NULL. Each call starts from the head: releasing or handing back
+ * a job ends or changes only that job, but the list may change under a walk. */
+static job_t *first_held(const worker_t *w)
+{
+    for (job_t *job = w->jobs; job != NULL; job = job->next)
+        if (job->stage == STAGE_HELD)
+            return job;
+    return NULL;
+}
+
+void job_release_held(worker_t *w)
+{
+    job_t *job;
+    size_t released = 0;
+    while (!pause_holds(w) && (job = first_held(w)) != NULL) {
+        job->stage = STAGE_FLOW; /* not held any more, whatever job_flow does next */
+        released++;
+        job_flow(job);
+    }
+    if (released > 0)
+        log_info("queue.released", "[RETRY] %zu held job(s) go on to the router", released);
+}
+
+void job_hand_back_held(worker_t *w, const char *why)
+{
+    job_t *job;
+    while ((job = first_held(w)) != NULL)
+        job_requeue(job, why);
+}
+
+size_t job_held_count(const worker_t *w)
+{
+    size_t n = 0;
+    for (const job_t *job = w->jobs; job != NULL; job = job->next)
+        n += job->stage == STAGE_HELD;
+    return n;
 }
 
 /* ------------------------------------------------------------------ helpers, shared state */

@@ -21,6 +21,13 @@ int job_init(worker_t *w);
 
 /* A payload arrived from the queue: start a job for it (rescan: see queue.h). */
 void job_start(worker_t *w, const char *payload, size_t len, bool rescan);
+/* The queue's pause (pause.h): a job about to ask flow control and call the router waits,
+ * held, while the queue is paused; it stays in the processing list. Release starts the
+ * held jobs' router calls (after a resume); hand back returns them to the head of the
+ * queue (a stop while paused). job_held_count: the jobs held now. */
+void job_release_held(worker_t *w);
+void job_hand_back_held(worker_t *w, const char *why);
+size_t job_held_count(const worker_t *w);
 /* Frees a job and its buffers; the caller has unlinked it or is tearing down. */
 void job_free(job_t *job);
 /* Frees every job still linked and the shared state (teardown, after the store, router

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "job.h"
 #include "metrics.h"
 #include "text.h"
 #include "worker.h"
@@ -315,6 +316,10 @@ static void write_queue(struct evbuffer *out, const worker_t *w)
         queue_sample(out, w, "retry_queue_workers", "registered", (double)m->workers);
         queue_sample(out, w, "retry_queue_workers", "live", (double)m->workers_live);
     }
+    family(out, "retry_queue_paused", "gauge",
+           "1 while the queue is paused (retryq pause): no job taken, no router call started.");
+    if (w->pause.known)
+        queue_sample(out, w, "retry_queue_paused", NULL, pause_is_paused(w) ? 1 : 0);
     family(out, "retry_queue_stats_age_seconds", "gauge",
            "Seconds since the queue figures were last read from Redis.");
     if (known)
@@ -443,7 +448,8 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
     counter(out, "retry_redis_reconnects_total", "Redis connections re-opened.",
             queue_reconnects(w->queue));
     counter(out, "retry_redis_failovers_total",
-            "Redis primary changes followed (Sentinel: the sentinels named another server).",
+            "Redis primary changes followed (Sentinel: the sentinels named another server; "
+            "Cluster: a MOVED or the nodes named another owner of the queue's slot).",
             queue_failovers(w->queue));
     gauge(out, "retry_redis_unsent_operations", "Redis writes (acks, moves) not yet confirmed.",
           (double)queue_unsent(w->queue));
@@ -453,6 +459,8 @@ void metrics_write(const worker_t *w, struct evbuffer *out)
           store_connected(w->store) ? 1 : 0);
     gauge(out, "retry_worker_running", "1 while the worker takes jobs (0 starting or draining).",
           w->state == WORKER_RUNNING ? 1 : 0);
+    gauge(out, "retry_jobs_held", "Jobs this worker holds in its processing list while the queue is paused.",
+          (double)job_held_count(w));
     family(out, "retry_worker_info", "gauge", "Build and identity of this worker (always 1).");
     evbuffer_add_printf(out, "retry_worker_info{version=\"");
     metrics_write_label_value(out, RETRYQ_VERSION_STRING);

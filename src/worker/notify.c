@@ -28,7 +28,8 @@ static const char *state_name(const worker_t *w)
 
 static void send_status(worker_t *w, const char *head)
 {
-    char msg[512], depth[64] = "";
+    char msg[1024], depth[64] = "", pause[RETRYQ_MAX_PAUSE_REASON + RETRYQ_MAX_PAUSE_BY + 100];
+    char paused[sizeof pause + 32] = "";
     char detail[300];
     const char *why = w->state == WORKER_RUNNING || w->state == WORKER_STARTING
                           ? http_not_ready(w, detail, sizeof detail)
@@ -37,12 +38,15 @@ static void send_status(worker_t *w, const char *head)
     if (why != NULL)
         snprintf(reason, sizeof reason, ", not ready: %s%s%s%s", why, detail[0] ? " (" : "",
                  detail, detail[0] ? ")" : "");
+    pause_describe(w, pause, sizeof pause);
+    if (pause[0] != '\0')
+        snprintf(paused, sizeof paused, ", queue paused %s", pause);
     if (w->metrics.depths_known)
         snprintf(depth, sizeof depth, "; queue %lld pending, %lld dead", (long long)w->metrics.pending,
                  (long long)w->metrics.dead_depth);
     snprintf(msg, sizeof msg,
-             "%sSTATUS=%s%s: %zu in flight, %llu succeeded, %llu failed, %llu stale, %llu dead%s",
-             head, state_name(w), reason,
+             "%sSTATUS=%s%s%s: %zu in flight, %llu succeeded, %llu failed, %llu stale, %llu dead%s",
+             head, state_name(w), paused, reason,
              w->inflight, (unsigned long long)w->metrics.success_total,
              (unsigned long long)w->metrics.failure_total,
              (unsigned long long)w->metrics.stale_total, (unsigned long long)w->metrics.dead_total,

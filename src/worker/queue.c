@@ -29,6 +29,7 @@
 
 #include "backoff.h"
 #include "clock.h"
+#include "cluster.h"
 #include "connstr.h"
 #include "internal.h"
 #include "log.h"
@@ -154,23 +155,40 @@ static const char LUA_HEARTBEAT[] =
  * (src/lib/internal.h), a scanner of the outermost object shared with the cancel. */
 #define LUA_BUMP RQ_LUA_BUMP
 
+/* KEYS: workers. ARGV: lease ms, own id, at most. The workers silent for longer than the
+ * lease (by Redis's clock), this one aside: lease recovery's first step, which names the
+ * processing lists LUA_RECOVER is then given as KEYS. */
+static const char LUA_EXPIRED[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local most = tonumber(ARGV[3])\n"
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, most + 1)\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if id ~= ARGV[2] and #out < most then out[#out + 1] = id end\n"
+    "end\n"
+    "return out\n";
+
 /*
- * KEYS: workers, queue, workerinfo. ARGV: lease ms, processing prefix, own id, max jobs
- * per call. Every worker silent for longer than the lease loses its list: each job goes
- * back to the head of the queue (so it runs next) with its delivery count raised by one
- * — an expired lease counts as a delivery, so a job that keeps killing workers ends up
- * in the dead list. Oldest jobs end nearest the head. At most ARGV[4] jobs per call.
+ * KEYS: workers, queue, workerinfo, then the processing list of each worker named in
+ * ARGV. ARGV: lease ms, max jobs per call, then the worker ids (ARGV[i - 1] owns
+ * KEYS[i]). Each worker still silent for longer than the lease (checked again: it may have
+ * come back since LUA_EXPIRED) loses its list: each job goes back to the head of the queue
+ * (so it runs next) with its delivery count raised by one — an expired lease counts as a
+ * delivery, so a job that keeps killing workers ends up in the dead list. Oldest jobs end
+ * nearest the head. At most ARGV[2] jobs per call.
  */
 static const char LUA_RECOVER[] =
     LUA_BUMP
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))\n"
-    "local budget = tonumber(ARGV[4])\n"
+    "local budget = tonumber(ARGV[2])\n"
     "local moved = 0\n"
-    "for _, id in ipairs(dead) do\n"
-    "  if id ~= ARGV[3] then\n"
-    "    local list = ARGV[2] .. id\n"
+    "for i = 4, #KEYS do\n"
+    "  local id = ARGV[i - 1]\n"
+    "  local beat = redis.call('ZSCORE', KEYS[1], id)\n"
+    "  if beat and tonumber(beat) <= now - tonumber(ARGV[1]) then\n"
+    "    local list = KEYS[i]\n"
     "    while budget > 0 do\n"
     "      local v = redis.call('LPOP', list)\n"
     "      if not v then break end\n"
@@ -187,27 +205,26 @@ static const char LUA_RECOVER[] =
     "return moved\n";
 
 /*
- * KEYS: workers, queue, workerinfo. ARGV: processing prefix, worker id, expected info
- * ("" = any). The whole list of one worker known to be dead goes back to the head of the
- * queue, delivery counts raised (as lease recovery does), without waiting for its lease:
- * this worker's own list at start (a restart with a fixed id), or a predecessor on this
- * host whose process is gone. The info check makes it a no-op (-1) when the id was
- * registered again meanwhile.
+ * KEYS: workers, queue, workerinfo, the worker's processing list. ARGV: worker id,
+ * expected info ("" = any). The whole list of one worker known to be dead goes back to
+ * the head of the queue, delivery counts raised (as lease recovery does), without waiting
+ * for its lease: this worker's own list at start (a restart with a fixed id), or a
+ * predecessor on this host whose process is gone. The info check makes it a no-op (-1)
+ * when the id was registered again meanwhile.
  */
 static const char LUA_RECLAIM[] =
     LUA_BUMP
-    "if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[3] then return -1 end\n"
-    "local list = ARGV[1] .. ARGV[2]\n"
+    "if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return -1 end\n"
     "local moved = 0\n"
     "while moved < 100000 do\n"
-    "  local v = redis.call('LPOP', list)\n"
+    "  local v = redis.call('LPOP', KEYS[4])\n"
     "  if not v then break end\n"
     "  redis.call('RPUSH', KEYS[2], bump(v))\n"
     "  moved = moved + 1\n"
     "end\n"
-    "if ARGV[3] ~= '' then\n"
-    "  redis.call('ZREM', KEYS[1], ARGV[2])\n"
-    "  redis.call('HDEL', KEYS[3], ARGV[2])\n"
+    "if ARGV[2] ~= '' then\n"
+    "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "  redis.call('HDEL', KEYS[3], ARGV[1])\n"
     "end\n"
     "return moved\n";
 
@@ -241,38 +258,46 @@ static const char LUA_LEAVE[] =
     "redis.call('HDEL', KEYS[4], ARGV[1])\n"
     "return n\n";
 
-/* KEYS: queue, delayed, workers. ARGV: processing prefix, own id, suspect ms. Counts every
- * job not held by this worker, including other workers' lists, and counts a silent worker
- * (no heartbeat for ARGV[3] ms) as work until lease recovery has removed it, so
- * --exit-when-idle waits for the recovery instead of leaving a dead worker behind. */
+/* KEYS: queue, delayed, workers, then the processing list of every other worker named in
+ * ARGV. ARGV: suspect ms, the number of workers when they were read, then the ids
+ * (ARGV[i - 1] owns KEYS[i]). Counts every job not held by this worker, including other
+ * workers' lists, and counts a silent worker (no heartbeat for ARGV[1] ms) as work until
+ * lease recovery has removed it, so --exit-when-idle waits for the recovery instead of
+ * leaving a dead worker behind. A worker set that changed since it was read counts as
+ * work too (the next check reads it again). */
 static const char LUA_COUNT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n"
-    "local ws = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')\n"
-    "for i = 1, #ws, 2 do\n"
-    "  if ws[i] ~= ARGV[2] then\n"
-    "    n = n + redis.call('LLEN', ARGV[1] .. ws[i])\n"
-    "    if now - tonumber(ws[i + 1]) > tonumber(ARGV[3]) then n = n + 1 end\n"
-    "  end\n"
+    "if redis.call('ZCARD', KEYS[3]) ~= tonumber(ARGV[2]) then n = n + 1 end\n"
+    "for i = 4, #KEYS do\n"
+    "  n = n + redis.call('LLEN', KEYS[i])\n"
+    "  local beat = redis.call('ZSCORE', KEYS[3], ARGV[i - 1])\n"
+    "  if beat and now - tonumber(beat) > tonumber(ARGV[1]) then n = n + 1 end\n"
     "end\n"
     "return n\n";
 
-/* KEYS: queue, delayed, dead, workers. ARGV: processing prefix, lease ms. The figures of
- * /metrics in one call: depths, workers (all / live by heartbeat), Redis's clock and the
- * next job to be taken (for the age of the oldest waiting job). */
+/* KEYS: queue, delayed, dead, workers, then the processing list of each worker read
+ * before. ARGV: lease ms. The figures of /metrics in one call: depths, workers (all / live
+ * by heartbeat), Redis's clock and the next job to be taken (for the age of the oldest
+ * waiting job). */
 static const char LUA_DEPTHS[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local processing = 0\n"
-    "local workers = redis.call('ZRANGE', KEYS[4], 0, -1)\n"
-    "for _, w in ipairs(workers) do\n"
-    "  processing = processing + redis.call('LLEN', ARGV[1] .. w)\n"
+    "for i = 5, #KEYS do\n"
+    "  processing = processing + redis.call('LLEN', KEYS[i])\n"
     "end\n"
-    "local live = redis.call('ZCOUNT', KEYS[4], now - tonumber(ARGV[2]), '+inf')\n"
+    "local live = redis.call('ZCOUNT', KEYS[4], now - tonumber(ARGV[1]), '+inf')\n"
     "local oldest = redis.call('LINDEX', KEYS[1], -1) or ''\n"
     "return {redis.call('LLEN', KEYS[1]), processing, redis.call('ZCARD', KEYS[2]),\n"
-    "        redis.call('LLEN', KEYS[3]), #workers, live, now, oldest}\n";
+    "        redis.call('LLEN', KEYS[3]), redis.call('ZCARD', KEYS[4]), live, now, oldest}\n";
+
+/* Workers read (ZRANGE {Q}:workers) before a script that visits their lists, at most:
+ * a script names every key it touches in KEYS, which Redis Cluster requires. */
+#define WORKERS_READ_MAX 1000
+/* Silent workers recovered per lease recovery call. */
+#define RECOVER_IDS_MAX 100
 
 typedef enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_SETUP, CONN_READY } conn_state_t;
 
@@ -355,7 +380,9 @@ struct queue {
     bool primary_known;      /* q->url.host/port is the primary the sentinels named */
     char primary[300];       /* "host:port" of the last primary found, "" before the first */
     uint64_t failovers;
-    int64_t discovery_failing_ms; /* monotonic time of the first failed discovery in a row */
+    int64_t discovery_failing_ms;
+    int slot;                /* Cluster: the hash slot of every key of the queue */
+    char recover_lease[24];  /* the lease of the recovery under way (LUA_EXPIRED's reply) */ /* monotonic time of the first failed discovery in a row */
 };
 
 static void conn_connect(conn_t *c);
@@ -419,11 +446,21 @@ static void conn_lost(conn_t *c)
     notify_state(q);
 }
 
+static void cluster_moved(queue_t *q, int slot, const char *host, int port);
+
 static void conn_drop(conn_t *c, const char *why)
 {
     redisAsyncContext *ac = c->ac;
     if (ac == NULL)
         return;
+    cluster_redirect_kind_t kind;
+    int slot = 0, port = 0;
+    char host[256];
+    bool moved = c->q->url.is_cluster &&
+                 cluster_redirect_parse(why, &kind, &slot, host, sizeof host, &port) &&
+                 kind == CLUSTER_MOVED;
+    if (moved && host[0] == '\0')
+        rq_copy(host, sizeof host, c->q->url.host); /* the node that answered */
     log_warn("redis.drop", "dropping the %s connection: %s", c->name, why);
     set_error(c->q, c->name, why);
     /* The disconnect callback (or nothing, when still connecting) follows; either way
@@ -432,6 +469,8 @@ static void conn_drop(conn_t *c, const char *why)
     redisAsyncFree(ac);
     if (c->state != CONN_DOWN)
         conn_lost(c);
+    if (moved)
+        cluster_moved(c->q, slot, host, port);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -490,11 +529,16 @@ static bool reply_is_error(const redisReply *r)
     return r != NULL && r->type == REDIS_REPLY_ERROR;
 }
 
-/* Errors that mean "this server cannot take writes now": reconnect and try again. */
+/* Errors that mean "this server cannot take writes now": reconnect and try again. On a
+ * Cluster, MOVED reconnects to the node it names (conn_drop), and ASK, TRYAGAIN and
+ * CLUSTERDOWN (the queue's slot being migrated, the cluster failing over) reconnect to
+ * the owner the nodes name after the backoff: a multi-key script cannot run on a slot
+ * half migrated, so the queue waits out the migration. */
 static bool reply_is_transient(const redisReply *r)
 {
     static const char *const prefixes[] = {"READONLY", "LOADING", "MASTERDOWN", "BUSY",
-                                           "TRYAGAIN", "CLUSTERDOWN", "UNBLOCKED", "NOAUTH"};
+                                           "TRYAGAIN", "CLUSTERDOWN", "UNBLOCKED", "NOAUTH",
+                                           "MOVED ", "ASK "};
     if (!reply_is_error(r))
         return false;
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
@@ -534,6 +578,11 @@ static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (r == NULL || q->pop.ac != ac)
         return;
     conn_replied(&q->pop);
+    if (reply_is_transient(r)) { /* read again on the next connection */
+        q->popping = false;
+        conn_drop(&q->pop, r->str);
+        return;
+    }
     /* popping stays set while the jobs are handed out, so the room they free or take
      * cannot start a pop in the middle. */
     if (!q->leaving && r->type == REDIS_REPLY_ARRAY)
@@ -555,6 +604,11 @@ static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (r == NULL || q->pop.ac != ac)
         return; /* tried again on the next connection: no pop was sent meanwhile */
     conn_replied(&q->pop);
+    if (reply_is_transient(r)) { /* handed back on the next connection */
+        q->popping = false;
+        conn_drop(&q->pop, r->str);
+        return;
+    }
     q->adopted = true;
     if (reply_is_error(r))
         log_warn("redis.adopt", "could not hand back this worker's own list: %s (the self-check "
@@ -606,7 +660,7 @@ static void on_role_reply(redisAsyncContext *ac, void *reply, void *privdata)
         r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0)
         return;
     char why[400];
-    snprintf(why, sizeof why, "%s is not a primary (ROLE %s): asking the sentinels again",
+    snprintf(why, sizeof why, "%s is not a primary (ROLE %s): asking again who is",
              c->q->primary,
              r->type == REDIS_REPLY_ERROR ? r->str
              : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
@@ -615,7 +669,8 @@ static void on_role_reply(redisAsyncContext *ac, void *reply, void *privdata)
                  : "?");
     c->setup_failed = true;
     set_error(c->q, c->name, why);
-    log_warn("redis.sentinel", "%s connection: %s", c->name, why);
+    log_warn(c->q->url.is_cluster ? "redis.cluster" : "redis.sentinel", "%s connection: %s",
+             c->name, why);
 }
 
 /* The last setup reply: the connection is usable unless a step was refused. */
@@ -646,8 +701,8 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
              * RETRYQ_WORKER_ID under systemd) may have died with jobs in this very list,
              * which lease recovery skips (it is our own id). Hand them back before the
              * first pop, counting the delivery as lease recovery does. */
-            const char *argv[] = {"EVAL", LUA_RECLAIM, "3", q->keys.workers, q->keys.pending,
-                                  q->workerinfo, q->keys.processing_prefix, q->worker_id, ""};
+            const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
+                                  q->workerinfo, q->processing, q->worker_id, ""};
             q->popping = true;
             q->unblock_sent = false;
             conn_send(c, on_adopt_reply, q, 9, argv, NULL);
@@ -775,8 +830,8 @@ static void on_primary_found(void *arg, const char *host, int port, const char *
     if (host == NULL) {
         if (q->discovery_failing_ms == 0)
             q->discovery_failing_ms = clock_mono_ms();
-        set_error(q, "sentinel", error);
-        log_warn("redis.sentinel", "%s", error);
+        set_error(q, q->url.is_cluster ? "cluster" : "sentinel", error);
+        log_warn(q->url.is_cluster ? "redis.cluster" : "redis.sentinel", "%s", error);
         for (size_t i = 0; i < 2; i++)
             if (conns[i]->awaiting_primary) {
                 conns[i]->awaiting_primary = false;
@@ -789,10 +844,16 @@ static void on_primary_found(void *arg, const char *host, int port, const char *
     connstr_redis_address(host, port, addr, sizeof addr);
     q->discovery_failing_ms = 0;
     bool moved = q->primary[0] != '\0' && strcmp(q->primary, addr) != 0;
-    if (moved) {
+    if (moved && q->url.is_cluster) {
+        q->failovers++;
+        log_warn("redis.failover", "the primary of the queue's slot %d moved: %s -> %s", q->slot,
+                 q->primary, addr);
+    } else if (moved) {
         q->failovers++;
         log_warn("redis.failover", "the primary of master %s moved: %s -> %s", q->url.master,
                  q->primary, addr);
+    } else if (q->primary[0] == '\0' && q->url.is_cluster) {
+        log_info("redis.cluster", "the primary of the queue's slot %d is %s", q->slot, addr);
     } else if (q->primary[0] == '\0') {
         log_info("redis.sentinel", "the primary of master %s is %s", q->url.master, addr);
     }
@@ -811,6 +872,34 @@ static void on_primary_found(void *arg, const char *host, int port, const char *
             evtimer_del(conns[i]->timer);
             conn_connect(conns[i]);
         }
+}
+
+/*
+ * redis+cluster://: -MOVED names the node that now serves the queue's slot (a reshard, or
+ * a replica promoted by a failover). Both connections go there, with the operations
+ * waiting and replayed as after a Sentinel failover; counted and logged the same way.
+ */
+static void cluster_moved(queue_t *q, int slot, const char *host, int port)
+{
+    char addr[300];
+    connstr_redis_address(host, port, addr, sizeof addr);
+    if (q->closing)
+        return;
+    if (strcmp(q->primary, addr) != 0) {
+        q->failovers++;
+        log_warn("redis.failover", "the queue's slot %d moved (MOVED): %s -> %s", slot,
+                 q->primary[0] != '\0' ? q->primary : "?", addr);
+    }
+    rq_copy(q->primary, sizeof q->primary, addr);
+    conn_t *conns[] = {&q->pop, &q->cmd};
+    for (size_t i = 0; i < 2; i++)
+        if (conns[i]->ac != NULL)
+            conn_drop(conns[i], "the queue's slot moved to another node");
+    if (resolve_is_name(host))
+        return; /* a host name: the discovery resolves it without blocking the loop */
+    rq_copy(q->url.host, sizeof q->url.host, host);
+    q->url.port = port;
+    q->primary_known = true; /* after the drops, which forget it */
 }
 
 /* +switch-master, or a new subscription: ask again; nothing changes if it did not move. */
@@ -1293,6 +1382,66 @@ void queue_requeue(queue_t *q, const char *payload, size_t len)
 
 /* -------------------------------------------------------------------- maintenance */
 
+/*
+ * A script that visits other workers' processing lists names each of them in KEYS (a
+ * Redis Cluster routes a script by its KEYS, and moves keys during a migration by them):
+ * the workers are read first (ZRANGE {Q}:workers, or LUA_EXPIRED) and the script is built
+ * from that reply. keyed_eval: EVAL script N <fixed keys> <a processing list per id>
+ * <fixed args> <the ids>, the id `skip` left out; the strings are owned by the struct.
+ */
+typedef struct keyed_eval {
+    int argc;
+    const char **argv;
+    char *names;
+    char count[16];
+} keyed_eval_t;
+
+static void keyed_eval_free(keyed_eval_t *e)
+{
+    free(e->argv);
+    free(e->names);
+}
+
+/* The ids of `ids` that get a processing list (strings, not `skip`, not too long). */
+static bool keyed_eval_takes(const queue_t *q, const redisReply *id, const char *skip)
+{
+    char name[sizeof q->processing];
+    return id->type == REDIS_REPLY_STRING && (skip == NULL || strcmp(id->str, skip) != 0) &&
+           retryq_keys_processing(&q->keys, id->str, name, sizeof name) >= 0;
+}
+
+static bool keyed_eval_build(queue_t *q, keyed_eval_t *e, const char *script, int nkeys,
+                             const char *const *keys, int nargs, const char *const *args,
+                             const redisReply *ids, const char *skip)
+{
+    size_t n = 0, cap = sizeof q->processing;
+    memset(e, 0, sizeof *e);
+    e->argv = malloc((3 + (size_t)nkeys + (size_t)nargs + 2 * ids->elements) * sizeof *e->argv);
+    e->names = malloc((ids->elements > 0 ? ids->elements : 1) * cap);
+    if (e->argv == NULL || e->names == NULL) {
+        keyed_eval_free(e);
+        return false;
+    }
+    for (size_t i = 0; i < ids->elements; i++)
+        if (keyed_eval_takes(q, ids->element[i], skip) &&
+            retryq_keys_processing(&q->keys, ids->element[i]->str, e->names + n * cap, cap) >= 0)
+            n++;
+    snprintf(e->count, sizeof e->count, "%zu", (size_t)nkeys + n);
+    e->argv[e->argc++] = "EVAL";
+    e->argv[e->argc++] = script;
+    e->argv[e->argc++] = e->count;
+    for (int i = 0; i < nkeys; i++)
+        e->argv[e->argc++] = keys[i];
+    for (size_t i = 0; i < n; i++)
+        e->argv[e->argc++] = e->names + i * cap;
+    for (int i = 0; i < nargs; i++)
+        e->argv[e->argc++] = args[i];
+    for (size_t i = 0; i < ids->elements; i++)
+        if (keyed_eval_takes(q, ids->element[i], skip))
+            e->argv[e->argc++] = ids->element[i]->str;
+    return true;
+}
+
 /* Periodic calls are not operations: if one is lost, the next period repeats it. */
 static void on_periodic_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -1457,6 +1606,8 @@ void queue_command_op(queue_t *q, int argc, const char *const *argv)
 }
 
 typedef struct depths_ask {
+    queue_t *q;
+    char lease[24];
     void (*done)(void *arg, const queue_depths_t *d);
     void *arg;
 } depths_ask_t;
@@ -1483,6 +1634,23 @@ static void on_depths_reply(void *arg, const redisReply *r)
     free(a);
 }
 
+static void on_depths_workers(void *arg, const redisReply *r)
+{
+    depths_ask_t *a = arg;
+    queue_t *q = a->q;
+    keyed_eval_t e;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || q->closing ||
+        !keyed_eval_build(q, &e, LUA_DEPTHS, 4,
+                          (const char *const[]){q->keys.pending, q->keys.delayed, q->keys.dead,
+                                                q->keys.workers},
+                          1, (const char *const[]){a->lease}, r, NULL)) {
+        on_depths_reply(a, NULL);
+        return;
+    }
+    ask(q, e.argc, e.argv, NULL, on_depths_reply, a);
+    keyed_eval_free(&e);
+}
+
 void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_depths_t *d),
                   void *arg)
 {
@@ -1491,13 +1659,14 @@ void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_
         done(arg, NULL);
         return;
     }
+    a->q = q;
     a->done = done;
     a->arg = arg;
-    char lease[24];
-    snprintf(lease, sizeof lease, "%d", lease_ms);
-    const char *argv[] = {"EVAL", LUA_DEPTHS, "4", q->keys.pending, q->keys.delayed, q->keys.dead,
-                          q->keys.workers, q->keys.processing_prefix, lease};
-    ask(q, 9, argv, NULL, on_depths_reply, a);
+    snprintf(a->lease, sizeof a->lease, "%d", lease_ms);
+    char most[16];
+    snprintf(most, sizeof most, "%d", WORKERS_READ_MAX - 1);
+    const char *argv[] = {"ZRANGE", q->keys.workers, "0", most};
+    ask(q, 4, argv, NULL, on_depths_workers, a);
 }
 
 int64_t queue_pop_failing_ms(const queue_t *q)
@@ -1537,15 +1706,32 @@ void queue_heartbeat(queue_t *q)
     periodic(q, "heartbeat", 5, argv);
 }
 
+static void on_expired_reply(void *arg, const redisReply *r)
+{
+    queue_t *q = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0 || q->closing || q->leaving)
+        return;
+    const char *keys[] = {q->keys.workers, q->keys.pending, q->workerinfo};
+    const char *args[] = {q->recover_lease, "10000"};
+    keyed_eval_t e;
+    if (!keyed_eval_build(q, &e, LUA_RECOVER, 3, keys, 2, args, r, q->worker_id)) {
+        log_error("redis.recovery", "out of memory building the lease recovery");
+        return;
+    }
+    periodic(q, "recovery", e.argc, e.argv);
+    keyed_eval_free(&e);
+}
+
 void queue_recover(queue_t *q, int lease_ms)
 {
     if (q->leaving || clock_mono_ms() < q->recover_after_ms)
         return; /* peers are still re-announcing themselves after a (re)connect */
-    char lease[24];
-    snprintf(lease, sizeof lease, "%d", lease_ms);
-    const char *argv[] = {"EVAL", LUA_RECOVER, "3", q->keys.workers, q->keys.pending,
-                          q->workerinfo, lease, q->keys.processing_prefix, q->worker_id, "10000"};
-    periodic(q, "recovery", 10, argv);
+    char most[16];
+    snprintf(q->recover_lease, sizeof q->recover_lease, "%d", lease_ms);
+    snprintf(most, sizeof most, "%d", RECOVER_IDS_MAX);
+    const char *argv[] = {"EVAL", LUA_EXPIRED, "1", q->keys.workers, q->recover_lease,
+                          q->worker_id, most};
+    ask(q, 7, argv, NULL, on_expired_reply, q);
 }
 
 static void on_quiet_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1557,6 +1743,8 @@ static void on_quiet_reply(redisAsyncContext *ac, void *reply, void *privdata)
     conn_replied(c);
     if (reply_is_error(r))
         log_warn("redis.command", "%s refused: %s", c->name, r->str);
+    if (reply_is_transient(r))
+        conn_drop(c, r->str);
 }
 
 /* Whether the worker registered with `info` (see queue_new) ran on this host, in this
@@ -1589,10 +1777,13 @@ static void on_workerinfo_reply(void *arg, const redisReply *r)
         if (id->type != REDIS_REPLY_STRING || info->type != REDIS_REPLY_STRING ||
             strcmp(id->str, q->worker_id) == 0 || !predecessor_gone(q, info->str))
             continue;
+        char list[sizeof q->processing];
+        if (retryq_keys_processing(&q->keys, id->str, list, sizeof list) < 0)
+            continue;
         log_info("redis.reclaim", "worker %s ran on this host (%s) and its process is gone: "
                  "recovering its list now instead of after its lease", id->str, info->str);
-        const char *argv[] = {"EVAL", LUA_RECLAIM, "3", q->keys.workers, q->keys.pending,
-                              q->workerinfo, q->keys.processing_prefix, id->str, info->str};
+        const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
+                              q->workerinfo, list, id->str, info->str};
         periodic(q, "reclaim", 9, argv);
     }
 }
@@ -1719,13 +1910,51 @@ static void send_leave(queue_t *q)
     op_push(q, 8, argv, NULL, -1, q->leave_done, q->leave_arg);
 }
 
+typedef struct count_ask {
+    queue_t *q;
+    char suspect[24];
+    void (*done)(void *arg, bool empty);
+    void *arg;
+} count_ask_t;
+
+static void on_count_workers(void *arg, const redisReply *r)
+{
+    count_ask_t *a = arg;
+    queue_t *q = a->q;
+    keyed_eval_t e;
+    char total[24];
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || q->closing) {
+        a->done(a->arg, false); /* not known to be empty: asked again on the next idle pop */
+        free(a);
+        return;
+    }
+    snprintf(total, sizeof total, "%zu", r->elements);
+    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers};
+    const char *args[] = {a->suspect, total};
+    if (keyed_eval_build(q, &e, LUA_COUNT, 3, keys, 2, args, r, q->worker_id)) {
+        op_push(q, e.argc, e.argv, NULL, -1, a->done, a->arg);
+        keyed_eval_free(&e);
+    } else {
+        a->done(a->arg, false);
+    }
+    free(a);
+}
+
 void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool empty), void *arg)
 {
-    char suspect[24];
-    snprintf(suspect, sizeof suspect, "%d", suspect_ms);
-    const char *argv[] = {"EVAL", LUA_COUNT, "3", q->keys.pending, q->keys.delayed,
-                          q->keys.workers, q->keys.processing_prefix, q->worker_id, suspect};
-    op_push(q, 9, argv, NULL, -1, done, arg);
+    count_ask_t *a = malloc(sizeof *a);
+    if (a == NULL) {
+        done(arg, false);
+        return;
+    }
+    a->q = q;
+    snprintf(a->suspect, sizeof a->suspect, "%d", suspect_ms);
+    a->done = done;
+    a->arg = arg;
+    char most[16];
+    snprintf(most, sizeof most, "%d", WORKERS_READ_MAX - 1);
+    const char *argv[] = {"ZRANGE", q->keys.workers, "0", most};
+    ask(q, 4, argv, NULL, on_count_workers, a);
 }
 
 /* -------------------------------------------------------------------- lifecycle */
@@ -1795,12 +2024,14 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
         queue_free(q);
         return NULL;
     }
-    if (q->url.is_sentinel) {
-        /* one sentinel's connect and answer: short, so that a dead one costs little */
+    if (q->url.is_sentinel || q->url.is_cluster) {
+        /* one sentinel's (node's) connect and answer: short, so that a dead one costs little */
         int timeout = cfg->connect_timeout_ms < 2000 ? cfg->connect_timeout_ms : 2000;
         sentinel_callbacks_t scb = {.found = on_primary_found, .changed = on_primary_changed,
                                     .arg = q};
-        q->sentinel = sentinel_new(base, cfg->resolver, &q->url, timeout, &scb, err, errcap);
+        q->slot = cluster_keyslot(q->keys.pending, strlen(q->keys.pending));
+        q->sentinel = sentinel_new(base, cfg->resolver, &q->url, q->slot, timeout, &scb, err,
+                                   errcap);
         if (q->sentinel == NULL) {
             queue_free(q);
             return NULL;

@@ -1,7 +1,10 @@
 /*
- * Redis Sentinel (see sentinel.h for the contract): discovery of the primary over
- * short-lived async connections, one sentinel at a time, and a +switch-master
- * subscription on one long-lived connection.
+ * Redis Sentinel and Redis Cluster (see sentinel.h for the contract): discovery of the
+ * primary over short-lived async connections, one sentinel (or cluster node) at a time,
+ * and for Sentinel a +switch-master subscription on one long-lived connection. The two
+ * discoveries differ only in the question (SENTINEL get-master-addr-by-name, or CLUSTER
+ * SLOTS and the owner of the queue's slot) and in whom they ask (the sentinels, or the
+ * seed nodes and then every node the last CLUSTER SLOTS answer listed).
  *
  * hiredis frees a context itself when its connect fails or it is lost, and calls the
  * pending callbacks with NULL; every callback here first checks that the context is still
@@ -22,6 +25,7 @@
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "connstr.h"
 #include "internal.h"
 #include "log.h"
@@ -29,6 +33,7 @@
 
 #define SUB_BACKOFF_MIN_MS 250
 #define SUB_BACKOFF_MAX_MS 5000
+#define SEEN_MAX 16 /* cluster nodes remembered from the last CLUSTER SLOTS answer */
 
 struct sentinel {
     struct event_base *base;
@@ -36,6 +41,11 @@ struct sentinel {
     retryq_redis_url_t url;
     int timeout_ms;
     sentinel_callbacks_t cb;
+    const char *what;             /* the log component: redis.sentinel or redis.cluster */
+    int slot;                     /* Cluster: the queue's hash slot */
+    cluster_node_t seen[SEEN_MAX]; /* Cluster: nodes listed by the last answer */
+    int seen_count;
+    char probe_addr[256];         /* the numeric address being asked */
     int preferred;                /* the sentinel that answered last: asked first */
     /* discovery */
     bool discovering;
@@ -62,9 +72,16 @@ struct sentinel {
 static void probe_next(sentinel_t *s);
 static void sub_start(sentinel_t *s);
 
+/* Whom a discovery asks: the sentinels, or the seeds then the cluster nodes seen. */
+static int endpoint_count(const sentinel_t *s)
+{
+    return s->url.endpoint_count + s->seen_count;
+}
+
 static const retryq_redis_endpoint_t *endpoint(const sentinel_t *s, int i)
 {
-    return &s->url.endpoints[i % s->url.endpoint_count];
+    i %= endpoint_count(s);
+    return i < s->url.endpoint_count ? &s->url.endpoints[i] : &s->seen[i - s->url.endpoint_count];
 }
 
 /* A context set up the same way for both uses; NULL with why filled. */
@@ -112,15 +129,20 @@ static void finish(sentinel_t *s, const char *host, int port)
     s->discovering = false;
     evtimer_del(s->probe_deadline);
     if (host != NULL) {
-        s->preferred = s->index % s->url.endpoint_count;
+        s->preferred = s->index % endpoint_count(s);
         rq_copy(s->found_host, sizeof s->found_host, host);
         s->found_port = port;
         s->last_error[0] = '\0';
     } else {
         s->found_host[0] = '\0';
-        snprintf(s->last_error, sizeof s->last_error,
-                 "no sentinel of %d gave the primary of master %s (last: %s)",
-                 s->url.endpoint_count, s->url.master, s->attempt_error);
+        if (s->url.is_cluster)
+            snprintf(s->last_error, sizeof s->last_error,
+                     "no cluster node of %d named the primary of slot %d (last: %s)",
+                     endpoint_count(s), s->slot, s->attempt_error);
+        else
+            snprintf(s->last_error, sizeof s->last_error,
+                     "no sentinel of %d gave the primary of master %s (last: %s)",
+                     s->url.endpoint_count, s->url.master, s->attempt_error);
     }
     struct timeval now = {0, 0};
     if (evtimer_add(s->found_ev, &now) < 0)
@@ -150,8 +172,9 @@ static void probe_failed(sentinel_t *s, bool in_callback, const char *why)
     const retryq_redis_endpoint_t *e = endpoint(s, s->index);
     char where[300];
     connstr_redis_address(e->host, e->port, where, sizeof where);
-    snprintf(s->attempt_error, sizeof s->attempt_error, "sentinel %s: %s", where, why);
-    log_debug("redis.sentinel", "%s", s->attempt_error);
+    snprintf(s->attempt_error, sizeof s->attempt_error, "%s %s: %s",
+             s->url.is_cluster ? "node" : "sentinel", where, why);
+    log_debug(s->what, "%s", s->attempt_error);
     probe_close(s, in_callback);
     evtimer_del(s->probe_deadline);
     probe_next(s);
@@ -168,6 +191,20 @@ static void on_answer_resolved(void *arg, const char *addr, const char *error)
         return;
     }
     finish(s, addr, s->answer_port);
+}
+
+/* The address an answer named (a primary, or the owner of the slot): a name is resolved
+ * on the loop first (a Cluster announcing host names, a sentinel its primary's). */
+static void answer(sentinel_t *s, const char *host, int port)
+{
+    if (s->resolver != NULL && resolve_is_name(host)) {
+        s->answer_port = port;
+        s->probe_dns = resolve_start(s->resolver, host, on_answer_resolved, s);
+        if (s->probe_dns == NULL)
+            probe_failed(s, false, "out of memory");
+        return;
+    }
+    finish(s, host, port);
 }
 
 static void on_probe_auth(redisAsyncContext *ac, void *reply, void *privdata)
@@ -193,13 +230,30 @@ static void on_probe_reply(redisAsyncContext *ac, void *reply, void *privdata)
         probe_failed(s, true, why);
         return;
     }
+    char host[256];
+    if (s->url.is_cluster) {
+        int owner_port = 0;
+        cluster_node_t seen[SEEN_MAX];
+        int seen_count = 0;
+        if (!cluster_slot_owner(r, s->slot, s->probe_addr, host, sizeof host, &owner_port, seen,
+                                SEEN_MAX, &seen_count)) {
+            snprintf(why, sizeof why, "CLUSTER SLOTS names no primary for slot %d", s->slot);
+            probe_failed(s, true, why);
+            return;
+        }
+        /* asked next time after the seeds; the index of the one that answered may shift */
+        memcpy(s->seen, seen, sizeof seen);
+        s->seen_count = seen_count;
+        probe_close(s, true);
+        answer(s, host, owner_port);
+        return;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
         snprintf(why, sizeof why, "does not know master %s", s->url.master);
         probe_failed(s, true, why);
         return;
     }
-    char host[256];
     char *end;
     long port = strtol(r->element[1]->str, &end, 10);
     if (!rq_copy(host, sizeof host, r->element[0]->str) || host[0] == '\0' || *end != '\0' ||
@@ -208,14 +262,7 @@ static void on_probe_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     probe_close(s, true);
-    if (s->resolver != NULL && resolve_is_name(host)) {
-        s->answer_port = (int)port;
-        s->probe_dns = resolve_start(s->resolver, host, on_answer_resolved, s);
-        if (s->probe_dns == NULL)
-            probe_failed(s, false, "out of memory");
-        return;
-    }
-    finish(s, host, (int)port);
+    answer(s, host, (int)port);
 }
 
 static void on_probe_connect(const redisAsyncContext *ac, int status)
@@ -248,11 +295,16 @@ static void probe_connect(sentinel_t *s, const char *addr)
         return;
     }
     s->probe = ac;
-    const char *auth[2];
-    int nauth = connstr_redis_sentinel_auth(&s->url, auth);
+    rq_copy(s->probe_addr, sizeof s->probe_addr, addr);
+    /* a cluster node takes the data nodes' AUTH, a sentinel its own */
+    const char *auth[3];
+    int nauth = s->url.is_cluster ? connstr_redis_auth(&s->url, auth)
+                                  : connstr_redis_sentinel_auth(&s->url, auth);
     const char *ask[] = {"SENTINEL", "get-master-addr-by-name", s->url.master};
+    const char *slots[] = {"CLUSTER", "SLOTS"};
     if ((nauth > 0 && redisAsyncCommandArgv(ac, on_probe_auth, s, nauth, auth, NULL) != REDIS_OK) ||
-        redisAsyncCommandArgv(ac, on_probe_reply, s, 3, ask, NULL) != REDIS_OK)
+        (s->url.is_cluster ? redisAsyncCommandArgv(ac, on_probe_reply, s, 2, slots, NULL)
+                           : redisAsyncCommandArgv(ac, on_probe_reply, s, 3, ask, NULL)) != REDIS_OK)
         probe_failed(s, false, "could not queue the question");
 }
 
@@ -281,15 +333,15 @@ static void probe_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 static void probe_next(sentinel_t *s)
 {
-    if (s->tried == s->url.endpoint_count) {
+    if (s->tried >= endpoint_count(s)) {
         finish(s, NULL, 0);
         return;
     }
-    s->index = (s->preferred + s->tried) % s->url.endpoint_count;
+    s->index = (s->preferred + s->tried) % endpoint_count(s);
     s->tried++;
     struct timeval tv = clock_tv_ms(s->timeout_ms);
     if (evtimer_add(s->probe_deadline, &tv) < 0)
-        log_error("redis.sentinel", "could not arm the sentinel deadline");
+        log_error(s->what, "could not arm the discovery deadline");
     const retryq_redis_endpoint_t *e = endpoint(s, s->index);
     if (s->resolver != NULL && resolve_is_name(e->host)) {
         s->probe_dns = resolve_start(s->resolver, e->host, on_probe_resolved, s);
@@ -471,11 +523,11 @@ static void sub_timer_cb(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ lifecycle */
 
 sentinel_t *sentinel_new(struct event_base *base, resolver_t *resolver,
-                         const retryq_redis_url_t *url, int timeout_ms,
+                         const retryq_redis_url_t *url, int cluster_slot, int timeout_ms,
                          const sentinel_callbacks_t *cb, char *err, size_t errcap)
 {
-    if (!url->is_sentinel || url->endpoint_count < 1) {
-        snprintf(err, errcap, "not a redis+sentinel:// URL");
+    if ((!url->is_sentinel && !url->is_cluster) || url->endpoint_count < 1) {
+        snprintf(err, errcap, "not a redis+sentinel:// or redis+cluster:// URL");
         return NULL;
     }
     sentinel_t *s = calloc(1, sizeof *s);
@@ -488,6 +540,8 @@ sentinel_t *sentinel_new(struct event_base *base, resolver_t *resolver,
     s->url = *url;
     s->timeout_ms = timeout_ms > 0 ? timeout_ms : 2000;
     s->cb = *cb;
+    s->what = url->is_cluster ? "redis.cluster" : "redis.sentinel";
+    s->slot = cluster_slot;
     s->sub_backoff_ms = SUB_BACKOFF_MIN_MS;
     s->probe_deadline = evtimer_new(base, probe_deadline_cb, s);
     s->found_ev = evtimer_new(base, found_cb, s);
@@ -497,7 +551,8 @@ sentinel_t *sentinel_new(struct event_base *base, resolver_t *resolver,
         sentinel_free(s);
         return NULL;
     }
-    sub_start(s);
+    if (!url->is_cluster) /* a Cluster's changes show as MOVED replies and lost connections */
+        sub_start(s);
     return s;
 }
 

@@ -13,8 +13,11 @@
  *    lost (an event may have been missed), calls `changed`. The subscription moves to the
  *    next sentinel when its connection is lost.
  *
- * A Cluster mode would be a sibling of this module (slots instead of one primary) behind
- * the same "where do I connect" question the queue asks.
+ * Redis Cluster (redis+cluster://) uses the same discovery with another question: the
+ * seed nodes, then every node the last answer listed, are asked in turn (with the data
+ * nodes' AUTH) for CLUSTER SLOTS, and the answer is the primary serving the queue's hash
+ * slot. There is no subscription: a Cluster's changes reach the queue as -MOVED replies
+ * and lost connections.
  */
 #ifndef RETRYQ_WORKER_SENTINEL_H
 #define RETRYQ_WORKER_SENTINEL_H
@@ -39,11 +42,11 @@ typedef struct sentinel_callbacks {
     void *arg;
 } sentinel_callbacks_t;
 
-/* url: a parsed redis+sentinel:// URL (copied). timeout_ms bounds one sentinel's connect
- * and answer. resolver may be NULL (then names are given to hiredis as they are). NULL on
+/* url: a parsed redis+sentinel:// or redis+cluster:// URL (copied); cluster_slot: the
+ * queue's hash slot (Cluster only). timeout_ms bounds one sentinel's connect and answer. resolver may be NULL (then names are given to hiredis as they are). NULL on
  * failure with err filled. The subscription starts at once. */
 sentinel_t *sentinel_new(struct event_base *base, resolver_t *resolver,
-                         const retryq_redis_url_t *url, int timeout_ms,
+                         const retryq_redis_url_t *url, int cluster_slot, int timeout_ms,
                          const sentinel_callbacks_t *cb, char *err, size_t errcap);
 /* Closes every connection; no callback runs afterwards. NULL is fine. */
 void sentinel_free(sentinel_t *s);

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "http.h"
 #include "internal.h"
+#include "job.h"
 #include "metrics.h"
 #include "page_sets.h"
 #include "status_page.h"
@@ -90,7 +91,9 @@ static const char STYLE[] =
     "td.num{text-align:right;font-variant-numeric:tabular-nums}"
     ".grid{display:flex;flex-wrap:wrap;gap:2em}.err td{font-family:monospace;font-size:12px}"
     ".err td.msg{max-width:60em;word-break:break-word}svg{background:#fff;border:1px solid #ddd}"
-    "footer{margin-top:2em;color:#777;font-size:12px}";
+    "footer{margin-top:2em;color:#777;font-size:12px}"
+    "#paused{background:#fff3cd;border:2px solid #b8860b;border-radius:4px;padding:.6em 1em;"
+    "margin:0 0 1em;font-size:1.1em}";
 
 static void header(struct evbuffer *out, const worker_t *w)
 {
@@ -122,6 +125,32 @@ static void header(struct evbuffer *out, const worker_t *w)
         }
     }
     evbuffer_add_printf(out, "</p>\n");
+}
+
+/* While the queue is paused (retryq pause): a banner above everything else. */
+static void pause_banner(struct evbuffer *out, const worker_t *w)
+{
+    if (!pause_is_paused(w))
+        return;
+    const retryq_pause_state_t *p = &w->pause.info;
+    char since[40] = "unknown";
+    if (p->since_ms > 0)
+        rq_format_rfc3339(p->since_ms, since, sizeof since);
+    evbuffer_add_printf(out, "<div id=\"paused\" role=\"status\"><strong>Queue paused</strong> by "
+                             "<span id=\"paused-by\">");
+    esc(out, p->by[0] != '\0' ? p->by : "unknown");
+    evbuffer_add_printf(out, "</span> since <span id=\"paused-since\">%s</span>", since);
+    if (p->age_ms >= 0) {
+        evbuffer_add_printf(out, " (");
+        duration(out, (double)(p->age_ms + clock_mono_ms() - w->pause.read_mono_ms) / 1000.0);
+        evbuffer_add_printf(out, ")");
+    }
+    evbuffer_add_printf(out, ": <span id=\"paused-reason\">");
+    esc(out, p->reason[0] != '\0' ? p->reason : "no reason given");
+    evbuffer_add_printf(out, "</span>.<br>No job is taken and no router call starts; calls already made finish. "
+                             "Jobs held by this worker: <span id=\"paused-held\">%zu</span>. "
+                             "Resume with <code>retryq resume</code>.</div>\n",
+                        job_held_count(w));
 }
 
 static void queue_table(struct evbuffer *out, const worker_t *w)
@@ -430,6 +459,7 @@ static void errors(struct evbuffer *out, const worker_t *w)
 void status_page_write(const worker_t *w, struct evbuffer *out)
 {
     header(out, w);
+    pause_banner(out, w);
     evbuffer_add_printf(out, "<div class=\"grid\">\n");
     queue_table(out, w);
     worker_table(out, w);

@@ -1,7 +1,8 @@
 /*
  * The status page served at "/": one self-contained HTML page for people (no scripts,
  * no external assets, inline CSS and an inline SVG sparkline) that refreshes itself every
- * 5 s. It shows the queue depths, this worker's in-flight jobs and outcomes, the paused
+ * 5 s. It shows a banner while the queue is paused (id="paused": who, since when, why),
+ * the queue depths, this worker's in-flight jobs and outcomes, the paused
  * flow-control keys and open circuit breakers (with cause, reason and time left), the
  * active and recent retry sets (page_sets.h: progress bar, outcome counts, ETA), the
  * success and failure rates, throughput over the last 5 minutes and the last errors.

@@ -44,15 +44,17 @@ uint64_t worker_random(worker_t *w)
     return backoff_random(&w->rng);
 }
 
-/* The worker takes jobs only while running and while the database can run its
- * statements: a job taken during an outage (or on a schema the statements no longer
- * prepare on) would only wait in this worker's list, out of reach of healthy peers. */
+/* The worker takes jobs only while running, while the database can run its statements
+ * and while the queue is known not to be paused: a job taken during an outage (or on a
+ * schema the statements no longer prepare on) would only wait in this worker's list, out
+ * of reach of healthy peers; one taken while paused could not start. */
 static void update_room(worker_t *w)
 {
     if (w->queue == NULL) /* still resolving the Redis host at start */
         return;
     size_t limit = (size_t)w->cfg.concurrency;
-    size_t room = w->state == WORKER_RUNNING && store_connected(w->store) && w->inflight < limit
+    size_t room = w->state == WORKER_RUNNING && store_connected(w->store) && !pause_holds(w) &&
+                          w->inflight < limit
                       ? limit - w->inflight
                       : 0;
     queue_set_room(w->queue, room);
@@ -126,6 +128,9 @@ void worker_request_stop(worker_t *w, const char *why)
              why, w->inflight, w->cfg.drain_timeout_ms);
     notify_stopping(w);
     update_room(w);
+    /* Jobs held by the queue's pause would only wait out the drain deadline: they go back
+     * to the head of the queue now, for whichever worker runs after the resume. */
+    job_hand_back_held(w, "the queue is paused and this worker stops");
     if (w->inflight == 0) {
         begin_stopping(w);
         return;
@@ -345,8 +350,22 @@ static void on_store_state(void *arg)
 static void on_queue_state(void *arg)
 {
     worker_t *w = arg;
+    /* The pause is read as soon as Redis is up, so a worker that starts takes jobs (or
+     * knows it must not) at once rather than at the schedule's next read. */
+    if (!w->pause.known)
+        pause_refresh(w);
     maybe_start(w);
     update_room(w);
+}
+
+void worker_pause_changed(worker_t *w)
+{
+    update_room(w);
+    if (pause_holds(w)) {
+        queue_cancel_pop(w->queue); /* a blocking pop out would bring a job now */
+        return;
+    }
+    job_release_held(w);
 }
 
 void worker_job_finished(worker_t *w)
@@ -394,8 +413,10 @@ static void dns_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * database connections start meanwhile) until the answer or the connect timeout. */
 static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
 {
-    /* Sentinel: the queue resolves the sentinels' and the primary's names itself. */
-    if (w->redis_url.is_unix || w->redis_url.is_sentinel || !resolve_is_name(w->redis_url.host))
+    /* Sentinel: the queue resolves the sentinels' and the primary's names itself; Cluster:
+     * the seeds are asked as they are written (the nodes answer with addresses). */
+    if (w->redis_url.is_unix || w->redis_url.is_sentinel || w->redis_url.is_cluster ||
+        !resolve_is_name(w->redis_url.host))
         return 0;
     rq_copy(w->redis_name, sizeof w->redis_name, w->redis_url.host);
     bool expired = false;
@@ -444,6 +465,9 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  *   heartbeat         heartbeat_ms                  queue_heartbeat; flow_heartbeat (renew
  *                                                   the leases of the flow permits held);
  *                                                   queue_recover (lease_ms); queue_self_check
+ *   queue.pause       250 ms (PAUSE_REFRESH_MS)     pause_refresh: read {Q}:paused; a change
+ *                                                   stops or restarts the pops and holds or
+ *                                                   releases the jobs about to call the router
  *   flow.refresh      1 s (FLOW_REFRESH_MS)         flow_refresh: end local pauses that are
  *                                                   over, read the paused keys of every
  *                                                   worker and operator, note the keys used
@@ -465,7 +489,7 @@ static int resolve_redis_first(worker_t *w, char *err, size_t errcap)
  * timers (store.c), curl's timer (router.c), the drain and stop deadlines and the DNS
  * deadline at start (this file). They live and die with their object.
  */
-#define SCHEDULE_ROWS 7
+#define SCHEDULE_ROWS 8
 
 typedef enum periodic_from {
     FROM_INIT,  /* armed at the end of worker_init */
@@ -513,6 +537,11 @@ static void run_heartbeat(worker_t *w, int64_t now_ms)
     queue_self_check(w->queue);
 }
 
+static void run_pause_refresh(worker_t *w, int64_t now_ms)
+{
+    pause_refresh(w);
+}
+
 static void run_flow_refresh(worker_t *w, int64_t now_ms)
 {
     flow_refresh(w->flow, now_ms);
@@ -544,6 +573,8 @@ static void schedule_table(const worker_t *w, periodic_task_t tasks[SCHEDULE_ROW
          run_tick},
         {"heartbeat",        w->cfg.heartbeat_ms,                  FROM_INIT,  UNTIL_STOPPING,
          run_heartbeat},
+        {"queue.pause",      PAUSE_REFRESH_MS,                     FROM_INIT,  UNTIL_EXIT,
+         run_pause_refresh},
         {"flow.refresh",     FLOW_REFRESH_MS,                      FROM_INIT,  UNTIL_EXIT,
          run_flow_refresh},
         {"orphan.sweep",     w->cfg.orphan_interval_ms,            FROM_INIT,  UNTIL_EXIT,

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "flow.h"
 #include "metrics.h"
+#include "pause.h"
 #include "question.h"
 #include "queue.h"
 #include "retryq/retryq.h"
@@ -96,6 +97,7 @@ typedef struct worker {
     int64_t sweep_cursor;    /* the last execution id the previous sweep read (0: start) */
     bool ready_announced;
 
+    pause_state_t pause;     /* the queue's pause, read from {Q}:paused (pause.h) */
     metrics_t metrics;       /* counters, reasons, histogram, depths, recent errors (metrics.h) */
     uint64_t rng;
 } worker_t;
@@ -111,6 +113,10 @@ void worker_destroy(worker_t *w);
 void worker_request_stop(worker_t *w, const char *why);
 /* Called by job.c whenever a job ends, so the worker can take more or finish a drain. */
 void worker_job_finished(worker_t *w);
+/* Called by pause.c when the queue's pause began or ended (or was first read): takes no
+ * jobs and hurries the blocking pop while paused, takes jobs and releases the held ones
+ * after a resume. */
+void worker_pause_changed(worker_t *w);
 /* A random number for jitter. */
 uint64_t worker_random(worker_t *w);
 

@@ -33,7 +33,7 @@ private_services
 svc="$t_tmp/services"
 new_database
 Q="faults_$scenario"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
+export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_WORKER_URL RETRYQ_QUEUE=$Q
 export RETRYQ_HTTP_ADDR=off RETRYQ_LOG_LEVEL=info
 log="$t_tmp/worker.log"
 

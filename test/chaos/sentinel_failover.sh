@@ -48,18 +48,10 @@ seed_job_file "$job" "$t_tmp/jobs.jsonl"
   { cat "$t_tmp/enqueue.err"; echo "FAIL - enqueue through the sentinels"; exit 1; }
 check_eq "seeded $N jobs through the sentinels" "$N" "$(pcli LLEN "$Q")"
 
-finished() { sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'"; }
-wait_finished() { wait_for "${2:-120}" bash -c "(( \$(psql '$DB' -XAtc \"SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'\") >= $1 ))"; }
-read -r mport1 mport2 <<<"$(ha_free_ports 2)"
-"$RETRYQ_WORKER_BIN" --worker-id sentinel-a --http-addr "127.0.0.1:$mport1" >"$t_tmp/worker-a.log" 2>&1 &
-wa=$!
-t_pids+=("$wa")
-"$RETRYQ_WORKER_BIN" --worker-id sentinel-b --http-addr "127.0.0.1:$mport2" >"$t_tmp/worker-b.log" 2>&1 &
-wb=$!
-t_pids+=("$wb")
-metric() { # <port> <name>: the sample's value (0 when absent)
-  curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null | awk -v n="$2" '$1 == n {print $2; f=1} END {if (!f) print 0}'
-}
+finished() { ha_finished "$job"; }
+wait_finished() { ha_wait_finished "$job" "$1" "${2:-120}"; }
+ha_two_workers sentinel
+metric() { ha_metric "$@"; }
 now_ms() { date +%s%3N; }
 start=$SECONDS
 
@@ -100,22 +92,7 @@ wait "$wb" 2>/dev/null || true
 
 # ---- the longest time each worker went without recording an outcome
 worst=$(( (failover1_ms > failover2_ms ? failover1_ms : failover2_ms) + 10000 ))
-gaps() { # <log>: prints "<longest gap ms> <outcomes>"
-  python3 - "$1" <<'PY'
-import re, sys
-from datetime import datetime
-ts = []
-for line in open(sys.argv[1], errors="replace"):
-    if "event=job.recorded" not in line:
-        continue
-    m = re.search(r'ts=(\S+)', line)
-    if m:
-        ts.append(datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp())
-ts.sort()
-gap = max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
-print(int(gap * 1000), len(ts))
-PY
-}
+gaps() { ha_gaps "$@"; }
 read -r gap_a n_a <<<"$(gaps "$t_tmp/worker-a.log")"
 read -r gap_b n_b <<<"$(gaps "$t_tmp/worker-b.log")"
 echo "worker a: $n_a outcomes, longest gap $gap_a ms, failovers followed $fa"
@@ -123,9 +100,7 @@ echo "worker b: $n_b outcomes, longest gap $gap_b ms, failovers followed $fb"
 grep -h 'event=redis.failover' "$t_tmp"/worker-?.log || true
 
 # ---- the invariants
-retrying=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status = 'retrying'")
-completed=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status = 'completed'")
-not_once=$(sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) <> 1")
+read -r retrying completed not_once <<<"$(ha_outcomes "$job")"
 calls=$(curl -fsS "$ROUTER_URL/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_total"])')
 left_pending=$(pcli LLEN "$Q")
 left_delayed=$(pcli ZCARD "{$Q}:delayed")

@@ -2,9 +2,10 @@
 # retryq-worker under systemd's notify protocol, on a test NOTIFY_SOCKET (a unix datagram
 # listener written in python3): READY=1 with a STATUS= line once connected, STATUS= lines
 # every second, WATCHDOG=1 often enough for WATCHDOG_USEC=500000 (with WATCHDOG_PID unset
-# or equal to the worker's pid, and none when it names another process), and STOPPING=1 on
-# SIGTERM. Then the shipped unit file: `systemd-analyze verify` with the real binary, and
-# the `systemd-analyze security` exposure level that docs/operations.md reports.
+# or equal to the worker's pid, and none when it names another process), STOPPING=1 on
+# SIGTERM, and the queue's pause (`retryq pause`) in the STATUS= line. Then the shipped
+# unit file: `systemd-analyze verify` with the real binary, and the `systemd-analyze
+# security` exposure level that docs/operations.md reports.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../support/lib.sh
@@ -78,6 +79,11 @@ t_pids+=("$wpid")
 check "WATCHDOG_PID = own pid: READY=1" wait_for 30 has b 'READY=1'
 check "WATCHDOG_PID = own pid: STATUS= ticks" wait_for 10 ticks_after_ready "$t_tmp/b.log" 2
 check "WATCHDOG_PID = own pid: WATCHDOG=1 sent" test "$(count "$t_tmp/b.log" 'm == "WATCHDOG=1"')" -ge 5
+# The queue paused with `retryq pause`: the STATUS= line says so, with who and why.
+"$RETRYQ_CLI" pause --reason "router upgrade" --by ops@test >/dev/null
+check "paused queue: STATUS=running, queue paused by ops@test ...: router upgrade" \
+  wait_for 5 grep -q 'STATUS=running, queue paused by ops@test, since [^:]*:[^:]*:[^:]*: router upgrade:' "$t_tmp/b.log"
+"$RETRYQ_CLI" resume >/dev/null
 kill -TERM "$wpid"
 set +e; wait "$wpid"; set -e
 

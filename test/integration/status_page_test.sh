@@ -3,8 +3,9 @@
 # whose text carries HTML) it must be plain self-contained HTML that refreshes itself,
 # escape everything that came from outside (the worker id and a region are written to
 # look like markup), draw the throughput sparkline, show the same numbers /metrics
-# serves, and list a key paused by `retryq flow pause` in its Flow control section (and
-# no longer once resumed). Checked twice: the HTML as served (python's html.parser), and
+# serves, list a key paused by `retryq flow pause` in its Flow control section (and
+# no longer once resumed), and show a banner with who, since when and why while the
+# queue is paused by `retryq pause` (and none once resumed). Checked twice: the HTML as served (python's html.parser), and
 # the page as headless Chromium renders it (--dump-dom), with a screenshot kept under the
 # build dir (test-artifacts/status_page.png). Without chromium that second part prints SKIP.
 set -euo pipefail
@@ -225,6 +226,40 @@ check "the Flow control section lists the key 'retryq flow pause' paused: cause,
 check "the pause's reason is escaped in the served bytes" \
   grep -qF 'provider &lt;b&gt;maintenance&lt;/b&gt; &amp; &quot;checks&quot;' "$t_tmp/flow.html"
 
+# ---- the queue paused with `retryq pause`: a banner at the top with who, since when and
+# the reason (escaped).
+PAUSE_REASON='deploy <i>router</i> & "db"'
+"$RETRYQ_CLI" pause --reason "$PAUSE_REASON" --by 'ops@<host>' >/dev/null
+banner_check() { # <page.html> [none]: the banner with its fields, or with "none" no banner
+  python3 - "$1" "$PAUSE_REASON" "${2:-}" <<'PY'
+import html, re, sys
+page, reason, none = sys.argv[1:4]
+raw = open(page, encoding="utf-8").read()
+def text(i):  # the text of the element with id i (the banner's fields hold no markup)
+    m = re.search(r'id="%s"[^>]*>([^<]*)<' % i, raw)
+    return None if m is None else html.unescape(m.group(1))
+if none:
+    assert 'id="paused"' not in raw, "a pause banner is still shown"
+    sys.exit(0)
+first = re.search(r'<(?:div|section|table)\b([^>]*)>', raw)
+assert first is not None and 'id="paused"' in first.group(1), f"the banner is not the first block of the page: {first and first.group(0)!r}"
+assert text("paused-by") == "ops@<host>", text("paused-by")
+assert text("paused-reason") == reason, text("paused-reason")
+assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text("paused-since") or ""), text("paused-since")
+assert text("paused-held") == "0", text("paused-held")
+banner = html.unescape(re.sub(r"<[^>]*>", "", raw[raw.index('id="paused"'):].split("</div>")[0]))
+assert "Queue paused" in banner and "retryq resume" in banner, banner
+PY
+}
+banner_shown() { # [none]
+  curl -fsS --max-time 5 "$URL" >"$t_tmp/banner.html" 2>/dev/null && banner_check "$t_tmp/banner.html" "$@" >"$t_tmp/banner.why" 2>&1
+}
+wait_for 10 banner_shown || cat "$t_tmp/banner.why"
+check "the pause banner shows who paused the queue, since when and why, first on the page" \
+  banner_check "$t_tmp/banner.html"
+check "the banner's text is escaped in the served bytes" \
+  bash -c "grep -qF 'deploy &lt;i&gt;router&lt;/i&gt; &amp; &quot;db&quot;' '$t_tmp/banner.html' && grep -qF 'ops@&lt;host&gt;' '$t_tmp/banner.html'"
+
 # ---- the page as a browser renders it.
 chrome=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [[ -z $chrome ]]; then
@@ -246,6 +281,13 @@ else
   check "the rendered page shows the numbers /metrics serves and no injected element" \
     page_check "$t_tmp/dom.html" "$t_tmp/metrics2.txt" expect
   check "the rendered page shows the paused key in its Flow control section" flow_check "$t_tmp/dom.html"
+  check "the rendered page shows the pause banner with who, since and why" banner_check "$t_tmp/dom.html"
+  check "the rendered banner is visible: a box at the top of the page, above the queue table" python3 - "$t_tmp/dom.html" <<'PY'
+import sys
+dom = open(sys.argv[1], encoding="utf-8").read()
+b, q = dom.find('id="paused"'), dom.find('id="q-pending"')
+assert 0 <= b < q, (b, q)
+PY
   chrome_run --screenshot="$art/status_page.png" --window-size=1200,900 "$URL" >/dev/null || true
   png_ok() {
     python3 - "$art/status_page.png" <<'PY'
@@ -274,6 +316,10 @@ fi
 "$RETRYQ_CLI" flow resume "$FLOW_KEY" >/dev/null
 wait_for 20 flow_shown none || cat "$t_tmp/flow.why"
 check "after 'retryq flow resume' the Flow control section says nothing is paused" flow_check "$t_tmp/flow.html" none
+
+"$RETRYQ_CLI" resume >/dev/null
+wait_for 10 banner_shown none || cat "$t_tmp/banner.why"
+check "after 'retryq resume' the pause banner is gone" banner_check "$t_tmp/banner.html" none
 
 kill -TERM "$wpid"
 set +e; wait "$wpid"; rc=$?; set -e

@@ -47,7 +47,13 @@ t_cleanup() {
 trap t_cleanup EXIT
 
 # Starts private Redis + PostgreSQL for this test alone (tests that restart or kill the
-# servers must not share them) and loads their environment.
+# servers must not share them) and loads their environment. RETRYQ_TEST_REDIS_WORKER_URL
+# is the URL the workers are given: the Redis itself, or with RETRYQ_CHAOS_REDIS=sentinel
+# a redis+sentinel:// URL of three sentinels watching it (with one replica), so the chaos
+# scenarios run unchanged against a Sentinel-managed primary. Their down-after is 60 s,
+# longer than any outage a scenario makes: restarts and kills of that Redis stay outages
+# of the primary the workers find again through the sentinels, not failovers
+# (chaos/sentinel_failover covers those).
 private_services() {
   local dir="$t_tmp/services"
   chmod 755 "$t_tmp"
@@ -55,6 +61,18 @@ private_services() {
   t_services+=("$dir")
   # shellcheck disable=SC1091
   source "$dir/env"
+  RETRYQ_TEST_REDIS_WORKER_URL=$RETRYQ_TEST_REDIS_URL
+  case ${RETRYQ_CHAOS_REDIS:-standalone} in
+    standalone) ;;
+    sentinel)
+      # shellcheck source=test/support/redis_ha.sh
+      source "$(dirname "${BASH_SOURCE[0]}")/redis_ha.sh"
+      HA_DOWN_AFTER_MS=60000 ha_watch "$RETRYQ_TEST_REDIS_PORT" 1 3
+      RETRYQ_TEST_REDIS_WORKER_URL=$HA_URL
+      echo "workers reach Redis through the sentinels: $HA_URL"
+      ;;
+    *) echo "FAIL - RETRYQ_CHAOS_REDIS must be standalone or sentinel"; exit 2 ;;
+  esac
 }
 
 need_env() {

@@ -375,7 +375,7 @@ static void test_bad_environment_values(void **state)
         {"RETRYQ_FLOW", "*/*=speed:5", "unknown limit \"speed:5\""},
         {"RETRYQ_BREAKER", "ratio:2", "ratio must be a fraction"},
         {"RETRYQ_BREAKER", "backoff:5m..5s", "backoff must be MIN..MAX"},
-        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis://, redis+sentinel:// or unix://"},
+        {"RETRYQ_REDIS_URL", "http://cache:6379", "must start with redis://, redis+sentinel://, redis+cluster:// or unix://"},
         {"RETRYQ_REDIS_URL", "redis://cache:99999", "port must be a number from 1 to 65535"},
         {"RETRYQ_DATABASE_URL", "", "required: set RETRYQ_DATABASE_URL or --database-url"},
         {"RETRYQ_DATABASE_URL", "mysql://db/app", "must start with postgresql:// or postgres://"},

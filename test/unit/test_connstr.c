@@ -187,6 +187,46 @@ static void test_redis_sentinel_url_is_parsed(void **state)
     assert_string_equal(u.user, "app");
 }
 
+static void test_redis_cluster_url_is_parsed(void **state)
+{
+    retryq_redis_url_t u;
+    retryq_error_t err = {0};
+    char buf[600];
+    (void)state;
+    assert_int_equal(retryq_redis_url_parse("redis+cluster://app:s%40cret@n1:7000,10.0.0.2,[::1]:7002",
+                                            &u, &err), RETRYQ_OK);
+    assert_true(u.is_cluster);
+    assert_false(u.is_sentinel);
+    assert_int_equal(u.endpoint_count, 3);
+    assert_string_equal(u.endpoints[0].host, "n1");
+    assert_int_equal(u.endpoints[0].port, 7000);
+    assert_int_equal(u.endpoints[1].port, 6379); /* a data node's default */
+    assert_string_equal(u.endpoints[2].host, "::1");
+    assert_string_equal(u.host, "n1");
+    assert_string_equal(u.password, "s@cret");
+    assert_int_equal(u.db, 0);
+    connstr_redis_format(&u, buf, sizeof buf);
+    assert_string_equal(buf, "redis+cluster://app:***@n1:7000,10.0.0.2:6379,[::1]:7002");
+    assert_int_equal(retryq_redis_url_parse("redis+cluster://n1/", &u, &err), RETRYQ_OK);
+    static const struct {
+        const char *url, *rule;
+    } refused[] = {
+        {"redis+cluster://n1:7000/0", "takes no database (Redis Cluster has only database 0)"},
+        {"redis+cluster://n1:7000/3", "takes no database"},
+        {"redis+cluster://n1,,n2", "empty cluster node address"},
+        {"redis+cluster://", "empty cluster node address"},
+        {"redis+cluster://n1:0", "port must be a number"},
+        {"redis+cluster://a,b,c,d,e,f,g,h,i", "more than 8 cluster nodes"},
+        {"redis+cluster://n1?x=1", "unexpected '?' part"},
+        {"redis+cluster://u:@n1", "the password is empty"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        assert_int_equal(retryq_redis_url_parse(refused[i].url, &u, &err), RETRYQ_ERR_INVALID);
+        if (strstr(err.message, refused[i].rule) == NULL)
+            fail_msg("%s: \"%s\" does not say \"%s\"", refused[i].url, err.message, refused[i].rule);
+    }
+}
+
 static void test_redis_sentinel_url_refusals_name_the_rule(void **state)
 {
     static const struct {
@@ -205,7 +245,7 @@ static void test_redis_sentinel_url_refusals_name_the_rule(void **state)
         {"redis+sentinel://s1/m?x=1", "unexpected '?' part"},
         {"redis+sentinel://u:@s1/m", "the password is empty"},
         {"redis+sentinel://u:pw!x@s1:bad/m", "port must be a number"},
-        {"sentinel://s1/m", "must start with redis://, redis+sentinel:// or unix://"},
+        {"sentinel://s1/m", "must start with redis://, redis+sentinel://, redis+cluster:// or unix://"},
     };
     retryq_redis_url_t u;
     retryq_error_t err;
@@ -406,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_redis_format_parses_back),
         cmocka_unit_test(test_redis_sentinel_url_is_parsed),
         cmocka_unit_test(test_redis_sentinel_url_refusals_name_the_rule),
+        cmocka_unit_test(test_redis_cluster_url_is_parsed),
         cmocka_unit_test(test_pg_check_names_the_rule),
         cmocka_unit_test(test_pg_parse_error_hides_the_password),
         cmocka_unit_test(test_pg_params_carry_the_password_as_its_own_keyword),

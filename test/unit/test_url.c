@@ -109,8 +109,8 @@ static void test_refused_urls(void **state)
     const refusal_t refusals[] = {
         {"rediss://:secret@host:6380", "hiredis 0.14 has no TLS"},
         {"rediss://host", "docs/operations.md"},
-        {"http://host", "must start with redis://, redis+sentinel:// or unix://"},
-        {"", "must start with redis://, redis+sentinel:// or unix://"},
+        {"http://host", "must start with redis://, redis+sentinel://, redis+cluster:// or unix://"},
+        {"", "must start with redis://, redis+sentinel://, redis+cluster:// or unix://"},
         {"redis://", "missing host"},
         {"redis://:secret@:6379", "missing host"},
         {"redis://host:0", "port must be"},
