@@ -2,7 +2,7 @@
 # The backlog benchmark (test/bench/run.sh --mode backlog): cost as the queue grows.
 #
 #   test/bench/backlog.sh [--sizes "10000 100000 1000000"] [--concurrency C]
-#                         [--inflight N] [--latency-ms MS] [--no-inflight]
+#                         [--inflight N] [--latency-ms MS] [--no-inflight] [--pin]
 #
 # For each size N: PostgreSQL seeded with N 'retrying' rows (one INSERT ... SELECT
 # generate_series), the N jobs written to a file, then
@@ -17,11 +17,14 @@
 #   inflight  the same drain with N in flight at once capped by --inflight (default
 #             10,000) and a router answering after --latency-ms (default 2,000)
 # then one table, with the targets of docs/performance.md "Cost as the work grows".
+# --pin: Redis and the latency probe on CPU 1, everything else (this script and what it
+# starts: PostgreSQL, the router, the worker, the CLI) on CPU 0, as a deployment gives
+# Redis a core of its own; without it every process competes for every core.
 set -euo pipefail
 # shellcheck source=test/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-sizes="10000 100000 1000000" conc=64 inflight=10000 latency=2000 with_inflight=1
+sizes="10000 100000 1000000" conc=64 inflight=10000 latency=2000 with_inflight=1 pin=0
 while (($# > 0)); do
   case $1 in
     --sizes) sizes=$2; shift ;;
@@ -29,7 +32,8 @@ while (($# > 0)); do
     --inflight) inflight=$2; shift ;;
     --latency-ms) latency=$2; shift ;;
     --no-inflight) with_inflight=0 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --pin) pin=1 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -37,12 +41,21 @@ done
 
 bench_binaries
 bench_start_services
-echo "retryq backlog benchmark: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+probe_cpu=()
+if [[ $pin == 1 ]]; then
+  (($(nproc) >= 2)) || die "--pin needs two CPUs"
+  taskset -a -pc 1 "$(cat "$bench_work/services/redis/redis.pid")" >/dev/null
+  pg_pid=$(head -n 1 "$bench_work/services/pg/postmaster.pid")
+  for p in "$pg_pid" $(pgrep -P "$pg_pid"); do taskset -pc 0 "$p" >/dev/null; done
+  taskset -pc 0 $$ >/dev/null
+  probe_cpu=(taskset -c 1)
+fi
+echo "retryq backlog benchmark: $(nproc) cores$([[ $pin == 1 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ), worker $("$RETRYQ_WORKER_BIN" --version 2>/dev/null | head -n1)"
 
 redis_info() { rcli INFO "$1" | tr -d '\r' | sed -n "s/^$2:\\([0-9.]*\\)$/\\1/p"; }
 probe_start() { # <out file>; sets probe_pid
-  "$PYTHON" "$BENCH_PY" pingprobe 127.0.0.1 "$RETRYQ_TEST_REDIS_PORT" "$1" &
+  "${probe_cpu[@]}" "$PYTHON" "$BENCH_PY" pingprobe 127.0.0.1 "$RETRYQ_TEST_REDIS_PORT" "$1" &
   probe_pid=$!
 }
 probe_stop() {
@@ -136,7 +149,7 @@ run_size() { # <n>
   note "N=$n: enqueue ${T[$n, enqueue]}/s (ceiling ${T[$n, ceiling]}/s), ${T[$n, bytes_job]} B/job," \
     "drain ${T[$n, drain]}/s, ${T[$n, cpu_us]} us CPU/job, RSS ${T[$n, rss]} MB, probe p99" \
     "${T[$n, p99]} us (idle ${T[$n, idle_p99]} us) max ${T[$n, max]} us, SLOWLOG ${T[$n, slowlog]}," \
-    "in flight ${T[$n, inflight_s]} s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    "in flight ${T[$n, inflight_s]} s (RSS ${T[$n, inflight_rss]} MB); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 router_start 0
@@ -148,13 +161,13 @@ router_stop
 
 echo
 echo "== backlog: drain at concurrency $conc with the router answering at once; in flight: up to $inflight, router ${latency} ms"
-printf '%9s %11s %11s %7s %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s\n' N enqueue/s ceiling/s ratio B/job \
-  drain/s cpu_us rss_MB idle_p99 p99_us max_us slowlog inflight_s x_ideal
+printf '%9s %11s %11s %7s %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s %10s\n' N enqueue/s ceiling/s ratio B/job \
+  drain/s cpu_us rss_MB idle_p99 p99_us max_us slowlog inflight_s x_ideal inflight_MB
 for n in $sizes; do
-  printf '%9s %11s %11s %6s%% %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s\n' "$n" "${T[$n, enqueue]}" \
+  printf '%9s %11s %11s %6s%% %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s %10s\n' "$n" "${T[$n, enqueue]}" \
     "${T[$n, ceiling]}" "$(pct "${T[$n, enqueue]}" "${T[$n, ceiling]}")" "${T[$n, bytes_job]}" \
     "${T[$n, drain]}" "${T[$n, cpu_us]}" "${T[$n, rss]}" "${T[$n, idle_p99]}" "${T[$n, p99]}" \
-    "${T[$n, max]}" "${T[$n, slowlog]}" "${T[$n, inflight_s]}" "${T[$n, inflight_x]:--}"
+    "${T[$n, max]}" "${T[$n, slowlog]}" "${T[$n, inflight_s]}" "${T[$n, inflight_x]:--}" "${T[$n, inflight_rss]}"
 done
 
 read -r -a list <<<"$sizes"
