@@ -84,8 +84,10 @@ static void check_parsed_redis(const retryq_redis_url_t *u)
     FUZZ_ASSERT(u->sentinel_password[0] == '\0'); /* never read from the URL text */
     FUZZ_ASSERT(memchr(u->master, '\0', sizeof u->master) != NULL);
     FUZZ_ASSERT(u->endpoint_count >= 0 && u->endpoint_count <= RETRYQ_REDIS_MAX_ENDPOINTS);
-    FUZZ_ASSERT(u->is_sentinel == (u->endpoint_count > 0));
+    FUZZ_ASSERT((u->is_sentinel || u->is_cluster) == (u->endpoint_count > 0));
+    FUZZ_ASSERT(!(u->is_sentinel && u->is_cluster));
     FUZZ_ASSERT(!u->is_sentinel || (u->master[0] != '\0' && !u->is_unix));
+    FUZZ_ASSERT(!u->is_cluster || (u->db == 0 && !u->is_unix && u->master[0] == '\0'));
     for (int i = 0; i < u->endpoint_count; i++) {
         FUZZ_ASSERT(memchr(u->endpoints[i].host, '\0', sizeof u->endpoints[i].host) != NULL);
         FUZZ_ASSERT(u->endpoints[i].host[0] != '\0');
