@@ -41,16 +41,16 @@ done
 
 bench_binaries
 bench_start_services
-probe_cpu=()
+probe_cpu=() cores=$(nproc)
 if [[ $pin == 1 ]]; then
-  (($(nproc) >= 2)) || die "--pin needs two CPUs"
+  ((cores >= 2)) || die "--pin needs two CPUs"
   taskset -a -pc 1 "$(cat "$bench_work/services/redis/redis.pid")" >/dev/null
   pg_pid=$(head -n 1 "$bench_work/services/pg/postmaster.pid")
   for p in "$pg_pid" $(pgrep -P "$pg_pid"); do taskset -pc 0 "$p" >/dev/null; done
   taskset -pc 0 $$ >/dev/null
   probe_cpu=(taskset -c 1)
 fi
-echo "retryq backlog benchmark: $(nproc) cores$([[ $pin == 1 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+echo "retryq backlog benchmark: $cores cores$([[ $pin == 1 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ), worker $("$RETRYQ_WORKER_BIN" --version 2>/dev/null | head -n1)"
 
 redis_info() { rcli INFO "$1" | tr -d '\r' | sed -n "s/^$2:\\([0-9.]*\\)$/\\1/p"; }
