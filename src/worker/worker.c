@@ -265,6 +265,7 @@ static void start_page_sets(worker_t *w)
     if (w->page_sets == NULL)
         log_warn("status.sets", "the status page will not show retry sets: %s", err);
 }
+
 static void schedule_start_at_ready(worker_t *w);
 
 static void on_schema(void *arg, store_status_t status, const PGresult *res, const char *sqlstate,
