@@ -21,7 +21,10 @@ static const char SQL_PAGE_SETS[] =
     "ORDER BY coalesce(p.open, 0) > 0 DESC, s.id DESC LIMIT " STR(PAGE_SETS_SHOWN);
 
 struct page_sets {
-    store_t *db;
+    struct event_base *base;
+    const char *conninfo;   /* the worker's configuration's, which outlives this */
+    store_options_t opts;
+    store_t *db;            /* opened at the first view of the page */
     int stmt;
     bool asking;
     page_sets_view_t view;
@@ -35,25 +38,38 @@ page_sets_t *page_sets_new(struct event_base *base, const char *conninfo,
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
-    ps->db = store_new_opts(base, conninfo, 1, opts, err, errcap);
-    if (ps->db == NULL) {
-        free(ps);
-        return NULL;
-    }
-    ps->stmt = store_register(ps->db, SQL_PAGE_SETS, 0);
-    if (ps->stmt < 0) {
-        snprintf(err, errcap, "could not register the retry sets statement");
-        page_sets_free(ps);
-        return NULL;
-    }
+    ps->base = base;
+    ps->conninfo = conninfo;
+    ps->opts = *opts;
     return ps;
+}
+
+/* The connection, at the first view: a worker whose page nobody looks at holds none. */
+static bool open_db(page_sets_t *ps)
+{
+    char err[256];
+    if (ps->db != NULL)
+        return true;
+    ps->db = store_new_opts(ps->base, ps->conninfo, 1, &ps->opts, err, sizeof err);
+    if (ps->db != NULL && (ps->stmt = store_register(ps->db, SQL_PAGE_SETS, 0)) < 0) {
+        snprintf(err, sizeof err, "could not register the retry sets statement");
+        store_free(ps->db);
+        ps->db = NULL;
+    }
+    if (ps->db == NULL) {
+        ps->view.known = true;
+        ps->view.read_ms = clock_mono_ms();
+        snprintf(ps->view.error, sizeof ps->view.error, "%s", err);
+    }
+    return ps->db != NULL;
 }
 
 void page_sets_free(page_sets_t *ps)
 {
     if (ps == NULL)
         return;
-    store_free(ps->db);
+    if (ps->db != NULL)
+        store_free(ps->db);
     free(ps);
 }
 
@@ -90,6 +106,8 @@ static void on_sets(void *arg, store_status_t status, const PGresult *res, const
 void page_sets_want(page_sets_t *ps, int64_t now_ms)
 {
     if (ps == NULL || ps->asking || (ps->view.known && now_ms - ps->view.read_ms < PAGE_SETS_MAX_AGE_MS))
+        return;
+    if (!open_db(ps))
         return;
     ps->asking = true;
     if (store_exec(ps->db, ps->stmt, 0, NULL, on_sets, ps) < 0)

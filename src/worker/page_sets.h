@@ -4,7 +4,7 @@
  * progress computed by migration 0013's retryq_set_progress — from the executions, as
  * `retryq sets` computes it. Read on a database connection of its own, only when the page
  * is asked for and the last read is older than PAGE_SETS_MAX_AGE_MS: a worker whose page
- * nobody looks at never runs the query, and the page itself never waits for it (it shows
+ * nobody looks at never opens the connection, and the page itself never waits for it (it shows
  * the last read and its age; the page refreshes itself every 5 s).
  */
 #ifndef RETRYQ_WORKER_PAGE_SETS_H
@@ -39,8 +39,9 @@ typedef struct page_sets_view {
 
 typedef struct page_sets page_sets_t;
 
-/* A reader on a connection of its own (pool of one; opts as the worker's pool). NULL with
- * err on failure. */
+/* A reader on a connection of its own (pool of one; opts as the worker's pool), opened at
+ * the first page_sets_want. `conninfo` and what opts points to must outlive it. NULL with
+ * err when out of memory. */
 page_sets_t *page_sets_new(struct event_base *base, const char *conninfo,
                            const store_options_t *opts, char *err, size_t errcap);
 void page_sets_free(page_sets_t *ps);
