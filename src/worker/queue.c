@@ -1469,10 +1469,12 @@ static void periodic(queue_t *q, const char *what, int argc, const char **argv)
         conn_send(&q->cmd, on_periodic_reply, (void *)what, argc, argv, NULL);
 }
 
-/* A one-off question with a reply for the caller (periodic: not resent when lost). */
+/* A one-off question with a reply for the caller (periodic: not resent when lost). A
+ * question with a `what` says so in a warning when Redis refuses it. */
 typedef struct ask {
     void (*fn)(void *arg, const redisReply *reply);
     void *arg;
+    const char *what;
 } ask_t;
 
 static void on_ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1482,6 +1484,8 @@ static void on_ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
     if (r != NULL && c != NULL) {
         conn_replied(c);
+        if (reply_is_error(r) && ask->what != NULL)
+            log_warn("redis.script", "Redis refused %s: %s", ask->what, r->str);
         if (reply_is_transient(r))
             conn_drop(c, r->str);
     }
@@ -1490,8 +1494,8 @@ static void on_ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
     free(ask);
 }
 
-static void ask(queue_t *q, int argc, const char **argv, const size_t *argvlen,
-                void (*fn)(void *arg, const redisReply *reply), void *arg)
+static void ask_what(queue_t *q, const char *what, int argc, const char **argv,
+                     void (*fn)(void *arg, const redisReply *reply), void *arg)
 {
     ask_t *a = malloc(sizeof *a);
     if (a == NULL || q->cmd.state != CONN_READY) {
@@ -1499,16 +1503,17 @@ static void ask(queue_t *q, int argc, const char **argv, const size_t *argvlen,
         fn(arg, NULL);
         return;
     }
-    a->fn = fn;
-    a->arg = arg;
-    if (redisAsyncCommandArgv(q->cmd.ac, on_ask_reply, a, argc, argv, argvlen) != REDIS_OK) {
+    *a = (ask_t){.fn = fn, .arg = arg, .what = what};
+    if (!conn_send(&q->cmd, on_ask_reply, a, argc, argv, NULL)) {
         free(a);
         fn(arg, NULL);
-        conn_drop(&q->cmd, "could not queue a command");
-        return;
     }
-    if (q->cmd.outstanding++ == 0)
-        q->cmd.progress_ms = clock_mono_ms();
+}
+
+static void ask(queue_t *q, int argc, const char **argv,
+                void (*fn)(void *arg, const redisReply *reply), void *arg)
+{
+    ask_what(q, NULL, argc, argv, fn, arg);
 }
 
 typedef struct lock_ask {
@@ -1537,35 +1542,13 @@ void queue_try_lock(queue_t *q, const char *name, int ttl_ms,
     snprintf(key, sizeof key, "{%s}:lock:%s", q->keys.pending, name);
     snprintf(ttl, sizeof ttl, "%d", ttl_ms);
     const char *argv[] = {"SET", key, q->worker_id, "NX", "PX", ttl};
-    ask(q, 6, argv, NULL, on_lock_reply, l);
+    ask(q, 6, argv, on_lock_reply, l);
 }
 
 void queue_command(queue_t *q, int argc, const char **argv,
                    void (*done)(void *arg, const redisReply *reply), void *arg)
 {
-    ask(q, argc, argv, NULL, done, arg);
-}
-
-typedef struct script_ask {
-    void (*done)(void *arg, const redisReply *reply);
-    void *arg;
-} script_ask_t;
-
-static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    script_ask_t *a = privdata;
-    conn_t *c = ac->data;
-    redisReply *r = reply;
-    if (r != NULL && c != NULL) {
-        conn_replied(c);
-        if (reply_is_error(r))
-            log_warn("redis.script", "Redis refused a flow-control script: %s", r->str);
-        if (reply_is_transient(r))
-            conn_drop(c, r->str);
-    }
-    /* Called even while closing (with NULL) so the caller can free its state. */
-    a->done(a->arg, r != NULL && !reply_is_error(r) ? r : NULL);
-    free(a);
+    ask(q, argc, argv, done, arg);
 }
 
 void queue_script(queue_t *q, const char *script, int nkeys, const char *const *keys, int nargs,
@@ -1574,11 +1557,8 @@ void queue_script(queue_t *q, const char *script, int nkeys, const char *const *
 {
     int argc = 3 + nkeys + nargs;
     const char **argv = malloc((size_t)argc * sizeof *argv);
-    script_ask_t *a = malloc(sizeof *a);
     char count[16];
-    if (argv == NULL || a == NULL || q->cmd.state != CONN_READY) {
-        free(argv);
-        free(a);
+    if (argv == NULL) {
         done(arg, NULL);
         return;
     }
@@ -1590,14 +1570,8 @@ void queue_script(queue_t *q, const char *script, int nkeys, const char *const *
         argv[3 + i] = keys[i];
     for (int i = 0; i < nargs; i++)
         argv[3 + nkeys + i] = args[i];
-    a->done = done;
-    a->arg = arg;
-    bool sent = conn_send(&q->cmd, on_script_reply, a, argc, argv, NULL);
+    ask_what(q, "a flow-control script", argc, argv, done, arg);
     free(argv);
-    if (!sent) {
-        free(a);
-        done(arg, NULL);
-    }
 }
 
 void queue_command_op(queue_t *q, int argc, const char *const *argv)
@@ -1647,7 +1621,7 @@ static void on_depths_workers(void *arg, const redisReply *r)
         on_depths_reply(a, NULL);
         return;
     }
-    ask(q, e.argc, e.argv, NULL, on_depths_reply, a);
+    ask(q, e.argc, e.argv, on_depths_reply, a);
     keyed_eval_free(&e);
 }
 
@@ -1666,7 +1640,7 @@ void queue_depths(queue_t *q, int lease_ms, void (*done)(void *arg, const queue_
     char most[16];
     snprintf(most, sizeof most, "%d", WORKERS_READ_MAX - 1);
     const char *argv[] = {"ZRANGE", q->keys.workers, "0", most};
-    ask(q, 4, argv, NULL, on_depths_workers, a);
+    ask(q, 4, argv, on_depths_workers, a);
 }
 
 int64_t queue_pop_failing_ms(const queue_t *q)
@@ -1731,7 +1705,7 @@ void queue_recover(queue_t *q, int lease_ms)
     snprintf(most, sizeof most, "%d", RECOVER_IDS_MAX);
     const char *argv[] = {"EVAL", LUA_EXPIRED, "1", q->keys.workers, q->recover_lease,
                           q->worker_id, most};
-    ask(q, 7, argv, NULL, on_expired_reply, q);
+    ask(q, 7, argv, on_expired_reply, q);
 }
 
 static void on_quiet_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1805,7 +1779,7 @@ static void on_recovery_start(queue_t *q)
         if (conn_send(&q->cmd, on_quiet_reply, &q->cmd, 4, argv, NULL) && !q->host_checked) {
             const char *all[] = {"HGETALL", q->workerinfo};
             q->host_checked = true;
-            ask(q, 2, all, NULL, on_workerinfo_reply, q);
+            ask(q, 2, all, on_workerinfo_reply, q);
         }
     }
     q->had_cmd_connection = true;
@@ -1954,7 +1928,7 @@ void queue_check_empty(queue_t *q, int suspect_ms, void (*done)(void *arg, bool 
     char most[16];
     snprintf(most, sizeof most, "%d", WORKERS_READ_MAX - 1);
     const char *argv[] = {"ZRANGE", q->keys.workers, "0", most};
-    ask(q, 4, argv, NULL, on_count_workers, a);
+    ask(q, 4, argv, on_count_workers, a);
 }
 
 /* -------------------------------------------------------------------- lifecycle */
