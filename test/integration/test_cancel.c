@@ -34,57 +34,25 @@
 
 #define SPEC "{\"id\":\"spec\",\"questions\":[\"identity_basic\",\"math_basic\"]}"
 
-typedef struct fixture {
-    char *url;
-    PGconn *pg;
-    redisContext *redis;
-    char *queue;
-    retryq_keys_t keys;
-    retryq_client_t *client;
-    int64_t job;
-    char *jobspec;
-} fixture_t;
+typedef tu_world_t fixture_t;
+
+#define KEYS (retryq_client_keys(fx->client))
 
 static int group_setup(void **state)
 {
-    fixture_t *fx = calloc(1, sizeof *fx);
-    retryq_error_t err = {0};
-    assert_non_null(fx);
-    tu_open_services(&fx->url, &fx->pg, &fx->redis);
-    fx->queue = tu_unique_queue("cancel");
-    assert_int_equal(retryq_keys_init(&fx->keys, fx->queue, &err), RETRYQ_OK);
-    fx->client = tu_client(fx->url, tu_redis_url(), fx->queue);
-    *state = fx;
+    *state = tu_world_open("cancel");
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    fixture_t *fx = *state;
-    retryq_client_free(fx->client);
-    tu_redis_del_queue(fx->redis, fx->queue);
-    free(fx->queue);
-    tu_close_services(fx->url, fx->pg, fx->redis);
-    free(fx);
+    tu_world_close(*state);
     return 0;
 }
 
 static int setup(void **state)
 {
-    fixture_t *fx = *state;
-    char text[24];
-    tu_redis_del_queue(fx->redis, fx->queue);
-    fx->job = tu_insert_job(fx->pg, SPEC);
-    snprintf(text, sizeof text, "%" PRId64, fx->job);
-    fx->jobspec = tu_query_value(fx->pg, "SELECT jobspec_id FROM jobs WHERE id = $1::int", 1, text);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *fx = *state;
-    free(fx->jobspec);
-    fx->jobspec = NULL;
+    tu_world_job(*state, SPEC);
     return 0;
 }
 
@@ -92,16 +60,12 @@ static int teardown(void **state)
  * after `count` earlier retries, the last of them at a known time. */
 static int64_t runner_row(fixture_t *fx, const char *status, int count, int max)
 {
-    int64_t id = tu_insert_execution(fx->pg, fx->job, "us-east", status, "mistral-7b", "math_basic",
-                                     count, max);
+    int64_t id = tu_runner_failure(fx, status, "math_basic", count, max);
     char text[24];
     snprintf(text, sizeof text, "%" PRId64, id);
     PQclear(
         tu_exec(fx->pg,
-                "UPDATE executions SET output_data = '{\"error\": \"hybrid error: context deadline exceeded\", "
-                "\"error_code\": \"ROUTER_TIMEOUT\", \"failure\": {\"stage\": \"inference\", \"code\": "
-                "\"ROUTER_TIMEOUT\", \"transient\": true}}', original_error = NULL, "
-                "completed_at = localtimestamp - interval '5 minutes', "
+                "UPDATE executions SET "
                 "last_retry_at = CASE WHEN retry_count > 0 THEN '2026-11-30 10:11:12.345678+00'::timestamptz END, "
                 "retry_history = CASE WHEN retry_count > 0 THEN '[{\"attempt\": 1, \"timestamp\": "
                 "\"2026-11-30T10:11:12Z\", \"status\": \"retrying\"}, {\"attempt\": 1, \"timestamp\": "
@@ -127,7 +91,7 @@ static char *row_rest(fixture_t *fx, int64_t id)
 
 static bool tombstone(fixture_t *fx, int64_t id, int attempt)
 {
-    redisReply *r = redisCommand(fx->redis, "ZSCORE %s %" PRId64 ":%d", fx->keys.cancelled, id,
+    redisReply *r = redisCommand(fx->redis, "ZSCORE %s %" PRId64 ":%d", KEYS->cancelled, id,
                                  attempt);
     assert_non_null(r);
     bool found = r->type == REDIS_REPLY_STRING;
@@ -137,7 +101,7 @@ static bool tombstone(fixture_t *fx, int64_t id, int attempt)
 
 static long long zcard(fixture_t *fx)
 {
-    redisReply *r = redisCommand(fx->redis, "ZCARD %s", fx->keys.cancelled);
+    redisReply *r = redisCommand(fx->redis, "ZCARD %s", KEYS->cancelled);
     assert_non_null(r);
     long long n = r->integer;
     freeReplyObject(r);
@@ -147,9 +111,9 @@ static long long zcard(fixture_t *fx)
 /* Plays a worker: registers `worker` and moves the oldest job into its list. */
 static void worker_takes(fixture_t *fx, const char *worker)
 {
-    redisReply *r = redisCommand(fx->redis, "ZADD %s 1 %s", fx->keys.workers, worker);
+    redisReply *r = redisCommand(fx->redis, "ZADD %s 1 %s", KEYS->workers, worker);
     freeReplyObject(r);
-    r = redisCommand(fx->redis, "RPOPLPUSH %s %s%s", fx->queue, fx->keys.processing_prefix, worker);
+    r = redisCommand(fx->redis, "RPOPLPUSH %s %s%s", fx->queue, KEYS->processing_prefix, worker);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STRING);
     freeReplyObject(r);
@@ -436,13 +400,13 @@ int main(void)
     if (!tu_have_services())
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_runner_row_restored_exactly, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_runner_made_retry_falls_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_job_taken_by_a_worker_runs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_not_open_and_not_found, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_set_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lua_scanners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runner_row_restored_exactly, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_runner_made_retry_falls_back, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_job_taken_by_a_worker_runs, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_not_open_and_not_found, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_set_cancel, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_lua_scanners, setup, NULL),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

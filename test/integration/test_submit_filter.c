@@ -29,56 +29,25 @@
 
 #define SPEC "{\"id\":\"spec\",\"questions\":[\"identity_basic\",\"math_basic\"]}"
 
-typedef struct fixture {
-    char *url;
-    PGconn *pg;
-    redisContext *redis;
-    char *queue;
-    retryq_client_t *client;
-    int64_t job;
-    char *jobspec;
-} fixture_t;
+typedef tu_world_t fixture_t;
 
 /* One database, queue and client for the group; each test has a job of its own, so a
  * filter on it sees only that test's rows, and starts with an empty queue. */
 static int group_setup(void **state)
 {
-    fixture_t *fx = calloc(1, sizeof *fx);
-    assert_non_null(fx);
-    tu_open_services(&fx->url, &fx->pg, &fx->redis);
-    fx->queue = tu_unique_queue("filter");
-    fx->client = tu_client(fx->url, tu_redis_url(), fx->queue);
-    *state = fx;
+    *state = tu_world_open("filter");
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    fixture_t *fx = *state;
-    retryq_client_free(fx->client);
-    tu_redis_del_queue(fx->redis, fx->queue);
-    free(fx->queue);
-    tu_close_services(fx->url, fx->pg, fx->redis);
-    free(fx);
+    tu_world_close(*state);
     return 0;
 }
 
 static int setup(void **state)
 {
-    fixture_t *fx = *state;
-    char text[24];
-    tu_redis_del_queue(fx->redis, fx->queue);
-    fx->job = tu_insert_job(fx->pg, SPEC);
-    snprintf(text, sizeof text, "%" PRId64, fx->job);
-    fx->jobspec = tu_query_value(fx->pg, "SELECT jobspec_id FROM jobs WHERE id = $1::int", 1, text);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *fx = *state;
-    free(fx->jobspec);
-    fx->jobspec = NULL;
+    tu_world_job(*state, SPEC);
     return 0;
 }
 
@@ -87,15 +56,7 @@ static int teardown(void **state)
 /* A runner-shaped failed row: the failure in output_data, original_error NULL. */
 static int64_t runner_row(fixture_t *fx, const char *status, const char *question, int count, int max)
 {
-    int64_t id = tu_insert_execution(fx->pg, fx->job, "us-east", status, "mistral-7b", question, count, max);
-    char text[24];
-    snprintf(text, sizeof text, "%" PRId64, id);
-    PQclear(tu_exec(fx->pg,
-                    "UPDATE executions SET output_data = '{\"error\": \"hybrid error: context deadline exceeded\", "
-                    "\"error_code\": \"ROUTER_TIMEOUT\", \"failure\": {\"code\": \"ROUTER_TIMEOUT\"}}', "
-                    "completed_at = localtimestamp - interval '5 minutes' WHERE id = $1::int",
-                    1, text));
-    return id;
+    return tu_runner_failure(fx, status, question, count, max);
 }
 
 static char *row_without(fixture_t *fx, int64_t id, const char *columns)
@@ -437,13 +398,13 @@ int main(void)
     if (getenv("RETRYQ_TEST_FILTER") != NULL)
         cmocka_set_test_filter(getenv("RETRYQ_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_same_effect_as_submit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_chunks_progress_and_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_locked_row_is_skipped_not_waited_for, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_redis_down_stops_after_the_first_chunk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dry_run_writes_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_filters_refused_first, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_job_and_unmigrated_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_effect_as_submit, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_chunks_progress_and_limit, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_locked_row_is_skipped_not_waited_for, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_redis_down_stops_after_the_first_chunk, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_dry_run_writes_nothing, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_bad_filters_refused_first, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_unknown_job_and_unmigrated_database, setup, NULL),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

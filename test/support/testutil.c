@@ -268,6 +268,54 @@ void tu_close_services(char *url, PGconn *pg, redisContext *redis)
     free(url);
 }
 
+tu_world_t *tu_world_open(const char *queue_prefix)
+{
+    tu_world_t *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        die("out of memory");
+    tu_open_services(&w->url, &w->pg, &w->redis);
+    w->queue = tu_unique_queue(queue_prefix);
+    w->client = tu_client(w->url, tu_redis_url(), w->queue);
+    return w;
+}
+
+void tu_world_job(tu_world_t *w, const char *jobspec_json)
+{
+    char text[24];
+    tu_redis_del_queue(w->redis, w->queue);
+    w->job = tu_insert_job(w->pg, jobspec_json);
+    snprintf(text, sizeof text, "%" PRId64, w->job);
+    free(w->jobspec);
+    w->jobspec = tu_query_value(w->pg, "SELECT jobspec_id FROM jobs WHERE id = $1::int", 1, text);
+}
+
+void tu_world_close(tu_world_t *w)
+{
+    retryq_client_free(w->client);
+    tu_redis_del_queue(w->redis, w->queue);
+    free(w->queue);
+    free(w->jobspec);
+    tu_close_services(w->url, w->pg, w->redis);
+    free(w);
+}
+
+int64_t tu_runner_failure(tu_world_t *w, const char *status, const char *question_id, int retry_count,
+                          int max_retries)
+{
+    int64_t id = tu_insert_execution(w->pg, w->job, "us-east", status, "mistral-7b", question_id,
+                                     retry_count, max_retries);
+    char text[24];
+    snprintf(text, sizeof text, "%" PRId64, id);
+    PQclear(tu_exec(w->pg,
+                    "UPDATE executions SET output_data = '{\"error\": \"hybrid error: context deadline "
+                    "exceeded\", \"error_code\": \"ROUTER_TIMEOUT\", \"failure\": {\"stage\": "
+                    "\"inference\", \"code\": \"ROUTER_TIMEOUT\", \"transient\": true}}', "
+                    "original_error = NULL, completed_at = localtimestamp - interval '5 minutes' "
+                    "WHERE id = $1::int",
+                    1, text));
+    return id;
+}
+
 retryq_client_t *tu_client(const char *database_url, const char *redis_url, const char *queue)
 {
     retryq_options_t opts = {.database_url = database_url, .redis_url = redis_url, .queue = queue,

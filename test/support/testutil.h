@@ -77,6 +77,35 @@ int64_t tu_insert_execution(PGconn *pg, int64_t job_id, const char *region, cons
 void tu_open_services(char **url, PGconn **pg, redisContext **redis);
 void tu_close_services(char *url, PGconn *pg, redisContext *redis);
 
+/*
+ * The world of a library group that submits or cancels: a fresh migrated database, a
+ * connection to it and one to Redis, a private queue (name from `queue_prefix`) and a
+ * client on all of them (tu_world_open, in the group setup); per test, an empty queue and
+ * a job of its own, so a filter on the job sees only that test's rows (tu_world_job, in
+ * the test setup). tu_world_close frees everything, queue keys and database included.
+ */
+typedef struct tu_world {
+    char *url;
+    PGconn *pg;
+    redisContext *redis;
+    char *queue;
+    struct retryq_client *client;
+    int64_t job;   /* the current test's job */
+    char *jobspec; /* its jobspec_id */
+} tu_world_t;
+tu_world_t *tu_world_open(const char *queue_prefix);
+void tu_world_job(tu_world_t *w, const char *jobspec_json);
+void tu_world_close(tu_world_t *w);
+
+/*
+ * An execution of the world's current job as the runner leaves a failure (region
+ * us-east, model mistral-7b): the failure in output_data ("hybrid error: context deadline
+ * exceeded", error_code ROUTER_TIMEOUT), original_error NULL, completed 5 minutes ago.
+ * Returns its id.
+ */
+int64_t tu_runner_failure(tu_world_t *w, const char *status, const char *question_id, int retry_count,
+                          int max_retries);
+
 /* A retryq client for `database_url`, `redis_url` and `queue` with a 2 s connect
  * timeout; fails the test when the options are refused. Free with retryq_client_free. */
 struct retryq_client;
