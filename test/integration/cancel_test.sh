@@ -23,17 +23,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../support/lib.sh
 source "$here/../support/lib.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-new_database
-Q="cancel_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
+worker_test_setup cancel
 start_router --latency-ms 300
 bank="$t_tmp/bank.json"
 cat >"$bank" <<'JSON'
 {"slow_q": "What is 2+2?", "fast_q": "[mock-latency-ms:2] What is the capital of France?"}
 JSON
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 queue_empty() { # <queue>: queue, delayed set and every processing list empty
   local q=$1 n
   n=$(rcli EVAL "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])

@@ -20,12 +20,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../support/lib.sh"
 # shellcheck source=../support/flow.sh
 source "$here/../support/flow.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-new_database
-Q="flowbreaker_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
-export RETRYQ_LOG_LEVEL=info RETRYQ_CONCURRENCY=16
+worker_test_setup flowbreaker
+export RETRYQ_CONCURRENCY=16
 start_router --latency-ms 20
 BAD=llama3.2-1b/eu-west
 N_BAD=40 N_OK=60

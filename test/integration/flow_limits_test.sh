@@ -15,11 +15,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../support/lib.sh"
 # shellcheck source=../support/flow.sh
 source "$here/../support/flow.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-new_database
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL
-export RETRYQ_LOG_LEVEL=info RETRYQ_CONCURRENCY=32 RETRYQ_HEARTBEAT_MS=500 RETRYQ_LEASE_MS=3000
+worker_test_setup
+export RETRYQ_CONCURRENCY=32 RETRYQ_HEARTBEAT_MS=500 RETRYQ_LEASE_MS=3000
 start_router --latency-ms 20
 no_delivery_used() {
   sql -c "SELECT count(*) FROM executions WHERE job_id = $1 AND jsonb_path_exists(retry_history, '\$[*].delivery')"

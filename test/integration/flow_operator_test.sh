@@ -14,12 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../support/lib.sh"
 # shellcheck source=../support/flow.sh
 source "$here/../support/flow.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-new_database
-Q="flowop_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
-export RETRYQ_LOG_LEVEL=info
+worker_test_setup flowop
 start_router --latency-ms 5
 KEY=llama3.2-1b/eu-west
 job=$(insert_job '{"id":"flow-operator","questions":["math_basic"]}')

@@ -71,7 +71,6 @@ sql -F'|' -c "SELECT id, status, retry_count, coalesce(jsonb_array_length(retry_
   >"$t_tmp/fixture.rows"
 
 checksum() { sql -c "SELECT md5(string_agg(to_jsonb(e)::text, '' ORDER BY id)) FROM executions e"; }
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 case_no=0
 # run_case <description> <SQL predicate on e (executions) and j (jobs)> <statuses SQL list>

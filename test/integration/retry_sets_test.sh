@@ -12,11 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../support/lib.sh
 source "$here/../support/lib.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-new_database
-Q="sets_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
+worker_test_setup sets
 start_router --latency-ms 5
 bank="$t_tmp/bank.json"
 cat >"$bank" <<'JSON'
@@ -40,7 +37,6 @@ SELECT :job, 'modal-us-east', (ARRAY['us-east', 'eu-west'])[1 + i % 2],
   FROM generate_series(0, 47) AS i;
 SQL
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 out=$("$RETRYQ_CLI" retry --job "$jobspec" --name nightly --by tester --json 2>/dev/null)
 set_id=$(json 'd["set_id"]' <<<"$out")
 check_eq "retry by filter: 42 retried, 6 at max retries" "42 6" "$(json 'd["retried"], d["skipped"]["at_max_retries"]' <<<"$out" | tr -d '(),')"

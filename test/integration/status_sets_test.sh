@@ -9,13 +9,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../support/lib.sh
 source "$here/../support/lib.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-
-new_database
-Q="ssets_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
+worker_test_setup ssets
 start_router --latency-ms 5
 bank="$t_tmp/bank.json"
 echo '{"ok_q": "What is 2+2?", "bad_q": "[mock:http_400] Who are you?"}' >"$bank"

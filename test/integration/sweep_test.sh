@@ -12,11 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
 source "$here/../support/lib.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
-new_database
-Q="sweep_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
+worker_test_setup sweep
 # A router that never answers within the test: whatever the worker takes stays in flight,
 # so the backlog stays in the queue.
 start_router --latency-ms 600000

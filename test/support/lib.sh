@@ -103,6 +103,23 @@ new_database() {
   "$RETRYQ_CLI" --database-url "$DB" migrate >/dev/null
 }
 
+# worker_test_setup [queue prefix]: how a test of the worker with a private database
+# starts: the environment it needs, a database of its own (DB), the worker's and the CLI's
+# settings for it (log level info) and, given a prefix, the queue Q=<prefix>_<pid>
+# (RETRYQ_QUEUE).
+worker_test_setup() {
+  need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
+  new_database
+  export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_LOG_LEVEL=info
+  if (($# > 0)); then
+    Q="$1_$$"
+    export RETRYQ_QUEUE=$Q
+  fi
+}
+
+# json <python expression on d> < JSON: prints the expression's value.
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
 sql() { psql "$DB" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 rcli() { redis-cli -u "$RETRYQ_TEST_REDIS_URL" --no-auth-warning "$@"; }
 
