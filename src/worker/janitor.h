@@ -18,6 +18,10 @@ extern const char JANITOR_SQL_ORPHANS[];
  * far longer than any job waits in the queue or the delayed set (docs/reliability.md). */
 #define JANITOR_TOMBSTONE_RETENTION_MS (INT64_C(7) * 24 * 3600 * 1000)
 
+/* The execution id of a queued job's text as the sweep reads it: the digits (at most 19,
+ * optionally quoted) after the first "execution_id" key that has them; false when none. */
+bool janitor_entry_execution_id(const char *text, size_t len, int64_t *id);
+
 /* Starts one sweep unless one is running (called from a timer). */
 void janitor_sweep(worker_t *w);
 /* Frees a sweep cut short by teardown (the store never calls back after store_free). */

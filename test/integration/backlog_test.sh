@@ -7,10 +7,11 @@
 # `retryq dead list` run beside it. Redis's own figures must then show:
 #   - no call in the slow log at 50 ms or more: a script that reads the whole
 #     100,000-entry queue in one call takes longer than that; a bounded one (a page of
-#     the sweep: 1,000 entries, about 1 ms) stays far below it even when a loaded CI
+#     the sweep: 1,000 entries, 0.1 ms) stays far below it even when a loaded CI
 #     machine holds Redis off the CPU for a while (docs/performance.md has the figures of
 #     a quiet machine, where the bound is 1 ms: test/bench/run.sh --mode backlog);
-#   - every command the worker uses at under 1 ms a call on average (INFO commandstats).
+#   - every command the worker uses at under 1 ms a call on average (INFO commandstats),
+#     and at most 2 % of the calls of each over 1 ms (LATENCY HISTOGRAM).
 # A check that fails when an O(queue length) path comes back.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,7 +42,8 @@ check_eq "enqueue --from queued all $N jobs" "$N" \
   "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["queued"])' "$out")"
 for i in 1 2 3; do rcli RPUSH "$Q" "not a job $i" >/dev/null; done # taken first: for the dead list
 
-rcli CONFIG SET slowlog-log-slower-than 50000 >/dev/null
+rcli CONFIG SET slowlog-log-slower-than 1000 >/dev/null
+rcli CONFIG SET slowlog-max-len 10000 >/dev/null
 rcli SLOWLOG RESET >/dev/null
 rcli CONFIG RESETSTAT >/dev/null
 
@@ -63,11 +65,24 @@ kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?
 check_eq "the worker stops cleanly" 0 "$rc"
 
-slow=$(rcli SLOWLOG LEN)
-check_eq "no call took 50 ms or more (SLOWLOG)" 0 "$slow"
-if [[ $slow != 0 ]]; then # what they were: duration (us) and the first 160 bytes of the call
-  rcli --no-raw SLOWLOG GET 10 | grep -E '^ *[0-9]+\) +(3|4)\)|^ +[0-9]+\) "' | cut -c1-160 | head -n 40 >&2
-fi
+# The slow log keeps every call of 1 ms or more: none may reach 50 ms; the slowest are
+# printed (duration, then the call: for a script, its first line and its keys).
+rcli --json SLOWLOG GET 10000 >"$t_tmp/slowlog.json"
+python3 - "$t_tmp/slowlog.json" <<'PY' >"$t_tmp/slow"
+import json, sys
+entries = json.load(open(sys.argv[1]))
+for e in sorted(entries, key=lambda e: -e[2])[:12]:
+    args = e[3]
+    if args and args[0].lower() in ("eval", "evalsha") and len(args) > 2:
+        what = "EVAL %s... keys %s" % (args[1].split("\n")[0][:50], " ".join(args[3:3 + int(args[2])])[:120])
+    else:
+        what = " ".join(args)[:160]
+    print(e[2], what)
+print("over50ms", sum(1 for e in entries if e[2] >= 50000))
+PY
+echo "# the slowest calls of 1 ms or more (us, call):" >&2
+grep -v '^over50ms' "$t_tmp/slow" | sed 's/^/#   /' >&2
+check_eq "no call took 50 ms or more (SLOWLOG)" "over50ms 0" "$(grep '^over50ms' "$t_tmp/slow")"
 rcli INFO commandstats | tr -d '\r' >"$t_tmp/commandstats"
 python3 - "$t_tmp/commandstats" <<'PY' >"$t_tmp/percall"
 import re, sys
@@ -79,6 +94,25 @@ PY
 echo "# Redis commands during the run (command, calls, us a call):" >&2
 sed 's/^/#   /' "$t_tmp/percall" >&2
 check "the worker's Redis commands ran" test "$(wc -l <"$t_tmp/percall")" -ge 3
+# The calls over 1 ms, per command (LATENCY HISTOGRAM: cumulative counts by bucket of
+# microseconds): an average hides a kind of call that is always slow among many fast ones
+# (a Lua page of the sweep over 1,000 entries took 1.8 ms among pops of 0.05 ms). Allowed:
+# 2 % of the calls, at least 5 (a loaded machine holds Redis off the CPU now and then).
+rcli --json LATENCY HISTOGRAM >"$t_tmp/histogram.json"
+python3 - "$t_tmp/histogram.json" <<'PY' >"$t_tmp/over"
+import json, sys
+for cmd, h in sorted(json.load(open(sys.argv[1])).items()):
+    if cmd.split("|")[0] in ("config", "slowlog", "info", "flushall", "client", "latency"):
+        continue
+    fast = max([n for b, n in h["histogram_usec"].items() if int(b) <= 1100] or [0])
+    print(cmd, h["calls"], h["calls"] - fast)
+PY
+check "the latency histograms were read" test "$(wc -l <"$t_tmp/over")" -ge 3
+while read -r cmd calls over; do
+  check "$cmd: $over of $calls calls over 1 ms (allowed: 2 %, at least 5)" \
+    python3 -c 'import sys; c, o = int(sys.argv[1]), int(sys.argv[2]); sys.exit(0 if o <= max(5, 0.02 * c) else 1)' \
+    "$calls" "$over"
+done <"$t_tmp/over"
 while read -r cmd calls per; do
   check "$cmd: under 1 ms a call on average ($per us over $calls calls)" \
     python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1000 else 1)' "$per"
