@@ -3,6 +3,7 @@
 #
 #   test/bench/backlog.sh [--sizes "10000 100000 1000000"] [--concurrency C]
 #                         [--inflight N] [--latency-ms MS] [--no-inflight] [--pin]
+#                         [--no-aof-rewrite]
 #
 # For each size N: PostgreSQL seeded with N 'retrying' rows (one INSERT ... SELECT
 # generate_series), the N jobs written to a file, then
@@ -13,18 +14,22 @@
 #             (default 64): jobs/s, worker CPU us per job, worker peak RSS
 #   latency   a probe client PINGs Redis every millisecond: its p99 idle (2 s before the
 #             drain) and its p99 and max during the drain; SLOWLOG entries over 1 ms
-#             (slowlog-log-slower-than 1000) during enqueue + drain
+#             (slowlog-log-slower-than 1000) during enqueue + drain; and what else made
+#             Redis late: its forks (AOF rewrites), its latency monitor's events over
+#             1 ms, the steal time on its CPU
 #   inflight  the same drain with N in flight at once capped by --inflight (default
 #             10,000) and a router answering after --latency-ms (default 2,000)
 # then one table, with the targets of docs/performance.md "Cost as the work grows".
 # --pin: Redis and the latency probe on CPU 1, everything else (this script and what it
 # starts: PostgreSQL, the router, the worker, the CLI) on CPU 0, as a deployment gives
 # Redis a core of its own; without it every process competes for every core.
+# --no-aof-rewrite: auto-aof-rewrite-percentage 0 (appendonly stays on), so Redis does not
+# fork a rewrite child during the run.
 set -euo pipefail
 # shellcheck source=test/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-sizes="10000 100000 1000000" conc=64 inflight=10000 latency=2000 with_inflight=1 pin=0
+sizes="10000 100000 1000000" conc=64 inflight=10000 latency=2000 with_inflight=1 pin=0 aofrw=1
 while (($# > 0)); do
   case $1 in
     --sizes) sizes=$2; shift ;;
@@ -33,7 +38,8 @@ while (($# > 0)); do
     --latency-ms) latency=$2; shift ;;
     --no-inflight) with_inflight=0 ;;
     --pin) pin=1 ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-aof-rewrite) aofrw=0 ;;
+    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -41,16 +47,17 @@ done
 
 bench_binaries
 bench_start_services
-probe_cpu=() cores=$(nproc)
+probe_cpu=() cores=$(nproc) steal_cpu=cpu
 if [[ $pin == 1 ]]; then
   ((cores >= 2)) || die "--pin needs two CPUs"
   taskset -a -pc 1 "$(cat "$bench_work/services/redis/redis.pid")" >/dev/null
   pg_pid=$(head -n 1 "$bench_work/services/pg/postmaster.pid")
   for p in "$pg_pid" $(pgrep -P "$pg_pid"); do taskset -pc 0 "$p" >/dev/null; done
   taskset -pc 0 $$ >/dev/null
-  probe_cpu=(taskset -c 1)
+  probe_cpu=(taskset -c 1) steal_cpu=cpu1
 fi
-echo "retryq backlog benchmark: $cores cores$([[ $pin == 1 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+[[ $aofrw == 1 ]] || rcli CONFIG SET auto-aof-rewrite-percentage 0 >/dev/null
+echo "retryq backlog benchmark: $cores cores$([[ $aofrw == 0 ]] && echo ", no automatic AOF rewrite")$([[ $pin == 1 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ), worker $("$RETRYQ_WORKER_BIN" --version 2>/dev/null | head -n1)"
 
 redis_info() { rcli INFO "$1" | tr -d '\r' | sed -n "s/^$2:\\([0-9.]*\\)$/\\1/p"; }
@@ -63,9 +70,39 @@ probe_stop() {
   wait "$probe_pid" || die "the latency probe failed"
 }
 slowlog_count() { rcli SLOWLOG LEN; }
-slowlog_top() { # the slowest entries' durations (us) and commands, one line
-  rcli --no-raw SLOWLOG GET 5 | awk '/^ *[0-9]+\) +[0-9]+\) \(integer\)/ {n++} {print}' |
-    tr -s ' \n' ' ' | cut -c1-200
+# Steal time: the share of a CPU's ticks the hypervisor gave to another guest. cpu_ticks
+# prints "steal total" for Redis's CPU (CPU 1 with --pin, all CPUs without).
+cpu_ticks() {
+  awk -v c="$steal_cpu" '$1 == c {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat
+}
+steal_pct() { # <ticks before> <ticks after>
+  local a b
+  read -r -a a <<<"$1"
+  read -r -a b <<<"$2"
+  calc "round(100 * (${b[0]} - ${a[0]}) / max(1, ${b[1]} - ${a[1]}), 1)"
+}
+# Redis's latency monitor (events over 1 ms: command, fast-command, fork, aof-write, ...),
+# one line: "event max_ms" pairs, or "none".
+latency_events() {
+  local out
+  out=$(rcli LATENCY LATEST | paste -sd' ' | awk '{for (i = 1; i + 3 <= NF; i += 4) printf "%s%s %s ms", (i > 1 ? ", " : ""), $i, $(i + 3)}')
+  echo "${out:-none}"
+}
+# The SLOWLOG entries by kind of call, most first: "count x kind (max us)", one line. A
+# script is named by its first line and the number of its keys; the queue's keys by role.
+slowlog_kinds() {
+  rcli --json SLOWLOG GET 1000000 | "$PYTHON" -c '
+import collections, json, re, sys
+kinds = collections.defaultdict(list)
+for e in json.load(sys.stdin):
+    a = e[3]
+    if a and a[0].lower() == "eval" and len(a) > 2:
+        k = "EVAL[%s keys] %s" % (a[2], a[1].split("\n")[0][:40])
+    else:
+        k = a[0].upper() if a else "?"
+    kinds[k].append(e[2])
+out = sorted(kinds.items(), key=lambda kv: -len(kv[1]))
+print("; ".join("%d x %s (max %d us)" % (len(v), k, max(v)) for k, v in out) or "none")'
 }
 
 declare -A T
@@ -89,6 +126,7 @@ run_size() { # <n>
   rcli DEL ceiling_queue >/dev/null
 
   rcli CONFIG SET slowlog-log-slower-than 1000 >/dev/null
+  rcli CONFIG SET slowlog-max-len 1000000 >/dev/null # every entry counted, none pushed out
   rcli SLOWLOG RESET >/dev/null
   local mem0 mem1
   mem0=$(redis_info memory used_memory)
@@ -109,9 +147,23 @@ run_size() { # <n>
   probe_stop
   T[$n, idle_p99]=$(jq_get "$(cat "$bench_work/probe-idle.json")" p99_us)
 
+  # What Redis did besides commands during the drain: forks (an AOF rewrite forks a child
+  # that copies the page tables and then competes for the CPU), the latency monitor's
+  # events, and the hypervisor's steal time on Redis's CPU.
+  rcli CONFIG SET latency-monitor-threshold 1 >/dev/null
+  rcli LATENCY RESET >/dev/null
+  local forks0 ticks0
+  forks0=$(redis_info stats total_forks)
+  ticks0=$(cpu_ticks)
   probe_start "$bench_work/probe-drain.json"
   run_worker backlog "$n" "$conc" || die "the drain of $n jobs failed a correctness check"
   probe_stop
+  T[$n, steal]=$(steal_pct "$ticks0" "$(cpu_ticks)")
+  T[$n, forks]=$(($(redis_info stats total_forks) - forks0))
+  if ((T[$n, forks] > 0)); then
+    note "N=$n: $((T[$n, forks])) fork(s) of Redis during the drain (AOF rewrite), the last took $(redis_info stats latest_fork_usec) us"
+  fi
+  note "N=$n: Redis latency monitor during the drain (events over 1 ms, max): $(latency_events)"
   T[$n, drain]=$R_JOBS_S
   T[$n, cpu_us]=$(calc "$R_CPU_WORKER * 1e6 / $n")
   T[$n, rss]=$R_RSS_MB
@@ -120,7 +172,7 @@ run_size() { # <n>
   T[$n, p99]=$(jq_get "$probe" p99_us)
   T[$n, max]=$(jq_get "$probe" max_us)
   T[$n, slowlog]=$(slowlog_count)
-  if [[ ${T[$n, slowlog]} != 0 ]]; then note "SLOWLOG at N=$n: $(slowlog_top)"; fi
+  if [[ ${T[$n, slowlog]} != 0 ]]; then note "N=$n: SLOWLOG entries by kind: $(slowlog_kinds)"; fi
 
   T[$n, inflight_s]=- T[$n, inflight_rss]=-
   if [[ $with_inflight == 1 ]]; then
@@ -161,13 +213,13 @@ router_stop
 
 echo
 echo "== backlog: drain at concurrency $conc with the router answering at once; in flight: up to $inflight, router ${latency} ms"
-printf '%9s %11s %11s %7s %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s %10s\n' N enqueue/s ceiling/s ratio B/job \
-  drain/s cpu_us rss_MB idle_p99 p99_us max_us slowlog inflight_s x_ideal inflight_MB
+printf '%9s %11s %11s %7s %10s %9s %8s %8s %9s %9s %9s %8s %6s %6s %11s %9s %10s\n' N enqueue/s ceiling/s ratio B/job \
+  drain/s cpu_us rss_MB idle_p99 p99_us max_us slowlog steal% forks inflight_s x_ideal inflight_MB
 for n in $sizes; do
-  printf '%9s %11s %11s %6s%% %10s %9s %8s %8s %9s %9s %9s %8s %11s %9s %10s\n' "$n" "${T[$n, enqueue]}" \
+  printf '%9s %11s %11s %6s%% %10s %9s %8s %8s %9s %9s %9s %8s %6s %6s %11s %9s %10s\n' "$n" "${T[$n, enqueue]}" \
     "${T[$n, ceiling]}" "$(pct "${T[$n, enqueue]}" "${T[$n, ceiling]}")" "${T[$n, bytes_job]}" \
     "${T[$n, drain]}" "${T[$n, cpu_us]}" "${T[$n, rss]}" "${T[$n, idle_p99]}" "${T[$n, p99]}" \
-    "${T[$n, max]}" "${T[$n, slowlog]}" "${T[$n, inflight_s]}" "${T[$n, inflight_x]:--}" "${T[$n, inflight_rss]}"
+    "${T[$n, max]}" "${T[$n, slowlog]}" "${T[$n, steal]}" "${T[$n, forks]}" "${T[$n, inflight_s]}" "${T[$n, inflight_x]:--}" "${T[$n, inflight_rss]}"
 done
 
 read -r -a list <<<"$sizes"
