@@ -3,7 +3,7 @@
 #
 #   test/bench/backlog.sh [--sizes "10000 100000 1000000"] [--concurrency C]
 #                         [--inflight N] [--latency-ms MS] [--no-inflight] [--pin]
-#                         [--no-aof-rewrite]
+#                         [--isolate] [--no-aof-rewrite]
 #
 # For each size N: PostgreSQL seeded with N 'retrying' rows (one INSERT ... SELECT
 # generate_series), the N jobs written to a file, then
@@ -23,6 +23,9 @@
 # --pin: Redis and the latency probe on CPU 1, everything else (this script and what it
 # starts: PostgreSQL, the router, the worker, the CLI) on CPU 0, as a deployment gives
 # Redis a core of its own; without it every process competes for every core.
+# --isolate: --pin, and every other process of the machine (this session's shells and
+# whatever they start later included) moved to CPU 0 for the run, their CPU masks put back
+# at the end: Redis alone on CPU 1 with the probe, as on a host of its own (needs root).
 # --no-aof-rewrite: auto-aof-rewrite-percentage 0 (appendonly stays on), so Redis does not
 # fork a rewrite child during the run.
 set -euo pipefail
@@ -38,8 +41,9 @@ while (($# > 0)); do
     --latency-ms) latency=$2; shift ;;
     --no-inflight) with_inflight=0 ;;
     --pin) pin=1 ;;
+    --isolate) pin=2 ;;
     --no-aof-rewrite) aofrw=0 ;;
-    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -48,7 +52,7 @@ done
 bench_binaries
 bench_start_services
 probe_cpu=() cores=$(nproc) steal_cpu=cpu
-if [[ $pin == 1 ]]; then
+if [[ $pin != 0 ]]; then
   ((cores >= 2)) || die "--pin needs two CPUs"
   taskset -a -pc 1 "$(cat "$bench_work/services/redis/redis.pid")" >/dev/null
   pg_pid=$(head -n 1 "$bench_work/services/pg/postmaster.pid")
@@ -56,8 +60,28 @@ if [[ $pin == 1 ]]; then
   taskset -pc 0 $$ >/dev/null
   probe_cpu=(taskset -c 1) steal_cpu=cpu1
 fi
+# isolate_others: every user process but Redis to CPU 0 (all its threads); each one's mask
+# is written to a file first and put back at exit. Kernel threads (no command line) stay.
+isolate_others() {
+  local redis_pid saved="$bench_work/cpu-masks" p mask
+  redis_pid=$(cat "$bench_work/services/redis/redis.pid")
+  : >"$saved"
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [[ $p == "$redis_pid" || -z $(tr -d '\0' </proc/"$p"/cmdline 2>/dev/null) ]] && continue
+    mask=$(taskset -p "$p" 2>/dev/null | sed -n 's/.*: //p') || continue
+    [[ -n $mask ]] && taskset -a -p 1 "$p" >/dev/null 2>&1 && echo "$p $mask" >>"$saved"
+  done
+  bench_at_exit+=("restore_masks")
+  note "isolated: $(wc -l <"$saved") processes moved to CPU 0"
+}
+restore_masks() {
+  local p mask
+  while read -r p mask; do taskset -a -p "$mask" "$p" >/dev/null 2>&1 || true; done <"$bench_work/cpu-masks"
+}
+if [[ $pin == 2 ]]; then isolate_others; fi
 [[ $aofrw == 1 ]] || rcli CONFIG SET auto-aof-rewrite-percentage 0 >/dev/null
-echo "retryq backlog benchmark: $cores cores$([[ $aofrw == 0 ]] && echo ", no automatic AOF rewrite")$([[ $pin == 1 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+echo "retryq backlog benchmark: $cores cores$([[ $aofrw == 0 ]] && echo ", no automatic AOF rewrite")$([[ $pin != 0 ]] && echo ", Redis and the probe pinned to CPU 1, the rest to CPU 0")$([[ $pin == 2 ]] && echo " (every other process of the machine too)"), load average $(cut -d' ' -f1-3 /proc/loadavg)," \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ), worker $("$RETRYQ_WORKER_BIN" --version 2>/dev/null | head -n1)"
 
 redis_info() { rcli INFO "$1" | tr -d '\r' | sed -n "s/^$2:\\([0-9.]*\\)$/\\1/p"; }

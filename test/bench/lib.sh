@@ -58,8 +58,10 @@ bench_binaries() {
 bench_work=""
 bench_router_pid=""
 bench_worker_pid=""
+bench_at_exit=() # commands bench_cleanup runs first (eval'd), e.g. to undo a machine setting
 bench_cleanup() {
-  local rc=$?
+  local rc=$? undo
+  for undo in "${bench_at_exit[@]}"; do eval "$undo" || true; done
   [[ -n $bench_worker_pid ]] && kill -TERM "$bench_worker_pid" 2>/dev/null && wait "$bench_worker_pid" 2>/dev/null
   [[ -n $bench_router_pid ]] && kill -TERM "$bench_router_pid" 2>/dev/null && wait "$bench_router_pid" 2>/dev/null
   if [[ -n $bench_work ]]; then
