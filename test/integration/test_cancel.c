@@ -480,6 +480,38 @@ static void test_lua_scanners(void **state)
     }
 }
 
+/* Whitespace as the C decoder reads it (any byte <= 0x20 between tokens, cJSON's rule),
+ * not JSON's four only: a payload the worker takes has the same identity in the scripts
+ * (else a cancel does not see it held, and the pop does not drop it), and the delivery
+ * bump of lease recovery raises its delivery (else a job that keeps killing workers is
+ * never counted toward the dead list). */
+static void test_lua_reads_whitespace_as_the_decoder(void **state)
+{
+    fixture_t *fx = *state;
+    static const char job[] = "\f{\"execution_id\":\v7,\x01\"region\":\"us-east\",\"question_index\":0,"
+                              "\"retry_attempt\"\x1f:\f"
+                              "2,\"delivery\":\x0b"
+                              "1\x1e}\v";
+    retryq_job_t decoded;
+    retryq_error_t err = {0};
+    assert_int_equal(retryq_job_decode(job, strlen(job), 0, &decoded, &err), RETRYQ_OK);
+    assert_int_equal(decoded.execution_id, 7);
+    assert_int_equal(decoded.retry_attempt, 2);
+
+    static const char ident[] = RQ_LUA_IDENTITY "return ident(ARGV[1]) or ''\n";
+    char *id = lua_call(fx, ident, job);
+    assert_string_equal(id, "7:2");
+    static const char bump[] = RQ_LUA_BUMP "return bump(ARGV[1])\n";
+    char *bumped = lua_call(fx, bump, job);
+    assert_int_equal(retryq_job_decode(bumped, strlen(bumped), 0, &decoded, &err), RETRYQ_OK);
+    assert_int_equal(decoded.delivery, 2);
+    char *empty = lua_call(fx, bump, "{\x01}");
+    assert_string_equal(empty, "{\x01\"delivery\":1}");
+    free(id);
+    free(bumped);
+    free(empty);
+}
+
 int main(void)
 {
     if (!tu_have_services())
@@ -494,6 +526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_cancel, setup, NULL),
         cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, NULL),
         cmocka_unit_test_setup_teardown(test_lua_scanners, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_lua_reads_whitespace_as_the_decoder, setup, NULL),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
