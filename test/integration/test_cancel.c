@@ -337,6 +337,29 @@ static void test_not_open_and_not_found(void **state)
     assert_int_equal(zcard(fx), 0);
 }
 
+/* The result is defined after every failure, a missing argument's too, so that freeing
+ * it, as retryq.h asks, is safe (it held whatever the caller's memory held before). */
+static void test_result_defined_after_a_missing_argument(void **state)
+{
+    fixture_t *fx = *state;
+    retryq_cancel_result_t res;
+    retryq_error_t err = {0};
+    memset(&res, 0xab, sizeof res);
+    assert_int_equal(retryq_cancel(NULL, 1, "us-east", &res, &err), RETRYQ_ERR_INVALID);
+    assert_null(res.items);
+    assert_int_equal(res.count, 0);
+    retryq_cancel_result_free(&res);
+    memset(&res, 0xab, sizeof res);
+    assert_int_equal(retryq_cancel(fx->client, 1, NULL, &res, &err), RETRYQ_ERR_INVALID);
+    assert_null(res.items);
+    retryq_cancel_result_free(&res);
+    memset(&res, 0xab, sizeof res);
+    assert_int_equal(retryq_set_cancel(NULL, 1, &res, &err), RETRYQ_ERR_INVALID);
+    assert_null(res.items);
+    assert_int_equal(res.count, 0);
+    retryq_cancel_result_free(&res);
+}
+
 static void test_set_cancel(void **state)
 {
     fixture_t *fx = *state;
@@ -523,6 +546,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_history_timestamp_does_not_block_the_cancel, setup, NULL),
         cmocka_unit_test_setup_teardown(test_job_taken_by_a_worker_runs, setup, NULL),
         cmocka_unit_test_setup_teardown(test_not_open_and_not_found, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_result_defined_after_a_missing_argument, setup, NULL),
         cmocka_unit_test_setup_teardown(test_set_cancel, setup, NULL),
         cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, NULL),
         cmocka_unit_test_setup_teardown(test_lua_scanners, setup, NULL),
