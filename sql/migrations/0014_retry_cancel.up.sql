@@ -5,8 +5,10 @@
 -- they were before the retry, with these functions:
 -- 1. retryq_mark_retrying (0013's, replaced) records in its 'retrying' history entry what
 --    a cancel needs to undo it: previous_status, previous_last_retry_at, and whether it
---    filled original_error (original_error_filled). Extra keys of an entry are ignored by
---    the runner, whose entries are {attempt, timestamp, status, error?}.
+--    filled original_error (original_error_filled); and the last_retry_at it set (the
+--    database's now(); the entry's timestamp is the job's enqueued_at, the client's clock),
+--    which a cancel of a later retry made by the runner's API puts back. Extra keys of an
+--    entry are ignored by the runner, whose entries are {attempt, timestamp, status, error?}.
 -- 2. retryq_cancel_restore: the guarded restore of one chunk, with a 'cancelled' entry.
 -- 3. retryq_set_members.cancelled_at, and retryq_member_state with it, so a set reports
 --    its cancelled members as 'cancelled' (the restored row alone would read as 'other').
@@ -23,6 +25,7 @@ RETURNS TABLE (execution_id bigint, retry_count integer) LANGUAGE sql VOLATILE A
                                   'status', 'retrying',
                                   'previous_status', e.status,
                                   'previous_last_retry_at', e.last_retry_at,
+                                  'last_retry_at', now(),
                                   'original_error_filled',
                                   e.original_error IS NULL AND e.output_data->>'error' IS NOT NULL))
       FROM unnest(p_ids, p_regions) AS t(id, region)
@@ -76,9 +79,11 @@ $$;
 --                 last outcome (failed, timeout, error) of attempt - 1, else 'failed'
 --                 (a retry is only ever made from failed, timeout or error);
 --   retry_count   attempt - 1: the attempt that did not run does not count;
---   last_retry_at the entry's previous_last_retry_at when recorded, else the timestamp of
---                 the retrying entry of attempt - 1, else NULL for attempt 1 (a row never
---                 retried has none), else unchanged;
+--   last_retry_at the entry's previous_last_retry_at when recorded; else, for attempt 1,
+--                 NULL (a row never retried has none); else what the retrying entry of
+--                 attempt - 1 recorded as its last_retry_at (retryq's), else that entry's
+--                 timestamp (the runner's), else unchanged (a value that is not a
+--                 timestamp counts as none: a foreign entry cannot make the cancel fail);
 --   original_error NULL again when the retry filled it (original_error_filled);
 --   retry_history one {attempt, timestamp: p_timestamp, status: "cancelled"} entry more;
 -- output_data and every other column are untouched. Set members of that execution and
@@ -95,6 +100,7 @@ DECLARE
     h jsonb;
     v_status text;
     v_last timestamptz;
+    v_text text;
 BEGIN
     FOR r IN SELECT t.id, t.region, t.attempt
                FROM unnest(p_ids, p_regions, p_attempts) AS t(id, region, attempt) ORDER BY t.id
@@ -145,12 +151,17 @@ BEGIN
         ELSIF r.attempt = 1 THEN
             v_last := NULL;
         ELSE
-            SELECT (x.v->>'timestamp')::timestamptz INTO v_last
+            SELECT coalesce(x.v->>'last_retry_at', x.v->>'timestamp') INTO v_text
               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(e.retry_history) = 'array'
                                              THEN e.retry_history ELSE '[]'::jsonb END)
                    WITH ORDINALITY AS x(v, ord)
              WHERE x.v->>'status' = 'retrying' AND x.v->>'attempt' = (r.attempt - 1)::text
              ORDER BY x.ord DESC LIMIT 1;
+            BEGIN
+                v_last := v_text::timestamptz;
+            EXCEPTION WHEN data_exception THEN
+                v_last := NULL;
+            END;
             v_last := coalesce(v_last, e.last_retry_at);
         END IF;
         UPDATE executions x

@@ -324,9 +324,10 @@ int retryq_cancel(retryq_client_t *client, int64_t execution_id, const char *reg
     rq_statement_t st;
     PGresult *res = NULL;
     char id[24];
+    if (result != NULL)
+        memset(result, 0, sizeof *result); /* defined after any failure: freeing it is safe */
     if (result == NULL || client == NULL || region == NULL)
         return rq_error(err, RETRYQ_ERR_INVALID, "cancel: missing client, region or result");
-    memset(result, 0, sizeof *result);
     if (execution_id <= 0)
         return rq_error(err, RETRYQ_ERR_INVALID, "cancel: the execution id must be a positive integer");
     if (region[0] == '\0' || strlen(region) > RETRYQ_MAX_REGION)
@@ -380,9 +381,10 @@ int retryq_set_cancel(retryq_client_t *client, int64_t set_id, retryq_cancel_res
     char subject[48], set_arg[24], after[24], limit[24];
     size_t cap = 0;
     int64_t last = 0;
+    if (result != NULL)
+        memset(result, 0, sizeof *result);
     if (result == NULL || client == NULL)
         return rq_error(err, RETRYQ_ERR_INVALID, "cancel: missing client or result");
-    memset(result, 0, sizeof *result);
     if (set_id <= 0)
         return rq_error(err, RETRYQ_ERR_INVALID, "cancel: the set id must be a positive integer");
     snprintf(subject, sizeof subject, "retry set %" PRId64, set_id);

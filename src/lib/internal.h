@@ -102,6 +102,9 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
  * doubles, so an execution_id above 2^53 would come back changed, and re-encoding may
  * reorder keys or escape slashes.
  *
+ * Whitespace is what the C decoder skips (src/lib/job.c, cJSON's rule): any byte up to
+ * 0x20, not only JSON's space, tab, CR and LF (RQ_LUA_WS, a Lua character class).
+ *
  * RQ_LUA_WALK: walk(v, on_key) goes through the top-level keys of the object `v`, skipping
  * strings (with their escapes) and nested values, so a key inside a nested object or a
  * string is not taken for the job's; leading and trailing whitespace is no obstacle. For
@@ -110,9 +113,11 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
  * it returns the position of the closing brace; nil when `v` is not an object or is cut.
  * A key spelled with escapes ("deliv\u0065ry") is not recognised.
  */
+#define RQ_LUA_WS "%z\\1- "
+
 #define RQ_LUA_WALK                                                                         \
     "local function walk(v, on_key)\n"                                                      \
-    "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
+    "  local i = string.find(v, '[^" RQ_LUA_WS "]')\n"                                      \
     "  if not i or string.byte(v, i) ~= 123 then return nil end\n"                          \
     "  local depth, pos, want_key = 0, i, false\n"                                          \
     "  while true do\n"                                                                     \
@@ -158,15 +163,15 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
     "local function bump(v)\n"                                                              \
     "  local close, done = walk(v, function(k, e)\n"                                        \
     "    if k ~= 'delivery' then return nil end\n"                                          \
-    "    local _, b, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e)\n"            \
+    "    local _, b, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*(%d+)', e)\n"    \
     "    if not b then return v end\n"                                                      \
     "    return string.sub(v, 1, b - #d) .. tostring(tonumber(d) + 1) .. string.sub(v, b + 1)\n" \
     "  end)\n"                                                                              \
     "  if done then return done end\n"                                                      \
     "  if not close then return v end\n"                                                    \
-    "  local i = string.find(v, '[^ \\t\\r\\n]')\n"                                          \
+    "  local i = string.find(v, '[^" RQ_LUA_WS "]')\n"                                      \
     "  local j = close - 1\n"                                                               \
-    "  while j > i and string.find(string.sub(v, j, j), '^[ \\t\\r\\n]$') do j = j - 1 end\n" \
+    "  while j > i and string.find(string.sub(v, j, j), '^[" RQ_LUA_WS "]$') do j = j - 1 end\n" \
     "  local sep = j > i and ',' or ''\n"                                                   \
     "  return string.sub(v, 1, close - 1) .. sep .. '\"delivery\":1' .. string.sub(v, close)\n" \
     "end\n"
@@ -182,10 +187,10 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
     "  local eid, att\n"                                                                    \
     "  local close = walk(v, function(k, e)\n"                                              \
     "    if k == 'execution_id' then\n"                                                     \
-    "      local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*\"?(%d+)', e)\n"        \
+    "      local _, _, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*\"?(%d+)', e)\n" \
     "      if d then eid = d end\n"                                                         \
     "    elseif k == 'retry_attempt' then\n"                                                \
-    "      local _, _, d = string.find(v, '^[ \\t\\r\\n]*:[ \\t\\r\\n]*(%d+)', e)\n"           \
+    "      local _, _, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*(%d+)', e)\n"  \
     "      if d then att = d end\n"                                                         \
     "    end\n"                                                                             \
     "    return nil\n"                                                                      \

@@ -179,10 +179,10 @@ func (e *env) submitted(t *testing.T, f fixture, questionIndex int, wantOriginal
 	}
 	last := h[len(h)-1]
 	// The runner's three keys, and what a cancel needs to undo the retry (migration 0014).
-	if len(last) != 6 || last["attempt"] != float64(attempt) || last["status"] != "retrying" ||
+	if len(last) != 7 || last["attempt"] != float64(attempt) || last["status"] != "retrying" ||
 		last["timestamp"] != res.Job.EnqueuedAt || last["previous_status"] != f.Status {
 		t.Errorf("history entry %v: want {attempt %d, timestamp %s, status retrying, previous_status %s, "+
-			"previous_last_retry_at, original_error_filled}", last, attempt, res.Job.EnqueuedAt, f.Status)
+			"previous_last_retry_at, last_retry_at, original_error_filled}", last, attempt, res.Job.EnqueuedAt, f.Status)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, res.Job.EnqueuedAt); err != nil {
 		t.Errorf("timestamp %q is not RFC 3339", res.Job.EnqueuedAt)

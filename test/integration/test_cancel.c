@@ -7,7 +7,9 @@
  * exactly — status, retry_count, last_retry_at, output_data, original_error and every
  * other column as before the retry, history = before + the retrying entry + one
  * cancelled entry — and a tombstone is left for the pop; it can be retried again and
- * gets the same attempt number; a job in a worker's processing list is "running" and
+ * gets the same attempt number; a runner-made retry falls back on the history (the exact
+ * last_retry_at that retryq's own earlier retry recorded; a history timestamp that is not
+ * one does not make the cancel fail); a job in a worker's processing list is "running" and
  * nothing changes; a worker registered after the caller read the list is still seen (the
  * script's re-check); a row not open is "finished"; unknown execution and set are
  * NOT_FOUND; a set cancel sorts its members into cancelled / running / finished, takes
@@ -213,6 +215,89 @@ static void test_runner_made_retry_falls_back(void **state)
     free(b);
 }
 
+/* The runner's API retrying one row itself: retry_count + 1, last_retry_at = now(), status
+ * 'retrying' and its own {attempt, timestamp, status} entry (nothing for a restore). */
+static void runner_retries(fixture_t *fx, int64_t id)
+{
+    char *done = row_text(fx, id,
+                          "UPDATE executions SET status = 'retrying', retry_count = retry_count + 1, "
+                          "last_retry_at = now(), retry_history = retry_history || jsonb_build_array("
+                          "jsonb_build_object('attempt', retry_count + 1, 'timestamp', "
+                          "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                          "'status', 'retrying')) WHERE id = $1::int RETURNING 'done'");
+    assert_non_null(done);
+    free(done);
+}
+
+/* Cancels the open retry of `id`, which must come back cancelled at `attempt`, restored
+ * to `status`. */
+static void cancel_one(fixture_t *fx, int64_t id, int attempt, const char *status)
+{
+    retryq_cancel_result_t res;
+    retryq_error_t err = {0};
+    int rc = retryq_cancel(fx->client, id, "us-east", &res, &err);
+    if (rc != RETRYQ_OK)
+        fail_msg("retryq_cancel: %s (%s)", err.message, retryq_code_name(rc));
+    assert_int_equal(res.count, 1);
+    assert_int_equal(res.items[0].outcome, RETRYQ_CANCEL_CANCELLED);
+    assert_int_equal(res.items[0].attempt, attempt);
+    assert_string_equal(res.items[0].status, status);
+    retryq_cancel_result_free(&res);
+}
+
+/* Retried by retryq (attempt 1 ran and timed out, recorded as the worker records it), then
+ * by the runner's API (attempt 2): the cancel of attempt 2 puts the row back exactly as it
+ * was before it — last_retry_at included, which attempt 1's retry set with the database's
+ * clock (not the client-clock timestamp of its history entry). */
+static void test_runner_retry_after_retryq_retry(void **state)
+{
+    fixture_t *fx = *state;
+    int64_t id = runner_row(fx, "failed", 0, 3);
+    submit(fx, id, 1);
+    char *recorded = row_text(fx, id,
+                              "UPDATE executions SET status = 'timeout', completed_at = now(), "
+                              "output_data = '{\"error\": \"router timeout after 60000 ms\"}', "
+                              "original_error = coalesce(original_error, output_data->>'error'), "
+                              "retry_history = retry_history || '[{\"attempt\": 1, \"status\": \"timeout\", "
+                              "\"timestamp\": \"2026-12-01T00:01:00Z\"}]'::jsonb "
+                              "WHERE id = $1::int AND status = 'retrying' AND retry_count = 1 RETURNING 'done'");
+    assert_non_null(recorded);
+    char *before = row_rest(fx, id);
+    runner_retries(fx, id);
+    cancel_one(fx, id, 2, "timeout");
+    char *after = row_rest(fx, id);
+    assert_string_equal(after, before);
+    free(recorded);
+    free(before);
+    free(after);
+}
+
+/* A runner-made retry whose earlier retrying entry has a timestamp that is not one (a
+ * foreign writer's, here ""): the cancel still restores the row (last_retry_at left as
+ * it is) instead of failing the whole restore, which would leave the execution, and
+ * every other member of its chunk, impossible to cancel. */
+static void test_bad_history_timestamp_does_not_block_the_cancel(void **state)
+{
+    fixture_t *fx = *state;
+    int64_t id = runner_row(fx, "timeout", 1, 3);
+    char *bad = row_text(fx, id,
+                         "UPDATE executions SET retry_history = jsonb_set(retry_history, '{0,timestamp}', "
+                         "'\"\"') WHERE id = $1::int RETURNING retry_history->0->>'status'");
+    assert_string_equal(bad, "retrying");
+    runner_retries(fx, id);
+    char *last = row_text(fx, id, "SELECT last_retry_at::text FROM executions WHERE id = $1::int");
+    cancel_one(fx, id, 2, "timeout");
+    char *row = row_text(fx, id,
+                         "SELECT status || ':' || retry_count || ':' || last_retry_at::text "
+                         "FROM executions WHERE id = $1::int");
+    char want[96];
+    snprintf(want, sizeof want, "timeout:1:%s", last);
+    assert_string_equal(row, want);
+    free(bad);
+    free(last);
+    free(row);
+}
+
 static void test_job_taken_by_a_worker_runs(void **state)
 {
     fixture_t *fx = *state;
@@ -250,6 +335,29 @@ static void test_not_open_and_not_found(void **state)
     assert_int_equal(retryq_cancel(fx->client, 0, "us-east", &res, &err), RETRYQ_ERR_INVALID);
     retryq_cancel_result_free(&res);
     assert_int_equal(zcard(fx), 0);
+}
+
+/* The result is defined after every failure, a missing argument's too, so that freeing
+ * it, as retryq.h asks, is safe (it held whatever the caller's memory held before). */
+static void test_result_defined_after_a_missing_argument(void **state)
+{
+    fixture_t *fx = *state;
+    retryq_cancel_result_t res;
+    retryq_error_t err = {0};
+    memset(&res, 0xab, sizeof res);
+    assert_int_equal(retryq_cancel(NULL, 1, "us-east", &res, &err), RETRYQ_ERR_INVALID);
+    assert_null(res.items);
+    assert_int_equal(res.count, 0);
+    retryq_cancel_result_free(&res);
+    memset(&res, 0xab, sizeof res);
+    assert_int_equal(retryq_cancel(fx->client, 1, NULL, &res, &err), RETRYQ_ERR_INVALID);
+    assert_null(res.items);
+    retryq_cancel_result_free(&res);
+    memset(&res, 0xab, sizeof res);
+    assert_int_equal(retryq_set_cancel(NULL, 1, &res, &err), RETRYQ_ERR_INVALID);
+    assert_null(res.items);
+    assert_int_equal(res.count, 0);
+    retryq_cancel_result_free(&res);
 }
 
 static void test_set_cancel(void **state)
@@ -395,6 +503,38 @@ static void test_lua_scanners(void **state)
     }
 }
 
+/* Whitespace as the C decoder reads it (any byte <= 0x20 between tokens, cJSON's rule),
+ * not JSON's four only: a payload the worker takes has the same identity in the scripts
+ * (else a cancel does not see it held, and the pop does not drop it), and the delivery
+ * bump of lease recovery raises its delivery (else a job that keeps killing workers is
+ * never counted toward the dead list). */
+static void test_lua_reads_whitespace_as_the_decoder(void **state)
+{
+    fixture_t *fx = *state;
+    static const char job[] = "\f{\"execution_id\":\v7,\x01\"region\":\"us-east\",\"question_index\":0,"
+                              "\"retry_attempt\"\x1f:\f"
+                              "2,\"delivery\":\x0b"
+                              "1\x1e}\v";
+    retryq_job_t decoded;
+    retryq_error_t err = {0};
+    assert_int_equal(retryq_job_decode(job, strlen(job), 0, &decoded, &err), RETRYQ_OK);
+    assert_int_equal(decoded.execution_id, 7);
+    assert_int_equal(decoded.retry_attempt, 2);
+
+    static const char ident[] = RQ_LUA_IDENTITY "return ident(ARGV[1]) or ''\n";
+    char *id = lua_call(fx, ident, job);
+    assert_string_equal(id, "7:2");
+    static const char bump[] = RQ_LUA_BUMP "return bump(ARGV[1])\n";
+    char *bumped = lua_call(fx, bump, job);
+    assert_int_equal(retryq_job_decode(bumped, strlen(bumped), 0, &decoded, &err), RETRYQ_OK);
+    assert_int_equal(decoded.delivery, 2);
+    char *empty = lua_call(fx, bump, "{\x01}");
+    assert_string_equal(empty, "{\x01\"delivery\":1}");
+    free(id);
+    free(bumped);
+    free(empty);
+}
+
 int main(void)
 {
     if (!tu_have_services())
@@ -402,11 +542,15 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_runner_row_restored_exactly, setup, NULL),
         cmocka_unit_test_setup_teardown(test_runner_made_retry_falls_back, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_runner_retry_after_retryq_retry, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_bad_history_timestamp_does_not_block_the_cancel, setup, NULL),
         cmocka_unit_test_setup_teardown(test_job_taken_by_a_worker_runs, setup, NULL),
         cmocka_unit_test_setup_teardown(test_not_open_and_not_found, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_result_defined_after_a_missing_argument, setup, NULL),
         cmocka_unit_test_setup_teardown(test_set_cancel, setup, NULL),
         cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, NULL),
         cmocka_unit_test_setup_teardown(test_lua_scanners, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_lua_reads_whitespace_as_the_decoder, setup, NULL),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -126,8 +126,8 @@ type row struct {
 // status but failed, timeout, error -> ErrNotRetryable; retry_count >= the row's
 // max_retries -> ErrMaxRetries. Otherwise one UPDATE sets retry_count + 1, last_retry_at
 // = now(), status 'retrying', appends {"attempt":n,"timestamp":…,"status":"retrying"}
-// (with previous_status, previous_last_retry_at and original_error_filled, what a
-// cancel needs to undo it) to retry_history and keeps the original error (original_error, else the runner's
+// (with previous_status, previous_last_retry_at, last_retry_at and original_error_filled,
+// what a cancel needs to undo it) to retry_history and keeps the original error (original_error, else the runner's
 // output_data.error); COMMIT; then the job is pushed (Queued). Refusals change nothing.
 //
 // The row lock replaces the runner's Redis NX key: concurrent submits for one execution
