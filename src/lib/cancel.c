@@ -432,8 +432,10 @@ int retryq_set_cancel(retryq_client_t *client, int64_t set_id, retryq_cancel_res
             last = it->execution_id;
         }
         PQclear(res);
-        if (rc != RETRYQ_OK)
+        if (rc != RETRYQ_OK) {
+            result->count = start; /* this page's members were not decided */
             return rc;
+        }
         /* The open members of this page, gathered at its end for one Redis call. */
         size_t open = start;
         for (size_t i = start; i < result->count; i++)

@@ -153,9 +153,10 @@ int retryq_submit(retryq_client_t *client, int64_t execution_id, const char *reg
     bool found = false, proceed = false;
     int rc;
 
+    if (result != NULL)
+        memset(result, 0, sizeof *result); /* defined on every return */
     if (result == NULL || client == NULL || region == NULL)
         return rq_error(err, RETRYQ_ERR_INVALID, "submit: missing client, region or result");
-    memset(result, 0, sizeof *result);
     /* The arguments are checked before anything is touched (attempt 1 stands in). */
     rc = retryq_job_init(&job, execution_id, region, question_index, 1, err);
     if (rc != RETRYQ_OK)
