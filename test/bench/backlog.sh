@@ -68,7 +68,7 @@ isolate_others() {
   : >"$saved"
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
-    [[ $p == "$redis_pid" || -z $(tr -d '\0' </proc/"$p"/cmdline 2>/dev/null) ]] && continue
+    [[ $p == "$redis_pid" || -z $(tr -d '\0' 2>/dev/null </proc/"$p"/cmdline) ]] && continue
     mask=$(taskset -p "$p" 2>/dev/null | sed -n 's/.*: //p') || continue
     [[ -n $mask ]] && taskset -a -p 1 "$p" >/dev/null 2>&1 && echo "$p $mask" >>"$saved"
   done
@@ -180,7 +180,9 @@ run_size() { # <n>
   forks0=$(redis_info stats total_forks)
   ticks0=$(cpu_ticks)
   probe_start "$bench_work/probe-drain.json"
-  run_worker backlog "$n" "$conc" || die "the drain of $n jobs failed a correctness check"
+  # A deadline for a drain at 500 jobs/s or faster (a loaded machine), 10 minutes at least.
+  RETRYQ_BENCH_TIMEOUT=$(calc "int(max(600, $n / 500))") run_worker backlog "$n" "$conc" ||
+    die "the drain of $n jobs failed a correctness check"
   probe_stop
   T[$n, steal]=$(steal_pct "$ticks0" "$(cpu_ticks)")
   T[$n, forks]=$(($(redis_info stats total_forks) - forks0))
