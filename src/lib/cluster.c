@@ -31,16 +31,20 @@ int cluster_keyslot(const char *key, size_t len)
     return cluster_crc16(key, len) & (CLUSTER_SLOTS - 1);
 }
 
-/* One node entry of CLUSTER SLOTS: [host, port, id, ...]. */
+/* One node entry of CLUSTER SLOTS: [endpoint, port, id, metadata...]. An endpoint that
+ * is NULL (Redis 7 with cluster-preferred-endpoint-type unknown-endpoint: "the endpoint
+ * the question went to"), empty or "?" is the node asked. */
 static bool node_entry(const redisReply *e, const char *asked, char *host, size_t cap, int *port)
 {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+        (e->element[0]->type != REDIS_REPLY_STRING && e->element[0]->type != REDIS_REPLY_NIL) ||
         e->element[1]->type != REDIS_REPLY_INTEGER || e->element[1]->integer < 1 ||
         e->element[1]->integer > 65535)
         return false;
-    const char *h = e->element[0]->str[0] != '\0' && strcmp(e->element[0]->str, "?") != 0
-                        ? e->element[0]->str
-                        : asked;
+    const redisReply *endpoint = e->element[0];
+    bool named = endpoint->type == REDIS_REPLY_STRING && endpoint->str[0] != '\0' &&
+                 strcmp(endpoint->str, "?") != 0;
+    const char *h = named ? endpoint->str : asked;
     if (!rq_copy(host, cap, h))
         return false;
     *port = (int)e->element[1]->integer;

@@ -26,11 +26,11 @@ uint16_t cluster_crc16(const char *buf, size_t len);
  * empty, else of the whole key (Redis's keyHashSlot). */
 int cluster_keyslot(const char *key, size_t len);
 
-/* The primary serving `slot` in a CLUSTER SLOTS reply: its host and port. A node that
- * answers with an empty host (it does not know its own address) is `asked`, the address
- * the question went to. Every node of the reply (primaries and replicas) is added to
- * seen[] (at most seen_cap, without repeats, *seen_count updated) so a later discovery
- * can ask them too. False when the reply has no range holding the slot. */
+/* The primary serving `slot` in a CLUSTER SLOTS reply: its host and port. A node listed
+ * with an empty host (it does not know its own address), "?" or NULL (Redis 7's
+ * unknown-endpoint) is `asked`, the address the question went to. Every node of the
+ * reply (primaries and replicas) is added to seen[] (at most seen_cap, without repeats,
+ * *seen_count updated) so a later discovery can ask them too. False when the reply has no range holding the slot. */
 typedef retryq_redis_endpoint_t cluster_node_t;
 bool cluster_slot_owner(const redisReply *r, int slot, const char *asked, char *host,
                         size_t host_cap, int *port, cluster_node_t *seen, int seen_cap,

@@ -482,7 +482,12 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         set_error(c->q, c->name, ac->errstr);
         log_warn("redis.disconnected", "%s connection lost: %s", c->name, ac->errstr);
     }
-    if (c->ac == ac || c->ac == NULL)
+    /* The context this conn holds, or the one conn_drop is freeing at this moment (a free
+     * from outside hiredis's callbacks runs at once: the conn is not down yet). One that
+     * conn_drop gave up from inside its own reply callback is freed by hiredis only after
+     * that callback, when conn_drop has already called conn_lost: a second call would
+     * forget where a MOVED just sent the connections (and step the backoff twice). */
+    if (c->ac == ac || (c->ac == NULL && c->state != CONN_DOWN))
         conn_lost(c);
 }
 
@@ -885,18 +890,22 @@ static void cluster_moved(queue_t *q, int slot, const char *host, int port)
     connstr_redis_address(host, port, addr, sizeof addr);
     if (q->closing)
         return;
-    if (strcmp(q->primary, addr) != 0) {
+    /* A host name is resolved by the discovery, without blocking the loop; it counts and
+     * logs the move when the address it finds is not q->primary (which holds addresses:
+     * counting here too would count one move twice). */
+    bool named = resolve_is_name(host);
+    if (!named && strcmp(q->primary, addr) != 0) {
         q->failovers++;
         log_warn("redis.failover", "the queue's slot %d moved (MOVED): %s -> %s", slot,
                  q->primary[0] != '\0' ? q->primary : "?", addr);
+        rq_copy(q->primary, sizeof q->primary, addr);
     }
-    rq_copy(q->primary, sizeof q->primary, addr);
     conn_t *conns[] = {&q->pop, &q->cmd};
     for (size_t i = 0; i < 2; i++)
         if (conns[i]->ac != NULL)
             conn_drop(conns[i], "the queue's slot moved to another node");
-    if (resolve_is_name(host))
-        return; /* a host name: the discovery resolves it without blocking the loop */
+    if (named)
+        return;
     rq_copy(q->url.host, sizeof q->url.host, host);
     q->url.port = port;
     q->primary_known = true; /* after the drops, which forget it */

@@ -1,8 +1,9 @@
 /*
  * Redis Cluster helpers (src/lib/cluster.c): the hash slot of a key against the values
  * Redis 7's CLUSTER KEYSLOT gives (hash tags included), the owner of a slot in a CLUSTER
- * SLOTS answer, and the reading of -MOVED / -ASK. cluster_test.sh checks the slot of the
- * test's queue against a real cluster too.
+ * SLOTS answer (Redis 7's NULL endpoints, host names and metadata included), and the
+ * reading of -MOVED / -ASK. cluster_test.sh checks the slot of the test's queue against a
+ * real cluster too, cluster_redirect_test.sh the endpoints a real cluster answers.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -120,6 +121,35 @@ static void test_slot_owner_is_the_first_node_of_its_range(void **state)
     freeReplyObject(empty);
 }
 
+static void test_slot_owner_reads_redis_7_endpoints(void **state)
+{
+    (void)state;
+    /* Redis 7: a NULL endpoint (cluster-preferred-endpoint-type unknown-endpoint: the node
+     * asked, at the port given), "?" (a node without a host name under the hostname type),
+     * a host name, and the metadata map after the node id */
+    redisReply *r = array(2,
+                          array(4, integer(0), integer(8191),
+                                array(4, node(REDIS_REPLY_NIL), integer(7000), text("a"), array(0)),
+                                array(4, node(REDIS_REPLY_NIL), integer(7003), text("d"), array(0))),
+                          array(4, integer(8192), integer(16383),
+                                array(4, text("node-b.example"), integer(7001), text("b"),
+                                      array(2, text("ip"), text("10.0.0.2"))),
+                                array(3, text("?"), integer(7004), text("e"))));
+    char host[256];
+    int port = 0, count = 0;
+    cluster_node_t seen[8];
+    assert_true(cluster_slot_owner(r, 100, "10.0.0.9", host, sizeof host, &port, seen, 8, &count));
+    assert_string_equal(host, "10.0.0.9");
+    assert_int_equal(port, 7000);
+    assert_int_equal(count, 4); /* the replica with a NULL endpoint too */
+    assert_string_equal(seen[1].host, "10.0.0.9");
+    assert_int_equal(seen[1].port, 7003);
+    assert_true(cluster_slot_owner(r, 12849, "10.0.0.9", host, sizeof host, &port, NULL, 0, NULL));
+    assert_string_equal(host, "node-b.example");
+    assert_int_equal(port, 7001);
+    freeReplyObject(r);
+}
+
 static void test_redirects_are_read(void **state)
 {
     (void)state;
@@ -155,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_crc16_is_xmodem),
         cmocka_unit_test(test_keyslot_matches_cluster_keyslot),
         cmocka_unit_test(test_slot_owner_is_the_first_node_of_its_range),
+        cmocka_unit_test(test_slot_owner_reads_redis_7_endpoints),
         cmocka_unit_test(test_redirects_are_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
