@@ -33,7 +33,7 @@
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
 #define DEFAULT_TIMEOUT_MS 5000
 #define ENCODED_JOB_MAX 1024 /* the longest valid job encodes to about 600 bytes */
-#define CLUSTER_REDIRECTS_MAX 5 /* MOVED followed for one command before giving up */
+#define CLUSTER_REDIRECTS_MAX 5 /* MOVED followed at once for one command; then with pauses */
 #define CLUSTER_PAUSE_MS 50     /* between two tries after ASK, TRYAGAIN, CLUSTERDOWN */
 
 /* ------------------------------------------------------------ settings */
@@ -406,6 +406,20 @@ void rq_client_redis_reset(retryq_client_t *client)
     client->rc = NULL;
 }
 
+/* Waits CLUSTER_PAUSE_MS when that still fits in the command timeout counted from
+ * `start`; false (no wait) when it does not. */
+static bool cluster_pause(const retryq_client_t *client, const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t spent = (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+    if (spent + CLUSTER_PAUSE_MS > client->command_timeout_ms)
+        return false;
+    struct timespec pause = {0, CLUSTER_PAUSE_MS * 1000000L};
+    nanosleep(&pause, NULL);
+    return true;
+}
+
 bool rq_client_cluster_again(retryq_client_t *client, const redisReply *reply, int *redirects,
                              const struct timespec *start)
 {
@@ -416,7 +430,10 @@ bool rq_client_cluster_again(retryq_client_t *client, const redisReply *reply, i
     char host[256];
     if (cluster_redirect_parse(reply->str, &kind, &slot, host, sizeof host, &port) &&
         kind == CLUSTER_MOVED) {
-        if (++*redirects > CLUSTER_REDIRECTS_MAX)
+        /* Past the first few, the nodes disagree for a moment (a reshard tells the
+         * primaries one after the other, so they can send a client back and forth):
+         * each further redirection waits a pause, within the command timeout. */
+        if (++*redirects > CLUSTER_REDIRECTS_MAX && !cluster_pause(client, start))
             return false;
         if (host[0] == '\0' && client->rc != NULL && client->rc->tcp.host != NULL)
             rq_copy(host, sizeof host, client->rc->tcp.host);
@@ -425,15 +442,8 @@ bool rq_client_cluster_again(retryq_client_t *client, const redisReply *reply, i
         rq_client_redis_reset(client);
         return true;
     }
-    if (!cluster_retry_later(reply->str))
+    if (!cluster_retry_later(reply->str) || !cluster_pause(client, start))
         return false;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t spent = (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
-    if (spent + CLUSTER_PAUSE_MS > client->command_timeout_ms)
-        return false;
-    struct timespec pause = {0, CLUSTER_PAUSE_MS * 1000000L};
-    nanosleep(&pause, NULL);
     if (strncmp(reply->str, "CLUSTERDOWN", 11) == 0)
         rq_client_redis_reset(client); /* the slot may have another owner once it is up */
     return true;

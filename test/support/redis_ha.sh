@@ -300,10 +300,16 @@ cl_migrate_keys() { # <slot> [keys...]
   done
 }
 
-cl_migrate_end() { # <slot>
+cl_migrate_end() { # <slot>: the target told first, then the source, then the other
+  # primaries, in the order CLUSTER SETSLOT's documentation gives (redis-cli --cluster
+  # reshard does the same), so the two do not send clients to each other meanwhile
   local p to_id
   to_id=$(cl_id_of "$CL_TO")
-  for p in $(cl_primaries); do cl_cli "$p" CLUSTER SETSLOT "$1" NODE "$to_id" >/dev/null; done
+  cl_cli "$CL_TO" CLUSTER SETSLOT "$1" NODE "$to_id" >/dev/null
+  cl_cli "$CL_FROM" CLUSTER SETSLOT "$1" NODE "$to_id" >/dev/null
+  for p in $(cl_primaries); do
+    [[ $p == "$CL_TO" || $p == "$CL_FROM" ]] || cl_cli "$p" CLUSTER SETSLOT "$1" NODE "$to_id" >/dev/null
+  done
 }
 
 cl_move_slot() { # <slot> <to port>
