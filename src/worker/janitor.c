@@ -18,9 +18,9 @@
  * the sweep cannot stall Redis on a long queue (the old script read the whole queue in one
  * call). A job pushed by the runner with a plain LPUSH carries nothing but its JSON, so
  * there is no index to ask: the sweep reads the entries page by page (plain LRANGE and
- * ZRANGEBYSCORE: no script) and strikes the candidates whose execution id it sees. Because the pages
- * are separate calls, a job can move between two reads; the order of the reads is chosen
- * so that the moves the worker makes are still seen:
+ * ZRANGEBYSCORE: no script) and strikes the candidates whose execution id it sees.
+ * Because the pages are separate calls, a job can move between two reads; the order of
+ * the reads is chosen so that the moves the worker makes are still seen:
  *   processing lists ─► delayed set ─► queue ─► processing lists again
  * a job popped while the queue is read is in a processing list on the second read; one
  * promoted from the delayed set was seen there; one handed back from a processing list
@@ -57,15 +57,6 @@ const char JANITOR_SQL_ORPHANS[] =
     "AND e.id > $2::bigint "
     "ORDER BY e.id LIMIT 500";
 
-/*
- * The execution id of a job's text as the pages are read: the digits after the first
- * "execution_id" key (spaces around the colon, the number optionally quoted, as the wire
- * format allows), at most 19 of them. Not a JSON parse: an entry that is not a job gives
- * no id or one no candidate has, and the worst a misread can do is keep a candidate
- * counted as present for one sweep. The pages are plain LRANGE and ZRANGEBYSCORE reads
- * and the ids are taken here: in a Lua script, turning 1,000 entries into Lua strings
- * alone costs about 1 ms of Redis's time a page, a plain LRANGE of them 0.15 ms.
- */
 /* Whitespace between tokens as the job decoder skips it: any byte up to 0x20. */
 static bool json_space(char c)
 {
@@ -96,6 +87,16 @@ static bool id_after_key(const char *p, const char *end, int64_t *id)
     return true;
 }
 
+/*
+ * The execution id of a job's text as the pages are read: the digits after the first
+ * "execution_id" key that has them (whitespace around the colon, the number optionally
+ * quoted, as the wire format allows), at most 19. Not a JSON parse: an entry that is not a
+ * job gives no id or one no candidate has, and the worst a misread can do is keep a
+ * candidate counted as present for one sweep. The pages are plain LRANGE and
+ * ZRANGEBYSCORE reads and the ids are taken here: in a Lua script, turning 1,000 entries
+ * into Lua strings alone costs about 1 ms of Redis's time a page, a plain LRANGE of them
+ * 0.1–0.15 ms.
+ */
 bool janitor_entry_execution_id(const char *v, size_t len, int64_t *id)
 {
     static const char key[] = "\"execution_id\"";
