@@ -412,7 +412,8 @@ static bool cluster_pause(const retryq_client_t *client, const struct timespec *
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t spent = (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+    int64_t spent = (int64_t)(now.tv_sec - start->tv_sec) * 1000 +
+                    (now.tv_nsec - start->tv_nsec) / 1000000;
     if (spent + CLUSTER_PAUSE_MS > client->command_timeout_ms)
         return false;
     struct timespec pause = {0, CLUSTER_PAUSE_MS * 1000000L};

@@ -115,41 +115,41 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
  */
 #define RQ_LUA_WS "%z\\1- "
 
-#define RQ_LUA_WALK                                                                         \
-    "local function walk(v, on_key)\n"                                                      \
-    "  local i = string.find(v, '[^" RQ_LUA_WS "]')\n"                                      \
-    "  if not i or string.byte(v, i) ~= 123 then return nil end\n"                          \
-    "  local depth, pos, want_key = 0, i, false\n"                                          \
-    "  while true do\n"                                                                     \
-    "    local s = string.find(v, '[{}%[%]\",]', pos)\n"                                    \
-    "    if not s then return nil end\n"                                                    \
-    "    local c = string.byte(v, s)\n"                                                     \
-    "    if c == 34 then\n"                                                                 \
-    "      local e = s + 1\n"                                                               \
-    "      while true do\n"                                                                 \
-    "        local f = string.find(v, '[\"\\\\]', e)\n"                                     \
-    "        if not f then return nil end\n"                                                \
-    "        if string.byte(v, f) == 92 then e = f + 2 else e = f; break end\n"            \
-    "      end\n"                                                                           \
-    "      if depth == 1 and want_key then\n"                                               \
-    "        want_key = false\n"                                                            \
-    "        local r = on_key(string.sub(v, s + 1, e - 1), e + 1)\n"                        \
-    "        if r ~= nil then return nil, r end\n"                                          \
-    "      end\n"                                                                           \
-    "      pos = e + 1\n"                                                                   \
-    "    elseif c == 123 or c == 91 then\n"                                                 \
-    "      depth = depth + 1\n"                                                             \
-    "      if depth == 1 then want_key = true end\n"                                        \
-    "      pos = s + 1\n"                                                                   \
-    "    elseif c == 125 or c == 93 then\n"                                                 \
-    "      depth = depth - 1\n"                                                             \
-    "      if depth == 0 then return s end\n"                                               \
-    "      pos = s + 1\n"                                                                   \
-    "    else\n"                                                                            \
-    "      if depth == 1 then want_key = true end\n"                                        \
-    "      pos = s + 1\n"                                                                   \
-    "    end\n"                                                                             \
-    "  end\n"                                                                               \
+#define RQ_LUA_WALK \
+    "local function walk(v, on_key)\n" \
+    "  local i = string.find(v, '[^" RQ_LUA_WS "]')\n" \
+    "  if not i or string.byte(v, i) ~= 123 then return nil end\n" \
+    "  local depth, pos, want_key = 0, i, false\n" \
+    "  while true do\n" \
+    "    local s = string.find(v, '[{}%[%]\",]', pos)\n" \
+    "    if not s then return nil end\n" \
+    "    local c = string.byte(v, s)\n" \
+    "    if c == 34 then\n" \
+    "      local e = s + 1\n" \
+    "      while true do\n" \
+    "        local f = string.find(v, '[\"\\\\]', e)\n" \
+    "        if not f then return nil end\n" \
+    "        if string.byte(v, f) == 92 then e = f + 2 else e = f; break end\n" \
+    "      end\n" \
+    "      if depth == 1 and want_key then\n" \
+    "        want_key = false\n" \
+    "        local r = on_key(string.sub(v, s + 1, e - 1), e + 1)\n" \
+    "        if r ~= nil then return nil, r end\n" \
+    "      end\n" \
+    "      pos = e + 1\n" \
+    "    elseif c == 123 or c == 91 then\n" \
+    "      depth = depth + 1\n" \
+    "      if depth == 1 then want_key = true end\n" \
+    "      pos = s + 1\n" \
+    "    elseif c == 125 or c == 93 then\n" \
+    "      depth = depth - 1\n" \
+    "      if depth == 0 then return s end\n" \
+    "      pos = s + 1\n" \
+    "    else\n" \
+    "      if depth == 1 then want_key = true end\n" \
+    "      pos = s + 1\n" \
+    "    end\n" \
+    "  end\n" \
     "end\n"
 
 /*
@@ -158,21 +158,21 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
  * object, or whose delivery is not digits, is returned unchanged (the worker
  * dead-letters it when it decodes it).
  */
-#define RQ_LUA_BUMP                                                                         \
-    RQ_LUA_WALK                                                                             \
-    "local function bump(v)\n"                                                              \
-    "  local close, done = walk(v, function(k, e)\n"                                        \
-    "    if k ~= 'delivery' then return nil end\n"                                          \
-    "    local _, b, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*(%d+)', e)\n"    \
-    "    if not b then return v end\n"                                                      \
+#define RQ_LUA_BUMP \
+    RQ_LUA_WALK \
+    "local function bump(v)\n" \
+    "  local close, done = walk(v, function(k, e)\n" \
+    "    if k ~= 'delivery' then return nil end\n" \
+    "    local _, b, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*(%d+)', e)\n" \
+    "    if not b then return v end\n" \
     "    return string.sub(v, 1, b - #d) .. tostring(tonumber(d) + 1) .. string.sub(v, b + 1)\n" \
-    "  end)\n"                                                                              \
-    "  if done then return done end\n"                                                      \
-    "  if not close then return v end\n"                                                    \
-    "  local i = string.find(v, '[^" RQ_LUA_WS "]')\n"                                      \
-    "  local j = close - 1\n"                                                               \
+    "  end)\n" \
+    "  if done then return done end\n" \
+    "  if not close then return v end\n" \
+    "  local i = string.find(v, '[^" RQ_LUA_WS "]')\n" \
+    "  local j = close - 1\n" \
     "  while j > i and string.find(string.sub(v, j, j), '^[" RQ_LUA_WS "]$') do j = j - 1 end\n" \
-    "  local sep = j > i and ',' or ''\n"                                                   \
+    "  local sep = j > i and ',' or ''\n" \
     "  return string.sub(v, 1, close - 1) .. sep .. '\"delivery\":1' .. string.sub(v, close)\n" \
     "end\n"
 
@@ -182,20 +182,20 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
  * may be a decimal string, as the wire format allows). Leading zeros are dropped, so the
  * identity equals what C prints with %lld.
  */
-#define RQ_LUA_IDENTITY_ONLY                                                                \
-    "local function ident(v)\n"                                                             \
-    "  local eid, att\n"                                                                    \
-    "  local close = walk(v, function(k, e)\n"                                              \
-    "    if k == 'execution_id' then\n"                                                     \
+#define RQ_LUA_IDENTITY_ONLY \
+    "local function ident(v)\n" \
+    "  local eid, att\n" \
+    "  local close = walk(v, function(k, e)\n" \
+    "    if k == 'execution_id' then\n" \
     "      local _, _, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*\"?(%d+)', e)\n" \
-    "      if d then eid = d end\n"                                                         \
-    "    elseif k == 'retry_attempt' then\n"                                                \
-    "      local _, _, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*(%d+)', e)\n"  \
-    "      if d then att = d end\n"                                                         \
-    "    end\n"                                                                             \
-    "    return nil\n"                                                                      \
-    "  end)\n"                                                                              \
-    "  if not close or not eid or not att then return nil end\n"                            \
+    "      if d then eid = d end\n" \
+    "    elseif k == 'retry_attempt' then\n" \
+    "      local _, _, d = string.find(v, '^[" RQ_LUA_WS "]*:[" RQ_LUA_WS "]*(%d+)', e)\n" \
+    "      if d then att = d end\n" \
+    "    end\n" \
+    "    return nil\n" \
+    "  end)\n" \
+    "  if not close or not eid or not att then return nil end\n" \
     "  return (string.gsub(eid, '^0+(%d)', '%1')) .. ':' .. (string.gsub(att, '^0+(%d)', '%1'))\n" \
     "end\n"
 #define RQ_LUA_IDENTITY RQ_LUA_WALK RQ_LUA_IDENTITY_ONLY

@@ -381,8 +381,8 @@ static void scan_next(sweep_t *s)
     case PHASE_DELAYED: {
         snprintf(a, sizeof a, "%lld", s->offset);
         snprintf(b, sizeof b, "%d", w->cfg.sweep_page);
-        const char *argv[] = {"ZRANGEBYSCORE", w->keys.delayed, s->score, "+inf", "WITHSCORES",
-                              "LIMIT", a, b};
+        const char *argv[] = {"ZRANGEBYSCORE", w->keys.delayed, s->score, "+inf",
+                              "WITHSCORES",    "LIMIT",         a,        b};
         queue_command(w->queue, 8, argv, on_zset_page, s);
         return;
     }
@@ -438,7 +438,9 @@ static void on_candidates(void *arg, store_status_t status, const PGresult *res,
             log_warn("sweep.skip", "execution %" PRId64 " cannot be re-enqueued: %s", id, err.message);
             continue;
         }
-        *c = (candidate_t){.id = id, .question_index = job.question_index, .attempt = job.retry_attempt,
+        *c = (candidate_t){.id = id,
+                           .question_index = job.question_index,
+                           .attempt = job.retry_attempt,
                            .region = strdup(job.region)};
         if (c->region == NULL) {
             sweep_end(s);

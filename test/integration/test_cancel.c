@@ -93,8 +93,7 @@ static char *row_rest(fixture_t *fx, int64_t id)
 
 static bool tombstone(fixture_t *fx, int64_t id, int attempt)
 {
-    redisReply *r = redisCommand(fx->redis, "ZSCORE %s %" PRId64 ":%d", KEYS->cancelled, id,
-                                 attempt);
+    redisReply *r = redisCommand(fx->redis, "ZSCORE %s %" PRId64 ":%d", KEYS->cancelled, id, attempt);
     assert_non_null(r);
     bool found = r->type == REDIS_REPLY_STRING;
     freeReplyObject(r);
@@ -254,13 +253,14 @@ static void test_runner_retry_after_retryq_retry(void **state)
     fixture_t *fx = *state;
     int64_t id = runner_row(fx, "failed", 0, 3);
     submit(fx, id, 1);
-    char *recorded = row_text(fx, id,
-                              "UPDATE executions SET status = 'timeout', completed_at = now(), "
-                              "output_data = '{\"error\": \"router timeout after 60000 ms\"}', "
-                              "original_error = coalesce(original_error, output_data->>'error'), "
-                              "retry_history = retry_history || '[{\"attempt\": 1, \"status\": \"timeout\", "
-                              "\"timestamp\": \"2026-12-01T00:01:00Z\"}]'::jsonb "
-                              "WHERE id = $1::int AND status = 'retrying' AND retry_count = 1 RETURNING 'done'");
+    char *recorded =
+        row_text(fx, id,
+                 "UPDATE executions SET status = 'timeout', completed_at = now(), "
+                 "output_data = '{\"error\": \"router timeout after 60000 ms\"}', "
+                 "original_error = coalesce(original_error, output_data->>'error'), "
+                 "retry_history = retry_history || '[{\"attempt\": 1, \"status\": \"timeout\", "
+                 "\"timestamp\": \"2026-12-01T00:01:00Z\"}]'::jsonb "
+                 "WHERE id = $1::int AND status = 'retrying' AND retry_count = 1 RETURNING 'done'");
     assert_non_null(recorded);
     char *before = row_rest(fx, id);
     runner_retries(fx, id);
@@ -543,7 +543,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runner_row_restored_exactly, setup, NULL),
         cmocka_unit_test_setup_teardown(test_runner_made_retry_falls_back, setup, NULL),
         cmocka_unit_test_setup_teardown(test_runner_retry_after_retryq_retry, setup, NULL),
-        cmocka_unit_test_setup_teardown(test_bad_history_timestamp_does_not_block_the_cancel, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_bad_history_timestamp_does_not_block_the_cancel, setup,
+                                        NULL),
         cmocka_unit_test_setup_teardown(test_job_taken_by_a_worker_runs, setup, NULL),
         cmocka_unit_test_setup_teardown(test_not_open_and_not_found, setup, NULL),
         cmocka_unit_test_setup_teardown(test_result_defined_after_a_missing_argument, setup, NULL),

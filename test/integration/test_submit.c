@@ -369,9 +369,8 @@ static void check_success(fixture_t *fx, const char *status, int count, const ch
      * cancel needs to undo the retry (migration 0014) */
     char *keys = row_text(fx, "SELECT string_agg(k, ',' ORDER BY k) FROM executions, "
                               "jsonb_object_keys(retry_history->-1) AS k WHERE id = $1::int", id);
-    assert_string_equal(keys,
-                        "attempt,last_retry_at,original_error_filled,previous_last_retry_at,previous_status,status,"
-                        "timestamp");
+    assert_string_equal(keys, "attempt,last_retry_at,original_error_filled,previous_last_retry_at,previous_status,status,"
+                              "timestamp");
     char *previous =
         row_text(fx, "SELECT retry_history->-1->>'previous_status' FROM executions WHERE id = $1::int",
                  id);

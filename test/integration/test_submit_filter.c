@@ -130,9 +130,13 @@ static void test_same_effect_as_submit(void **state)
     free(b);
     char *ha, *hb;
     snprintf(text, sizeof text, "%" PRId64, bulk);
-    ha = tu_query_value(fx->pg, "SELECT ((retry_history->-1) - 'timestamp' - 'last_retry_at')::text FROM executions WHERE id = $1::int", 1, text);
+    ha = tu_query_value(fx->pg,
+                        "SELECT ((retry_history->-1) - 'timestamp' - 'last_retry_at')::text FROM executions WHERE id = $1::int",
+                        1, text);
     snprintf(text, sizeof text, "%" PRId64, twin);
-    hb = tu_query_value(fx->pg, "SELECT ((retry_history->-1) - 'timestamp' - 'last_retry_at')::text FROM executions WHERE id = $1::int", 1, text);
+    hb = tu_query_value(fx->pg,
+                        "SELECT ((retry_history->-1) - 'timestamp' - 'last_retry_at')::text FROM executions WHERE id = $1::int",
+                        1, text);
     assert_string_equal(ha, hb);
     free(ha);
     free(hb);

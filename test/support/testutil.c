@@ -299,8 +299,8 @@ void tu_world_close(tu_world_t *w)
     free(w);
 }
 
-int64_t tu_runner_failure(tu_world_t *w, const char *status, const char *question_id, int retry_count,
-                          int max_retries)
+int64_t tu_runner_failure(tu_world_t *w, const char *status, const char *question_id,
+                          int retry_count, int max_retries)
 {
     int64_t id = tu_insert_execution(w->pg, w->job, "us-east", status, "mistral-7b", question_id,
                                      retry_count, max_retries);

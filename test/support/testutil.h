@@ -103,8 +103,8 @@ void tu_world_close(tu_world_t *w);
  * exceeded", error_code ROUTER_TIMEOUT), original_error NULL, completed 5 minutes ago.
  * Returns its id.
  */
-int64_t tu_runner_failure(tu_world_t *w, const char *status, const char *question_id, int retry_count,
-                          int max_retries);
+int64_t tu_runner_failure(tu_world_t *w, const char *status, const char *question_id,
+                          int retry_count, int max_retries);
 
 /* A retryq client for `database_url`, `redis_url` and `queue` with a 2 s connect
  * timeout; fails the test when the options are refused. Free with retryq_client_free. */

@@ -31,7 +31,8 @@ static void test_reads_the_id_of_jobs(void **state)
     assert_int_equal(id_of("{\"region\": \"us-east\", \"retry_attempt\": 2, \"execution_id\" : \t\r\n 42, "
                            "\"question_index\": 0}"),
                      42);
-    assert_int_equal(id_of("{\"execution_id\":\"7\",\"region\":\"r\",\"question_index\":0,\"retry_attempt\":1}"), 7);
+    assert_int_equal(id_of("{\"execution_id\":\"7\",\"region\":\"r\",\"question_index\":0,\"retry_attempt\":1}"),
+                     7);
     assert_int_equal(id_of("{\"execution_id\":9223372036854775807}"), INT64_MAX);
     assert_int_equal(id_of("{\"execution_id\":0012}"), 12);
     /* Whitespace as the job decoder skips it: any byte up to 0x20. */
