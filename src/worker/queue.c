@@ -414,10 +414,10 @@ struct queue {
     uint64_t failovers;
     int64_t discovery_failing_ms;
     int slot;                /* Cluster: the hash slot of every key of the queue */
-    char recover_lease[24];  /* the lease of the recovery under way (LUA_EXPIRED's reply) */
+    char recover_lease[24];  /* the lease of the recovery under way (LUA_EXPIRED's reply) */ /* monotonic time of the first failed discovery in a row */
     int recover_lease_ms;
     bool recovering;         /* a lease recovery (LUA_EXPIRED, then LUA_RECOVER) is out */
-    long long recover_moved; /* jobs its calls moved so far */ /* monotonic time of the first failed discovery in a row */
+    long long recover_moved; /* jobs its calls moved so far */
 };
 
 static void conn_connect(conn_t *c);
