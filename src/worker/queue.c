@@ -170,13 +170,29 @@ static const char LUA_EXPIRED[] =
     "return out\n";
 
 /*
+ * The scripts that move a list of jobs move a bounded number a call, so that no call holds
+ * Redis (and every other client: a script runs alone) for long however many jobs a worker
+ * held; while a call moved that many, its caller sends the next one from the reply, at
+ * once. Measured with a million jobs queued (INFO commandstats, 2 busy cores): LUA_LEAVE
+ * and LUA_PROMOTE move a job for 2-5 us (100 a call: 0.2-0.5 ms; 1,000: 2-4 ms), so
+ * MOVE_MAX; LUA_RECOVER and LUA_RECLAIM also raise its delivery count (bump), 6-15 us a
+ * job (50 a call: 0.3-0.8 ms; 1,000: 10-20 ms), so MOVE_BUMP_MAX.
+ */
+#define MOVE_MAX 100
+#define MOVE_MAX_ARG "100"
+#define MOVE_BUMP_MAX 50
+#define MOVE_BUMP_MAX_ARG "50"
+
+/*
  * KEYS: workers, queue, workerinfo, then the processing list of each worker named in
  * ARGV. ARGV: lease ms, max jobs per call, then the worker ids (ARGV[i - 1] owns
  * KEYS[i]). Each worker still silent for longer than the lease (checked again: it may have
  * come back since LUA_EXPIRED) loses its list: each job goes back to the head of the queue
  * (so it runs next) with its delivery count raised by one — an expired lease counts as a
  * delivery, so a job that keeps killing workers ends up in the dead list. Oldest jobs end
- * nearest the head. At most ARGV[2] jobs per call.
+ * nearest the head. At most ARGV[2] jobs per call (the reply: how many moved); a worker
+ * leaves {Q}:workers (and {Q}:workerinfo) only with its list empty, so the next call
+ * (LUA_EXPIRED, then this) finds it again while jobs are left.
  */
 static const char LUA_RECOVER[] =
     LUA_BUMP
@@ -206,33 +222,38 @@ static const char LUA_RECOVER[] =
 
 /*
  * KEYS: workers, queue, workerinfo, the worker's processing list. ARGV: worker id,
- * expected info ("" = any). The whole list of one worker known to be dead goes back to
- * the head of the queue, delivery counts raised (as lease recovery does), without waiting
- * for its lease: this worker's own list at start (a restart with a fixed id), or a
- * predecessor on this host whose process is gone. The info check makes it a no-op (-1)
- * when the id was registered again meanwhile.
+ * expected info ("" = any), max jobs per call. The list of one worker known to be dead
+ * goes back to the head of the queue, delivery counts raised (as lease recovery does),
+ * without waiting for its lease: this worker's own list at start (a restart with a fixed
+ * id), or a predecessor on this host whose process is gone. At most ARGV[3] jobs per call
+ * (the reply: how many moved); a predecessor leaves {Q}:workers and {Q}:workerinfo with
+ * its last job, so its info still matches for the calls before. The info check makes it
+ * a no-op (-1) when the id was registered again meanwhile.
  */
 static const char LUA_RECLAIM[] =
     LUA_BUMP
     "if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return -1 end\n"
+    "local most = tonumber(ARGV[3])\n"
     "local moved = 0\n"
-    "while moved < 100000 do\n"
+    "while moved < most do\n"
     "  local v = redis.call('LPOP', KEYS[4])\n"
     "  if not v then break end\n"
     "  redis.call('RPUSH', KEYS[2], bump(v))\n"
     "  moved = moved + 1\n"
     "end\n"
-    "if ARGV[2] ~= '' then\n"
+    "if ARGV[2] ~= '' and redis.call('LLEN', KEYS[4]) == 0 then\n"
     "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "  redis.call('HDEL', KEYS[3], ARGV[1])\n"
     "end\n"
     "return moved\n";
 
-/* KEYS: delayed, queue. Due jobs go to the tail of the queue (they waited their turn). */
+/* KEYS: delayed, queue. ARGV: max jobs per call. Due jobs go to the tail of the queue
+ * (they waited their turn), the earliest due first; the reply counts them. */
 #define LUA_PROMOTE_MOVE                                                                    \
     "local t = redis.call('TIME')\n"                                                        \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"               \
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)\n"     \
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0,\n"           \
+    "                       tonumber(ARGV[1]))\n"                                           \
     "for _, v in ipairs(due) do\n"                                                          \
     "  redis.call('ZREM', KEYS[1], v)\n"                                                    \
     "  redis.call('LPUSH', KEYS[2], v)\n"                                                   \
@@ -245,18 +266,25 @@ static const char LUA_PROMOTE_NEXT[] =
     "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
     "return {#due, nxt[2] and math.max(0, tonumber(nxt[2]) - now) or -1}\n";
 
-/* KEYS: processing, queue, workers, workerinfo. ARGV: own id. */
+/* KEYS: processing, queue, workers, workerinfo. ARGV: own id, max jobs per call. Up to
+ * ARGV[2] jobs of the own list go to the tail of the queue (taken next, oldest first);
+ * with the list empty the worker leaves {Q}:workers and {Q}:workerinfo. The reply: the
+ * jobs still in the list (0: all handed back, the worker is gone). */
 static const char LUA_LEAVE[] =
     "local n = 0\n"
-    "while true do\n"
+    "local most = tonumber(ARGV[2])\n"
+    "while n < most do\n"
     "  local v = redis.call('LPOP', KEYS[1])\n"
     "  if not v then break end\n"
     "  redis.call('RPUSH', KEYS[2], v)\n"
     "  n = n + 1\n"
     "end\n"
-    "redis.call('ZREM', KEYS[3], ARGV[1])\n"
-    "redis.call('HDEL', KEYS[4], ARGV[1])\n"
-    "return n\n";
+    "local left = redis.call('LLEN', KEYS[1])\n"
+    "if left == 0 then\n"
+    "  redis.call('ZREM', KEYS[3], ARGV[1])\n"
+    "  redis.call('HDEL', KEYS[4], ARGV[1])\n"
+    "end\n"
+    "return left\n";
 
 /* KEYS: queue, delayed, workers, then the processing list of every other worker named in
  * ARGV. ARGV: suspect ms, the number of workers when they were read, then the ids
@@ -324,6 +352,8 @@ typedef struct op {
     int payload_arg;         /* argv index of the job this op moves, or -1 */
     void (*done)(void *arg, bool empty);
     void *arg;
+    /* instead of done, when set: the reply (NULL when Redis refused the op) */
+    void (*replied)(queue_t *q, const redisReply *r);
 } op_t;
 
 struct queue {
@@ -349,6 +379,7 @@ struct queue {
     long long pop_client_id; /* CLIENT ID of the pop connection (0 = unknown) */
     bool unblock_sent;       /* CLIENT UNBLOCK sent for the pop that is out */
     bool adopted;            /* the own list left by a predecessor has been handed back */
+    long long adopt_moved;   /* jobs of the own list handed back so far (LUA_RECLAIM) */
     bool had_cmd_connection;
     bool host_checked;       /* the dead workers of this host were looked for (once) */
     int64_t recover_after_ms; /* monotonic: no lease recovery before (peers re-announce) */
@@ -356,6 +387,7 @@ struct queue {
     backoff_t pop_backoff;
     struct event *promote_soon; /* one early promotion (queue_promote_soon) */
     int64_t promote_at_ms;   /* monotonic time it is armed for; 0 = not armed */
+    bool promoting;          /* a periodic LUA_PROMOTE is out (a full one is followed at once) */
     int64_t pop_failing_ms;  /* monotonic time of the first refused pop in a row, 0 = none */
     char pop_error[200];
     char workerinfo[RETRYQ_MAX_QUEUE_NAME + 32];   /* {Q}:workerinfo */
@@ -383,6 +415,9 @@ struct queue {
     int64_t discovery_failing_ms;
     int slot;                /* Cluster: the hash slot of every key of the queue */
     char recover_lease[24];  /* the lease of the recovery under way (LUA_EXPIRED's reply) */ /* monotonic time of the first failed discovery in a row */
+    int recover_lease_ms;
+    bool recovering;         /* a lease recovery (LUA_EXPIRED, then LUA_RECOVER) is out */
+    long long recover_moved; /* jobs its calls moved so far */
 };
 
 static void conn_connect(conn_t *c);
@@ -601,7 +636,19 @@ static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
     after_pop_reply(q);
 }
 
-/* The own list at start: what a predecessor with this id left goes back to the queue. */
+static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* One call of the hand-back of the own list at start, on the pop connection (no pop is
+ * sent before it is done). */
+static void send_adopt(queue_t *q)
+{
+    const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
+                          q->workerinfo, q->processing, q->worker_id, "", MOVE_BUMP_MAX_ARG};
+    conn_send(&q->pop, on_adopt_reply, q, 10, argv, NULL);
+}
+
+/* The own list at start: what a predecessor with this id left goes back to the queue, a
+ * call after the other while one moved MOVE_BUMP_MAX jobs. */
 static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     queue_t *q = privdata;
@@ -614,14 +661,21 @@ static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata)
         conn_drop(&q->pop, r->str);
         return;
     }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer >= MOVE_BUMP_MAX) {
+        q->adopt_moved += r->integer;
+        send_adopt(q); /* more may be left: popping stays set */
+        return;
+    }
     q->adopted = true;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        q->adopt_moved += r->integer;
     if (reply_is_error(r))
         log_warn("redis.adopt", "could not hand back this worker's own list: %s (the self-check "
                                 "takes those jobs)", r->str);
-    else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+    else if (q->adopt_moved > 0)
         log_warn("redis.adopt", "a previous run with worker id %s left %lld job(s) in its list: "
                  "handed back to the head of the queue (delivery counted)", q->worker_id,
-                 (long long)r->integer);
+                 q->adopt_moved);
     q->popping = false;
     after_pop_reply(q);
 }
@@ -706,11 +760,9 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
              * RETRYQ_WORKER_ID under systemd) may have died with jobs in this very list,
              * which lease recovery skips (it is our own id). Hand them back before the
              * first pop, counting the delivery as lease recovery does. */
-            const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
-                                  q->workerinfo, q->processing, q->worker_id, ""};
             q->popping = true;
             q->unblock_sent = false;
-            conn_send(c, on_adopt_reply, q, 9, argv, NULL);
+            send_adopt(q);
         } else if (q->had_pop_connection) {
             /* A pop answer lost with the old connection may have moved jobs into this
              * worker's list; lease recovery would find them only after this worker
@@ -1257,7 +1309,9 @@ static void on_op_reply(redisAsyncContext *ac, void *reply, void *privdata)
         log_error("redis.op", "Redis refused %s: %s", op->argv[0], r->str);
     }
     op_unlink(owner, op);
-    if (op->done != NULL)
+    if (op->replied != NULL)
+        op->replied(owner, reply_is_error(r) ? NULL : r);
+    else if (op->done != NULL)
         op->done(op->arg, !reply_is_error(r) && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
     op_free(op);
 }
@@ -1272,9 +1326,10 @@ static void ops_flush(queue_t *q)
     }
 }
 
-/* Queues one command; the arguments are copied (lengths given, so binary-safe). */
-static void op_push(queue_t *q, int argc, const char *const *argv, const size_t *argvlen,
-                    int payload_arg, void (*done)(void *, bool), void *arg)
+/* Queues one command; the arguments are copied (lengths given, so binary-safe). The op
+ * (NULL when out of memory); it is answered at the earliest from the event loop. */
+static op_t *op_push(queue_t *q, int argc, const char *const *argv, const size_t *argvlen,
+                     int payload_arg, void (*done)(void *, bool), void *arg)
 {
     op_t *op = calloc(1, sizeof *op);
     if (op == NULL)
@@ -1310,7 +1365,7 @@ static void op_push(queue_t *q, int argc, const char *const *argv, const size_t 
         op_send(q, op);
     else
         ops_flush(q);
-    return;
+    return op;
 nomem:
     /* The job stays in the processing list: lease recovery or a restart finds it. */
     log_error("redis.op", "out of memory queueing %s", argv[0]);
@@ -1322,6 +1377,7 @@ nomem:
         free(op->argvlen);
         free(op);
     }
+    return NULL;
 }
 
 void queue_ack(queue_t *q, const char *payload, size_t len)
@@ -1464,11 +1520,6 @@ static void on_periodic_reply(redisAsyncContext *ac, void *reply, void *privdata
         log_warn("redis.periodic", "%s failed: %s", what, r->str);
         if (reply_is_transient(r))
             conn_drop(&q->cmd, r->str);
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0 && strcmp(what, "recovery") == 0) {
-        log_info(what, "moved %lld job(s) back to the queue", (long long)r->integer);
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0 && strcmp(what, "reclaim") == 0) {
-        log_info(what, "moved %lld job(s) back to the queue from a dead worker of this host "
-                 "(without waiting for its lease)", (long long)r->integer);
     }
 }
 
@@ -1689,26 +1740,78 @@ void queue_heartbeat(queue_t *q)
     periodic(q, "heartbeat", 5, argv);
 }
 
+/* The answer to one call of a script that moves a bounded number of jobs (an integer: how
+ * many it moved) on the command connection: that number, or -1 when there is none (the
+ * reply was lost, or Redis refused the call: logged as `what` failing). */
+static long long moved_reply(queue_t *q, redisAsyncContext *ac, const redisReply *r,
+                             const char *what)
+{
+    if (r == NULL || q->cmd.ac != ac)
+        return -1;
+    conn_replied(&q->cmd);
+    if (reply_is_error(r)) {
+        log_warn("redis.periodic", "%s failed: %s", what, r->str);
+        if (reply_is_transient(r))
+            conn_drop(&q->cmd, r->str);
+        return -1;
+    }
+    return r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? r->integer : 0;
+}
+
+/* The end of a lease recovery: what its calls moved, in one line. */
+static void recover_done(queue_t *q)
+{
+    q->recovering = false;
+    if (q->recover_moved > 0)
+        log_info("recovery", "moved %lld job(s) back to the queue", q->recover_moved);
+    q->recover_moved = 0;
+}
+
+/* LUA_RECOVER's answer: a full call (MOVE_BUMP_MAX jobs moved) is followed at once by the
+ * next one, from LUA_EXPIRED again (so each call sees the heartbeats of that moment). */
+static void on_recover_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    queue_t *q = privdata;
+    long long moved = moved_reply(q, ac, reply, "recovery");
+    if (moved > 0)
+        q->recover_moved += moved;
+    if (moved >= MOVE_BUMP_MAX && !q->closing && !q->leaving) {
+        q->recovering = false;
+        queue_recover(q, q->recover_lease_ms);
+        return;
+    }
+    recover_done(q); /* when lost or refused, the next heartbeat period recovers the rest */
+}
+
 static void on_expired_reply(void *arg, const redisReply *r)
 {
     queue_t *q = arg;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0 || q->closing || q->leaving)
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0 || q->closing || q->leaving) {
+        recover_done(q);
         return;
+    }
     const char *keys[] = {q->keys.workers, q->keys.pending, q->workerinfo};
-    const char *args[] = {q->recover_lease, "10000"};
+    const char *args[] = {q->recover_lease, MOVE_BUMP_MAX_ARG};
     keyed_eval_t e;
     if (!keyed_eval_build(q, &e, LUA_RECOVER, 3, keys, 2, args, r, q->worker_id)) {
         log_error("redis.recovery", "out of memory building the lease recovery");
+        recover_done(q);
         return;
     }
-    periodic(q, "recovery", e.argc, e.argv);
+    if (q->cmd.state != CONN_READY ||
+        !conn_send(&q->cmd, on_recover_reply, q, e.argc, e.argv, NULL))
+        recover_done(q);
     keyed_eval_free(&e);
 }
 
 void queue_recover(queue_t *q, int lease_ms)
 {
+    if (q->recovering)
+        return; /* the one under way goes on by itself while it finds jobs */
     if (q->leaving || clock_mono_ms() < q->recover_after_ms)
         return; /* peers are still re-announcing themselves after a (re)connect */
+    q->recovering = true;
+    q->recover_lease_ms = lease_ms;
     char most[16];
     snprintf(q->recover_lease, sizeof q->recover_lease, "%d", lease_ms);
     snprintf(most, sizeof most, "%d", RECOVER_IDS_MAX);
@@ -1750,6 +1853,44 @@ static bool predecessor_gone(const queue_t *q, const char *info)
     return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
 }
 
+/* The reclaim of one dead predecessor's list (LUA_RECLAIM), a call after the other. */
+typedef struct reclaim {
+    queue_t *q;
+    char list[sizeof ((queue_t *)NULL)->processing];
+    char id[256];
+    char info[200];
+    long long moved;
+} reclaim_t;
+
+static void on_reclaim_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void send_reclaim(reclaim_t *rc)
+{
+    queue_t *q = rc->q;
+    const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
+                          q->workerinfo, rc->list, rc->id, rc->info, MOVE_BUMP_MAX_ARG};
+    if (q->cmd.state != CONN_READY || !conn_send(&q->cmd, on_reclaim_reply, rc, 10, argv, NULL))
+        free(rc); /* lease recovery takes what is left */
+}
+
+static void on_reclaim_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    reclaim_t *rc = privdata;
+    queue_t *q = rc->q;
+    long long moved = moved_reply(q, ac, reply, "reclaim");
+    if (moved > 0)
+        rc->moved += moved;
+    if (moved >= MOVE_BUMP_MAX && !q->closing) {
+        send_reclaim(rc); /* more may be left */
+        return;
+    }
+    /* when lost or refused, lease recovery takes what is left */
+    if (rc->moved > 0)
+        log_info("reclaim", "moved %lld job(s) back to the queue from a dead worker of this host "
+                 "(without waiting for its lease)", rc->moved);
+    free(rc);
+}
+
 static void on_workerinfo_reply(void *arg, const redisReply *r)
 {
     queue_t *q = arg;
@@ -1760,14 +1901,19 @@ static void on_workerinfo_reply(void *arg, const redisReply *r)
         if (id->type != REDIS_REPLY_STRING || info->type != REDIS_REPLY_STRING ||
             strcmp(id->str, q->worker_id) == 0 || !predecessor_gone(q, info->str))
             continue;
-        char list[sizeof q->processing];
-        if (retryq_keys_processing(&q->keys, id->str, list, sizeof list) < 0)
+        reclaim_t *rc = calloc(1, sizeof *rc);
+        if (rc == NULL || strlen(id->str) >= sizeof rc->id ||
+            strlen(info->str) >= sizeof rc->info ||
+            retryq_keys_processing(&q->keys, id->str, rc->list, sizeof rc->list) < 0) {
+            free(rc); /* lease recovery takes its list */
             continue;
+        }
+        rc->q = q;
+        memcpy(rc->id, id->str, strlen(id->str) + 1);
+        memcpy(rc->info, info->str, strlen(info->str) + 1);
         log_info("redis.reclaim", "worker %s ran on this host (%s) and its process is gone: "
                  "recovering its list now instead of after its lease", id->str, info->str);
-        const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
-                              q->workerinfo, list, id->str, info->str};
-        periodic(q, "reclaim", 9, argv);
+        send_reclaim(rc);
     }
 }
 
@@ -1802,14 +1948,30 @@ void queue_trim_cancelled(queue_t *q, int64_t retention_ms)
     periodic(q, "trim_cancelled", 5, argv);
 }
 
-void queue_promote(queue_t *q)
+/* The periodic promotion's answer: a full call (MOVE_MAX jobs moved) is followed at once by
+ * the next one, so many jobs due at the same moment do not wait a tick per MOVE_MAX. */
+static void on_promote_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    const char *argv[] = {"EVAL", LUA_PROMOTE, "2", q->keys.delayed, q->keys.pending};
-    periodic(q, "delayed.promote", 5, argv);
+    queue_t *q = privdata;
+    q->promoting = false;
+    if (moved_reply(q, ac, reply, "delayed.promote") >= MOVE_MAX && !q->closing)
+        queue_promote(q); /* when lost or refused, the next tick promotes */
 }
 
-/* The soon promotion's answer: moved jobs, and when the next delayed job is due. Another
- * one is armed when that is within a tick, so short parks come back on time. */
+void queue_promote(queue_t *q)
+{
+    if (q->promoting || q->cmd.state != CONN_READY)
+        return; /* one out goes on by itself while it finds due jobs */
+    const char *argv[] = {"EVAL", LUA_PROMOTE, "2", q->keys.delayed, q->keys.pending,
+                          MOVE_MAX_ARG};
+    q->promoting = conn_send(&q->cmd, on_promote_reply, q, 6, argv, NULL);
+}
+
+static void send_promote_next(queue_t *q);
+
+/* The soon promotion's answer: moved jobs, and when the next delayed job is due. A full
+ * call is followed at once by the next one; otherwise another one is armed when the next
+ * job is due within a tick, so short parks come back on time. */
 static void on_promote_soon_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     queue_t *q = privdata;
@@ -1823,20 +1985,30 @@ static void on_promote_soon_reply(redisAsyncContext *ac, void *reply, void *priv
             conn_drop(&q->cmd, r->str);
         return;
     }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
-        r->element[1]->integer >= 0 && r->element[1]->integer < PROMOTE_SOON_WITHIN_MS)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || q->closing)
+        return;
+    if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= MOVE_MAX)
+        send_promote_next(q);
+    else if (r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer >= 0 &&
+             r->element[1]->integer < PROMOTE_SOON_WITHIN_MS)
         queue_promote_soon(q, r->element[1]->integer < PROMOTE_SOON_MIN_MS ? PROMOTE_SOON_MIN_MS
                                                                            : r->element[1]->integer);
+}
+
+static void send_promote_next(queue_t *q)
+{
+    if (q->cmd.state != CONN_READY)
+        return; /* the schedule's tick promotes once Redis is back */
+    const char *argv[] = {"EVAL", LUA_PROMOTE_NEXT, "2", q->keys.delayed, q->keys.pending,
+                          MOVE_MAX_ARG};
+    conn_send(&q->cmd, on_promote_soon_reply, q, 6, argv, NULL);
 }
 
 static void promote_soon_cb(evutil_socket_t fd, short what, void *arg)
 {
     queue_t *q = arg;
     q->promote_at_ms = 0;
-    if (q->cmd.state != CONN_READY)
-        return; /* the schedule's tick promotes once Redis is back */
-    const char *argv[] = {"EVAL", LUA_PROMOTE_NEXT, "2", q->keys.delayed, q->keys.pending};
-    conn_send(&q->cmd, on_promote_soon_reply, q, 5, argv, NULL);
+    send_promote_next(q);
 }
 
 void queue_promote_soon(queue_t *q, int64_t delay_ms)
@@ -1883,14 +2055,37 @@ void queue_cancel_pop(queue_t *q)
     q->unblock_sent = true;
 }
 
+static void push_leave(queue_t *q);
+
+/* A LEAVE call's answer: the jobs still in the list. The next call goes at once while
+ * some are; `done` runs once, when none are (the worker has left) or Redis refused. */
+static void on_leave_reply(queue_t *q, const redisReply *r)
+{
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        push_leave(q);
+        return;
+    }
+    if (q->leave_done != NULL)
+        q->leave_done(q->leave_arg, r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+}
+
+/* One call of the hand-back, as an operation: resent after a reconnect like the others
+ * (a repeat moves the next jobs, or none). */
+static void push_leave(queue_t *q)
+{
+    const char *argv[] = {"EVAL", LUA_LEAVE, "4", q->processing, q->keys.pending,
+                          q->keys.workers, q->workerinfo, q->worker_id, MOVE_MAX_ARG};
+    op_t *op = op_push(q, 9, argv, NULL, -1, NULL, NULL);
+    if (op != NULL)
+        op->replied = on_leave_reply;
+}
+
 static void send_leave(queue_t *q)
 {
     if (!q->leaving || q->leave_sent)
         return;
     q->leave_sent = true;
-    const char *argv[] = {"EVAL", LUA_LEAVE, "4", q->processing, q->keys.pending,
-                          q->keys.workers, q->workerinfo, q->worker_id};
-    op_push(q, 8, argv, NULL, -1, q->leave_done, q->leave_arg);
+    push_leave(q);
 }
 
 typedef struct count_ask {

@@ -109,7 +109,9 @@ void queue_watchdog(queue_t *q, int64_t now_ms);
 /* At a graceful exit: move what is left in this worker's list to the head of the queue
  * and leave {Q}:workers (and {Q}:workerinfo). Waits for a blocking pop still out (made to
  * answer at once with CLIENT UNBLOCK), so that no job lands in the list after the worker
- * has left; takes nothing and sends no heartbeat afterwards. */
+ * has left; takes nothing and sends no heartbeat afterwards. The list goes back in calls
+ * of a bounded number of jobs, one after the other; `done` runs once, after the last
+ * (empty: true, the worker has left) or when Redis refused one (false). */
 void queue_leave(queue_t *q, void (*done)(void *arg, bool empty), void *arg);
 /* Asks whether no work is left anywhere but in this worker: queue, delayed set, other
  * workers' lists, and no other worker silent for longer than suspect_ms (a dead one not yet
