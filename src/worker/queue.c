@@ -286,21 +286,23 @@ static const char LUA_LEAVE[] =
     "end\n"
     "return left\n";
 
-/* KEYS: queue, delayed, workers, then the processing list of every other worker named in
- * ARGV. ARGV: suspect ms, the number of workers when they were read, then the ids
- * (ARGV[i - 1] owns KEYS[i]). Counts every job not held by this worker, including other
- * workers' lists, and counts a silent worker (no heartbeat for ARGV[1] ms) as work until
- * lease recovery has removed it, so --exit-when-idle waits for the recovery instead of
- * leaving a dead worker behind. A worker set that changed since it was read counts as
- * work too (the next check reads it again). */
+/* KEYS: queue, delayed, workers, this worker's processing list, then the processing list
+ * of every other worker named in ARGV. ARGV: suspect ms, the number of workers when they
+ * were read, then the ids (ARGV[i - 2] owns KEYS[i]). Counts every job, the ones in this
+ * worker's own list too: the caller holds nothing then, so a job there is one its
+ * blocking pop has just moved whose reply has not arrived (the count runs on the other
+ * connection), or one its self-check will adopt. Counts a silent worker (no heartbeat for
+ * ARGV[1] ms) as work until lease recovery has removed it, so --exit-when-idle waits for
+ * the recovery instead of leaving a dead worker behind. A worker set that changed since it
+ * was read counts as work too (the next check reads it again). */
 static const char LUA_COUNT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n"
+    "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('LLEN', KEYS[4])\n"
     "if redis.call('ZCARD', KEYS[3]) ~= tonumber(ARGV[2]) then n = n + 1 end\n"
-    "for i = 4, #KEYS do\n"
+    "for i = 5, #KEYS do\n"
     "  n = n + redis.call('LLEN', KEYS[i])\n"
-    "  local beat = redis.call('ZSCORE', KEYS[3], ARGV[i - 1])\n"
+    "  local beat = redis.call('ZSCORE', KEYS[3], ARGV[i - 2])\n"
     "  if beat and now - tonumber(beat) > tonumber(ARGV[1]) then n = n + 1 end\n"
     "end\n"
     "return n\n";
@@ -2107,9 +2109,9 @@ static void on_count_workers(void *arg, const redisReply *r)
         return;
     }
     snprintf(total, sizeof total, "%zu", r->elements);
-    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers};
+    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers, q->processing};
     const char *args[] = {a->suspect, total};
-    if (keyed_eval_build(q, &e, LUA_COUNT, 3, keys, 2, args, r, q->worker_id)) {
+    if (keyed_eval_build(q, &e, LUA_COUNT, 4, keys, 2, args, r, q->worker_id)) {
         op_push(q, e.argc, e.argv, NULL, -1, a->done, a->arg);
         keyed_eval_free(&e);
     } else {

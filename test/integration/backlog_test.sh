@@ -5,10 +5,11 @@
 # delays (10 % HTTP 500), dead-letters (a few bad payloads) and sweeps for orphans (every
 # 300 ms, which reads the whole queue in pages) for a while, and `retryq stats` and
 # `retryq dead list` run beside it. Redis's own figures must then show:
-#   - no call in the slow log at 50 ms or more: a script that reads the whole
-#     100,000-entry queue in one call takes longer than that; a bounded one (a page of
-#     the sweep: 1,000 entries, 0.1 ms) stays far below it even when a loaded CI
-#     machine holds Redis off the CPU for a while (docs/performance.md has the figures of
+#   - no call in the slow log at 100 ms or more: a script that reads the whole
+#     100,000-entry queue in one call takes longer than that (about 180 ms in Lua); a
+#     bounded one (a page of the sweep: 1,000 entries, 0.1 ms) stays far below it even
+#     when a loaded CI machine holds Redis off the CPU for a while (an O(1) LREM was
+#     logged at 58 ms once under the sanitizer suite) (docs/performance.md has the figures of
 #     a quiet machine, where the bound is 1 ms: test/bench/run.sh --mode backlog);
 #   - every command the worker uses at under 1 ms a call on average (INFO commandstats),
 #     and at most 2 % of the calls of each over 1 ms (LATENCY HISTOGRAM).
@@ -53,19 +54,21 @@ log="$t_tmp/worker.log"
 pid=$!
 t_pids+=("$pid")
 recorded() { sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status <> 'retrying'"; }
+under_way() { (($(recorded) >= 500)); }
+check "the worker is under way (500 outcomes)" wait_for 120 under_way
+stats=$("$RETRYQ_CLI" stats --json) # while the queue is long, whatever the machine's speed
+check "retryq stats beside it: the queue is still long" python3 -c \
+  'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["pending"] > 50000 else 1)' "$stats"
 enough() { (($(recorded) >= 5000)) && (($(grep -c 'event=sweep.done' "$log") >= 2)); }
 check "the worker records 5,000 outcomes and completes two sweeps of the long queue" wait_for 240 enough
 check "the delayed set was used (HTTP 500 answers)" test "$(grep -c 'event=job.delayed' "$log")" -ge 1
 check_eq "the bad payloads were dead-lettered" 3 "$(rcli LLEN "{$Q}:dead")"
-stats=$("$RETRYQ_CLI" stats --json)
-check "retryq stats beside it: the queue is still long" python3 -c \
-  'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["pending"] > 50000 else 1)' "$stats"
 "$RETRYQ_CLI" dead list >/dev/null
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?
 check_eq "the worker stops cleanly" 0 "$rc"
 
-# The slow log keeps every call of 1 ms or more: none may reach 50 ms; the slowest are
+# The slow log keeps every call of 1 ms or more: none may reach 100 ms; the slowest are
 # printed (duration, then the call: for a script, its first line and its keys).
 rcli --json SLOWLOG GET 10000 >"$t_tmp/slowlog.json"
 python3 - "$t_tmp/slowlog.json" <<'PY' >"$t_tmp/slow"
@@ -78,11 +81,11 @@ for e in sorted(entries, key=lambda e: -e[2])[:12]:
     else:
         what = " ".join(args)[:160]
     print(e[2], what)
-print("over50ms", sum(1 for e in entries if e[2] >= 50000))
+print("over100ms", sum(1 for e in entries if e[2] >= 100000))
 PY
 echo "# the slowest calls of 1 ms or more (us, call):" >&2
-grep -v '^over50ms' "$t_tmp/slow" | sed 's/^/#   /' >&2
-check_eq "no call took 50 ms or more (SLOWLOG)" "over50ms 0" "$(grep '^over50ms' "$t_tmp/slow")"
+grep -v '^over100ms' "$t_tmp/slow" | sed 's/^/#   /' >&2
+check_eq "no call took 100 ms or more (SLOWLOG)" "over100ms 0" "$(grep '^over100ms' "$t_tmp/slow")"
 rcli INFO commandstats | tr -d '\r' >"$t_tmp/commandstats"
 python3 - "$t_tmp/commandstats" <<'PY' >"$t_tmp/percall"
 import re, sys
