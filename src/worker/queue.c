@@ -414,10 +414,9 @@ struct queue {
     bool primary_known;      /* q->url.host/port is the primary the sentinels named */
     char primary[300];       /* "host:port" of the last primary found, "" before the first */
     uint64_t failovers;
-    int64_t discovery_failing_ms;
+    int64_t discovery_failing_ms; /* monotonic time of the first failed discovery in a row */
     int slot;                /* Cluster: the hash slot of every key of the queue */
-    char recover_lease[24];  /* the lease of the recovery under way (LUA_EXPIRED's reply) */ /* monotonic time of the first failed discovery in a row */
-    int recover_lease_ms;
+    int recover_lease_ms;    /* the lease of the recovery under way */
     bool recovering;         /* a lease recovery (LUA_EXPIRED, then LUA_RECOVER) is out */
     long long recover_moved; /* jobs its calls moved so far */
 };
@@ -1793,7 +1792,9 @@ static void on_expired_reply(void *arg, const redisReply *r)
         return;
     }
     const char *keys[] = {q->keys.workers, q->keys.pending, q->workerinfo};
-    const char *args[] = {q->recover_lease, MOVE_BUMP_MAX_ARG};
+    char lease[24];
+    snprintf(lease, sizeof lease, "%d", q->recover_lease_ms);
+    const char *args[] = {lease, MOVE_BUMP_MAX_ARG};
     keyed_eval_t e;
     if (!keyed_eval_build(q, &e, LUA_RECOVER, 3, keys, 2, args, r, q->worker_id)) {
         log_error("redis.recovery", "out of memory building the lease recovery");
@@ -1814,11 +1815,10 @@ void queue_recover(queue_t *q, int lease_ms)
         return; /* peers are still re-announcing themselves after a (re)connect */
     q->recovering = true;
     q->recover_lease_ms = lease_ms;
-    char most[16];
-    snprintf(q->recover_lease, sizeof q->recover_lease, "%d", lease_ms);
+    char lease[24], most[16];
+    snprintf(lease, sizeof lease, "%d", lease_ms);
     snprintf(most, sizeof most, "%d", RECOVER_IDS_MAX);
-    const char *argv[] = {"EVAL", LUA_EXPIRED, "1", q->keys.workers, q->recover_lease,
-                          q->worker_id, most};
+    const char *argv[] = {"EVAL", LUA_EXPIRED, "1", q->keys.workers, lease, q->worker_id, most};
     ask(q, 7, argv, on_expired_reply, q);
 }
 

@@ -21,16 +21,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
 source "$here/../support/lib.sh"
-need_env RETRYQ_TEST_REDIS_URL RETRYQ_TEST_ADMIN_URL RETRYQ_CLI RETRYQ_WORKER_BIN RETRYQ_MOCK_ROUTER_BIN
 
 N=5000
 P90_US=10000
 MAX_US=50000
 MIN_CALLS=$((N / 200))
 private_services # a Redis of its own: its slow log is this test's
-new_database
-Q="bounded_$$"
-export RETRYQ_DATABASE_URL=$DB RETRYQ_REDIS_URL=$RETRYQ_TEST_REDIS_URL RETRYQ_QUEUE=$Q
+worker_test_setup bounded
 start_router --latency-ms 600000
 export RETRYQ_ROUTER_URL=$ROUTER_URL RETRYQ_HTTP_ADDR=off RETRYQ_TIMEOUT_MS=900000
 router_latency() { curl -fsS -X POST -d "{\"latency_ms\":$1}" "$ROUTER_URL/config" >/dev/null; }
