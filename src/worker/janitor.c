@@ -4,7 +4,8 @@
  *   lock {Q}:lock:sweep
  *     ─► candidates: pages of 500 rows by id (keyset: id > cursor), up to RETRYQ_SWEEP_MAX_ROWS
  *     ─► presence: which candidates have a job in Redis, read in bounded pages
- *     ─► push a job for each candidate found nowhere (twice: see below).
+ *     ─► the rows of the candidates found nowhere (twice: see below) read again
+ *     ─► push a job for each one still open as it was read.
  *
  * Rows. The rows are read in id order from a cursor, so a backlog of old rows that all
  * have their job cannot hide an orphan behind them (the old "500 oldest" query read the
@@ -56,6 +57,15 @@ const char JANITOR_SQL_ORPHANS[] =
     "AND (e.last_retry_at IS NULL OR e.last_retry_at < now() - $1::bigint * interval '1 millisecond') "
     "AND e.id > $2::bigint "
     "ORDER BY e.id LIMIT 500";
+
+/* Which of the suspects ($1 ids, $2 their attempts) are still open as they were read: a row
+ * the drain finished (or a cancel restored, or the runner retried again) while the passes
+ * ran is not an orphan. */
+const char JANITOR_SQL_STILL_OPEN[] =
+    "SELECT e.id FROM unnest($1::bigint[], $2::integer[]) AS c(id, attempt) "
+    "JOIN executions e ON e.id = c.id "
+    "WHERE e.status = 'retrying' AND e.retry_count = c.attempt "
+    "AND (e.last_retry_at IS NULL OR e.last_retry_at < now() - $3::bigint * interval '1 millisecond')";
 
 /* Whitespace between tokens as the job decoder skips it: any byte up to 0x20. */
 static bool json_space(char c)
@@ -119,6 +129,7 @@ typedef struct candidate {
     int32_t attempt;
     int missing;  /* passes in which it was not seen */
     bool seen;    /* seen in the current pass */
+    bool open;    /* still retrying at the same attempt after the passes (JANITOR_SQL_STILL_OPEN) */
     char *region; /* malloc'd */
 } candidate_t;
 
@@ -144,6 +155,7 @@ typedef struct sweep {
     long long offset;   /* list index, or rank among entries of score `score` */
     char score[48];     /* delayed set: score cursor ("-inf" first) */
     size_t unseen;      /* candidates not seen in this pass */
+    size_t finished;    /* suspects whose row was no longer open after the passes */
     uint64_t pages;     /* Redis calls made */
 } sweep_t;
 
@@ -204,7 +216,7 @@ static void push_missing(sweep_t *s)
     size_t pushed = 0;
     for (size_t k = 0; k < s->count && w->queue != NULL; k++) {
         candidate_t *c = &s->items[k];
-        if (c->missing < SWEEP_PASSES)
+        if (c->missing < SWEEP_PASSES || !c->open)
             continue;
         char payload[1024];
         retryq_job_t job;
@@ -221,9 +233,77 @@ static void push_missing(sweep_t *s)
     /* The next sweep continues after these rows, or starts over once the end was seen. */
     w->sweep_cursor = s->rows_ended ? 0 : s->cursor;
     log_event(s->count > 0 ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, 0, "sweep.done",
-             "orphan sweep: %zu candidate(s), %zu re-enqueued, %" PRIu64 " Redis page(s)%s",
-             s->count, pushed, s->pages, s->rows_ended ? "" : "; continuing next time");
+              "orphan sweep: %zu candidate(s), %zu re-enqueued, %zu finished meanwhile, %" PRIu64
+              " Redis page(s)%s",
+              s->count, pushed, s->finished, s->pages, s->rows_ended ? "" : "; continuing next time");
     sweep_end(s);
+}
+
+static void on_still_open(void *arg, store_status_t status, const PGresult *res,
+                          const char *sqlstate, const char *message)
+{
+    sweep_t *s = arg;
+    if (status != STORE_OK) {
+        log_warn("sweep.query",
+                 "orphan sweep: the suspects' rows could not be read again (%s): %s; "
+                 "trying next time",
+                 sqlstate, message);
+        sweep_end(s);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        candidate_t *c = find(s, strtoll(PQgetvalue(res, r, 0), NULL, 10));
+        if (c != NULL)
+            c->open = true;
+    }
+    for (size_t k = 0; k < s->count; k++)
+        s->finished += s->items[k].missing >= SWEEP_PASSES && !s->items[k].open;
+    push_missing(s);
+}
+
+/*
+ * The suspects' rows read again after the passes: the candidates were read before them,
+ * and a row the drain finishes meanwhile has its job acked, so it is missing from Redis
+ * too. Without this check a sweep that overlaps a fast drain (it reads a long queue while
+ * the oldest rows, the candidates, are being finished) pushed a stale job for nearly each
+ * of its candidates. A row finished after this read still gets one; the guard acks it.
+ */
+static void confirm_suspects(sweep_t *s)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < s->count; k++)
+        n += s->items[k].missing >= SWEEP_PASSES;
+    if (n == 0) {
+        push_missing(s);
+        return;
+    }
+    char *ids = malloc(n * 21 + 3), *attempts = malloc(n * 12 + 3);
+    if (ids == NULL || attempts == NULL) {
+        free(ids);
+        free(attempts);
+        sweep_end(s);
+        return;
+    }
+    size_t a = 0, b = 0;
+    ids[a++] = '{';
+    attempts[b++] = '{';
+    for (size_t k = 0; k < s->count; k++) {
+        const candidate_t *c = &s->items[k];
+        if (c->missing < SWEEP_PASSES)
+            continue;
+        a += (size_t)snprintf(ids + a, 22, "%s%" PRId64, a > 1 ? "," : "", c->id);
+        b += (size_t)snprintf(attempts + b, 13, "%s%" PRId32, b > 1 ? "," : "", c->attempt);
+    }
+    memcpy(ids + a, "}", 2);
+    memcpy(attempts + b, "}", 2);
+    char age[24];
+    snprintf(age, sizeof age, "%d", s->w->cfg.orphan_age_ms);
+    const char *params[] = {ids, attempts, age};
+    int rc = store_exec(s->w->store, s->w->sql.still_open, 3, params, on_still_open, s);
+    free(ids);
+    free(attempts);
+    if (rc < 0)
+        sweep_end(s);
 }
 
 /* One pass over Redis has ended: count the candidates it did not see. */
@@ -239,7 +319,7 @@ static void pass_done(sweep_t *s)
         c->seen = false;
     }
     if (suspects == 0 || s->pass == SWEEP_PASSES) {
-        push_missing(s);
+        confirm_suspects(s);
         return;
     }
     s->pass++;

@@ -13,6 +13,7 @@
 #include "worker.h"
 
 extern const char JANITOR_SQL_ORPHANS[];
+extern const char JANITOR_SQL_STILL_OPEN[];
 
 /* How long a cancel tombstone ({Q}:cancelled) is kept when no pop consumes it: 7 days,
  * far longer than any job waits in the queue or the delayed set (docs/reliability.md). */

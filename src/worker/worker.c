@@ -748,8 +748,9 @@ static int init_statements(worker_t *w, char *err, size_t errcap)
                                          STORE_DEADLINE_IS_TRANSIENT);
     w->sql.record_many = store_register(w->store, JOB_SQL_RECORD_MANY, JOB_RECORD_PARAMS);
     w->sql.orphans = store_register(w->store, JANITOR_SQL_ORPHANS, 2);
+    w->sql.still_open = store_register(w->store, JANITOR_SQL_STILL_OPEN, 3);
     if (w->sql.load < 0 || w->sql.load_many < 0 || w->sql.record < 0 || w->sql.record_many < 0 ||
-        w->sql.orphans < 0) {
+        w->sql.orphans < 0 || w->sql.still_open < 0) {
         snprintf(err, errcap, "could not register SQL statements");
         return WORKER_EXIT_SOFTWARE;
     }

@@ -50,6 +50,7 @@ typedef struct worker_statements {
     int record;
     int record_many;
     int orphans;
+    int still_open; /* the sweep's suspects read again */
 } worker_statements_t;
 
 typedef struct worker {

@@ -7,7 +7,10 @@
 #     rows with a cursor), and none of the backlogged rows is pushed a second time;
 #  3. the Redis side reads the queue in bounded pages: no single sweep script call on a
 #     20,000-job queue shows up in Redis's slow log (issue 12, item 8);
-#  4. the page is RETRYQ_SWEEP_PAGE: at 100 the same queue takes ten times the calls.
+#  4. the page is RETRYQ_SWEEP_PAGE: at 100 the same queue takes ten times the calls;
+#  5. rows finished while the passes run (their jobs acked, so missing from Redis too) are
+#     not pushed: the suspects' rows are read again before anything is pushed (a sweep
+#     overlapping a fast drain pushed a stale job for nearly each of its candidates).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=test/support/lib.sh
@@ -120,5 +123,42 @@ check "sweep page 100: ten times the calls (201 pages and more)" \
   test "$(pages_of page | sort -n | head -n 1)" -ge 201
 check_eq "sweep page 100: the job near the tail was seen (nothing pushed)" 0 \
   "$(grep -c 'event=sweep.orphan ' "$t_tmp/page.log")"
+
+# ---- 5. 30 candidates without a job whose rows are finished while the sweep reads a
+# 50,000-entry queue 10 entries a call (two passes: 10,000 calls and more).
+sql -c "UPDATE executions SET status = 'failed' WHERE status = 'retrying' AND id <> $blocker"
+sql -c "INSERT INTO executions (job_id, provider_id, region, status, question_id, retry_count,
+                                last_retry_at)
+        SELECT $job, 'router', 'us-east', 'retrying', 'math_basic', 1, now() - interval '1 hour'
+        FROM generate_series(1, 30)"
+rcli DEL "$Q" "{$Q}:delayed" >/dev/null
+rcli LPUSH "$Q" "{\"execution_id\":$blocker,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}" >/dev/null
+for ((i = 0; i < 50; i++)); do
+  for ((k = 0; k < 1000; k++)); do
+    printf 'LPUSH %s "{\\"execution_id\\":%d,\\"region\\":\\"us-east\\",\\"question_index\\":0,\\"retry_attempt\\":1}"\n' "$Q" $((800000000 + i * 1000 + k))
+  done
+done | rcli >/dev/null
+check_eq "finishing: queue loaded" 50001 "$(rcli LLEN "$Q")"
+# The first read of the queue comes after the candidates were read.
+timeout 60 redis-cli -u "$RETRYQ_TEST_REDIS_URL" --no-auth-warning MONITOR >"$t_tmp/monitor" 2>/dev/null &
+mon=$!
+t_pids+=("$mon")
+wait_for 10 test -s "$t_tmp/monitor" || true
+"$RETRYQ_WORKER_BIN" --orphan-interval-ms 300 --orphan-age-ms 1000 --concurrency 1 --drain-timeout-ms 100 \
+  --sweep-page 10 >"$t_tmp/finishing.log" 2>&1 &
+pid=$!
+t_pids+=("$pid")
+check "finishing: the sweep reads the queue" \
+  wait_for 30 bash -c "grep -q '\"LRANGE\" \"$Q\"' '$t_tmp/monitor'"
+kill "$mon" 2>/dev/null || true
+sql -c "UPDATE executions SET status = 'completed', completed_at = now()
+        WHERE status = 'retrying' AND id <> $blocker"
+check "finishing: the sweep ended" wait_for 60 grep -q 'event=sweep.done' "$t_tmp/finishing.log"
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+first=$(grep -m1 'event=sweep.done' "$t_tmp/finishing.log")
+echo "finishing: $first"
+check "finishing: 30 candidates, none re-enqueued, 30 finished meanwhile" \
+  grep -q '30 candidate(s), 0 re-enqueued, 30 finished meanwhile' <<<"$first"
+check_eq "finishing: no stale job pushed" 0 "$(grep -c 'event=sweep.orphan ' "$t_tmp/finishing.log")"
 
 t_finish
