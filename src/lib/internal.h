@@ -181,9 +181,21 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
  * of a job's text, or nil when it is not an object holding both as digits (execution_id
  * may be a decimal string, as the wire format allows). Leading zeros are dropped, so the
  * identity equals what C prints with %lld.
+ *
+ * The walk costs about 10 us of Redis's time a job (a pop of 64 while any tombstone exists
+ * went from 166 to 795 us). Jobs as libretryq and the Go package write them start with the
+ * four fields in one order (RQ_LUA_CANONICAL); when the rest of the text holds no escape,
+ * no nested value and neither key again, every key the walk would visit after those four
+ * is another key, so the two numbers (without leading zeros) are read from the prefix
+ * with one match. Any other text is walked. The two readings agree on every text the decoder accepts (a text cut
+ * short after the prefix, which the decoder refuses, gets an identity from the prefix and
+ * none from the walk: it never runs either way).
  */
+#define RQ_LUA_CANONICAL \
+    "^{\"execution_id\":([1-9]%d*),\"region\":\"[^\"\\\\]*\",\"question_index\":%-?%d+,\"retry_attempt\":([1-9]%d*)[,}]"
+
 #define RQ_LUA_IDENTITY_ONLY \
-    "local function ident(v)\n" \
+    "local function ident_walk(v)\n" \
     "  local eid, att\n" \
     "  local close = walk(v, function(k, e)\n" \
     "    if k == 'execution_id' then\n" \
@@ -196,6 +208,16 @@ bool rq_pause_parse(const struct redisReply *pairs, int64_t now_ms, retryq_pause
     "    return nil\n" \
     "  end)\n" \
     "  if not close or not eid or not att then return nil end\n" \
+    "  return eid, att\n" \
+    "end\n" \
+    "local function ident(v)\n" \
+    "  local _, e, eid, att = string.find(v, '" RQ_LUA_CANONICAL "')\n" \
+    "  if e and not string.find(v, '[\\\\{%[]', e) and not string.find(v, '\"execution_id\"', e, true)\n" \
+    "     and not string.find(v, '\"retry_attempt\"', e, true) then\n" \
+    "    return eid .. ':' .. att\n" \
+    "  end\n" \
+    "  eid, att = ident_walk(v)\n" \
+    "  if not eid then return nil end\n" \
     "  return (string.gsub(eid, '^0+(%d)', '%1')) .. ':' .. (string.gsub(att, '^0+(%d)', '%1'))\n" \
     "end\n"
 #define RQ_LUA_IDENTITY RQ_LUA_WALK RQ_LUA_IDENTITY_ONLY

@@ -503,6 +503,61 @@ static void test_lua_scanners(void **state)
     }
 }
 
+/* The identity read from the canonical prefix (RQ_LUA_CANONICAL: jobs as libretryq and the
+ * Go package write them) equals the walk's, and the decoder's where it accepts the text;
+ * the texts that start like a canonical job but must be walked (the key again after the
+ * prefix, a nested value, an escape) are walked. */
+static void test_lua_identity_prefix_agrees_with_the_walk(void **state)
+{
+    fixture_t *fx = *state;
+    static const char *const cases[] = {
+        "{\"execution_id\":12,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":3}",
+        "{\"execution_id\":12,\"region\":\"us-east\",\"question_index\":2,\"retry_attempt\":3,"
+        "\"enqueued_at\":\"2026-12-03T18:00:00.000Z\",\"id\":\"a1\",\"delivery\":2}",
+        "{\"execution_id\":9223372036854775807,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":1000}",
+        "{\"execution_id\":12,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3,\"retry_attempt\":4}",
+        "{\"execution_id\":12,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3,\"execution_id\":5}",
+        "{\"execution_id\":12,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3,"
+        "\"x\":{\"retry_attempt\":9}}",
+        "{\"execution_id\":12,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3,\"x\":[9]}",
+        "{\"execution_id\":12,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3,"
+        "\"x\\u0022\":\"\\\"retry_attempt\\\":9\"}",
+        "{\"execution_id\":12,\"region\":\"e\\\"u\",\"question_index\":0,\"retry_attempt\":3}",
+        "{\"execution_id\":012,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":03}",
+        "{\"execution_id\":\"12\",\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3}",
+        "{\"execution_id\":12,\"region\":\"eu\",\"question_index\":0,\"retry_attempt\":3",
+    };
+    static const char both[] = RQ_LUA_IDENTITY
+        "local e, a = ident_walk(ARGV[1])\n"
+        "local w = e and ((string.gsub(e, '^0+(%d)', '%1')) .. ':' .. "
+        "(string.gsub(a, '^0+(%d)', '%1'))) or ''\n"
+        "return (ident(ARGV[1]) or '') .. ' ' .. w\n";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = lua_call(fx, both, cases[i]);
+        const char *sp = strchr(got, ' ');
+        assert_non_null(sp);
+        char fast[64];
+        snprintf(fast, sizeof fast, "%.*s", (int)(sp - got), got);
+        assert_string_equal(fast, sp + 1);
+        retryq_job_t job;
+        retryq_error_t err = {0};
+        if (retryq_job_decode(cases[i], strlen(cases[i]), 1000, &job, &err) == RETRYQ_OK) {
+            char want[64];
+            snprintf(want, sizeof want, "%" PRId64 ":%" PRId32, job.execution_id, job.retry_attempt);
+            assert_string_equal(fast, want);
+        }
+        free(got);
+    }
+    /* The first three are read from the prefix (the pattern matches them). */
+    static const char matches[] = "return string.find(ARGV[1], '" RQ_LUA_CANONICAL
+                                  "') and 'y' or 'n'\n";
+    for (size_t i = 0; i < 3; i++) {
+        char *got = lua_call(fx, matches, cases[i]);
+        assert_string_equal(got, "y");
+        free(got);
+    }
+}
+
 /* Whitespace as the C decoder reads it (any byte <= 0x20 between tokens, cJSON's rule),
  * not JSON's four only: a payload the worker takes has the same identity in the scripts
  * (else a cancel does not see it held, and the pop does not drop it), and the delivery
@@ -552,6 +607,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_restore_takes_tombstones_back, setup, NULL),
         cmocka_unit_test_setup_teardown(test_lua_scanners, setup, NULL),
         cmocka_unit_test_setup_teardown(test_lua_reads_whitespace_as_the_decoder, setup, NULL),
+        cmocka_unit_test_setup_teardown(test_lua_identity_prefix_agrees_with_the_walk, setup, NULL),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
