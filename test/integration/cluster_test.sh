@@ -19,7 +19,9 @@
 #   - no worker went longer than the longest of the three changes + 10 s without
 #     recording an outcome (the longest gap per worker is printed);
 #   - each worker followed the three changes (retry_redis_failovers_total, MOVED counted);
-#   - no job left in any list or set of the queue on the final owner.
+#   - no job left in any list or set of the queue on the final owner;
+#   - then `retryq cancel` through the seed URL: a retry held by a worker's list is
+#     running, one waiting in the queue is cancelled (row restored, a tombstone).
 # CHAOS_JOBS overrides N (default 3000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -160,4 +162,23 @@ check "worker b followed the move and both failovers" test "$fb" -ge 3
 check "worker a never stalled longer than the longest change + 10 s ($worst ms)" test "$gap_a" -le "$worst"
 check "worker b never stalled longer than the longest change + 10 s ($worst ms)" test "$gap_b" -le "$worst"
 check "no worker log holds a sanitizer report" bash -c "! grep -l 'runtime error\|AddressSanitizer' '$t_tmp'/worker-?.log"
+
+# ---- retryq cancel through the seed URL on the final owner: one retry waiting in the
+# queue (cancelled, a tombstone), one held by a worker's list (running, none).
+cjob=$(insert_job '{"id":"cluster-cancel","questions":["math_basic"]}')
+held=$(insert_execution "$cjob" us-east failed math_basic)
+queued=$(insert_execution "$cjob" us-east failed math_basic)
+"$RETRYQ_CLI" retry --execution-id "$held" --region us-east --question-index 0 >/dev/null
+"$RETRYQ_CLI" retry --execution-id "$queued" --region us-east --question-index 0 >/dev/null
+ocli ZADD "{$Q}:workers" "$(now_ms)" w-fake >/dev/null
+ocli RPOPLPUSH "$Q" "{$Q}:processing:w-fake" >/dev/null
+rc_held=0 rc_queued=0
+"$RETRYQ_CLI" cancel --execution-id "$held" --region us-east >/dev/null || rc_held=$?
+"$RETRYQ_CLI" cancel --execution-id "$queued" --region us-east >/dev/null || rc_queued=$?
+check_eq "cancel on the cluster: the held retry is running (exit 5)" 5 "$rc_held"
+check_eq "cancel on the cluster: the queued retry is cancelled (exit 0)" 0 "$rc_queued"
+check_eq "cancel on the cluster: the queued one's row restored" failed \
+  "$(sql -c "SELECT status FROM executions WHERE id = $queued")"
+check_eq "cancel on the cluster: a tombstone for the queued one only" "1 0" \
+  "$(ocli ZSCORE "{$Q}:cancelled" "$queued:1" | grep -c . || true) $(ocli ZSCORE "{$Q}:cancelled" "$held:1" | grep -c . || true)"
 t_finish
