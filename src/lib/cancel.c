@@ -229,8 +229,9 @@ static int still_held(retryq_client_t *client, const redisReply *w, const char *
  *      blocking pop and checked after a, or a copy of the job in the queue): RUNNING when
  *      the list still holds that exact entry, else CANCELLED (the job was dropped).
  *   Identities no list showed: CANCELLED (the tombstone drops the job when it is popped).
- * When a call fails after a, the tombstones are taken back (best effort) and the error is
- * returned: the retries go on.
+ * When a call fails (a too: it may have run with its reply lost), the tombstones are taken
+ * back (best effort; a tombstone of an earlier cancel taken back only lets its job reach
+ * the guard, which finds the row restored) and the error is returned: the retries go on.
  */
 static int decide(retryq_client_t *client, retryq_cancel_item_t *items, size_t n, retryq_error_t *err)
 {
@@ -247,7 +248,6 @@ static int decide(retryq_client_t *client, retryq_cancel_item_t *items, size_t n
     int rc = r != NULL ? RETRYQ_OK : RETRYQ_ERR_REDIS;
     if (r != NULL)
         freeReplyObject(r);
-    bool marked = rc == RETRYQ_OK;
     if (rc == RETRYQ_OK) {
         ws = rq_client_command(client, REDIS_REPLY_ARRAY, err, "ZRANGE %s 0 -1", keys->workers);
         if (ws == NULL)
@@ -286,7 +286,7 @@ static int decide(retryq_client_t *client, retryq_cancel_item_t *items, size_t n
     for (size_t i = 0; i < n; i++)
         free(seen[i].text);
     free(seen);
-    if (rc != RETRYQ_OK && marked) {
+    if (rc != RETRYQ_OK) { /* MARK included: it may have run with its reply lost */
         bool *all = malloc(n * sizeof *all);
         if (all != NULL) {
             for (size_t i = 0; i < n; i++)

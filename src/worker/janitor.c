@@ -43,6 +43,7 @@
 #include "internal.h"
 #include "janitor.h"
 #include "log.h"
+#include "sqlarray.h"
 
 #define SWEEP_BATCH 500      /* rows per query (also in the SQL) */
 #define SWEEP_PASSES 2       /* a candidate must be missing in this many passes */
@@ -270,32 +271,29 @@ static void on_still_open(void *arg, store_status_t status, const PGresult *res,
  */
 static void confirm_suspects(sweep_t *s)
 {
-    size_t n = 0;
-    for (size_t k = 0; k < s->count; k++)
-        n += s->items[k].missing >= SWEEP_PASSES;
-    if (n == 0) {
+    sqlarray_t id_list, attempt_list;
+    sqlarray_init(&id_list);
+    sqlarray_init(&attempt_list);
+    for (size_t k = 0; k < s->count; k++) {
+        const candidate_t *c = &s->items[k];
+        if (c->missing < SWEEP_PASSES)
+            continue;
+        sqlarray_int(&id_list, c->id);
+        sqlarray_int(&attempt_list, c->attempt);
+    }
+    if (id_list.count == 0) {
+        sqlarray_discard(&id_list);
+        sqlarray_discard(&attempt_list);
         push_missing(s);
         return;
     }
-    char *ids = malloc(n * 21 + 3), *attempts = malloc(n * 12 + 3);
+    char *ids = sqlarray_finish(&id_list), *attempts = sqlarray_finish(&attempt_list);
     if (ids == NULL || attempts == NULL) {
         free(ids);
         free(attempts);
         sweep_end(s);
         return;
     }
-    size_t a = 0, b = 0;
-    ids[a++] = '{';
-    attempts[b++] = '{';
-    for (size_t k = 0; k < s->count; k++) {
-        const candidate_t *c = &s->items[k];
-        if (c->missing < SWEEP_PASSES)
-            continue;
-        a += (size_t)snprintf(ids + a, 22, "%s%" PRId64, a > 1 ? "," : "", c->id);
-        b += (size_t)snprintf(attempts + b, 13, "%s%" PRId32, b > 1 ? "," : "", c->attempt);
-    }
-    memcpy(ids + a, "}", 2);
-    memcpy(attempts + b, "}", 2);
     char age[24];
     snprintf(age, sizeof age, "%d", s->w->cfg.orphan_age_ms);
     const char *params[] = {ids, attempts, age};
