@@ -380,7 +380,8 @@ static char *clean_string(classifier_t *c, const char *s, size_t max)
  * metadata.receipt as the runner stores it in receipt_data: an object (or any JSON value
  * but null) as it is; a string is the receipt's JSON text (the runner writes its bytes
  * into the jsonb column), and a string that is not JSON is kept as a JSON string rather
- * than refused.
+ * than refused. A receipt that amounts to null (null, "null", a number no double holds)
+ * is none.
  */
 static void take_receipt(classifier_t *c, const cJSON *receipt)
 {
@@ -418,6 +419,10 @@ static void take_receipt(classifier_t *c, const cJSON *receipt)
     }
     printed = keep(c, cJSON_PrintUnformatted(parsed != NULL ? parsed : receipt));
     cJSON_Delete(parsed);
+    if (printed != NULL && strcmp(printed, "null") == 0) {
+        cJSON_free(printed); /* a number beyond a double (1e999) prints as null: none */
+        return;
+    }
     if (printed != NULL) {
         c->out->receipt_json = clean_string(c, printed, SIZE_MAX);
         cJSON_free(printed);
