@@ -560,7 +560,7 @@ static void test_receipt(void **state)
     } cases[] = {
         {"{\"sig\":\"abc\",\"n\":1}", "{\"sig\":\"abc\",\"n\":1}"},
         {"\"{\\\"sig\\\": \\\"abc\\\"}\"", "{\"sig\":\"abc\"}"}, /* JSON text in a string */
-        {"\"not json\"", "\"not json\""},                          /* kept as a JSON string */
+        {"\"not json\"", "\"not json\""},                        /* kept as a JSON string */
         {"\"{\\\"a\\\":1} trailing\"", "\"{\\\"a\\\":1} trailing\""},
         {"[1,2]", "[1,2]"},
         {"null", NULL},
