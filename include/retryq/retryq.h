@@ -150,9 +150,15 @@ typedef struct retryq_keys {
 
 /* Queue names are 1..200 bytes of printable ASCII without braces or spaces. */
 RETRYQ_API int retryq_keys_init(retryq_keys_t *keys, const char *queue, retryq_error_t *err) RETRYQ_MUST_CHECK;
-/* Writes "{Q}:processing:<worker_id>" into buf; returns length or negative. */
+/* Writes "{Q}:processing:<worker_id>" into buf; returns length or negative. The list a
+ * blocking pop moves a job into, until the worker's check moves it into the worker's
+ * taken hash. */
 RETRYQ_API int retryq_keys_processing(const retryq_keys_t *keys, const char *worker_id, char *buf,
                            size_t cap) RETRYQ_MUST_CHECK;
+/* Writes "{Q}:taken:<worker_id>" into buf; returns length or negative. The hash of the jobs
+ * a worker holds: field = the job's exact text, value = how many copies of it. */
+RETRYQ_API int retryq_keys_taken(const retryq_keys_t *keys, const char *worker_id, char *buf,
+                      size_t cap) RETRYQ_MUST_CHECK;
 
 /* The per-key Redis keys of flow control: {Q}:flow:pause:<key>, {Q}:flow:permits:<key>
  * and {Q}:flow:bucket:<key> (<key> is a flow key, MODEL/REGION; see below). */
@@ -582,12 +588,12 @@ RETRYQ_API void retryq_cancel_result_free(retryq_cancel_result_t *result);
 typedef struct retryq_worker_info {
     char id[256];
     int64_t heartbeat_age_ms; /* by Redis's clock */
-    int64_t inflight;         /* length of its processing list */
+    int64_t inflight;         /* jobs it holds: its processing list and taken hash */
 } retryq_worker_info_t;
 
 typedef struct retryq_stats {
     int64_t pending;                  /* LLEN Q */
-    int64_t processing;               /* sum over every {Q}:processing:* list */
+    int64_t processing;               /* jobs held by workers: every {Q}:processing:* list and {Q}:taken:* hash */
     int64_t delayed;                  /* ZCARD {Q}:delayed */
     int64_t dead;                     /* LLEN {Q}:dead */
     int64_t oldest_pending_age_ms;    /* from the oldest job's enqueued_at; -1 unknown */

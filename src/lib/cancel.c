@@ -5,18 +5,19 @@
  *   1. Redis decides (decide, below): a tombstone in {Q}:cancelled for each identity
  *      "<execution_id>:<attempt>" first, which the worker's pops respect
  *      (src/worker/queue.c): from then on such a job is never handed out; then a job a
- *      worker's processing list shows is "running" (its tombstone taken back: it
- *      finishes normally), any other is "cancelled" (it never runs).
+ *      worker holds (its processing list or taken hash shows it) is "running" (its
+ *      tombstone taken back: it finishes normally), any other is "cancelled" (it never
+ *      runs).
  *   2. PostgreSQL restores the cancelled rows (retryq_cancel_restore, migration 0014),
  *      guarded by status = 'retrying' AND retry_count = attempt; a row that is no longer
  *      open is "finished" and its tombstone is taken back.
  *   3. When step 2 fails, the chunk's tombstones are taken back (best effort) and the
  *      error is returned: the retries go on as if no cancel had been asked.
  *
- * The scripts touch only {Q}:cancelled (one key: Redis Cluster); the lists are read
- * with plain LRANGE, no list inside a script (a script reading every processing list
- * cost ~15 us of Redis's time per job held). docs/reliability.md gives the reasoning
- * about races and crashes.
+ * The scripts touch only {Q}:cancelled (one key: Redis Cluster); what the workers hold is
+ * read with plain LRANGE and HKEYS, not inside a script (a script reading every
+ * processing list cost ~15 us of Redis's time per job held). docs/reliability.md gives
+ * the reasoning about races and crashes.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ static const char LUA_MARK[] = "local t = redis.call('TIME')\n"
                                "for i = 1, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end\n"
                                "return #ARGV\n";
 
-/* KEYS: cancelled. ARGV: the identities seen in a processing list. Takes back each one's
+/* KEYS: cancelled. ARGV: the identities seen with a worker. Takes back each one's
  * tombstone: 1 when it was there (the job runs), 0 when a pop's check consumed it
  * meanwhile. */
 static const char LUA_CONFIRM[] = "local out = {}\n"
@@ -115,13 +116,13 @@ static void take_back(retryq_client_t *client, retryq_cancel_item_t *items, cons
     free(ids);
 }
 
-/* An item's identity and where a worker's list showed it (decide). */
+/* An item's identity and which worker showed it (decide). */
 typedef struct seen {
     char id[48];
     size_t item;
     size_t list; /* index into the workers read */
     char *text;  /* the entry as read (malloc'd) */
-    bool held;   /* seen in a list */
+    bool held;   /* seen with a worker */
 } seen_t;
 
 static int by_identity(const void *a, const void *b)
@@ -129,15 +130,24 @@ static int by_identity(const void *a, const void *b)
     return strcmp(((const seen_t *)a)->id, ((const seen_t *)b)->id);
 }
 
-/* The whole processing list of worker `w` (as {Q}:workers names it), or NULL. One LRANGE:
- * a read in pages could miss an entry that an ack shifts. */
-static redisReply *read_whole_list(retryq_client_t *client, const redisReply *w, retryq_error_t *err)
+/* The jobs worker `w` (as {Q}:workers names it) holds, or NULL: its whole processing list
+ * (one LRANGE: a read in pages could miss an entry that an ack shifts) when `hash` is
+ * false, else the fields of its taken hash (HKEYS). The list is read first: a job only
+ * moves from the list to the hash. */
+static redisReply *read_held(retryq_client_t *client, const redisReply *w, bool hash,
+                             retryq_error_t *err)
 {
-    char key[RETRYQ_MAX_QUEUE_NAME + 600];
-    snprintf(key, sizeof key, "%s%.*s", retryq_client_keys(client)->processing_prefix, (int)w->len,
-             w->str);
-    const char *argv[] = {"LRANGE", key, "0", "-1"};
-    return rq_client_command_argv(client, REDIS_REPLY_ARRAY, err, 4, argv, NULL);
+    char key[RETRYQ_MAX_QUEUE_NAME + 600], id[512];
+    snprintf(id, sizeof id, "%.*s", (int)w->len, w->str);
+    int n = hash ? retryq_keys_taken(retryq_client_keys(client), id, key, sizeof key)
+                 : retryq_keys_processing(retryq_client_keys(client), id, key, sizeof key);
+    if (n < 0 || (size_t)w->len >= sizeof id) {
+        rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no key", id);
+        return NULL;
+    }
+    const char *list[] = {"LRANGE", key, "0", "-1"}, *fields[] = {"HKEYS", key};
+    return hash ? rq_client_command_argv(client, REDIS_REPLY_ARRAY, err, 2, fields, NULL)
+                : rq_client_command_argv(client, REDIS_REPLY_ARRAY, err, 4, list, NULL);
 }
 
 /* EVAL of `script` with KEYS[1] = {Q}:cancelled and the identities of `pick` as ARGV. */
@@ -168,13 +178,10 @@ static bool is_held(const seen_t *s)
     return s->held;
 }
 
-/* Reads the list of worker `w` and marks the items whose identity one of its jobs has. */
-static int read_list(retryq_client_t *client, const redisReply *w, size_t list, seen_t *seen,
-                     size_t n, retryq_error_t *err)
+/* Marks the items whose identity one of the jobs of reply `r` (a worker's list or the
+ * fields of its hash) has. */
+static int mark_held(const redisReply *r, size_t list, seen_t *seen, size_t n, retryq_error_t *err)
 {
-    redisReply *r = read_whole_list(client, w, err);
-    if (r == NULL)
-        return RETRYQ_ERR_REDIS;
     int rc = RETRYQ_OK;
     for (size_t e = 0; e < r->elements && rc == RETRYQ_OK; e++) {
         const redisReply *v = r->element[e];
@@ -198,20 +205,47 @@ static int read_list(retryq_client_t *client, const redisReply *w, size_t list, 
         s->held = true;
         s->list = list;
     }
-    freeReplyObject(r);
     return rc;
 }
 
-/* Whether worker `w`'s list still holds exactly `text`. */
+/* Reads what worker `w` holds (its list, then its hash) and marks the items whose identity
+ * one of its jobs has. */
+static int read_list(retryq_client_t *client, const redisReply *w, size_t list, seen_t *seen,
+                     size_t n, retryq_error_t *err)
+{
+    int rc = RETRYQ_OK;
+    for (int hash = 0; hash < 2 && rc == RETRYQ_OK; hash++) {
+        redisReply *r = read_held(client, w, hash == 1, err);
+        if (r == NULL)
+            return RETRYQ_ERR_REDIS;
+        rc = mark_held(r, list, seen, n, err);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+/* Whether worker `w` still holds exactly `text`: in its processing list (short: a job stays
+ * there only until the pop's check), else in its taken hash (HEXISTS), in that order. */
 static int still_held(retryq_client_t *client, const redisReply *w, const char *text, bool *held,
                       retryq_error_t *err)
 {
-    redisReply *r = read_whole_list(client, w, err);
+    redisReply *r = read_held(client, w, false, err);
     if (r == NULL)
         return RETRYQ_ERR_REDIS;
     *held = false;
     for (size_t e = 0; e < r->elements && !*held; e++)
         *held = r->element[e]->type == REDIS_REPLY_STRING && strcmp(r->element[e]->str, text) == 0;
+    freeReplyObject(r);
+    if (*held)
+        return RETRYQ_OK;
+    char key[RETRYQ_MAX_QUEUE_NAME + 600], id[512];
+    snprintf(id, sizeof id, "%.*s", (int)w->len, w->str);
+    if (retryq_keys_taken(retryq_client_keys(client), id, key, sizeof key) < 0)
+        return rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no key", id);
+    const char *argv[] = {"HEXISTS", key, text};
+    r = rq_client_command_argv(client, REDIS_REPLY_INTEGER, err, 3, argv, NULL);
+    if (r == NULL)
+        return RETRYQ_ERR_REDIS;
+    *held = r->integer == 1;
     freeReplyObject(r);
     return RETRYQ_OK;
 }

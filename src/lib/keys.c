@@ -46,6 +46,16 @@ int retryq_keys_processing(const retryq_keys_t *keys, const char *worker_id, cha
     return n;
 }
 
+int retryq_keys_taken(const retryq_keys_t *keys, const char *worker_id, char *buf, size_t cap)
+{
+    if (keys == NULL || worker_id == NULL || worker_id[0] == '\0' || buf == NULL)
+        return RETRYQ_ERR_INVALID;
+    int n = snprintf(buf, cap, "{%s}:taken:%s", keys->pending, worker_id);
+    if (n < 0 || (size_t)n >= cap)
+        return RETRYQ_ERR_TOO_LARGE;
+    return n;
+}
+
 int retryq_keys_flow(const retryq_keys_t *keys, retryq_flow_kind_t kind, const char *flow_key,
                      char *buf, size_t cap)
 {

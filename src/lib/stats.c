@@ -5,9 +5,12 @@
  * as the worker's leases do.
  *
  * The figures come from separate commands, so they are a near snapshot, not an atomic
- * one. Processing lists are found with SCAN (never KEYS); SCAN may return a key twice,
- * so the names are de-duplicated before they are counted.
+ * one. The workers' processing lists and taken hashes are found with SCAN (never KEYS);
+ * SCAN may return a key twice, so the names are de-duplicated before they are counted. A
+ * job a worker holds counts once per field of its hash (HLEN: copies of one text, which
+ * only a producer pushing the same job twice makes, count once).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,11 +69,12 @@ static void names_sort_unique(names_t *n)
 /* ------------------------------------------------------------ Redis reads */
 
 /* LLEN of a list, or ZCARD of a sorted set. */
-static int key_size(retryq_client_t *client, bool sorted_set, const char *key, int64_t *out,
+/* The size of `key` by `command` (LLEN, ZCARD, HLEN). */
+static int key_size(retryq_client_t *client, const char *command, const char *key, int64_t *out,
                     retryq_error_t *err)
 {
-    redisReply *r = sorted_set ? rq_client_command(client, REDIS_REPLY_INTEGER, err, "ZCARD %s", key)
-                               : rq_client_command(client, REDIS_REPLY_INTEGER, err, "LLEN %s", key);
+    const char *argv[] = {command, key};
+    redisReply *r = rq_client_command_argv(client, REDIS_REPLY_INTEGER, err, 2, argv, NULL);
     if (r == NULL)
         return RETRYQ_ERR_REDIS;
     *out = r->integer;
@@ -124,22 +128,29 @@ static int scan_keys(retryq_client_t *client, const char *pattern, names_t *foun
     return rc;
 }
 
-/* Sum of LLEN over every {Q}:processing:* list. */
+/* Sum of LLEN over every {Q}:processing:* list and of HLEN over every {Q}:taken:* hash. */
 static int processing_total(retryq_client_t *client, int64_t *total, retryq_error_t *err)
 {
-    char pattern[2 * sizeof client->keys.processing_prefix + 2];
-    names_t keys = {0};
-    glob_prefix(client->keys.processing_prefix, pattern, sizeof pattern);
-    int rc = scan_keys(client, pattern, &keys, err);
-    if (rc == RETRYQ_OK)
-        names_sort_unique(&keys);
+    char taken_prefix[sizeof client->keys.processing_prefix];
+    snprintf(taken_prefix, sizeof taken_prefix, "{%s}:taken:", client->keys.pending);
+    const char *prefixes[] = {client->keys.processing_prefix, taken_prefix};
+    const char *commands[] = {"LLEN", "HLEN"};
+    int rc = RETRYQ_OK;
     *total = 0;
-    for (size_t i = 0; i < keys.count && rc == RETRYQ_OK; i++) {
-        int64_t n = 0;
-        rc = key_size(client, false, keys.items[i], &n, err);
-        *total += n;
+    for (size_t p = 0; p < 2 && rc == RETRYQ_OK; p++) {
+        char pattern[2 * sizeof client->keys.processing_prefix + 2];
+        names_t keys = {0};
+        glob_prefix(prefixes[p], pattern, sizeof pattern);
+        rc = scan_keys(client, pattern, &keys, err);
+        if (rc == RETRYQ_OK)
+            names_sort_unique(&keys);
+        for (size_t i = 0; i < keys.count && rc == RETRYQ_OK; i++) {
+            int64_t n = 0;
+            rc = key_size(client, commands[p], keys.items[i], &n, err);
+            *total += n;
+        }
+        names_free(&keys);
     }
-    names_free(&keys);
     return rc;
 }
 
@@ -152,9 +163,15 @@ static int read_worker(retryq_client_t *client, const redisReply *id, const redi
         return rq_error(err, RETRYQ_ERR_REDIS, "Redis ZRANGE: unexpected worker entry");
     rq_copy(out->id, sizeof out->id, id->str);
     out->heartbeat_age_ms = now_ms - (int64_t)strtod(score->str, NULL);
+    int64_t landed = 0;
     if (retryq_keys_processing(&client->keys, id->str, key, sizeof key) < 0)
         return rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no processing key", out->id);
-    return key_size(client, false, key, &out->inflight, err);
+    int rc = key_size(client, "LLEN", key, &landed, err);
+    if (rc != RETRYQ_OK || retryq_keys_taken(&client->keys, id->str, key, sizeof key) < 0)
+        return rc != RETRYQ_OK ? rc : rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no key", out->id);
+    rc = key_size(client, "HLEN", key, &out->inflight, err);
+    out->inflight += landed;
+    return rc;
 }
 
 static int read_workers(retryq_client_t *client, int64_t now_ms, retryq_stats_t *out,
@@ -207,11 +224,11 @@ int retryq_stats(retryq_client_t *client, retryq_stats_t *out, retryq_error_t *e
     const retryq_keys_t *k = &client->keys;
     int rc = rq_client_time_ms(client, &now_ms, err);
     if (rc == RETRYQ_OK)
-        rc = key_size(client, false, k->pending, &out->pending, err);
+        rc = key_size(client, "LLEN", k->pending, &out->pending, err);
     if (rc == RETRYQ_OK)
-        rc = key_size(client, true, k->delayed, &out->delayed, err);
+        rc = key_size(client, "ZCARD", k->delayed, &out->delayed, err);
     if (rc == RETRYQ_OK)
-        rc = key_size(client, false, k->dead, &out->dead, err);
+        rc = key_size(client, "LLEN", k->dead, &out->dead, err);
     if (rc == RETRYQ_OK)
         rc = processing_total(client, &out->processing, err);
     if (rc == RETRYQ_OK)

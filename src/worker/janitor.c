@@ -22,8 +22,11 @@
  * ZRANGEBYSCORE: no script) and strikes the candidates whose execution id it sees.
  * Because the pages are separate calls, a job can move between two reads; the order of
  * the reads is chosen so that the moves the worker makes are still seen:
- *   processing lists ─► delayed set ─► queue ─► processing lists again
- * a job popped while the queue is read is in a processing list on the second read; one
+ *   workers' jobs ─► delayed set ─► queue ─► workers' jobs again
+ * where a worker's jobs are its processing list (LRANGE pages), then its taken hash (HSCAN
+ * pages, which return every field present for the whole scan): a job only moves from the
+ * list to the hash. A job popped while the queue is read is with a worker on the second
+ * read; one
  * promoted from the delayed set was seen there; one handed back from a processing list
  * was seen in the first read. The queue is read from the head (index 0, where producers
  * push) toward the tail, so a push only shifts entries already read and a pop only
@@ -136,7 +139,8 @@ typedef struct candidate {
 
 typedef enum phase {
     PHASE_WORKERS,     /* reading {Q}:workers (before each processing-list read) */
-    PHASE_PROCESSING,  /* the workers' lists, one after the other */
+    PHASE_PROCESSING,  /* the workers' processing lists and taken hashes, one after the other */
+    PHASE_TAKEN,       /* the taken hash of the worker whose list was just read */
     PHASE_DELAYED,
     PHASE_QUEUE,
     PHASE_DONE,
@@ -154,7 +158,7 @@ typedef struct sweep {
     char **workers;
     size_t nworkers, worker;
     long long offset;   /* list index, or rank among entries of score `score` */
-    char score[48];     /* delayed set: score cursor ("-inf" first) */
+    char score[48];     /* delayed set: score cursor ("-inf" first); taken hash: HSCAN cursor */
     size_t unseen;      /* candidates not seen in this pass */
     size_t finished;    /* suspects whose row was no longer open after the passes */
     uint64_t pages;     /* Redis calls made */
@@ -358,8 +362,35 @@ static void on_list_page(void *arg, const redisReply *r)
         strike(s, r->element[i]);
     s->offset += (long long)r->elements;
     if (r->elements < (size_t)s->w->cfg.sweep_page) {
-        if (s->phase == PHASE_PROCESSING && ++s->worker < s->nworkers)
-            s->offset = 0;
+        if (s->phase == PHASE_PROCESSING) {
+            s->phase = PHASE_TAKEN;
+            snprintf(s->score, sizeof s->score, "0");
+        } else {
+            next_step(s);
+        }
+    }
+    scan_next(s);
+}
+
+/* A page of a worker's taken hash: [cursor, [job, copies, ...]]. */
+static void on_hash_page(void *arg, const redisReply *r)
+{
+    sweep_t *s = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof s->score ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        log_warn("sweep.redis", "orphan sweep: Redis did not answer a page; trying next time");
+        sweep_end(s);
+        return;
+    }
+    const redisReply *kv = r->element[1];
+    for (size_t i = 0; i < kv->elements; i += 2)
+        strike(s, kv->element[i]);
+    snprintf(s->score, sizeof s->score, "%s", r->element[0]->str);
+    if (strcmp(s->score, "0") == 0) {
+        s->offset = 0;
+        if (++s->worker < s->nworkers)
+            s->phase = PHASE_PROCESSING;
         else
             next_step(s);
     }
@@ -454,6 +485,17 @@ static void scan_next(sweep_t *s)
         snprintf(b, sizeof b, "%lld", s->offset + w->cfg.sweep_page - 1);
         const char *argv[] = {"LRANGE", key, a, b};
         queue_command(w->queue, 4, argv, on_list_page, s);
+        return;
+    }
+    case PHASE_TAKEN: {
+        char key[RETRYQ_MAX_QUEUE_NAME + 600];
+        if (retryq_keys_taken(&w->keys, s->workers[s->worker], key, sizeof key) < 0) {
+            sweep_end(s);
+            return;
+        }
+        snprintf(b, sizeof b, "%d", w->cfg.sweep_page);
+        const char *argv[] = {"HSCAN", key, s->score, "COUNT", b};
+        queue_command(w->queue, 5, argv, on_hash_page, s);
         return;
     }
     case PHASE_DELAYED: {

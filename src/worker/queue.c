@@ -7,9 +7,17 @@
  * full jitter. hiredis frees a context itself when it is lost and calls every pending
  * reply callback with a NULL reply: NULL always means "outcome unknown", never failure.
  *
+ * The jobs a worker holds are in its taken hash {Q}:taken:<id> (field: the job's exact
+ * text, value: its copies), so an ack costs the same with 64 or 10,000 in flight (an LREM
+ * on a list of the jobs held walked the list: 226 us a call at 10,000). Its processing
+ * list {Q}:processing:<id> is only where a blocking pop lands (BLMOVE moves into a list):
+ * LUA_POP_CHECK moves the job from there into the hash before the worker sees it; the batch
+ * pop moves straight into the hash. Whatever reads what a worker holds reads both, the
+ * list first (a job only ever goes from the list to the hash).
+ *
  * Operations (ack, dead, delay, requeue) live in a FIFO until Redis answers them; after
- * a reconnect the unanswered ones are sent again. Every operation is a Lua script (or
- * LREM) that only acts while the job is still in this worker's processing list, so a
+ * a reconnect the unanswered ones are sent again. Every operation is a Lua script that
+ * only acts while the job is still in this worker's taken hash (take, below), so a
  * resend after a lost reply changes nothing. The watchdog (queue_watchdog, run by the
  * worker's periodic schedule) drops a connection whose reply is overdue (hiredis 0.14 has
  * no command timeout of its own).
@@ -45,12 +53,21 @@
 #define PROMOTE_SOON_WITHIN_MS 1000
 #define PROMOTE_SOON_MIN_MS 20
 
+/* take(h, v): one copy of job v out of the taken hash h; 1 when it held one, else 0. */
+#define LUA_TAKE                                                                            \
+    "local function take(h, v)\n"                                                           \
+    "  local c = tonumber(redis.call('HGET', h, v))\n"                                      \
+    "  if not c then return 0 end\n"                                                        \
+    "  if c > 1 then redis.call('HINCRBY', h, v, -1) else redis.call('HDEL', h, v) end\n"   \
+    "  return 1\n"                                                                          \
+    "end\n"
+
 /*
- * KEYS: queue, processing, cancelled, workers. ARGV: max jobs, own id. Moves up to ARGV[1]
- * jobs from the queue into the processing list, oldest first. While {Q}:cancelled holds
- * tombstones (retryq_cancel), a job whose identity has one is taken out of the processing
- * list again (RPOPLPUSH put it at the head), its tombstone is consumed and it is not
- * handed out: its identities come last in the reply, as one nested array. The worker is
+ * KEYS: queue, taken, cancelled, workers. ARGV: max jobs, own id. Moves up to ARGV[1]
+ * jobs from the queue into the taken hash, oldest first. While {Q}:cancelled holds
+ * tombstones (retryq_cancel), a job whose identity has one is not taken: its tombstone is
+ * consumed and it is not handed out (it left the queue, so it never runs); its identities
+ * come last in the reply, as one nested array. The worker is
  * put in {Q}:workers when it is not there yet (its first heartbeat travels on the other
  * connection and may arrive later), so a cancel that reads the workers sees every list
  * a job can be in. ZCARD, not EXISTS: the least-privilege ACL of docs/security.md grants
@@ -65,55 +82,58 @@ static const char LUA_POP_BATCH[] =
     "local check = redis.call('ZCARD', KEYS[3]) > 0\n"
     "local out, gone = {}, {}\n"
     "for i = 1, tonumber(ARGV[1]) do\n"
-    "  local v = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])\n"
+    "  local v = redis.call('RPOP', KEYS[1])\n"
     "  if not v then break end\n"
     "  local id = check and ident(v)\n"
     "  if id and redis.call('ZSCORE', KEYS[3], id) then\n"
-    "    redis.call('LREM', KEYS[2], 1, v)\n"
     "    redis.call('ZREM', KEYS[3], id)\n"
     "    gone[#gone + 1] = id\n"
     "  else\n"
+    "    redis.call('HINCRBY', KEYS[2], v, 1)\n"
     "    out[#out + 1] = v\n"
     "  end\n"
     "end\n"
     "if #gone > 0 then out[#out + 1] = gone end\n"
     "return out\n";
 
-/* KEYS: processing, cancelled. ARGV: the job a blocking pop just moved. The tombstone
- * check of LUA_POP_BATCH for that one job: the job itself when it may run, else {identity}
- * (it left the processing list and its tombstone is consumed). */
+/* KEYS: processing, taken, cancelled. ARGV: the job a blocking pop just moved. The
+ * tombstone check of LUA_POP_BATCH for that one job, which leaves the processing list: the
+ * job itself, now in the taken hash, when it may run; else {{identity}} (its tombstone is
+ * consumed), as LUA_POP_BATCH nests them; {} when the list no longer holds it. The list
+ * is short (a job stays there only until this check) and BLMOVE put the job at its head. */
 static const char LUA_POP_CHECK[] =
     RQ_LUA_IDENTITY
-    "if redis.call('ZCARD', KEYS[2]) == 0 then return ARGV[1] end\n"
-    "local id = ident(ARGV[1])\n"
-    "if id and redis.call('ZSCORE', KEYS[2], id) then\n"
-    "  redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
-    "  redis.call('ZREM', KEYS[2], id)\n"
-    "  return {id}\n"
+    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {} end\n"
+    "local id = redis.call('ZCARD', KEYS[3]) > 0 and ident(ARGV[1])\n"
+    "if id and redis.call('ZSCORE', KEYS[3], id) then\n"
+    "  redis.call('ZREM', KEYS[3], id)\n"
+    "  return {{id}}\n"
     "end\n"
+    "redis.call('HINCRBY', KEYS[2], ARGV[1], 1)\n"
     "return ARGV[1]\n";
 
-/* KEYS: processing, cancelled. The own list after the pop connection was lost, with the
- * tombstone check of the pops: a job a blocking pop moved whose LUA_POP_CHECK reply was
- * lost is dropped here when it is cancelled (no job of the list that was handed out has a
- * tombstone: every way into the list checks). The cancelled identities come last, nested. */
-static const char LUA_RESCAN[] =
+/* KEYS: processing, taken, cancelled. ARGV: at most. Up to ARGV[1] jobs left in the
+ * processing list (a blocking pop whose LUA_POP_CHECK reply was lost with its connection,
+ * or that was never sent) go into the taken hash with the check of the pops: a cancelled
+ * one is dropped and its tombstone consumed. The reply: {{the cancelled identities}}. The
+ * jobs are then handed out by the read of the hash that follows (the rescan, the
+ * self-check). */
+static const char LUA_SETTLE[] =
     RQ_LUA_IDENTITY
-    "local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
-    "if redis.call('ZCARD', KEYS[2]) == 0 then return all end\n"
-    "local out, gone = {}, {}\n"
-    "for _, v in ipairs(all) do\n"
-    "  local id = ident(v)\n"
-    "  if id and redis.call('ZSCORE', KEYS[2], id) then\n"
-    "    redis.call('LREM', KEYS[1], 1, v)\n"
-    "    redis.call('ZREM', KEYS[2], id)\n"
+    "local check = redis.call('ZCARD', KEYS[3]) > 0\n"
+    "local gone = {}\n"
+    "for i = 1, tonumber(ARGV[1]) do\n"
+    "  local v = redis.call('RPOP', KEYS[1])\n"
+    "  if not v then break end\n"
+    "  local id = check and ident(v)\n"
+    "  if id and redis.call('ZSCORE', KEYS[3], id) then\n"
+    "    redis.call('ZREM', KEYS[3], id)\n"
     "    gone[#gone + 1] = id\n"
     "  else\n"
-    "    out[#out + 1] = v\n"
+    "    redis.call('HINCRBY', KEYS[2], v, 1)\n"
     "  end\n"
     "end\n"
-    "if #gone > 0 then out[#out + 1] = gone end\n"
-    "return out\n";
+    "return {gone}\n";
 
 /* KEYS: cancelled. ARGV: retention ms. Tombstones older than the retention are dropped
  * (a cancelled job normally consumes its own at the pop; one whose job never came back,
@@ -123,24 +143,30 @@ static const char LUA_TRIM_CANCELLED[] =
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))\n";
 
-/* KEYS: processing, dead. ARGV: payload, dead entry, cap. */
+/* KEYS: taken. ARGV: payload. The ack. */
+static const char LUA_ACK[] = LUA_TAKE "return take(KEYS[1], ARGV[1])\n";
+
+/* KEYS: taken, dead. ARGV: payload, dead entry, cap. */
 static const char LUA_DEAD[] =
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
+    LUA_TAKE
+    "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "redis.call('LPUSH', KEYS[2], ARGV[2])\n"
     "redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)\n"
     "return 1\n";
 
-/* KEYS: processing, delayed. ARGV: payload, next payload, delay ms. */
+/* KEYS: taken, delayed. ARGV: payload, next payload, delay ms. */
 static const char LUA_DELAY[] =
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
+    LUA_TAKE
+    "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])\n"
     "return 1\n";
 
-/* KEYS: processing, queue. ARGV: payload. RPUSH puts it where the next pop takes from. */
+/* KEYS: taken, queue. ARGV: payload. RPUSH puts it where the next pop takes from. */
 static const char LUA_REQUEUE[] =
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
+    LUA_TAKE
+    "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
@@ -184,35 +210,68 @@ static const char LUA_EXPIRED[] =
 #define MOVE_BUMP_MAX_ARG "50"
 
 /*
- * KEYS: workers, queue, workerinfo, then the processing list of each worker named in
- * ARGV. ARGV: lease ms, max jobs per call, then the worker ids (ARGV[i - 1] owns
- * KEYS[i]). Each worker still silent for longer than the lease (checked again: it may have
- * come back since LUA_EXPIRED) loses its list: each job goes back to the head of the queue
- * (so it runs next) with its delivery count raised by one — an expired lease counts as a
- * delivery, so a job that keeps killing workers ends up in the dead list. Oldest jobs end
- * nearest the head. At most ARGV[2] jobs per call (the reply: how many moved); a worker
- * leaves {Q}:workers (and {Q}:workerinfo) only with its list empty, so the next call
+ * hand_back(list, hash, dest, most, change): up to `most` jobs of a worker's processing
+ * list, then of its taken hash (each copy), go to the tail of `dest` (where the next pop
+ * takes), changed by `change` when one is given; the reply: how many moved (at least
+ * `most` when some may be left). The hash is read with HSCAN from its start every call: the
+ * fields read are deleted, and a hash that shrinks is resized by Redis, so a call reads
+ * about `most` entries. A hash has no order: the jobs of the hash come back in no
+ * particular order.
+ */
+#define LUA_HAND_BACK                                                                       \
+    "local function hand_back(list, hash, dest, most, change)\n"                            \
+    "  local n = 0\n"                                                                       \
+    "  while n < most do\n"                                                                 \
+    "    local v = redis.call('LPOP', list)\n"                                              \
+    "    if not v then break end\n"                                                         \
+    "    redis.call('RPUSH', dest, change and change(v) or v)\n"                            \
+    "    n = n + 1\n"                                                                       \
+    "  end\n"                                                                               \
+    "  local cursor = '0'\n"                                                                \
+    "  while n < most do\n"                                                                 \
+    "    local page = redis.call('HSCAN', hash, cursor, 'COUNT', most - n)\n"               \
+    "    local kv = page[2]\n"                                                              \
+    "    for i = 1, #kv, 2 do\n"                                                            \
+    "      local v = change and change(kv[i]) or kv[i]\n"                                   \
+    "      for _ = 1, math.max(1, math.min(tonumber(kv[i + 1]) or 1, 1000)) do\n"           \
+    "        redis.call('RPUSH', dest, v)\n"                                                \
+    "        n = n + 1\n"                                                                   \
+    "      end\n"                                                                           \
+    "      redis.call('HDEL', hash, kv[i])\n"                                               \
+    "    end\n"                                                                             \
+    "    cursor = page[1]\n"                                                                \
+    "    if cursor == '0' then break end\n"                                                 \
+    "  end\n"                                                                               \
+    "  return n\n"                                                                          \
+    "end\n"
+
+/*
+ * KEYS: workers, queue, workerinfo, then the processing list and the taken hash of each
+ * worker named in ARGV. ARGV: lease ms, max jobs per call, then the worker ids (ARGV[j + 2]
+ * owns KEYS[2j + 2] and KEYS[2j + 3]). Each worker still silent for longer than the lease
+ * (checked again: it may have come back since LUA_EXPIRED) loses its jobs: each goes back
+ * to the head of the queue (so it runs next) with its delivery count raised by one — an
+ * expired lease counts as a delivery, so a job that keeps killing workers ends up in the
+ * dead list. At most ARGV[2] jobs per call (the reply: how many moved); a worker leaves
+ * {Q}:workers (and {Q}:workerinfo) only with its list and hash empty, so the next call
  * (LUA_EXPIRED, then this) finds it again while jobs are left.
  */
 static const char LUA_RECOVER[] =
-    LUA_BUMP
+    LUA_BUMP LUA_HAND_BACK
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local budget = tonumber(ARGV[2])\n"
     "local moved = 0\n"
-    "for i = 4, #KEYS do\n"
-    "  local id = ARGV[i - 1]\n"
+    "for j = 1, (#KEYS - 3) / 2 do\n"
+    "  local id, list, hash = ARGV[j + 2], KEYS[2 * j + 2], KEYS[2 * j + 3]\n"
     "  local beat = redis.call('ZSCORE', KEYS[1], id)\n"
     "  if beat and tonumber(beat) <= now - tonumber(ARGV[1]) then\n"
-    "    local list = KEYS[i]\n"
-    "    while budget > 0 do\n"
-    "      local v = redis.call('LPOP', list)\n"
-    "      if not v then break end\n"
-    "      redis.call('RPUSH', KEYS[2], bump(v))\n"
-    "      moved = moved + 1\n"
-    "      budget = budget - 1\n"
+    "    if budget > 0 then\n"
+    "      local n = hand_back(list, hash, KEYS[2], budget, bump)\n"
+    "      moved = moved + n\n"
+    "      budget = budget - n\n"
     "    end\n"
-    "    if redis.call('LLEN', list) == 0 then\n"
+    "    if redis.call('LLEN', list) + redis.call('HLEN', hash) == 0 then\n"
     "      redis.call('ZREM', KEYS[1], id)\n"
     "      redis.call('HDEL', KEYS[3], id)\n"
     "    end\n"
@@ -221,9 +280,9 @@ static const char LUA_RECOVER[] =
     "return moved\n";
 
 /*
- * KEYS: workers, queue, workerinfo, the worker's processing list. ARGV: worker id,
- * expected info ("" = any), max jobs per call. The list of one worker known to be dead
- * goes back to the head of the queue, delivery counts raised (as lease recovery does),
+ * KEYS: workers, queue, workerinfo, the worker's processing list, its taken hash. ARGV:
+ * worker id, expected info ("" = any), max jobs per call. The jobs of one worker known to
+ * be dead go back to the head of the queue, delivery counts raised (as lease recovery does),
  * without waiting for its lease: this worker's own list at start (a restart with a fixed
  * id), or a predecessor on this host whose process is gone. At most ARGV[3] jobs per call
  * (the reply: how many moved); a predecessor leaves {Q}:workers and {Q}:workerinfo with
@@ -231,17 +290,10 @@ static const char LUA_RECOVER[] =
  * a no-op (-1) when the id was registered again meanwhile.
  */
 static const char LUA_RECLAIM[] =
-    LUA_BUMP
+    LUA_BUMP LUA_HAND_BACK
     "if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return -1 end\n"
-    "local most = tonumber(ARGV[3])\n"
-    "local moved = 0\n"
-    "while moved < most do\n"
-    "  local v = redis.call('LPOP', KEYS[4])\n"
-    "  if not v then break end\n"
-    "  redis.call('RPUSH', KEYS[2], bump(v))\n"
-    "  moved = moved + 1\n"
-    "end\n"
-    "if ARGV[2] ~= '' and redis.call('LLEN', KEYS[4]) == 0 then\n"
+    "local moved = hand_back(KEYS[4], KEYS[5], KEYS[2], tonumber(ARGV[3]), bump)\n"
+    "if ARGV[2] ~= '' and redis.call('LLEN', KEYS[4]) + redis.call('HLEN', KEYS[5]) == 0 then\n"
     "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "  redis.call('HDEL', KEYS[3], ARGV[1])\n"
     "end\n"
@@ -266,30 +318,24 @@ static const char LUA_PROMOTE_NEXT[] =
     "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
     "return {#due, nxt[2] and math.max(0, tonumber(nxt[2]) - now) or -1}\n";
 
-/* KEYS: processing, queue, workers, workerinfo. ARGV: own id, max jobs per call. Up to
- * ARGV[2] jobs of the own list go to the tail of the queue (taken next, oldest first);
- * with the list empty the worker leaves {Q}:workers and {Q}:workerinfo. The reply: the
- * jobs still in the list (0: all handed back, the worker is gone). */
+/* KEYS: processing, taken, queue, workers, workerinfo. ARGV: own id, max jobs per call. Up
+ * to ARGV[2] jobs of the own list and hash go to the tail of the queue (taken next); with
+ * both empty the worker leaves {Q}:workers and {Q}:workerinfo. The reply: the entries still
+ * held (0: all handed back, the worker is gone). */
 static const char LUA_LEAVE[] =
-    "local n = 0\n"
-    "local most = tonumber(ARGV[2])\n"
-    "while n < most do\n"
-    "  local v = redis.call('LPOP', KEYS[1])\n"
-    "  if not v then break end\n"
-    "  redis.call('RPUSH', KEYS[2], v)\n"
-    "  n = n + 1\n"
-    "end\n"
-    "local left = redis.call('LLEN', KEYS[1])\n"
+    LUA_HAND_BACK
+    "hand_back(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]))\n"
+    "local left = redis.call('LLEN', KEYS[1]) + redis.call('HLEN', KEYS[2])\n"
     "if left == 0 then\n"
-    "  redis.call('ZREM', KEYS[3], ARGV[1])\n"
-    "  redis.call('HDEL', KEYS[4], ARGV[1])\n"
+    "  redis.call('ZREM', KEYS[4], ARGV[1])\n"
+    "  redis.call('HDEL', KEYS[5], ARGV[1])\n"
     "end\n"
     "return left\n";
 
-/* KEYS: queue, delayed, workers, this worker's processing list, then the processing list
- * of every other worker named in ARGV. ARGV: suspect ms, the number of workers when they
- * were read, then the ids (ARGV[i - 2] owns KEYS[i]). Counts every job, the ones in this
- * worker's own list too: the caller holds nothing then, so a job there is one its
+/* KEYS: queue, delayed, workers, this worker's processing list and taken hash, then the
+ * processing list and taken hash of every other worker named in ARGV. ARGV: suspect ms,
+ * the number of workers when they were read, then the ids (ARGV[j + 2] owns KEYS[2j + 4]
+ * and KEYS[2j + 5]). Counts every job, the ones this worker holds too: the caller holds nothing then, so a job there is one its
  * blocking pop has just moved whose reply has not arrived (the count runs on the other
  * connection), or one its self-check will adopt. Counts a silent worker (no heartbeat for
  * ARGV[1] ms) as work until lease recovery has removed it, so --exit-when-idle waits for
@@ -298,25 +344,26 @@ static const char LUA_LEAVE[] =
 static const char LUA_COUNT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('LLEN', KEYS[4])\n"
+    "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) +\n"
+    "          redis.call('LLEN', KEYS[4]) + redis.call('HLEN', KEYS[5])\n"
     "if redis.call('ZCARD', KEYS[3]) ~= tonumber(ARGV[2]) then n = n + 1 end\n"
-    "for i = 5, #KEYS do\n"
-    "  n = n + redis.call('LLEN', KEYS[i])\n"
-    "  local beat = redis.call('ZSCORE', KEYS[3], ARGV[i - 2])\n"
+    "for j = 1, (#KEYS - 5) / 2 do\n"
+    "  n = n + redis.call('LLEN', KEYS[2 * j + 4]) + redis.call('HLEN', KEYS[2 * j + 5])\n"
+    "  local beat = redis.call('ZSCORE', KEYS[3], ARGV[j + 2])\n"
     "  if beat and now - tonumber(beat) > tonumber(ARGV[1]) then n = n + 1 end\n"
     "end\n"
     "return n\n";
 
-/* KEYS: queue, delayed, dead, workers, then the processing list of each worker read
- * before. ARGV: lease ms. The figures of /metrics in one call: depths, workers (all / live
+/* KEYS: queue, delayed, dead, workers, then the processing list and taken hash of each
+ * worker read before. ARGV: lease ms. The figures of /metrics in one call: depths, workers (all / live
  * by heartbeat), Redis's clock and the next job to be taken (for the age of the oldest
  * waiting job). */
 static const char LUA_DEPTHS[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local processing = 0\n"
-    "for i = 5, #KEYS do\n"
-    "  processing = processing + redis.call('LLEN', KEYS[i])\n"
+    "for i = 5, #KEYS, 2 do\n"
+    "  processing = processing + redis.call('LLEN', KEYS[i]) + redis.call('HLEN', KEYS[i + 1])\n"
     "end\n"
     "local live = redis.call('ZCOUNT', KEYS[4], now - tonumber(ARGV[1]), '+inf')\n"
     "local oldest = redis.call('LINDEX', KEYS[1], -1) or ''\n"
@@ -365,6 +412,7 @@ struct queue {
     retryq_keys_t keys;
     char worker_id[256];
     char processing[RETRYQ_MAX_QUEUE_NAME + 300];
+    char taken[RETRYQ_MAX_QUEUE_NAME + 300];
     queue_callbacks_t cb;
     conn_t pop;
     conn_t cmd;
@@ -373,7 +421,7 @@ struct queue {
     bool pop_checking;       /* the reply awaited is LUA_POP_CHECK's, after a blocking pop */
     bool checking;           /* a self-check of the own list is out on the command conn */
     bool check_due;          /* a self-check waits for the pop in flight to answer */
-    int64_t check_cursor;    /* self-check: entries from the tail already read */
+    char check_cursor[24];   /* self-check: the HSCAN cursor of the taken hash ("0": start) */
     bool leaving;            /* queue_leave called: take nothing, send no heartbeat */
     bool leave_sent;         /* the LEAVE operation is queued */
     void (*leave_done)(void *arg, bool empty);
@@ -612,6 +660,37 @@ static void parse_info(queue_t *q, const char *info)
     }
 }
 
+/* LUA_SETTLE's answer (the rescan's and the self-check's first call): the cancelled jobs it
+ * dropped. The read of the hash that follows it decides what comes next. */
+static void on_settle_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    conn_t *c = privdata;
+    redisReply *r = reply;
+    if (r == NULL || c->ac != ac)
+        return;
+    conn_replied(c);
+    if (reply_is_error(r)) {
+        log_warn("redis.settle", "moving the own processing list into the taken hash failed: %s",
+                 r->str);
+        if (reply_is_transient(r))
+            conn_drop(c, r->str);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1)
+        deliver(c->q, r->element[0], true);
+}
+
+/* Sends LUA_SETTLE then the read of the taken hash (`argv`) on connection `c`, one after the
+ * other: the read sees what the settle moved. */
+static bool send_settled_read(queue_t *q, conn_t *c, redisCallbackFn *fn, int argc,
+                              const char **argv)
+{
+    const char *settle[] = {"EVAL", LUA_SETTLE, "3", q->processing, q->taken,
+                            q->keys.cancelled, MOVE_MAX_ARG};
+    return conn_send(c, on_settle_reply, c, 7, settle, NULL) && c->ac != NULL &&
+           conn_send(c, fn, q, argc, argv, NULL);
+}
+
 static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     queue_t *q = privdata;
@@ -627,10 +706,9 @@ static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)
     /* popping stays set while the jobs are handed out, so the room they free or take
      * cannot start a pop in the middle. */
     if (!q->leaving && r->type == REDIS_REPLY_ARRAY)
-        for (size_t i = r->elements; i > 0; i--) { /* oldest first */
-            const redisReply *e = r->element[i - 1];
-            if ((e->type == REDIS_REPLY_STRING && !op_pending_for(q, e->str, e->len)) ||
-                e->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_STRING && !op_pending_for(q, e->str, e->len))
                 deliver(q, e, true);
         }
     q->popping = false;
@@ -643,9 +721,10 @@ static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata);
  * sent before it is done). */
 static void send_adopt(queue_t *q)
 {
-    const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
-                          q->workerinfo, q->processing, q->worker_id, "", MOVE_BUMP_MAX_ARG};
-    conn_send(&q->pop, on_adopt_reply, q, 10, argv, NULL);
+    const char *argv[] = {"EVAL", LUA_RECLAIM, "5", q->keys.workers, q->keys.pending,
+                          q->workerinfo, q->processing, q->taken, q->worker_id, "",
+                          MOVE_BUMP_MAX_ARG};
+    conn_send(&q->pop, on_adopt_reply, q, 11, argv, NULL);
 }
 
 /* The own list at start: what a predecessor with this id left goes back to the queue, a
@@ -766,12 +845,12 @@ static void on_setup_done(redisAsyncContext *ac, void *reply, void *privdata)
             send_adopt(q);
         } else if (q->had_pop_connection) {
             /* A pop answer lost with the old connection may have moved jobs into this
-             * worker's list; lease recovery would find them only after this worker
-             * dies, so read the list and let the worker adopt what it does not hold. */
-            const char *argv[] = {"EVAL", LUA_RESCAN, "2", q->processing, q->keys.cancelled};
+             * worker's list or hash; lease recovery would find them only after this
+             * worker dies, so read them and let the worker adopt what it does not hold. */
+            const char *argv[] = {"HKEYS", q->taken};
             q->popping = true;
             q->unblock_sent = false;
-            conn_send(c, on_rescan_reply, q, 5, argv, NULL);
+            send_settled_read(q, c, on_rescan_reply, 2, argv);
         }
         q->had_pop_connection = true;
     }
@@ -1059,11 +1138,12 @@ static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (!was_check && !q->leaving && r->type == REDIS_REPLY_STRING) {
         /* A blocking pop moved one job: the tombstone check (LUA_POP_CHECK) decides before
          * the worker sees it; its reply comes back here. */
-        const char *argv[] = {"EVAL", LUA_POP_CHECK, "2", q->processing, q->keys.cancelled, r->str};
-        size_t lens[] = {4, sizeof LUA_POP_CHECK - 1, 1, strlen(q->processing),
+        const char *argv[] = {"EVAL",   LUA_POP_CHECK, "3", q->processing, q->taken,
+                              q->keys.cancelled, r->str};
+        size_t lens[] = {4, sizeof LUA_POP_CHECK - 1, 1, strlen(q->processing), strlen(q->taken),
                          strlen(q->keys.cancelled), r->len};
         q->pop_checking = true;
-        if (conn_send(&q->pop, on_pop_reply, q, 6, argv, lens))
+        if (conn_send(&q->pop, on_pop_reply, q, 7, argv, lens))
             return;
         q->pop_checking = false;
         q->popping = false; /* not sent: the job stays in the list for the self-check */
@@ -1141,7 +1221,7 @@ static void maybe_pop(queue_t *q)
         char n[24];
         size_t batch = q->room < (size_t)q->cfg.batch ? q->room : (size_t)q->cfg.batch;
         snprintf(n, sizeof n, "%zu", batch);
-        const char *argv[] = {"EVAL", LUA_POP_BATCH, "4", q->keys.pending, q->processing,
+        const char *argv[] = {"EVAL", LUA_POP_BATCH, "4", q->keys.pending, q->taken,
                               q->keys.cancelled, q->keys.workers, n, q->worker_id};
         conn_send(&q->pop, on_pop_reply, q, 9, argv, NULL);
         return;
@@ -1169,15 +1249,17 @@ void queue_set_room(queue_t *q, size_t room)
 /* ----------------------------------------------------------------- self-check */
 
 /*
- * A job can sit in this worker's list without being in flight: a write that Redis
+ * A job can sit in this worker's hash without being in flight: a write that Redis
  * refused (not transiently) or that could not be queued for lack of memory, a payload
- * the worker could not take in. Lease recovery never touches a live worker's list, so
- * every heartbeat one page of the list (from the tail, where the oldest jobs are) is
+ * the worker could not take in, a job left in the processing list by a pop check that
+ * could not be sent. Lease recovery never touches a live worker's jobs, so every heartbeat
+ * one page of the hash (HSCAN, its cursor kept from one heartbeat to the next; a round
+ * starts with LUA_SETTLE, which moves what the processing list holds into the hash) is
  * compared with the jobs in flight, and what is not held is taken again.
  *
  * The read goes on the command connection, after every operation already sent (so an
  * ack sent before it has acted), and no pop is out meanwhile (so no job can be in the
- * list before the pop's reply has handed it out). A job that ended after the read was
+ * hash before the pop's reply has handed it out). A job that ended after the read was
  * sent still has its operation waiting for a reply: op_pending_for skips it.
  */
 static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1188,14 +1270,15 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (r == NULL || q->cmd.ac != ac)
         return;
     conn_replied(&q->cmd);
-    if (r->type == REDIS_REPLY_ARRAY) {
-        q->check_cursor = r->elements < (size_t)q->cfg.self_check_page
-                              ? 0
-                              : q->check_cursor + q->cfg.self_check_page;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *kv = r->element[1];
+        rq_copy(q->check_cursor, sizeof q->check_cursor,
+                r->element[0]->len < sizeof q->check_cursor ? r->element[0]->str : "0");
         size_t taken = 0;
         q->checking = true; /* no pop from inside the loop (see on_pop_reply) */
-        for (size_t i = r->elements; i > 0 && q->room > 0 && !q->leaving; i--) {
-            const redisReply *e = r->element[i - 1];
+        for (size_t i = 0; i + 1 < kv->elements && q->room > 0 && !q->leaving; i += 2) {
+            const redisReply *e = kv->element[i];
             if (e->type != REDIS_REPLY_STRING || op_pending_for(q, e->str, e->len))
                 continue;
             size_t before = q->room;
@@ -1205,10 +1288,10 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
         }
         q->checking = false;
         if (taken > 0)
-            log_warn("redis.self_check", "%zu job(s) in this worker's processing list were not in "
+            log_warn("redis.self_check", "%zu job(s) this worker holds in Redis were not in "
                      "flight: taken again", taken);
     } else if (reply_is_error(r)) {
-        log_warn("redis.self_check", "reading the own list failed: %s", r->str);
+        log_warn("redis.self_check", "reading the own taken hash failed: %s", r->str);
         if (reply_is_transient(r)) {
             conn_drop(&q->cmd, r->str);
             return;
@@ -1224,12 +1307,14 @@ static void start_self_check(queue_t *q)
         maybe_pop(q);
         return;
     }
-    char from[24], to[24];
-    snprintf(from, sizeof from, "%lld", (long long)-(q->check_cursor + q->cfg.self_check_page));
-    snprintf(to, sizeof to, "%lld", (long long)-(q->check_cursor + 1));
-    const char *argv[] = {"LRANGE", q->processing, from, to};
+    char count[24];
+    snprintf(count, sizeof count, "%d", q->cfg.self_check_page);
+    const char *argv[] = {"HSCAN", q->taken, q->check_cursor, "COUNT", count};
     q->checking = true;
-    if (!conn_send(&q->cmd, on_check_reply, q, 4, argv, NULL)) {
+    bool sent = strcmp(q->check_cursor, "0") == 0
+                    ? send_settled_read(q, &q->cmd, on_check_reply, 5, argv)
+                    : conn_send(&q->cmd, on_check_reply, q, 5, argv, NULL);
+    if (!sent) {
         q->checking = false;
         maybe_pop(q);
     }
@@ -1383,9 +1468,9 @@ nomem:
 
 void queue_ack(queue_t *q, const char *payload, size_t len)
 {
-    const char *argv[] = {"LREM", q->processing, "-1", payload};
-    size_t lens[] = {4, strlen(q->processing), 2, len};
-    op_push(q, 4, argv, lens, 3, NULL, NULL);
+    const char *argv[] = {"EVAL", LUA_ACK, "1", q->taken, payload};
+    size_t lens[] = {4, sizeof LUA_ACK - 1, 1, strlen(q->taken), len};
+    op_push(q, 5, argv, lens, 4, NULL, NULL);
 }
 
 void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason)
@@ -1414,8 +1499,8 @@ void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason)
     text = cJSON_PrintUnformatted(entry);
     if (text == NULL)
         goto cleanup;
-    const char *argv[] = {"EVAL", LUA_DEAD, "2", q->processing, q->keys.dead, payload, text, cap};
-    size_t lens[] = {4, sizeof LUA_DEAD - 1, 1, strlen(q->processing), strlen(q->keys.dead),
+    const char *argv[] = {"EVAL", LUA_DEAD, "2", q->taken, q->keys.dead, payload, text, cap};
+    size_t lens[] = {4, sizeof LUA_DEAD - 1, 1, strlen(q->taken), strlen(q->keys.dead),
                      len, strlen(text), strlen(cap)};
     op_push(q, 8, argv, lens, 5, NULL, NULL);
 cleanup:
@@ -1431,17 +1516,17 @@ void queue_delay(queue_t *q, const char *payload, size_t len, const char *next_p
 {
     char delay[24];
     snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
-    const char *argv[] = {"EVAL", LUA_DELAY, "2", q->processing, q->keys.delayed, payload,
+    const char *argv[] = {"EVAL", LUA_DELAY, "2", q->taken, q->keys.delayed, payload,
                           next_payload, delay};
-    size_t lens[] = {4, sizeof LUA_DELAY - 1, 1, strlen(q->processing), strlen(q->keys.delayed),
+    size_t lens[] = {4, sizeof LUA_DELAY - 1, 1, strlen(q->taken), strlen(q->keys.delayed),
                      len, strlen(next_payload), strlen(delay)};
     op_push(q, 8, argv, lens, 5, NULL, NULL);
 }
 
 void queue_requeue(queue_t *q, const char *payload, size_t len)
 {
-    const char *argv[] = {"EVAL", LUA_REQUEUE, "2", q->processing, q->keys.pending, payload};
-    size_t lens[] = {4, sizeof LUA_REQUEUE - 1, 1, strlen(q->processing),
+    const char *argv[] = {"EVAL", LUA_REQUEUE, "2", q->taken, q->keys.pending, payload};
+    size_t lens[] = {4, sizeof LUA_REQUEUE - 1, 1, strlen(q->taken),
                      strlen(q->keys.pending), len};
     op_push(q, 6, argv, lens, 5, NULL, NULL);
 }
@@ -1449,10 +1534,10 @@ void queue_requeue(queue_t *q, const char *payload, size_t len)
 /* -------------------------------------------------------------------- maintenance */
 
 /*
- * A script that visits other workers' processing lists names each of them in KEYS (a
- * Redis Cluster routes a script by its KEYS, and moves keys during a migration by them):
- * the workers are read first (ZRANGE {Q}:workers, or LUA_EXPIRED) and the script is built
- * from that reply. keyed_eval: EVAL script N <fixed keys> <a processing list per id>
+ * A script that visits other workers' jobs names their keys in KEYS (a Redis Cluster
+ * routes a script by its KEYS, and moves keys during a migration by them): the workers are
+ * read first (ZRANGE {Q}:workers, or LUA_EXPIRED) and the script is built from that reply.
+ * keyed_eval: EVAL script N <fixed keys> <a processing list and a taken hash per id>
  * <fixed args> <the ids>, the id `skip` left out; the strings are owned by the struct.
  */
 typedef struct keyed_eval {
@@ -1482,23 +1567,24 @@ static bool keyed_eval_build(queue_t *q, keyed_eval_t *e, const char *script, in
 {
     size_t n = 0, cap = sizeof q->processing;
     memset(e, 0, sizeof *e);
-    e->argv = malloc((3 + (size_t)nkeys + (size_t)nargs + 2 * ids->elements) * sizeof *e->argv);
-    e->names = malloc((ids->elements > 0 ? ids->elements : 1) * cap);
+    e->argv = malloc((3 + (size_t)nkeys + (size_t)nargs + 3 * ids->elements) * sizeof *e->argv);
+    e->names = malloc((ids->elements > 0 ? ids->elements : 1) * 2 * cap);
     if (e->argv == NULL || e->names == NULL) {
         keyed_eval_free(e);
         return false;
     }
     for (size_t i = 0; i < ids->elements; i++)
         if (keyed_eval_takes(q, ids->element[i], skip) &&
-            retryq_keys_processing(&q->keys, ids->element[i]->str, e->names + n * cap, cap) >= 0)
+            retryq_keys_processing(&q->keys, ids->element[i]->str, e->names + 2 * n * cap, cap) >= 0 &&
+            retryq_keys_taken(&q->keys, ids->element[i]->str, e->names + (2 * n + 1) * cap, cap) >= 0)
             n++;
-    snprintf(e->count, sizeof e->count, "%zu", (size_t)nkeys + n);
+    snprintf(e->count, sizeof e->count, "%zu", (size_t)nkeys + 2 * n);
     e->argv[e->argc++] = "EVAL";
     e->argv[e->argc++] = script;
     e->argv[e->argc++] = e->count;
     for (int i = 0; i < nkeys; i++)
         e->argv[e->argc++] = keys[i];
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < 2 * n; i++)
         e->argv[e->argc++] = e->names + i * cap;
     for (int i = 0; i < nargs; i++)
         e->argv[e->argc++] = args[i];
@@ -1859,6 +1945,7 @@ static bool predecessor_gone(const queue_t *q, const char *info)
 typedef struct reclaim {
     queue_t *q;
     char list[sizeof ((queue_t *)NULL)->processing];
+    char taken[sizeof ((queue_t *)NULL)->taken];
     char id[256];
     char info[200];
     long long moved;
@@ -1869,9 +1956,9 @@ static void on_reclaim_reply(redisAsyncContext *ac, void *reply, void *privdata)
 static void send_reclaim(reclaim_t *rc)
 {
     queue_t *q = rc->q;
-    const char *argv[] = {"EVAL", LUA_RECLAIM, "4", q->keys.workers, q->keys.pending,
-                          q->workerinfo, rc->list, rc->id, rc->info, MOVE_BUMP_MAX_ARG};
-    if (q->cmd.state != CONN_READY || !conn_send(&q->cmd, on_reclaim_reply, rc, 10, argv, NULL))
+    const char *argv[] = {"EVAL",   LUA_RECLAIM, "5",      q->keys.workers,  q->keys.pending,
+                          q->workerinfo, rc->list,  rc->taken, rc->id, rc->info, MOVE_BUMP_MAX_ARG};
+    if (q->cmd.state != CONN_READY || !conn_send(&q->cmd, on_reclaim_reply, rc, 11, argv, NULL))
         free(rc); /* lease recovery takes what is left */
 }
 
@@ -1906,7 +1993,8 @@ static void on_workerinfo_reply(void *arg, const redisReply *r)
         reclaim_t *rc = calloc(1, sizeof *rc);
         if (rc == NULL || strlen(id->str) >= sizeof rc->id ||
             strlen(info->str) >= sizeof rc->info ||
-            retryq_keys_processing(&q->keys, id->str, rc->list, sizeof rc->list) < 0) {
+            retryq_keys_processing(&q->keys, id->str, rc->list, sizeof rc->list) < 0 ||
+            retryq_keys_taken(&q->keys, id->str, rc->taken, sizeof rc->taken) < 0) {
             free(rc); /* lease recovery takes its list */
             continue;
         }
@@ -2075,9 +2163,10 @@ static void on_leave_reply(queue_t *q, const redisReply *r)
  * (a repeat moves the next jobs, or none). */
 static void push_leave(queue_t *q)
 {
-    const char *argv[] = {"EVAL", LUA_LEAVE, "4", q->processing, q->keys.pending,
-                          q->keys.workers, q->workerinfo, q->worker_id, MOVE_MAX_ARG};
-    op_t *op = op_push(q, 9, argv, NULL, -1, NULL, NULL);
+    const char *argv[] = {"EVAL",          LUA_LEAVE,     "5",          q->processing,
+                          q->taken,        q->keys.pending, q->keys.workers, q->workerinfo,
+                          q->worker_id,    MOVE_MAX_ARG};
+    op_t *op = op_push(q, 10, argv, NULL, -1, NULL, NULL);
     if (op != NULL)
         op->replied = on_leave_reply;
 }
@@ -2109,9 +2198,10 @@ static void on_count_workers(void *arg, const redisReply *r)
         return;
     }
     snprintf(total, sizeof total, "%zu", r->elements);
-    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers, q->processing};
+    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers, q->processing,
+                          q->taken};
     const char *args[] = {a->suspect, total};
-    if (keyed_eval_build(q, &e, LUA_COUNT, 4, keys, 2, args, r, q->worker_id)) {
+    if (keyed_eval_build(q, &e, LUA_COUNT, 5, keys, 2, args, r, q->worker_id)) {
         op_push(q, e.argc, e.argv, NULL, -1, a->done, a->arg);
         keyed_eval_free(&e);
     } else {
@@ -2183,9 +2273,11 @@ queue_t *queue_new(struct event_base *base, const queue_config_t *cfg,
     q->cb = *cb;
     q->batch_empty = false;
     q->use_blmove = true;
+    q->check_cursor[0] = '0';
     q->pop_reply_ms = clock_mono_ms();
     rq_copy(q->worker_id, sizeof q->worker_id, cfg->worker_id);
-    if (retryq_keys_processing(&q->keys, q->worker_id, q->processing, sizeof q->processing) < 0) {
+    if (retryq_keys_processing(&q->keys, q->worker_id, q->processing, sizeof q->processing) < 0 ||
+        retryq_keys_taken(&q->keys, q->worker_id, q->taken, sizeof q->taken) < 0) {
         snprintf(err, errcap, "worker id too long for a processing key");
         free(q);
         return NULL;

@@ -45,6 +45,7 @@ worker() { # [flags...]: start a worker in the background; sets WPID
 }
 registered() { [[ -n $(rcli ZSCORE "{$Q}:workers" "$1") ]]; }
 plist() { echo "{$Q}:processing:$1"; }
+thash() { echo "{$Q}:taken:$1"; }
 jobs_json() { # <job id>: one LPUSH argument per execution of that job, in id order
   sql -c "SELECT json_build_object('execution_id', id, 'region', region,
             'question_index', (id - 1) % 3, 'retry_attempt', 1)::text
@@ -78,12 +79,12 @@ invariants() {
     test $((c - n)) -le "$max_repeat"
   check "router called at least once per job" test "$c" -ge "$n"
 }
-redis_empty() { # every list and set of the queue empty, no processing list left
+redis_empty() { # every list and set of the queue empty, no processing list or taken hash left
   local left
   left=$(( $(rcli LLEN "$Q") + $(rcli ZCARD "{$Q}:delayed") + $(rcli LLEN "{$Q}:dead") +
            $(rcli ZCARD "{$Q}:workers") + $(rcli HLEN "{$Q}:workerinfo") +
-           $(rcli --scan --pattern "{$Q}:processing:*" | wc -l) ))
-  check_eq "Redis: queue, delayed, dead, workers, workerinfo and processing lists empty" 0 "$left"
+           $(held_keys "$Q" | wc -l) ))
+  check_eq "Redis: queue, delayed, dead, workers, workerinfo, processing lists and taken hashes empty" 0 "$left"
 }
 router() { start_router "$@"; export RETRYQ_ROUTER_URL=$ROUTER_URL; }
 stop_worker() { # <pid>: SIGTERM and wait
@@ -103,7 +104,7 @@ case $scenario in
       worker --worker-id host-fixed
       wait_finished $((round * N / 5)) 60 || true
       kill -STOP "$WPID" # frozen: what its list holds now is what it had in flight
-      held=$(rcli LLEN "$(plist host-fixed)")
+      held=$(held_by "$Q" host-fixed)
       kill -9 "$WPID"; wait "$WPID" 2>/dev/null || true
       inflight=$((inflight + held))
       echo "round $round: killed with $held job(s) in its list at $(finished) finished"
@@ -136,11 +137,10 @@ case $scenario in
       worker
       wait_finished $((round * N / 4)) 120 || true
       kill -STOP "$WPID"
-      held=$(rcli --scan --pattern "{$Q}:processing:*" | while read -r k; do rcli LLEN "$k"; done |
-             awk '{s += $1} END {print s + 0}')
+      held=$(held_jobs "$Q")
       kill -9 "$WPID"; wait "$WPID" 2>/dev/null || true
       inflight=$((inflight + held))
-      echo "round $round: killed with $held job(s) in processing lists at $(finished) finished"
+      echo "round $round: killed with $held job(s) held in Redis at $(finished) finished"
     done
     worker
     check "the last restarted worker finishes every job" wait_finished "$N" 120
@@ -185,12 +185,14 @@ case $scenario in
       set +e; timeout 20 tail --pid="$WPID" -f /dev/null; set -e
       wait "$WPID" 2>/dev/null || true
       exec 5>&- 6>&-
-      left=$(rcli LLEN "$(plist "$id")")
+      left=$(held_by "$Q" "$id")
       gone=$(rcli ZSCORE "{$Q}:workers" "$id")
       echo "attempt $attempt: list of the stopped worker holds $left job(s); registered: [${gone}]"
       if [[ $left != 0 ]]; then
         stranded=$((stranded + left))
         rcli RPOPLPUSH "$(plist "$id")" "$Q" >/dev/null
+        for j in $(rcli HKEYS "$(thash "$id")"); do rcli LPUSH "$Q" "$j" >/dev/null; done
+        rcli DEL "$(thash "$id")" >/dev/null
       fi
     done
     check_eq "no job left in the list of a worker that has left" 0 "$stranded"
@@ -214,13 +216,13 @@ case $scenario in
     max=0
     deadline=$((SECONDS + 60))
     while (($(finished) < N && SECONDS < deadline)); do
-      n=$(rcli LLEN "$(plist inflight-1)")
+      n=$(held_by "$Q" inflight-1)
       ((n > max)) && max=$n
       sleep 0.02
     done
     metric=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | sed -n 's/^retry_inflight_max \([0-9]*\).*/\1/p')
-    echo "inflight: concurrency $C, processing list at most $max, retry_inflight_max=${metric:-absent}"
-    check "processing list never held more than RETRYQ_CONCURRENCY ($max <= $C)" test "$max" -le $C
+    echo "inflight: concurrency $C, held in Redis at most $max, retry_inflight_max=${metric:-absent}"
+    check "the worker never held more than RETRYQ_CONCURRENCY in Redis ($max <= $C)" test "$max" -le $C
     check_eq "retry_inflight_max equals RETRYQ_CONCURRENCY" "$C" "${metric:-absent}"
     check "the worker finished every job" wait_finished $N 30
     stop_worker "$WPID"
@@ -282,7 +284,7 @@ PY
     a=$WPID
     worker --worker-id peer-b
     b=$WPID
-    both_busy() { (($(rcli LLEN "$(plist peer-a)") >= 5 && $(rcli LLEN "$(plist peer-b)") >= 5)); }
+    both_busy() { (($(held_by "$Q" peer-a) >= 5 && $(held_by "$Q" peer-b) >= 5)); }
     check "both workers hold jobs" wait_for 30 both_busy
     "$here/../support/services.sh" stop-redis "$svc"
     sleep 6 # the outage: 4 leases long
@@ -298,8 +300,10 @@ PY
     ;;
 
   self_check)
-    # Jobs in the worker's own list that it does not hold (a write dropped, a payload it
-    # could not take) must be taken again while it runs, 100 per heartbeat at most.
+    # Jobs in the worker's own processing list or taken hash that it does not hold (a write
+    # dropped, a payload it could not take, a pop check not sent) must be taken again while
+    # it runs, 100 per heartbeat at most. Every other one goes into the list, the rest into
+    # the hash.
     export RETRYQ_HEARTBEAT_MS=500 RETRYQ_LEASE_MS=3000
     router --latency-ms 20
     N=250
@@ -308,9 +312,12 @@ PY
     seed $N none
     # (Each RPUSH's answer is counted rather than the list's length afterwards: the
     # self-check may already be taking them while they are pushed.)
-    pushed=$(jobs_json "$JOB" | while read -r j; do printf "RPUSH %s '%s'\n" "$(plist self-1)" "$j"; done |
+    k=0
+    pushed=$(jobs_json "$JOB" | while read -r j; do
+      if ((++k % 2)); then printf "RPUSH %s '%s'\n" "$(plist self-1)" "$j"; else printf "HSET %s '%s' 1\n" "$(thash self-1)" "$j"; fi
+    done |
       redis-cli -u "$RETRYQ_TEST_REDIS_URL" --no-auth-warning | grep -cE '^[0-9]+$' || true)
-    check_eq "$N jobs put into the worker's own list behind its back" $N "$pushed"
+    check_eq "$N jobs put into the worker's own list and hash behind its back" $N "$pushed"
     check "the running worker takes them all" wait_finished $N 60
     check "and it is still running" kill -0 "$WPID"
     stop_worker "$WPID"
@@ -330,13 +337,13 @@ PY
     trailing="{\"execution_id\":${ids[1]},\"region\":\"${regions[1]}\",\"question_index\":1,\"retry_attempt\":1}"$' \n\t'
     rcli LPUSH "$Q" "$nested" >/dev/null
     rcli LPUSH "$Q" "$trailing" >/dev/null
-    holding() { (($(rcli LLEN "$(plist "$1")") == 2)); }
+    holding() { (($(held_by "$Q" "$1") == 2)); }
     dead_both() { (($(rcli LLEN "{$Q}:dead") == 2)); }
     for round in 1 2 3 4 5 6; do
       dead_both && break
       worker --worker-id "poison-$round"
       wait_for 20 bash -c "(( \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' LLEN '{$Q}:dead') == 2 || \
-        \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' LLEN '{$Q}:processing:poison-$round') == 2 ))" || true
+        \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' HLEN '{$Q}:taken:poison-$round') == 2 ))" || true
       if holding "poison-$round"; then
         kill -9 "$WPID"; wait "$WPID" 2>/dev/null || true
         echo "round $round: killed holding both jobs"

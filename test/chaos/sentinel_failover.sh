@@ -109,6 +109,9 @@ left_processing=0
 for key in $(pcli --scan --pattern "{$Q}:processing:*"); do
   left_processing=$((left_processing + $(pcli LLEN "$key")))
 done
+for key in $(pcli --scan --pattern "{$Q}:taken:*"); do
+  left_processing=$((left_processing + $(pcli HLEN "$key")))
+done
 leftover=$((left_pending + left_delayed + left_dead + left_processing))
 echo "sentinel failover: $N jobs, $elapsed s, completed=$completed retrying=$retrying outcomes!=1: $not_once," \
      "router calls=$calls (repeated: $((calls - N))), failover times $failover1_ms ms / $failover2_ms ms"

@@ -55,7 +55,7 @@ bad_outcomes() { # executions without exactly one outcome entry
           jsonb_array_length(jsonb_path_query_array(COALESCE(retry_history, '[]'::jsonb),
                              '\$[*] ? (@.status != \"retrying\")')) <> 1"
 }
-held() { local n=0 k; for k in $(rcli --scan --pattern "{$Q}:processing:*"); do n=$((n + $(rcli LLEN "$k"))); done; echo $n; }
+held() { held_jobs "$Q"; }
 holds_all() { [[ $(held) == "$N" && $(rcli LLEN "$Q") == 0 ]]; }
 redis_ms() { rcli TIME | tr -d '\r' | paste -sd' ' | awk '{printf "%.0f\n", $1 * 1000 + int($2 / 1000)}'; }
 workers_are() { [[ $(rcli ZCARD "{$Q}:workers") == "$1" ]]; }
@@ -78,7 +78,8 @@ slowlog_start() {
 }
 # calls <kind>: "<calls> <max us> <total us> <median us> <90th percentile us>" of the scripts of that kind in the slow log
 # (told apart by their KEYS: recover and reclaim have {Q}:workers, the queue and
-# {Q}:workerinfo first; leave a processing list, the queue, {Q}:workers, {Q}:workerinfo;
+# {Q}:workerinfo first; leave a processing list, a taken hash, the queue, {Q}:workers,
+# {Q}:workerinfo;
 # promote {Q}:delayed and the queue).
 calls() {
   rcli -2 --json SLOWLOG GET -1 >"$t_tmp/slowlog.json"
@@ -93,8 +94,9 @@ def kind_of(args):
     keys = args[3:3 + int(args[2])]
     if len(keys) >= 4 and keys[0] == workers and keys[1] == q and keys[2] == info:
         return "move"  # lease recovery, reclaim of a list
-    if len(keys) == 4 and keys[0].startswith("{%s}:processing:" % q) and keys[1] == q \
-            and keys[2] == workers and keys[3] == info:
+    if len(keys) == 5 and keys[0].startswith("{%s}:processing:" % q) \
+            and keys[1].startswith("{%s}:taken:" % q) and keys[2] == q \
+            and keys[3] == workers and keys[4] == info:
         return "leave"
     if len(keys) == 2 and keys[0] == delayed and keys[1] == q:
         return "promote"
@@ -177,7 +179,7 @@ check "term: the worker holds all $N jobs" wait_for 120 holds_all
 slowlog_start
 stop_worker "$a" term
 check_eq "term: all $N jobs are back in the queue" "$N" "$(rcli LLEN "$Q")"
-check_eq "term: no processing list left behind" 0 "$(held)"
+check_eq "term: nothing held left behind" 0 "$(held)"
 check_eq "term: the worker left the worker set" 0 "$(rcli ZCARD "{$Q}:workers")"
 check_calls term leave
 router_latency 5

@@ -2,9 +2,10 @@
 # A cancel costs Redis the same with 64 or 20,000 jobs in flight. It must know which of
 # its jobs a worker holds (those finish normally); the decision script used to read every
 # processing list inside one call (about 15 us of Redis's time per job held, so 146 ms a
-# call at 10,000 in flight, during which Redis serves nobody). Here a worker holds 20,000
-# jobs (planted: 20,000 entries in its processing list, as with --concurrency 20000 and a
-# slow router), 10 of them retries of real rows; 10 more retries wait in the queue. Each of
+# call at 10,000 in flight, during which Redis serves nobody). Here a worker holds 20,010
+# jobs (planted: 20,009 fields in its taken hash and one job in its processing list, as with
+# --concurrency 20000 and a slow router), 10 of them retries of real rows; 10 more retries
+# wait in the queue. Each of
 # the 20 is cancelled with `retryq cancel`, on a Redis of its own whose slow log keeps
 # every call over 1 ms, and:
 #   - the 10 held ones are "running" (exit 5), keep their row and get no tombstone;
@@ -33,12 +34,13 @@ check_eq "20 retries queued" 20 "$(rcli LLEN "$Q")"
 
 # A worker that holds the 10 oldest retries and 20,000 other jobs.
 w="w-big"
-list="{$Q}:processing:$w"
+list="{$Q}:processing:$w" hash="{$Q}:taken:$w"
 rcli ZADD "{$Q}:workers" "$(($(date +%s) * 1000))" "$w" >/dev/null
-for ((i = 0; i < 10; i++)); do
-  rcli RPOPLPUSH "$Q" "$list" >/dev/null
+rcli RPOPLPUSH "$Q" "$list" >/dev/null # one where a blocking pop lands, before its check
+for ((i = 1; i < 10; i++)); do
+  rcli HSET "$hash" "$(rcli RPOP "$Q")" 1 >/dev/null
 done
-python3 - "$list" "$HELD" <<'PY' | rcli --pipe >/dev/null
+python3 - "$hash" "$HELD" <<'PY' | rcli --pipe >/dev/null
 import sys
 key, n = sys.argv[1], int(sys.argv[2])
 def cmd(*args):
@@ -50,9 +52,9 @@ for base in range(0, n, 1000):
     jobs = ['{"execution_id":%d,"region":"us-east","question_index":0,"retry_attempt":1,'
             '"enqueued_at":"2026-12-03T18:00:00.000Z","id":"held-%d"}' % (900000000 + i, i)
             for i in range(base, min(n, base + 1000))]
-    sys.stdout.write(cmd("LPUSH", key, *jobs))
+    sys.stdout.write(cmd("HSET", key, *[x for j in jobs for x in (j, "1")]))
 PY
-check_eq "the worker holds 20,010 jobs" $((HELD + 10)) "$(rcli LLEN "$list")"
+check_eq "the worker holds 20,010 jobs" $((HELD + 10)) "$(held_by "$Q" "$w")"
 check_eq "10 retries left in the queue" 10 "$(rcli LLEN "$Q")"
 
 rcli CONFIG SET slowlog-max-len 100000 >/dev/null
@@ -82,7 +84,7 @@ check_eq "held: no tombstone left" 0 "$tombs"
 tombs=0
 for id in "${ids[@]:10:10}"; do [[ -n $(rcli ZSCORE "{$Q}:cancelled" "$id:1") ]] && tombs=$((tombs + 1)); done
 check_eq "queued: a tombstone each" 10 "$tombs"
-check_eq "the held list is untouched" $((HELD + 10)) "$(rcli LLEN "$list")"
+check_eq "what the worker holds is untouched" $((HELD + 10)) "$(held_by "$Q" "$w")"
 
 # The slow log's calls on this queue's keys.
 read -r n over20 over100 p50 max < <(python3 - "$t_tmp/slowlog.json" "$Q" <<'PY'

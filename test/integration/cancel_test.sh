@@ -30,11 +30,13 @@ bank="$t_tmp/bank.json"
 cat >"$bank" <<'JSON'
 {"slow_q": "What is 2+2?", "fast_q": "[mock-latency-ms:2] What is the capital of France?"}
 JSON
-queue_empty() { # <queue>: queue, delayed set and every processing list empty
+queue_empty() { # <queue>: queue, delayed set and every worker's processing list and taken hash empty
   local q=$1 n
   n=$(rcli EVAL "local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-    for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do n = n + redis.call('LLEN', ARGV[1] .. w) end
-    return n" 3 "$q" "{$q}:delayed" "{$q}:workers" "{$q}:processing:")
+    for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+      n = n + redis.call('LLEN', ARGV[1] .. w) + redis.call('HLEN', ARGV[2] .. w)
+    end
+    return n" 3 "$q" "{$q}:delayed" "{$q}:workers" "{$q}:processing:" "{$q}:taken:")
   [[ $n == 0 ]]
 }
 
@@ -109,7 +111,7 @@ check_eq "every running member ended with one outcome of its attempt" 0 "$(sql -
      AND (SELECT count(*) FROM jsonb_array_elements(e.retry_history) x
            WHERE x->>'attempt' = m.attempt::text AND x->>'status' NOT IN ('retrying', 'cancelled')) = 1)")"
 check_eq "nothing is left retrying" 0 "$(sql -c "SELECT count(*) FROM executions WHERE status = 'retrying'")"
-check "redis: queue, delayed set and processing lists empty" queue_empty "$Q"
+check "redis: queue, delayed set, processing lists and taken hashes empty" queue_empty "$Q"
 check_eq "redis: every tombstone consumed by the pop" 0 "$(rcli ZCARD "{$Q}:cancelled")"
 check_eq "worker: one job.cancelled line per cancelled member" "$n_cancelled" "$(grep -c 'job.cancelled' "$t_tmp/worker1.log" || true)"
 check_eq "sets: progress counts the cancelled members, nothing open" "$n_cancelled 0" \

@@ -67,14 +67,15 @@ pid=$!
 t_pids+=("$pid")
 requeued() { grep -c "event=job.requeued execution_id=$held .*before the write deadline" "$t_tmp/worker2.log" || true; }
 requeued_twice() { [[ $(requeued) -ge 2 ]]; }
-# Where the job is now: the queue or a worker's processing list, read in one script so a
-# move between the two cannot hide it or show it twice.
+# Where the job is now: the queue or what a worker holds (its processing list, its taken
+# hash), read in one script so a move between them cannot hide it or show it twice.
 held_payloads() {
   local keys=("$Q") id
-  for id in $(rcli ZRANGE "{$Q}:workers" 0 -1); do keys+=("{$Q}:processing:$id"); done
+  for id in $(rcli ZRANGE "{$Q}:workers" 0 -1); do keys+=("{$Q}:processing:$id" "{$Q}:taken:$id"); done
   rcli EVAL "local out = {}
     for _, k in ipairs(KEYS) do
-      for _, v in ipairs(redis.call('LRANGE', k, 0, -1)) do out[#out + 1] = v end
+      local all = redis.call('TYPE', k).ok == 'hash' and redis.call('HKEYS', k) or redis.call('LRANGE', k, 0, -1)
+      for _, v in ipairs(all) do out[#out + 1] = v end
     end
     return out" "${#keys[@]}" "${keys[@]}" | grep -E "\"execution_id\": *\"?$held[^0-9]" || true
 }

@@ -47,7 +47,7 @@ PG_PW="Pg-$RANDOM-secret-$RANDOM-pw"
 ROUTER_PW="Rt-$RANDOM-secret-$RANDOM-pw"
 # The least-privilege ACL docs/security.md recommends, on this test's two queues.
 rcli ACL SETUSER "$REDIS_USER" on ">$REDIS_PW" "~$QA" "~{$QA}:*" "~$QB" "~{$QB}:*" \
-  +@list +@sortedset +@scripting +@connection +set +get +mget +hset +hmget +pexpire +pttl +time +info \
+  +@list +@sortedset +@hash +@scripting +@connection +set +get +mget +pexpire +pttl +time +info \
   '+client|setname' >/dev/null
 acl_cleanup() { rcli ACL DELUSER "$REDIS_USER" >/dev/null 2>&1 || true; t_cleanup; }
 trap acl_cleanup EXIT
@@ -501,6 +501,8 @@ def pending():
     n = r.cmd("LLEN", queue) + r.cmd("ZCARD", "{%s}:delayed" % queue)
     for key in r.cmd("KEYS", "{%s}:processing:*" % queue):
         n += r.cmd("LLEN", key)
+    for key in r.cmd("KEYS", "{%s}:taken:*" % queue):
+        n += r.cmd("HLEN", key)
     return n
 while time.time() < deadline and pending() > 0:
     time.sleep(0.1)
@@ -508,7 +510,7 @@ while time.time() < deadline and pending() > 0:
 def check(desc, expected, actual):
     print("CHECK\t%s\t%s\t%s" % (desc, expected, actual))
 
-check("payloads: queue, delayed set and processing lists drained", 0, pending())
+check("payloads: queue, delayed set, processing lists and taken hashes drained", 0, pending())
 dead = r.cmd("LRANGE", "{%s}:dead" % queue, 0, -1)
 entries = []
 for raw in dead:
@@ -651,8 +653,8 @@ set -e
 check_eq "both workers stop with status 0 on SIGTERM" "0 0" "$rc_a $rc_b"
 check_eq "worker logs hold no secret" "" "$(leaks "$t_tmp/worker_a.log"; leaks "$t_tmp/worker_b.log")"
 check "worker logs are at debug level" grep -q 'level=debug' "$t_tmp/worker_a.log"
-check_eq "nothing left for A" "0 0 0" "$(rcli LLEN "$QA") $(rcli ZCARD "{$QA}:delayed") $(rcli --scan --pattern "{$QA}:processing:*" | wc -l)"
-check_eq "nothing left for B" "0 0 0" "$(rcli LLEN "$QB") $(rcli ZCARD "{$QB}:delayed") $(rcli --scan --pattern "{$QB}:processing:*" | wc -l)"
+check_eq "nothing left for A" "0 0 0" "$(rcli LLEN "$QA") $(rcli ZCARD "{$QA}:delayed") $(held_keys "$QA" | wc -l)"
+check_eq "nothing left for B" "0 0 0" "$(rcli LLEN "$QB") $(rcli ZCARD "{$QB}:delayed") $(held_keys "$QB" | wc -l)"
 check_eq "no answer was dead-lettered" 0 "$(rcli LLEN "{$QB}:dead")"
 
 answers=$(( ${#mock_modes[@]} + ${#stub_answers[@]} + 1 ))

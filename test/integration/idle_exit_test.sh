@@ -30,7 +30,7 @@ rcli LPUSH "$Q" "$(payload "$first")" >/dev/null
 pid=$!
 t_pids+=("$pid")
 worker_list() { rcli ZRANGE "{$Q}:workers" 0 -1 | head -n 1; }
-taken() { [[ -n $(worker_list) ]] && [[ $(rcli LLEN "{$Q}:processing:$(worker_list)") == 1 ]]; }
+taken() { [[ -n $(worker_list) ]] && [[ $(held_by "$Q" "$(worker_list)") == 1 ]]; }
 check "the worker took the first job" wait_for 20 taken
 rcli LPUSH "{$Q}:processing:$(worker_list)" "$(payload "$second")" >/dev/null
 
@@ -41,7 +41,7 @@ check_eq "the worker exits 0" 0 "$rc"
 check_eq "both executions recorded" "completed completed" \
   "$(sql -c "SELECT string_agg(status, ' ' ORDER BY id) FROM executions WHERE id IN ($first, $second)")"
 check_eq "nothing left in the queue" 0 "$(rcli LLEN "$Q")"
-check_eq "no processing list left" "" "$(rcli --scan --pattern "{$Q}:processing:*")"
+check_eq "no processing list or taken hash left" "" "$(held_keys "$Q")"
 [[ $t_failed == 0 ]] || tail -n 20 "$t_tmp/worker.log"
 
 t_finish

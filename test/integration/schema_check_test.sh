@@ -41,7 +41,7 @@ refused() { # <tag>: runs the worker on $DB, sets rc
   set -e
 }
 untouched() {
-  [[ $(rcli LLEN "$Q") == 1 && -z $(rcli --scan --pattern "{$Q}:processing:*") ]]
+  [[ $(rcli LLEN "$Q") == 1 && -z $(held_keys "$Q") ]]
 }
 
 # ---- 1. not migrated

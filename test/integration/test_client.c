@@ -81,6 +81,8 @@ static void delete_queue(retryq_client_t *c)
     for (size_t i = 0; i < sizeof workers / sizeof workers[0]; i++) {
         assert_true(retryq_keys_processing(k, workers[i], key, sizeof key) > 0);
         integer_of(c, "DEL %s", key, NULL);
+        assert_true(retryq_keys_taken(k, workers[i], key, sizeof key) > 0);
+        integer_of(c, "DEL %s", key, NULL);
     }
 }
 
@@ -282,6 +284,19 @@ static void processing_key(retryq_client_t *c, const char *worker, char *buf, si
     assert_true(retryq_keys_processing(retryq_client_keys(c), worker, buf, cap) > 0);
 }
 
+/* n jobs in worker `worker`'s taken hash, the first one with two copies (counted once). */
+static void hold_jobs(retryq_client_t *c, const char *worker, int n)
+{
+    char key[300];
+    assert_true(retryq_keys_taken(retryq_client_keys(c), worker, key, sizeof key) > 0);
+    for (int i = 0; i < n; i++) {
+        char job[32];
+        snprintf(job, sizeof job, "{\"n\":%d}", i);
+        integer_of(c, "HINCRBY %s %s 1", key, job);
+    }
+    integer_of(c, "HINCRBY %s %s 1", key, "{\"n\":0}");
+}
+
 static void assert_near(int64_t value, int64_t want, int64_t slack)
 {
     if (value < want - slack || value > want + slack)
@@ -308,10 +323,10 @@ static void test_stats_count_every_key(void **state)
     integer_of(c, "ZADD %s 2 %s", k->delayed, "b");
     integer_of(c, "ZADD %s 3 %s", k->delayed, "c");
     push_list(c, k->dead, 1);
-    processing_key(c, "w1", key, sizeof key);
-    push_list(c, key, 2);
-    processing_key(c, "w2", key, sizeof key);
+    processing_key(c, "w1", key, sizeof key); /* one where a blocking pop lands, two taken */
     push_list(c, key, 1);
+    hold_jobs(c, "w1", 2);
+    hold_jobs(c, "w2", 1);
     processing_key(c, "orphan", key, sizeof key); /* a list whose worker is gone */
     push_list(c, key, 1);
     add_worker(c, "w1", now - 1000);
@@ -321,7 +336,7 @@ static void test_stats_count_every_key(void **state)
     assert_int_equal(st.pending, 2);
     assert_int_equal(st.delayed, 3);
     assert_int_equal(st.dead, 1);
-    assert_int_equal(st.processing, 4);
+    assert_int_equal(st.processing, 5);
     assert_near(st.oldest_pending_age_ms, 5000, 2000);
     assert_int_equal(st.worker_count, 2);
     assert_string_equal(st.workers[0].id, "w2"); /* ZRANGE: oldest heartbeat first */
@@ -329,7 +344,7 @@ static void test_stats_count_every_key(void **state)
     assert_int_equal(st.workers[0].inflight, 1);
     assert_string_equal(st.workers[1].id, "w1");
     assert_near(st.workers[1].heartbeat_age_ms, 1000, 2000);
-    assert_int_equal(st.workers[1].inflight, 2);
+    assert_int_equal(st.workers[1].inflight, 3);
     retryq_stats_free(&st);
     assert_null(st.workers);
 }

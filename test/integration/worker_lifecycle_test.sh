@@ -28,7 +28,8 @@ count_status() { sql -c "SELECT count(*) FROM executions WHERE id IN ($(ids_of "
 outcomes_ok() { # exactly one outcome entry per execution of the set
   sql -c "SELECT count(*) FROM executions WHERE id IN ($(ids_of "$1")) AND jsonb_array_length(jsonb_path_query_array(retry_history, '\$[*] ? (@.status != \"retrying\")')) <> 1"
 }
-in_processing() { local n=0 k; for k in $(rcli --scan --pattern "{$Q}:processing:*"); do n=$((n + $(rcli LLEN "$k"))); done; echo $n; }
+in_processing() { held_jobs "$Q"; }
+holds_at_least() { (($(in_processing) >= $1)); }
 
 # ---- 1. SIGTERM under load: stop taking, finish in-flight, exit 0 within the deadline.
 seed 60 term
@@ -59,7 +60,7 @@ curl -fsS -X POST -d '{"latency_ms":30000}' "$ROUTER_URL/config" >/dev/null
 "$RETRYQ_WORKER_BIN" --concurrency 10 --drain-timeout-ms 60000 >"$t_tmp/twice.log" 2>&1 &
 pid=$!
 t_pids+=("$pid")
-wait_for 30 bash -c "n=0; for k in \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' --scan --pattern '{$Q}:processing:*'); do n=\$((n + \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' LLEN \$k))); done; [[ \$n -ge 1 ]]"
+wait_for 30 holds_at_least 1
 kill -TERM "$pid"
 # Two signals sent back to back can merge into one: send the second once the first is seen.
 wait_for 10 grep -q "worker.drain" "$t_tmp/twice.log"
@@ -79,8 +80,8 @@ seed 40 kill
 "$RETRYQ_WORKER_BIN" --concurrency 16 --heartbeat-ms 200 --lease-ms 1500 >"$t_tmp/kill.log" 2>&1 &
 pid=$!
 t_pids+=("$pid")
-wait_for 30 bash -c "[[ \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' --scan --pattern '{$Q}:processing:*' | wc -l) -ge 1 ]]"
-wait_for 10 bash -c "n=0; for k in \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' --scan --pattern '{$Q}:processing:*'); do n=\$((n + \$(redis-cli -u '$RETRYQ_TEST_REDIS_URL' LLEN \$k))); done; [[ \$n -ge 4 ]]"
+wait_for 30 holds_at_least 1
+wait_for 10 holds_at_least 4
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 stranded=$(in_processing)

@@ -21,7 +21,7 @@ done
 "$RETRYQ_WORKER_BIN" --concurrency 5 >"$t_tmp/hup.log" 2>&1 &
 pid=$!
 t_pids+=("$pid")
-in_flight() { [[ -z $(rcli LRANGE "$Q" 0 -1) && -n $(rcli --scan --pattern "{$Q}:processing:*") ]]; }
+in_flight() { [[ -z $(rcli LRANGE "$Q" 0 -1) && -n $(held_keys "$Q") ]]; }
 check "SIGHUP: jobs in flight" wait_for 20 in_flight
 kill -HUP "$pid"
 check "SIGHUP: logged as ignored" wait_for 10 grep -q "SIGHUP ignored" "$t_tmp/hup.log"

@@ -123,6 +123,19 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 sql() { psql "$DB" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 rcli() { redis-cli -u "$RETRYQ_TEST_REDIS_URL" --no-auth-warning "$@"; }
 
+# What the workers of queue <Q> hold: a worker's processing list (where a blocking pop
+# lands) and its taken hash {Q}:taken:<id> (job text -> copies). held_jobs counts the jobs
+# (copies included), held_keys names those keys, held_by <Q> <worker id> counts one worker's.
+HELD_LUA="local n = 0
+for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':processing:' .. ARGV[2])) do n = n + redis.call('LLEN', k) end
+for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':taken:' .. ARGV[2])) do
+  for _, c in ipairs(redis.call('HVALS', k)) do n = n + tonumber(c) end
+end
+return n"
+held_jobs() { rcli EVAL "$HELD_LUA" 0 "{$1}" '*'; }
+held_by() { rcli EVAL "$HELD_LUA" 0 "{$1}" "$2"; }
+held_keys() { rcli --scan --pattern "{$1}:processing:*"; rcli --scan --pattern "{$1}:taken:*"; }
+
 # Starts the mock router with the given flags; sets ROUTER_URL and ROUTER_PID.
 start_router() {
   local port_file="$t_tmp/router.$RANDOM.port"

@@ -368,6 +368,9 @@ ha_queue_left() {
   for key in $("$cli" --scan --pattern "{$q}:processing:*"); do
     n=$((n + $("$cli" LLEN "$key")))
   done
+  for key in $("$cli" --scan --pattern "{$q}:taken:*"); do
+    n=$((n + $("$cli" HLEN "$key")))
+  done
   echo "$n"
 }
 

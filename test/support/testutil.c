@@ -422,6 +422,8 @@ static void del_key(redisContext *rc, const char *key)
     freeReplyObject(reply);
 }
 
+static void del_prefixed(redisContext *rc, const char *prefix);
+
 void tu_redis_del_queue(redisContext *rc, const char *queue)
 {
     retryq_keys_t keys;
@@ -433,10 +435,18 @@ void tu_redis_del_queue(redisContext *rc, const char *queue)
     del_key(rc, keys.dead);
     del_key(rc, keys.workers);
     del_key(rc, keys.cancelled);
-    /* {Q}:processing:* with the glob characters of the queue name escaped */
-    char pattern[2 * sizeof keys.processing_prefix + 2];
+    char taken[sizeof keys.processing_prefix];
+    snprintf(taken, sizeof taken, "{%s}:taken:", queue);
+    del_prefixed(rc, keys.processing_prefix);
+    del_prefixed(rc, taken);
+}
+
+/* Deletes every key named `prefix`*, the glob characters of the prefix escaped. */
+static void del_prefixed(redisContext *rc, const char *prefix)
+{
+    char pattern[2 * RETRYQ_MAX_QUEUE_NAME + 80];
     size_t n = 0;
-    for (const char *p = keys.processing_prefix; *p != '\0'; p++) {
+    for (const char *p = prefix; *p != '\0' && n + 3 < sizeof pattern; p++) {
         if (strchr("*?[]\\", *p) != NULL)
             pattern[n++] = '\\';
         pattern[n++] = *p;

@@ -120,8 +120,8 @@ char *tu_unique_queue(const char *prefix);
 
 /* A hiredis connection to RETRYQ_TEST_REDIS_URL (db and password honoured). */
 redisContext *tu_redis_connect(void);
-/* Deletes every key of queue `queue`: Q, {Q}:delayed, {Q}:dead, {Q}:workers, {Q}:cancelled and all
- * {Q}:processing:* lists. */
+/* Deletes every key of queue `queue`: Q, {Q}:delayed, {Q}:dead, {Q}:workers, {Q}:cancelled, all
+ * {Q}:processing:* lists and {Q}:taken:* hashes. */
 void tu_redis_del_queue(redisContext *rc, const char *queue);
 
 #endif

@@ -69,6 +69,20 @@ static void test_processing_key_of_a_worker(void **state)
     assert_int_equal(retryq_keys_processing(&keys, NULL, buf, sizeof buf), RETRYQ_ERR_INVALID);
 }
 
+static void test_taken_key_of_a_worker(void **state)
+{
+    retryq_keys_t keys;
+    char buf[64];
+    const char *want = "{q}:taken:host:42:abcd";
+    (void)state;
+    assert_int_equal(retryq_keys_init(&keys, "q", NULL), RETRYQ_OK);
+    assert_int_equal(retryq_keys_taken(&keys, "host:42:abcd", buf, sizeof buf), (int)strlen(want));
+    assert_string_equal(buf, want);
+    assert_int_equal(retryq_keys_taken(&keys, "host:42:abcd", buf, strlen(want)), RETRYQ_ERR_TOO_LARGE);
+    assert_int_equal(retryq_keys_taken(&keys, "", buf, sizeof buf), RETRYQ_ERR_INVALID);
+    assert_int_equal(retryq_keys_taken(NULL, "w", buf, sizeof buf), RETRYQ_ERR_INVALID);
+}
+
 static void test_flow_keys_of_a_flow_key(void **state)
 {
     retryq_keys_t keys;
@@ -95,6 +109,7 @@ int main(void)
         cmocka_unit_test(test_keys_of_the_default_queue),
         cmocka_unit_test(test_queue_name_rules),
         cmocka_unit_test(test_processing_key_of_a_worker),
+        cmocka_unit_test(test_taken_key_of_a_worker),
         cmocka_unit_test(test_flow_keys_of_a_flow_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
