@@ -158,7 +158,7 @@ RETRYQ_API int retryq_keys_processing(const retryq_keys_t *keys, const char *wor
 /* Writes "{Q}:taken:<worker_id>" into buf; returns length or negative. The hash of the jobs
  * a worker holds: field = the job's exact text, value = how many copies of it. */
 RETRYQ_API int retryq_keys_taken(const retryq_keys_t *keys, const char *worker_id, char *buf,
-                      size_t cap) RETRYQ_MUST_CHECK;
+                                 size_t cap) RETRYQ_MUST_CHECK;
 
 /* The per-key Redis keys of flow control: {Q}:flow:pause:<key>, {Q}:flow:permits:<key>
  * and {Q}:flow:bucket:<key> (<key> is a flow key, MODEL/REGION; see below). */
@@ -593,7 +593,7 @@ typedef struct retryq_worker_info {
 
 typedef struct retryq_stats {
     int64_t pending;                  /* LLEN Q */
-    int64_t processing;               /* jobs held by workers: every {Q}:processing:* list and {Q}:taken:* hash */
+    int64_t processing;               /* held: {Q}:processing:* + {Q}:taken:* */
     int64_t delayed;                  /* ZCARD {Q}:delayed */
     int64_t dead;                     /* LLEN {Q}:dead */
     int64_t oldest_pending_age_ms;    /* from the oldest job's enqueued_at; -1 unknown */

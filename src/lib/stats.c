@@ -168,7 +168,8 @@ static int read_worker(retryq_client_t *client, const redisReply *id, const redi
         return rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no processing key", out->id);
     int rc = key_size(client, "LLEN", key, &landed, err);
     if (rc != RETRYQ_OK || retryq_keys_taken(&client->keys, id->str, key, sizeof key) < 0)
-        return rc != RETRYQ_OK ? rc : rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no key", out->id);
+        return rc != RETRYQ_OK ? rc
+                               : rq_error(err, RETRYQ_ERR_REDIS, "worker id \"%s\": no key", out->id);
     rc = key_size(client, "HLEN", key, &out->inflight, err);
     out->inflight += landed;
     return rc;

@@ -138,9 +138,9 @@ typedef struct candidate {
 } candidate_t;
 
 typedef enum phase {
-    PHASE_WORKERS,     /* reading {Q}:workers (before each processing-list read) */
-    PHASE_PROCESSING,  /* the workers' processing lists and taken hashes, one after the other */
-    PHASE_TAKEN,       /* the taken hash of the worker whose list was just read */
+    PHASE_WORKERS,    /* reading {Q}:workers (before each processing-list read) */
+    PHASE_PROCESSING, /* the workers' processing lists and taken hashes, one after the other */
+    PHASE_TAKEN,      /* the taken hash of the worker whose list was just read */
     PHASE_DELAYED,
     PHASE_QUEUE,
     PHASE_DONE,

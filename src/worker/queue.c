@@ -54,12 +54,35 @@
 #define PROMOTE_SOON_MIN_MS 20
 
 /* take(h, v): one copy of job v out of the taken hash h; 1 when it held one, else 0. */
-#define LUA_TAKE                                                                            \
-    "local function take(h, v)\n"                                                           \
-    "  local c = tonumber(redis.call('HGET', h, v))\n"                                      \
-    "  if not c then return 0 end\n"                                                        \
-    "  if c > 1 then redis.call('HINCRBY', h, v, -1) else redis.call('HDEL', h, v) end\n"   \
-    "  return 1\n"                                                                          \
+#define LUA_TAKE \
+    "local function take(h, v)\n" \
+    "  local c = tonumber(redis.call('HGET', h, v))\n" \
+    "  if not c then return 0 end\n" \
+    "  if c > 1 then redis.call('HINCRBY', h, v, -1) else redis.call('HDEL', h, v) end\n" \
+    "  return 1\n" \
+    "end\n"
+
+/* admit(src, hash, cancelled, n, out): up to n jobs from the right of list src into the
+ * taken hash, each checked against the tombstones (a cancelled one is not admitted: its
+ * tombstone is consumed); the admitted ones are appended to `out` when given, oldest first.
+ * The reply: the identities of the cancelled ones. */
+#define LUA_ADMIT \
+    "local function admit(src, hash, cancelled, n, out)\n" \
+    "  local check = redis.call('ZCARD', cancelled) > 0\n" \
+    "  local gone = {}\n" \
+    "  for i = 1, n do\n" \
+    "    local v = redis.call('RPOP', src)\n" \
+    "    if not v then break end\n" \
+    "    local id = check and ident(v)\n" \
+    "    if id and redis.call('ZSCORE', cancelled, id) then\n" \
+    "      redis.call('ZREM', cancelled, id)\n" \
+    "      gone[#gone + 1] = id\n" \
+    "    else\n" \
+    "      redis.call('HINCRBY', hash, v, 1)\n" \
+    "      if out then out[#out + 1] = v end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  return gone\n" \
     "end\n"
 
 /*
@@ -67,32 +90,18 @@
  * jobs from the queue into the taken hash, oldest first. While {Q}:cancelled holds
  * tombstones (retryq_cancel), a job whose identity has one is not taken: its tombstone is
  * consumed and it is not handed out (it left the queue, so it never runs); its identities
- * come last in the reply, as one nested array. The worker is
- * put in {Q}:workers when it is not there yet (its first heartbeat travels on the other
- * connection and may arrive later), so a cancel that reads the workers sees every list
- * a job can be in. ZCARD, not EXISTS: the least-privilege ACL of docs/security.md grants
+ * come last in the reply, as one nested array. The worker is put in {Q}:workers when it
+ * is not there yet (its first heartbeat travels on the other connection and may arrive
+ * later), so a cancel that reads the workers sees every key a job can be in. ZCARD, not EXISTS: the least-privilege ACL of docs/security.md grants
  * no @keyspace command.
  */
-static const char LUA_POP_BATCH[] =
-    RQ_LUA_IDENTITY
+static const char LUA_POP_BATCH[] = RQ_LUA_IDENTITY LUA_ADMIT
     "if not redis.call('ZSCORE', KEYS[4], ARGV[2]) then\n"
     "  local t = redis.call('TIME')\n"
     "  redis.call('ZADD', KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])\n"
     "end\n"
-    "local check = redis.call('ZCARD', KEYS[3]) > 0\n"
-    "local out, gone = {}, {}\n"
-    "for i = 1, tonumber(ARGV[1]) do\n"
-    "  local v = redis.call('RPOP', KEYS[1])\n"
-    "  if not v then break end\n"
-    "  local id = check and ident(v)\n"
-    "  if id and redis.call('ZSCORE', KEYS[3], id) then\n"
-    "    redis.call('ZREM', KEYS[3], id)\n"
-    "    gone[#gone + 1] = id\n"
-    "  else\n"
-    "    redis.call('HINCRBY', KEYS[2], v, 1)\n"
-    "    out[#out + 1] = v\n"
-    "  end\n"
-    "end\n"
+    "local out = {}\n"
+    "local gone = admit(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), out)\n"
     "if #gone > 0 then out[#out + 1] = gone end\n"
     "return out\n";
 
@@ -101,8 +110,7 @@ static const char LUA_POP_BATCH[] =
  * job itself, now in the taken hash, when it may run; else {{identity}} (its tombstone is
  * consumed), as LUA_POP_BATCH nests them; {} when the list no longer holds it. The list
  * is short (a job stays there only until this check) and BLMOVE put the job at its head. */
-static const char LUA_POP_CHECK[] =
-    RQ_LUA_IDENTITY
+static const char LUA_POP_CHECK[] = RQ_LUA_IDENTITY
     "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {} end\n"
     "local id = redis.call('ZCARD', KEYS[3]) > 0 and ident(ARGV[1])\n"
     "if id and redis.call('ZSCORE', KEYS[3], id) then\n"
@@ -118,22 +126,8 @@ static const char LUA_POP_CHECK[] =
  * one is dropped and its tombstone consumed. The reply: {{the cancelled identities}}. The
  * jobs are then handed out by the read of the hash that follows (the rescan, the
  * self-check). */
-static const char LUA_SETTLE[] =
-    RQ_LUA_IDENTITY
-    "local check = redis.call('ZCARD', KEYS[3]) > 0\n"
-    "local gone = {}\n"
-    "for i = 1, tonumber(ARGV[1]) do\n"
-    "  local v = redis.call('RPOP', KEYS[1])\n"
-    "  if not v then break end\n"
-    "  local id = check and ident(v)\n"
-    "  if id and redis.call('ZSCORE', KEYS[3], id) then\n"
-    "    redis.call('ZREM', KEYS[3], id)\n"
-    "    gone[#gone + 1] = id\n"
-    "  else\n"
-    "    redis.call('HINCRBY', KEYS[2], v, 1)\n"
-    "  end\n"
-    "end\n"
-    "return {gone}\n";
+static const char LUA_SETTLE[] = RQ_LUA_IDENTITY LUA_ADMIT
+    "return {admit(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), nil)}\n";
 
 /* KEYS: cancelled. ARGV: retention ms. Tombstones older than the retention are dropped
  * (a cancelled job normally consumes its own at the pop; one whose job never came back,
@@ -147,16 +141,13 @@ static const char LUA_TRIM_CANCELLED[] =
 static const char LUA_ACK[] = LUA_TAKE "return take(KEYS[1], ARGV[1])\n";
 
 /* KEYS: taken, dead. ARGV: payload, dead entry, cap. */
-static const char LUA_DEAD[] =
-    LUA_TAKE
-    "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
-    "redis.call('LPUSH', KEYS[2], ARGV[2])\n"
-    "redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)\n"
-    "return 1\n";
+static const char LUA_DEAD[] = LUA_TAKE "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+                                        "redis.call('LPUSH', KEYS[2], ARGV[2])\n"
+                                        "redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)\n"
+                                        "return 1\n";
 
 /* KEYS: taken, delayed. ARGV: payload, next payload, delay ms. */
-static const char LUA_DELAY[] =
-    LUA_TAKE
+static const char LUA_DELAY[] = LUA_TAKE
     "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -164,11 +155,9 @@ static const char LUA_DELAY[] =
     "return 1\n";
 
 /* KEYS: taken, queue. ARGV: payload. RPUSH puts it where the next pop takes from. */
-static const char LUA_REQUEUE[] =
-    LUA_TAKE
-    "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
-    "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
-    "return 1\n";
+static const char LUA_REQUEUE[] = LUA_TAKE "if take(KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+                                           "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
+                                           "return 1\n";
 
 /* KEYS: workers. ARGV: worker id. The heartbeat is Redis's own clock. */
 static const char LUA_HEARTBEAT[] =
@@ -218,31 +207,31 @@ static const char LUA_EXPIRED[] =
  * about `most` entries. A hash has no order: the jobs of the hash come back in no
  * particular order.
  */
-#define LUA_HAND_BACK                                                                       \
-    "local function hand_back(list, hash, dest, most, change)\n"                            \
-    "  local n = 0\n"                                                                       \
-    "  while n < most do\n"                                                                 \
-    "    local v = redis.call('LPOP', list)\n"                                              \
-    "    if not v then break end\n"                                                         \
-    "    redis.call('RPUSH', dest, change and change(v) or v)\n"                            \
-    "    n = n + 1\n"                                                                       \
-    "  end\n"                                                                               \
-    "  local cursor = '0'\n"                                                                \
-    "  while n < most do\n"                                                                 \
-    "    local page = redis.call('HSCAN', hash, cursor, 'COUNT', most - n)\n"               \
-    "    local kv = page[2]\n"                                                              \
-    "    for i = 1, #kv, 2 do\n"                                                            \
-    "      local v = change and change(kv[i]) or kv[i]\n"                                   \
-    "      for _ = 1, math.max(1, math.min(tonumber(kv[i + 1]) or 1, 1000)) do\n"           \
-    "        redis.call('RPUSH', dest, v)\n"                                                \
-    "        n = n + 1\n"                                                                   \
-    "      end\n"                                                                           \
-    "      redis.call('HDEL', hash, kv[i])\n"                                               \
-    "    end\n"                                                                             \
-    "    cursor = page[1]\n"                                                                \
-    "    if cursor == '0' then break end\n"                                                 \
-    "  end\n"                                                                               \
-    "  return n\n"                                                                          \
+#define LUA_HAND_BACK \
+    "local function hand_back(list, hash, dest, most, change)\n" \
+    "  local n = 0\n" \
+    "  while n < most do\n" \
+    "    local v = redis.call('LPOP', list)\n" \
+    "    if not v then break end\n" \
+    "    redis.call('RPUSH', dest, change and change(v) or v)\n" \
+    "    n = n + 1\n" \
+    "  end\n" \
+    "  local cursor = '0'\n" \
+    "  while n < most do\n" \
+    "    local page = redis.call('HSCAN', hash, cursor, 'COUNT', most - n)\n" \
+    "    local kv = page[2]\n" \
+    "    for i = 1, #kv, 2 do\n" \
+    "      local v = change and change(kv[i]) or kv[i]\n" \
+    "      for _ = 1, math.max(1, math.min(tonumber(kv[i + 1]) or 1, 1000)) do\n" \
+    "        redis.call('RPUSH', dest, v)\n" \
+    "        n = n + 1\n" \
+    "      end\n" \
+    "      redis.call('HDEL', hash, kv[i])\n" \
+    "    end\n" \
+    "    cursor = page[1]\n" \
+    "    if cursor == '0' then break end\n" \
+    "  end\n" \
+    "  return n\n" \
     "end\n"
 
 /*
@@ -256,8 +245,7 @@ static const char LUA_EXPIRED[] =
  * {Q}:workers (and {Q}:workerinfo) only with its list and hash empty, so the next call
  * (LUA_EXPIRED, then this) finds it again while jobs are left.
  */
-static const char LUA_RECOVER[] =
-    LUA_BUMP LUA_HAND_BACK
+static const char LUA_RECOVER[] = LUA_BUMP LUA_HAND_BACK
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local budget = tonumber(ARGV[2])\n"
@@ -289,8 +277,7 @@ static const char LUA_RECOVER[] =
  * its last job, so its info still matches for the calls before. The info check makes it
  * a no-op (-1) when the id was registered again meanwhile.
  */
-static const char LUA_RECLAIM[] =
-    LUA_BUMP LUA_HAND_BACK
+static const char LUA_RECLAIM[] = LUA_BUMP LUA_HAND_BACK
     "if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return -1 end\n"
     "local moved = hand_back(KEYS[4], KEYS[5], KEYS[2], tonumber(ARGV[3]), bump)\n"
     "if ARGV[2] ~= '' and redis.call('LLEN', KEYS[4]) + redis.call('HLEN', KEYS[5]) == 0 then\n"
@@ -322,8 +309,7 @@ static const char LUA_PROMOTE_NEXT[] =
  * to ARGV[2] jobs of the own list and hash go to the tail of the queue (taken next); with
  * both empty the worker leaves {Q}:workers and {Q}:workerinfo. The reply: the entries still
  * held (0: all handed back, the worker is gone). */
-static const char LUA_LEAVE[] =
-    LUA_HAND_BACK
+static const char LUA_LEAVE[] = LUA_HAND_BACK
     "hand_back(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]))\n"
     "local left = redis.call('LLEN', KEYS[1]) + redis.call('HLEN', KEYS[2])\n"
     "if left == 0 then\n"
@@ -682,11 +668,10 @@ static void on_settle_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 /* Sends LUA_SETTLE then the read of the taken hash (`argv`) on connection `c`, one after the
  * other: the read sees what the settle moved. */
-static bool send_settled_read(queue_t *q, conn_t *c, redisCallbackFn *fn, int argc,
-                              const char **argv)
+static bool send_settled_read(queue_t *q, conn_t *c, redisCallbackFn *fn, int argc, const char **argv)
 {
-    const char *settle[] = {"EVAL", LUA_SETTLE, "3", q->processing, q->taken,
-                            q->keys.cancelled, MOVE_MAX_ARG};
+    const char *settle[] = {"EVAL",   LUA_SETTLE,        "3",         q->processing,
+                            q->taken, q->keys.cancelled, MOVE_MAX_ARG};
     return conn_send(c, on_settle_reply, c, 7, settle, NULL) && c->ac != NULL &&
            conn_send(c, fn, q, argc, argv, NULL);
 }
@@ -721,9 +706,10 @@ static void on_adopt_reply(redisAsyncContext *ac, void *reply, void *privdata);
  * sent before it is done). */
 static void send_adopt(queue_t *q)
 {
-    const char *argv[] = {"EVAL", LUA_RECLAIM, "5", q->keys.workers, q->keys.pending,
-                          q->workerinfo, q->processing, q->taken, q->worker_id, "",
-                          MOVE_BUMP_MAX_ARG};
+    const char *argv[] =
+        {"EVAL",           LUA_RECLAIM,   "5",      q->keys.workers, q->keys.pending,
+         q->workerinfo,    q->processing, q->taken, q->worker_id,    "",
+         MOVE_BUMP_MAX_ARG};
     conn_send(&q->pop, on_adopt_reply, q, 11, argv, NULL);
 }
 
@@ -1138,10 +1124,15 @@ static void on_pop_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (!was_check && !q->leaving && r->type == REDIS_REPLY_STRING) {
         /* A blocking pop moved one job: the tombstone check (LUA_POP_CHECK) decides before
          * the worker sees it; its reply comes back here. */
-        const char *argv[] = {"EVAL",   LUA_POP_CHECK, "3", q->processing, q->taken,
-                              q->keys.cancelled, r->str};
-        size_t lens[] = {4, sizeof LUA_POP_CHECK - 1, 1, strlen(q->processing), strlen(q->taken),
-                         strlen(q->keys.cancelled), r->len};
+        const char *argv[] = {"EVAL",   LUA_POP_CHECK,     "3",   q->processing,
+                              q->taken, q->keys.cancelled, r->str};
+        size_t lens[] = {4,
+                         sizeof LUA_POP_CHECK - 1,
+                         1,
+                         strlen(q->processing),
+                         strlen(q->taken),
+                         strlen(q->keys.cancelled),
+                         r->len};
         q->pop_checking = true;
         if (conn_send(&q->pop, on_pop_reply, q, 7, argv, lens))
             return;
@@ -1221,8 +1212,15 @@ static void maybe_pop(queue_t *q)
         char n[24];
         size_t batch = q->room < (size_t)q->cfg.batch ? q->room : (size_t)q->cfg.batch;
         snprintf(n, sizeof n, "%zu", batch);
-        const char *argv[] = {"EVAL", LUA_POP_BATCH, "4", q->keys.pending, q->taken,
-                              q->keys.cancelled, q->keys.workers, n, q->worker_id};
+        const char *argv[] = {"EVAL",
+                              LUA_POP_BATCH,
+                              "4",
+                              q->keys.pending,
+                              q->taken,
+                              q->keys.cancelled,
+                              q->keys.workers,
+                              n,
+                              q->worker_id};
         conn_send(&q->pop, on_pop_reply, q, 9, argv, NULL);
         return;
     }
@@ -1288,8 +1286,10 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
         }
         q->checking = false;
         if (taken > 0)
-            log_warn("redis.self_check", "%zu job(s) this worker holds in Redis were not in "
-                     "flight: taken again", taken);
+            log_warn("redis.self_check",
+                     "%zu job(s) this worker holds in Redis were not in "
+                     "flight: taken again",
+                     taken);
     } else if (reply_is_error(r)) {
         log_warn("redis.self_check", "reading the own taken hash failed: %s", r->str);
         if (reply_is_transient(r)) {
@@ -1500,8 +1500,8 @@ void queue_dead(queue_t *q, const char *payload, size_t len, const char *reason)
     if (text == NULL)
         goto cleanup;
     const char *argv[] = {"EVAL", LUA_DEAD, "2", q->taken, q->keys.dead, payload, text, cap};
-    size_t lens[] = {4, sizeof LUA_DEAD - 1, 1, strlen(q->taken), strlen(q->keys.dead),
-                     len, strlen(text), strlen(cap)};
+    size_t lens[] = {4,   sizeof LUA_DEAD - 1, 1,          strlen(q->taken), strlen(q->keys.dead),
+                     len, strlen(text),        strlen(cap)};
     op_push(q, 8, argv, lens, 5, NULL, NULL);
 cleanup:
     if (text == NULL)
@@ -1516,18 +1516,23 @@ void queue_delay(queue_t *q, const char *payload, size_t len, const char *next_p
 {
     char delay[24];
     snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
-    const char *argv[] = {"EVAL", LUA_DELAY, "2", q->taken, q->keys.delayed, payload,
-                          next_payload, delay};
-    size_t lens[] = {4, sizeof LUA_DELAY - 1, 1, strlen(q->taken), strlen(q->keys.delayed),
-                     len, strlen(next_payload), strlen(delay)};
+    const char *argv[] = {"EVAL",          LUA_DELAY, "2",          q->taken,
+                          q->keys.delayed, payload,   next_payload, delay};
+    size_t lens[] = {4,
+                     sizeof LUA_DELAY - 1,
+                     1,
+                     strlen(q->taken),
+                     strlen(q->keys.delayed),
+                     len,
+                     strlen(next_payload),
+                     strlen(delay)};
     op_push(q, 8, argv, lens, 5, NULL, NULL);
 }
 
 void queue_requeue(queue_t *q, const char *payload, size_t len)
 {
     const char *argv[] = {"EVAL", LUA_REQUEUE, "2", q->taken, q->keys.pending, payload};
-    size_t lens[] = {4, sizeof LUA_REQUEUE - 1, 1, strlen(q->taken),
-                     strlen(q->keys.pending), len};
+    size_t lens[] = {4, sizeof LUA_REQUEUE - 1, 1, strlen(q->taken), strlen(q->keys.pending), len};
     op_push(q, 6, argv, lens, 5, NULL, NULL);
 }
 
@@ -1945,7 +1950,7 @@ static bool predecessor_gone(const queue_t *q, const char *info)
 typedef struct reclaim {
     queue_t *q;
     char list[sizeof ((queue_t *)NULL)->processing];
-    char taken[sizeof ((queue_t *)NULL)->taken];
+    char taken[sizeof((queue_t *)NULL)->taken];
     char id[256];
     char info[200];
     long long moved;
@@ -1956,8 +1961,10 @@ static void on_reclaim_reply(redisAsyncContext *ac, void *reply, void *privdata)
 static void send_reclaim(reclaim_t *rc)
 {
     queue_t *q = rc->q;
-    const char *argv[] = {"EVAL",   LUA_RECLAIM, "5",      q->keys.workers,  q->keys.pending,
-                          q->workerinfo, rc->list,  rc->taken, rc->id, rc->info, MOVE_BUMP_MAX_ARG};
+    const char *argv[] = {"EVAL",          LUA_RECLAIM,      "5",
+                          q->keys.workers, q->keys.pending,  q->workerinfo,
+                          rc->list,        rc->taken,        rc->id,
+                          rc->info,        MOVE_BUMP_MAX_ARG};
     if (q->cmd.state != CONN_READY || !conn_send(&q->cmd, on_reclaim_reply, rc, 11, argv, NULL))
         free(rc); /* lease recovery takes what is left */
 }
@@ -1991,8 +1998,7 @@ static void on_workerinfo_reply(void *arg, const redisReply *r)
             strcmp(id->str, q->worker_id) == 0 || !predecessor_gone(q, info->str))
             continue;
         reclaim_t *rc = calloc(1, sizeof *rc);
-        if (rc == NULL || strlen(id->str) >= sizeof rc->id ||
-            strlen(info->str) >= sizeof rc->info ||
+        if (rc == NULL || strlen(id->str) >= sizeof rc->id || strlen(info->str) >= sizeof rc->info ||
             retryq_keys_processing(&q->keys, id->str, rc->list, sizeof rc->list) < 0 ||
             retryq_keys_taken(&q->keys, id->str, rc->taken, sizeof rc->taken) < 0) {
             free(rc); /* lease recovery takes its list */
@@ -2163,9 +2169,10 @@ static void on_leave_reply(queue_t *q, const redisReply *r)
  * (a repeat moves the next jobs, or none). */
 static void push_leave(queue_t *q)
 {
-    const char *argv[] = {"EVAL",          LUA_LEAVE,     "5",          q->processing,
-                          q->taken,        q->keys.pending, q->keys.workers, q->workerinfo,
-                          q->worker_id,    MOVE_MAX_ARG};
+    const char *argv[] = {"EVAL",          LUA_LEAVE,     "5",
+                          q->processing,   q->taken,      q->keys.pending,
+                          q->keys.workers, q->workerinfo, q->worker_id,
+                          MOVE_MAX_ARG};
     op_t *op = op_push(q, 10, argv, NULL, -1, NULL, NULL);
     if (op != NULL)
         op->replied = on_leave_reply;
@@ -2198,8 +2205,7 @@ static void on_count_workers(void *arg, const redisReply *r)
         return;
     }
     snprintf(total, sizeof total, "%zu", r->elements);
-    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers, q->processing,
-                          q->taken};
+    const char *keys[] = {q->keys.pending, q->keys.delayed, q->keys.workers, q->processing, q->taken};
     const char *args[] = {a->suspect, total};
     if (keyed_eval_build(q, &e, LUA_COUNT, 5, keys, 2, args, r, q->worker_id)) {
         op_push(q, e.argc, e.argv, NULL, -1, a->done, a->arg);

@@ -7,6 +7,9 @@
 #   test/bench/run.sh --mode backlog [backlog.sh options]
 #                                     cost as the queue grows: 10k, 100k, 1M queued
 #                                     (backlog.sh --help)
+#   test/bench/run.sh --mode ack [ack.py options]
+#                                     what one ack costs Redis with 64 to 100,000 jobs
+#                                     held by a worker: a list (LREM) vs the taken hash
 #
 # Options: --mode overhead|scale|idle|all   --runs K   --n N   --concurrency C
 #          --scale-n N   --scale-concurrency C   --scale-latency-ms MS   --idle-s S
@@ -29,6 +32,10 @@ set -euo pipefail
 if [[ ${1:-} == --mode && ${2:-} == backlog ]]; then
   shift 2
   exec bash "$(dirname "$0")/backlog.sh" "$@"
+fi
+if [[ ${1:-} == --mode && ${2:-} == ack ]]; then
+  shift 2
+  exec python3 "$(dirname "$0")/ack.py" "$@"
 fi
 # shellcheck source=test/bench/lib.sh
 source "$(dirname "$0")/lib.sh"

@@ -44,9 +44,7 @@ requests() { curl -fsS "$ROUTER_URL/stats" | python3 -c 'import json,sys; print(
 router_in_flight() { curl -fsS "$ROUTER_URL/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_flight"])'; }
 completed() { sql -c "SELECT count(*) FROM executions WHERE job_id = $job AND status = 'completed'"; }
 depths() { # pending processing delayed
-  local p=0 k
-  p=$(held_jobs "$Q")
-  echo "$(rcli LLEN "$Q") $p $(rcli ZCARD "{$Q}:delayed")"
+  echo "$(rcli LLEN "$Q") $(held_jobs "$Q") $(rcli ZCARD "{$Q}:delayed")"
 }
 # rate <seconds>: completions per second over a window of that length, from now
 rate() {

@@ -9,7 +9,7 @@
 # held) and the rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=../support/lib.sh
+# shellcheck source=test/support/lib.sh
 source "$here/../support/lib.sh"
 
 private_services # a Redis of its own: its one blocked client is this test's worker
