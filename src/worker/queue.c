@@ -321,9 +321,9 @@ static const char LUA_LEAVE[] = LUA_HAND_BACK
 /* KEYS: queue, delayed, workers, this worker's processing list and taken hash, then the
  * processing list and taken hash of every other worker named in ARGV. ARGV: suspect ms,
  * the number of workers when they were read, then the ids (ARGV[j + 2] owns KEYS[2j + 4]
- * and KEYS[2j + 5]). Counts every job, the ones this worker holds too: the caller holds nothing then, so a job there is one its
- * blocking pop has just moved whose reply has not arrived (the count runs on the other
- * connection), or one its self-check will adopt. Counts a silent worker (no heartbeat for
+ * and KEYS[2j + 5]). Counts every job, the ones this worker holds too: the caller holds
+ * nothing then, so a job there is one its blocking pop has just moved whose reply has not
+ * arrived (the count runs on the other connection), or one its self-check will adopt. Counts a silent worker (no heartbeat for
  * ARGV[1] ms) as work until lease recovery has removed it, so --exit-when-idle waits for
  * the recovery instead of leaving a dead worker behind. A worker set that changed since it
  * was read counts as work too (the next check reads it again). */
@@ -341,9 +341,9 @@ static const char LUA_COUNT[] =
     "return n\n";
 
 /* KEYS: queue, delayed, dead, workers, then the processing list and taken hash of each
- * worker read before. ARGV: lease ms. The figures of /metrics in one call: depths, workers (all / live
- * by heartbeat), Redis's clock and the next job to be taken (for the age of the oldest
- * waiting job). */
+ * worker read before. ARGV: lease ms. The figures of /metrics in one call: depths, workers
+ * (all / live by heartbeat), Redis's clock and the next job to be taken (for the age of the
+ * oldest waiting job). */
 static const char LUA_DEPTHS[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
