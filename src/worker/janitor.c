@@ -26,9 +26,8 @@
  * where a worker's jobs are its processing list (LRANGE pages), then its taken hash (HSCAN
  * pages, which return every field present for the whole scan): a job only moves from the
  * list to the hash. A job popped while the queue is read is with a worker on the second
- * read; one
- * promoted from the delayed set was seen there; one handed back from a processing list
- * was seen in the first read. The queue is read from the head (index 0, where producers
+ * read; one promoted from the delayed set was seen there; one a worker handed back was
+ * seen in the first read. The queue is read from the head (index 0, where producers
  * push) toward the tail, so a push only shifts entries already read and a pop only
  * shortens the part still to read; the delayed set is read by score (a cursor on score
  * and rank), so promotions of due jobs do not shift it. Only a job making two moves
@@ -139,8 +138,8 @@ typedef struct candidate {
 
 typedef enum phase {
     PHASE_WORKERS,    /* reading {Q}:workers (before each processing-list read) */
-    PHASE_PROCESSING, /* the workers' processing lists and taken hashes, one after the other */
-    PHASE_TAKEN,      /* the taken hash of the worker whose list was just read */
+    PHASE_PROCESSING, /* the workers' processing lists, one after the other, each... */
+    PHASE_TAKEN,      /* ...followed by the taken hash of its worker */
     PHASE_DELAYED,
     PHASE_QUEUE,
     PHASE_DONE,
@@ -153,7 +152,7 @@ typedef struct sweep {
     int64_t cursor;     /* last id read */
     bool rows_ended;    /* the query returned fewer rows than a page */
     int pass;           /* 1..SWEEP_PASSES */
-    int step;           /* 0: processing, 1: delayed, 2: queue, 3: processing again */
+    int step;           /* 0: workers' jobs, 1: delayed, 2: queue, 3: workers' jobs again */
     phase_t phase;
     char **workers;
     size_t nworkers, worker;
