@@ -16,7 +16,8 @@
 #             drain) and its p99 and max during the drain; SLOWLOG entries over 1 ms
 #             (slowlog-log-slower-than 1000) during enqueue + drain; and what else made
 #             Redis late: its forks (AOF rewrites), its latency monitor's events over
-#             1 ms, the steal time on its CPU
+#             1 ms, the steal time on its CPU, how often its main thread was taken off
+#             that CPU while runnable, and the interrupts' share of it
 #   inflight  the same drain with N in flight at once capped by --inflight (default
 #             10,000) and a router answering after --latency-ms (default 2,000)
 # then one table, with the targets of docs/performance.md "Cost as the work grows".
@@ -50,6 +51,10 @@ while (($# > 0)); do
 done
 
 bench_binaries
+# PostgreSQL sized for the rows it holds, as a deployment is: the tests' 32 MB of shared
+# buffers hold a fraction of 1M executions, and every load and update then reads the
+# table through the kernel (RETRYQ_TEST_PG_SHARED_BUFFERS, test/support/services.sh).
+export RETRYQ_TEST_PG_SHARED_BUFFERS=${RETRYQ_TEST_PG_SHARED_BUFFERS:-1GB}
 bench_start_services
 probe_cpu=() cores=$(nproc) steal_cpu=cpu
 if [[ $pin != 0 ]]; then
@@ -95,10 +100,18 @@ probe_stop() {
 }
 slowlog_count() { rcli SLOWLOG LEN; }
 # Steal time: the share of a CPU's ticks the hypervisor gave to another guest. cpu_ticks
-# prints "steal total" for Redis's CPU (CPU 1 with --pin, all CPUs without).
+# prints "steal total irq+softirq" for Redis's CPU (CPU 1 with --pin, all CPUs without).
 cpu_ticks() {
-  awk -v c="$steal_cpu" '$1 == c {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat
+  awk -v c="$steal_cpu" '$1 == c {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t, $7 + $8}' /proc/stat
 }
+irq_pct() { # <ticks before> <ticks after>: the share of interrupt and softirq time
+  local a b
+  read -r -a a <<<"$1"
+  read -r -a b <<<"$2"
+  calc "round(100 * (${b[2]} - ${a[2]}) / max(1, ${b[1]} - ${a[1]}), 1)"
+}
+# How often the kernel took the CPU from Redis's main thread while it was runnable.
+redis_preempted() { awk '/^nonvoluntary_ctxt_switches/ {print $2}' "/proc/$(cat "$bench_work/services/redis/redis.pid")/status"; }
 steal_pct() { # <ticks before> <ticks after>
   local a b
   read -r -a a <<<"$1"
@@ -176,15 +189,18 @@ run_size() { # <n>
   # events, and the hypervisor's steal time on Redis's CPU.
   rcli CONFIG SET latency-monitor-threshold 1 >/dev/null
   rcli LATENCY RESET >/dev/null
-  local forks0 ticks0
+  local forks0 ticks0 preempted0 ticks1
   forks0=$(redis_info stats total_forks)
   ticks0=$(cpu_ticks)
+  preempted0=$(redis_preempted)
   probe_start "$bench_work/probe-drain.json"
   # A deadline for a drain at 500 jobs/s or faster (a loaded machine), 10 minutes at least.
   RETRYQ_BENCH_TIMEOUT=$(calc "int(max(600, $n / 500))") run_worker backlog "$n" "$conc" ||
     die "the drain of $n jobs failed a correctness check"
   probe_stop
-  T[$n, steal]=$(steal_pct "$ticks0" "$(cpu_ticks)")
+  ticks1=$(cpu_ticks)
+  T[$n, steal]=$(steal_pct "$ticks0" "$ticks1")
+  note "N=$n: Redis's main thread taken off its CPU while runnable $(($(redis_preempted) - preempted0)) time(s) during the drain (involuntary context switches); interrupts and softirqs $(irq_pct "$ticks0" "$ticks1") % of that CPU"
   T[$n, forks]=$(($(redis_info stats total_forks) - forks0))
   if ((T[$n, forks] > 0)); then
     note "N=$n: $((T[$n, forks])) fork(s) of Redis during the drain (AOF rewrite), the last took $(redis_info stats latest_fork_usec) us"
