@@ -191,7 +191,7 @@ case $scenario in
       if [[ $left != 0 ]]; then
         stranded=$((stranded + left))
         rcli RPOPLPUSH "$(plist "$id")" "$Q" >/dev/null
-        for j in $(rcli HKEYS "$(thash "$id")"); do rcli LPUSH "$Q" "$j" >/dev/null; done
+        rcli HKEYS "$(thash "$id")" | while IFS= read -r j; do rcli LPUSH "$Q" "$j" >/dev/null; done
         rcli DEL "$(thash "$id")" >/dev/null
       fi
     done
