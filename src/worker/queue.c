@@ -646,23 +646,17 @@ static void parse_info(queue_t *q, const char *info)
     }
 }
 
+static void on_quiet_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
 /* LUA_SETTLE's answer (the rescan's and the self-check's first call): the cancelled jobs it
  * dropped. The read of the hash that follows it decides what comes next. */
 static void on_settle_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     conn_t *c = privdata;
-    redisReply *r = reply;
-    if (r == NULL || c->ac != ac)
-        return;
-    conn_replied(c);
-    if (reply_is_error(r)) {
-        log_warn("redis.settle", "moving the own processing list into the taken hash failed: %s",
-                 r->str);
-        if (reply_is_transient(r))
-            conn_drop(c, r->str);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1)
+    const redisReply *r = reply;
+    bool answered = r != NULL && c->ac == ac;
+    on_quiet_reply(ac, reply, privdata); /* an error is logged, a transient one drops */
+    if (answered && r->type == REDIS_REPLY_ARRAY && r->elements == 1)
         deliver(c->q, r->element[0], true);
 }
 
@@ -672,8 +666,7 @@ static bool send_settled_read(queue_t *q, conn_t *c, redisCallbackFn *fn, int ar
 {
     const char *settle[] = {"EVAL",   LUA_SETTLE,        "3",         q->processing,
                             q->taken, q->keys.cancelled, MOVE_MAX_ARG};
-    return conn_send(c, on_settle_reply, c, 7, settle, NULL) && c->ac != NULL &&
-           conn_send(c, fn, q, argc, argv, NULL);
+    return conn_send(c, on_settle_reply, c, 7, settle, NULL) && conn_send(c, fn, q, argc, argv, NULL);
 }
 
 static void on_rescan_reply(redisAsyncContext *ac, void *reply, void *privdata)

@@ -16,14 +16,9 @@ source "$here/../support/lib.sh"
 worker_test_setup idle
 start_router --latency-ms 1500
 job=$(insert_job '{"id":"idle","questions":["math_basic"]}')
-retrying() { # -> id of an execution in 'retrying' at attempt 1, as the runner's API leaves it
-  sql -c "UPDATE executions SET status = 'retrying', retry_count = 1, last_retry_at = now(),
-            retry_history = '[{\"attempt\":1,\"status\":\"retrying\"}]' WHERE id = $1 RETURNING id"
-}
 first=$(retrying "$(insert_execution "$job" us-east failed math_basic)")
 second=$(retrying "$(insert_execution "$job" us-east failed math_basic)")
-payload() { echo "{\"execution_id\":$1,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}"; }
-rcli LPUSH "$Q" "$(payload "$first")" >/dev/null
+rcli LPUSH "$Q" "$(runner_job "$first")" >/dev/null
 
 "$RETRYQ_WORKER_BIN" --router-url "$ROUTER_URL" --exit-when-idle --heartbeat-ms 5000 \
   --http-addr off >"$t_tmp/worker.log" 2>&1 &
@@ -32,7 +27,7 @@ t_pids+=("$pid")
 worker_list() { rcli ZRANGE "{$Q}:workers" 0 -1 | head -n 1; }
 taken() { [[ -n $(worker_list) ]] && [[ $(held_by "$Q" "$(worker_list)") == 1 ]]; }
 check "the worker took the first job" wait_for 20 taken
-rcli LPUSH "{$Q}:processing:$(worker_list)" "$(payload "$second")" >/dev/null
+rcli LPUSH "{$Q}:processing:$(worker_list)" "$(runner_job "$second")" >/dev/null
 
 rc=0
 wait_for 60 bash -c "! kill -0 $pid 2>/dev/null" || true

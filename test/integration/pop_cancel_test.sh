@@ -17,13 +17,8 @@ worker_test_setup popcancel
 start_router --latency-ms 5
 PORT=$(free_port)
 job=$(insert_job '{"id":"pop-cancel","questions":["math_basic"]}')
-retrying() { # -> id of an execution in 'retrying' at attempt 1, as the runner's API leaves it
-  sql -c "UPDATE executions SET status = 'retrying', retry_count = 1, last_retry_at = now(),
-            retry_history = '[{\"attempt\":1,\"status\":\"retrying\"}]' WHERE id = $1 RETURNING id"
-}
 cancelled=$(retrying "$(insert_execution "$job" us-east failed math_basic)")
 runs=$(retrying "$(insert_execution "$job" us-east failed math_basic)")
-payload() { echo "{\"execution_id\":$1,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}"; }
 
 "$RETRYQ_WORKER_BIN" --router-url "$ROUTER_URL" --http-addr "127.0.0.1:$PORT" \
   >"$t_tmp/worker.log" 2>&1 &
@@ -34,7 +29,7 @@ check "the worker waits in its blocking pop" wait_for 20 blocked
 metric() { curl -fsS --max-time 5 "http://127.0.0.1:$PORT/metrics" | python3 "$here/prom_text.py" value "$@" || true; }
 
 rcli ZADD "{$Q}:cancelled" "$(($(date +%s) * 1000))" "$cancelled:1" >/dev/null
-rcli LPUSH "$Q" "$(payload "$cancelled")" >/dev/null
+rcli LPUSH "$Q" "$(runner_job "$cancelled")" >/dev/null
 counted() { [[ $(metric retry_jobs_cancelled_total) == 1 ]]; }
 check "the worker counts the job its blocking pop dropped as cancelled" wait_for 20 counted
 check_eq "its tombstone is consumed" 0 "$(rcli ZCARD "{$Q}:cancelled")"
@@ -45,7 +40,7 @@ check_eq "the cancelled execution was not run" "retrying 0" \
   "$(sql -F' ' -c "SELECT status, jsonb_array_length(retry_history) - 1 FROM executions WHERE id = $cancelled")"
 
 check "the worker waits in its blocking pop again" wait_for 20 blocked
-rcli LPUSH "$Q" "$(payload "$runs")" >/dev/null
+rcli LPUSH "$Q" "$(runner_job "$runs")" >/dev/null
 done_() { [[ $(sql -c "SELECT status FROM executions WHERE id = $runs") == completed ]]; }
 check "a job the blocking pop hands out is run and recorded" wait_for 20 done_
 acked() { [[ -z $(held_keys "$Q") ]]; }

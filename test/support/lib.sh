@@ -136,6 +136,15 @@ held_jobs() { rcli EVAL "$HELD_LUA" 0 "{$1}" '*'; }
 held_by() { rcli EVAL "$HELD_LUA" 0 "{$1}" "$2"; }
 held_keys() { rcli --scan --pattern "{$1}:processing:*"; rcli --scan --pattern "{$1}:taken:*"; }
 
+# retrying <id>: puts execution <id> in 'retrying' at attempt 1, as the runner's API leaves
+# it, and prints its id. runner_job <id>: the four-field job the runner pushes for it
+# (region us-east, question 0).
+retrying() {
+  sql -c "UPDATE executions SET status = 'retrying', retry_count = 1, last_retry_at = now(),
+            retry_history = '[{\"attempt\":1,\"status\":\"retrying\"}]' WHERE id = $1 RETURNING id"
+}
+runner_job() { echo "{\"execution_id\":$1,\"region\":\"us-east\",\"question_index\":0,\"retry_attempt\":1}"; }
+
 # Starts the mock router with the given flags; sets ROUTER_URL and ROUTER_PID.
 start_router() {
   local port_file="$t_tmp/router.$RANDOM.port"
